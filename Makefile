@@ -1,0 +1,29 @@
+# Two set-up commands (README.md): `make demo` runs the main job, `make test` runs the test suite.
+# Each creates .venv if there is none and installs the pinned dependencies and cnbert into it.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.cnbert-installed
+
+.PHONY: demo test install clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml setup.py $(wildcard csrc/*.cpp csrc/*.h csrc/cuda/*)
+	$(BIN)/python tools/pins.py test > $(VENV)/pins.txt
+	$(BIN)/python -m pip install --quiet -r $(VENV)/pins.txt
+	$(BIN)/python -m pip install --quiet --no-build-isolation --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m cnbert.demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+clean:
+	rm -rf build *.egg-info cnbert/*.so

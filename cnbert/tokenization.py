@@ -1,0 +1,118 @@
+"""Chinese BERT tokenisation on the `tokenizers` library's fast WordPiece, with character offsets.
+
+Gives the same ids as Google's BERT tokenizer (`transformers.BertTokenizer`, the reference):
+text cleaning, CJK characters split one per token, punctuation split, lower-casing and accent
+stripping as `do_lower_case` says, greedy longest-match WordPiece with `[UNK]` for words that
+cannot be covered (or are longer than 100 characters). Offsets are character offsets into the
+text as given, so an answer is always sliced from the original context, never rebuilt from pieces.
+"""
+from __future__ import annotations
+
+import dataclasses
+from importlib import resources
+from pathlib import Path
+
+from tokenizers import Tokenizer, normalizers, pre_tokenizers
+from tokenizers.models import WordPiece
+
+from cnbert.errors import DataError
+
+CLS, SEP, PAD, UNK, MASK = "[CLS]", "[SEP]", "[PAD]", "[UNK]", "[MASK]"
+
+
+def bundled_vocab_path() -> Path:
+    """The standard 21128-entry Chinese BERT vocabulary (Google BERT / HIT, Apache-2.0)."""
+    return Path(str(resources.files("cnbert") / "resources" / "vocab.txt"))
+
+
+def load_vocab(path) -> dict[str, int]:
+    """Read a vocab.txt: one token per line, id = line number.
+
+    Split on "\\n" only: the Chinese vocabulary has tokens containing U+2028 (LINE SEPARATOR),
+    which `str.splitlines()` would treat as line breaks, shifting every later id.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(path, "", "vocabulary file not found") from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    vocab: dict[str, int] = {}
+    for line_no, raw in enumerate(lines, start=1):
+        token = raw.rstrip("\r")
+        if token in vocab:
+            raise DataError(path, f"line {line_no}", f"token {token!r} already appeared on line {vocab[token] + 1}")
+        vocab[token] = line_no - 1
+    for special in (CLS, SEP, PAD, UNK):
+        if special not in vocab:
+            raise DataError(path, "", f"vocabulary lacks the special token {special}")
+    return vocab
+
+
+@dataclasses.dataclass(frozen=True)
+class Encoded:
+    """Word pieces of one text: ids, token strings and [start, end) character offsets."""
+
+    ids: list[int]
+    tokens: list[str]
+    offsets: list[tuple[int, int]]
+
+    def __len__(self):
+        return len(self.ids)
+
+
+class ChineseBertTokenizer:
+    """Fast WordPiece tokenizer for Chinese BERT checkpoints.
+
+    `encode` returns word pieces without special tokens; callers lay out [CLS]/[SEP] themselves
+    (the reading-comprehension features need the question and each window separately).
+    """
+
+    def __init__(self, vocab_file=None, do_lower_case: bool = True):
+        self.vocab_file = Path(vocab_file) if vocab_file is not None else bundled_vocab_path()
+        self.do_lower_case = do_lower_case
+        self.vocab = load_vocab(self.vocab_file)
+        self.inv_vocab = {i: t for t, i in self.vocab.items()}
+        tokenizer = Tokenizer(WordPiece(self.vocab, unk_token=UNK, max_input_chars_per_word=100))
+        tokenizer.normalizer = normalizers.BertNormalizer(
+            clean_text=True,
+            handle_chinese_chars=True,
+            strip_accents=do_lower_case,
+            lowercase=do_lower_case,
+        )
+        tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        self._tokenizer = tokenizer
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    def token_to_id(self, token: str) -> int:
+        return self.vocab[token]
+
+    @property
+    def cls_id(self) -> int:
+        return self.vocab[CLS]
+
+    @property
+    def sep_id(self) -> int:
+        return self.vocab[SEP]
+
+    @property
+    def pad_id(self) -> int:
+        return self.vocab[PAD]
+
+    def encode(self, text: str) -> Encoded:
+        enc = self._tokenizer.encode(text, add_special_tokens=False)
+        return Encoded(list(enc.ids), list(enc.tokens), [tuple(o) for o in enc.offsets])
+
+    def encode_batch(self, texts: list[str]) -> list[Encoded]:
+        return [
+            Encoded(list(e.ids), list(e.tokens), [tuple(o) for o in e.offsets])
+            for e in self._tokenizer.encode_batch(texts, add_special_tokens=False)
+        ]
+
+    def convert_ids_to_tokens(self, ids) -> list[str]:
+        return [self.inv_vocab[int(i)] for i in ids]

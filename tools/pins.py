@@ -1,0 +1,16 @@
+"""Print the pinned requirements from pyproject.toml, one per line, for `pip install`.
+
+pyproject.toml is the one place versions are pinned. The Makefile installs these before the
+package itself, because the C++ extension is built without build isolation against the torch
+that is already installed (BUILD.md explains why).
+"""
+import sys
+import tomllib
+from pathlib import Path
+
+project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+extras = sys.argv[1:]
+pins = list(project["dependencies"])
+for extra in extras:
+    pins += project["optional-dependencies"][extra]
+print("\n".join(pins))
