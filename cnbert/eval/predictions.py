@@ -1,0 +1,137 @@
+"""Reading the JSON files the scorers take: predictions files and SQuAD-style gold files.
+
+Every problem is a `DataError` naming the file and the entry, raised before any scoring starts.
+"""
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from cnbert.errors import DataError
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key):
+        super().__init__(key)
+        self.key = key
+
+
+def _reject_duplicate_keys(pairs):
+    # json.load keeps the last of two equal keys without a word; for predictions that would hide
+    # which answer is scored, so refuse instead.
+    result = {}
+    for key, value in pairs:
+        if key in result:
+            raise _DuplicateKey(key)
+        result[key] = value
+    return result
+
+
+def read_json_file(path, reject_duplicate_keys=False):
+    """Parse a UTF-8 JSON file; any failure becomes a DataError naming the file (and the line)."""
+    path = Path(path)
+    hook = _reject_duplicate_keys if reject_duplicate_keys else None
+    try:
+        with path.open(encoding="utf-8") as f:
+            return json.load(f, object_pairs_hook=hook)
+    except OSError as e:
+        raise DataError(path, None, f"cannot read the file ({e.strerror or e})") from e
+    except UnicodeDecodeError as e:
+        raise DataError(path, f"byte {e.start}", "not UTF-8 text") from e
+    except json.JSONDecodeError as e:
+        raise DataError(path, f"line {e.lineno} column {e.colno}", f"malformed JSON: {e.msg}") from e
+    except _DuplicateKey as e:
+        raise DataError(path, f"id {e.key!r}", "appears twice") from e
+
+
+def load_predictions(path, allow_list=False):
+    """Read a predictions file as {question id: answer text}.
+
+    The file is a JSON object mapping ids to answer strings. With `allow_list`, the official CJRC
+    form `[{"id": ..., "answer": ...}, ...]` is accepted too.
+    """
+    data = read_json_file(path, reject_duplicate_keys=True)
+    if isinstance(data, dict):
+        for question_id, answer in data.items():
+            if not isinstance(answer, str):
+                raise DataError(path, f"id {question_id!r}",
+                                f"answer must be a string, got {type(answer).__name__}")
+        return data
+    if allow_list and isinstance(data, list):
+        return _predictions_from_list(path, data)
+    expected = "a JSON object {id: answer}" + (
+        ' or a list [{"id": ..., "answer": ...}]' if allow_list else "")
+    raise DataError(path, None, f"expected {expected}, got a JSON {type(data).__name__}")
+
+
+def _predictions_from_list(path, entries):
+    predictions = {}
+    for index, entry in enumerate(entries):
+        where = f"entry {index}"
+        if not isinstance(entry, dict):
+            raise DataError(path, where, f'expected {{"id": ..., "answer": ...}}, got {type(entry).__name__}')
+        for field in ("id", "answer"):
+            if field not in entry:
+                raise DataError(path, where, f"missing field {field!r}")
+        question_id, answer = entry["id"], entry["answer"]
+        if not isinstance(question_id, str):
+            raise DataError(path, where, f"id must be a string, got {type(question_id).__name__}")
+        where = f"entry {index} (id {question_id!r})"
+        if not isinstance(answer, str):
+            raise DataError(path, where, f"answer must be a string, got {type(answer).__name__}")
+        if question_id in predictions:
+            raise DataError(path, where, "id appears twice")
+        predictions[question_id] = answer
+    return predictions
+
+
+@dataclass(frozen=True)
+class GoldQuestion:
+    """One question of a SQuAD-style gold file, as the scorers need it."""
+
+    id: str
+    answers: tuple  # the `text` of each gold answer, in file order
+    domain: object  # the `domain` of the enclosing top-level data item (CJRC), or None
+
+
+def read_gold_questions(gold_data, source):
+    """Walk `data[].paragraphs[].qas[]` of a SQuAD-style gold file, checking every field used.
+
+    `source` names the file in errors. Question ids must be unique: both official scorers would
+    silently double-count or overwrite a repeated id.
+    """
+    if not isinstance(gold_data, dict) or not isinstance(gold_data.get("data"), list):
+        raise DataError(source, None, 'expected a JSON object with a "data" list (SQuAD style)')
+    questions = []
+    seen = set()
+    for i, item in enumerate(gold_data["data"]):
+        paragraphs = item.get("paragraphs") if isinstance(item, dict) else None
+        if not isinstance(paragraphs, list):
+            raise DataError(source, f"data[{i}]", 'missing "paragraphs" list')
+        for j, paragraph in enumerate(paragraphs):
+            qas = paragraph.get("qas") if isinstance(paragraph, dict) else None
+            if not isinstance(qas, list):
+                raise DataError(source, f"data[{i}].paragraphs[{j}]", 'missing "qas" list')
+            for k, qa in enumerate(qas):
+                question = _read_gold_question(qa, item.get("domain"), source,
+                                               f"data[{i}].paragraphs[{j}].qas[{k}]")
+                if question.id in seen:
+                    raise DataError(source, f"question {question.id!r}", "id appears twice")
+                seen.add(question.id)
+                questions.append(question)
+    return questions
+
+
+def _read_gold_question(qa, domain, source, position):
+    if not isinstance(qa, dict) or not isinstance(qa.get("id"), str):
+        raise DataError(source, position, 'missing string "id"')
+    where = f"question {qa['id']!r}"
+    answers = qa.get("answers")
+    if not isinstance(answers, list):
+        raise DataError(source, where, 'missing "answers" list')
+    texts = []
+    for n, answer in enumerate(answers):
+        text = answer.get("text") if isinstance(answer, dict) else None
+        if not isinstance(text, str):
+            raise DataError(source, where, f'answers[{n}] has no string "text"')
+        texts.append(text)
+    return GoldQuestion(qa["id"], tuple(texts), domain)

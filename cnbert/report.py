@@ -1,0 +1,31 @@
+"""The multi-seed report in the original list's format: per seed the best dev scores, then
+`mean (max)` over seeds for each metric."""
+from __future__ import annotations
+
+import statistics
+from collections.abc import Mapping, Sequence
+
+
+def summarize_seeds(per_seed: Mapping[int, Mapping[str, float]], metric_names: Sequence[str]) -> dict:
+    """{"seeds": {seed: {metric: value}}, "mean": {...}, "max": {...}} over the given metrics."""
+    if not per_seed:
+        raise ValueError("no seed finished, so there is nothing to report")
+    seeds = {int(s): {m: float(v[m]) for m in metric_names} for s, v in per_seed.items()}
+    values = {m: [r[m] for r in seeds.values()] for m in metric_names}
+    return {
+        "metrics": list(metric_names),
+        "seeds": {str(s): r for s, r in seeds.items()},
+        "mean": {m: statistics.fmean(v) for m, v in values.items()},
+        "max": {m: max(v) for m, v in values.items()},
+    }
+
+
+def format_markdown(summary: dict, title: str, decimals: int = 3) -> str:
+    metrics = summary["metrics"]
+    fmt = f"{{:.{decimals}f}}"
+    lines = [f"# {title}", "", "| seed | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
+    for seed, row in summary["seeds"].items():
+        lines.append(f"| {seed} | " + " | ".join(fmt.format(row[m]) for m in metrics) + " |")
+    lines.append("| mean (max) | " + " | ".join(
+        f"{fmt.format(summary['mean'][m])} ({fmt.format(summary['max'][m])})" for m in metrics) + " |")
+    return "\n".join(lines) + "\n"

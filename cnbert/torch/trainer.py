@@ -1,0 +1,222 @@
+"""The PyTorch training loop: AdamW, linear schedule, clipping, accumulation, AMP and DDP.
+
+Task code supplies three things: the model, a per-example loss function, and an evaluation
+callback. Everything else (the batch plan shared with the TF trainer, mixed precision, the
+non-finite-loss guard, choosing the best evaluation by one criterion, TensorBoard and progress)
+lives here once.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import random
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from cnbert.torch.distributed import DistContext, all_gather_objects
+from cnbert.torch.optim import build_optimizer, build_scheduler
+from cnbert.training import TrainingConfig, eval_shard, global_batches, micro_batches
+
+log = logging.getLogger(__name__)
+
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training stopped because the loss stayed NaN/inf; earlier checkpoints are untouched."""
+
+
+@dataclasses.dataclass
+class FitResult:
+    best_metrics: dict | None
+    best_step: int | None
+    evaluations: list[dict]          # every evaluation, with its "step"
+    losses: list[tuple[int, float]]  # (optimizer step, mean training loss of that step)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """Trains `model` on numpy feature arrays.
+
+    loss_fn(outputs, batch) -> per-example loss, shape [b], computed in float32.
+    input_names: the arrays passed to the model as keyword arguments; the other arrays a batch
+    holds (labels) reach only loss_fn.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        config: TrainingConfig,
+        loss_fn: Callable[[Mapping[str, torch.Tensor], Mapping[str, torch.Tensor]], torch.Tensor],
+        input_names: Sequence[str] = ("input_ids", "token_type_ids", "attention_mask"),
+        ctx: DistContext | None = None,
+        log_dir=None,
+        show_progress: bool = True,
+    ):
+        self.config = config
+        self.ctx = ctx or DistContext()
+        self.model = model.to(self.ctx.device)
+        self.loss_fn = loss_fn
+        self.input_names = tuple(input_names)
+        self.log_dir = log_dir
+        self.show_progress = show_progress and self.ctx.is_main
+        self.autocast_dtype = AUTOCAST_DTYPES.get(config.precision)
+
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.ctx.device.type, dtype=self.autocast_dtype)
+
+    def _to_device(self, arrays: Mapping[str, np.ndarray], index) -> dict[str, torch.Tensor]:
+        return {k: torch.from_numpy(np.ascontiguousarray(v[index])).to(self.ctx.device) for k, v in arrays.items()}
+
+    def fit(
+        self,
+        train: Mapping[str, np.ndarray],
+        evaluate: Callable[[], dict] | None = None,
+        criterion: Callable[[dict], float] | None = None,
+        on_new_best: Callable[[dict], None] | None = None,
+    ) -> FitResult:
+        """Train for config.num_train_epochs. `evaluate()` runs on every process and returns the
+        same metrics everywhere; the best evaluation is the one with the highest `criterion`
+        (ties keep the earlier); `on_new_best(metrics)` runs on the main process only."""
+        cfg, ctx = self.config, self.ctx
+        num_examples = len(next(iter(train.values())))
+        accum = cfg.gradient_accumulation_steps
+        if num_examples < ctx.world_size * accum:
+            raise ValueError(f"{num_examples} training features cannot fill {ctx.world_size} processes × {accum} micro-steps")
+        if cfg.train_batch_size < ctx.world_size * accum:
+            raise ValueError(f"train_batch_size {cfg.train_batch_size} is smaller than processes × accumulation steps ({ctx.world_size} × {accum})")
+        steps_per_epoch = cfg.steps_per_epoch(num_examples, ctx.world_size)
+        total_steps = cfg.total_steps(num_examples, ctx.world_size)
+        eval_interval = cfg.eval_interval(steps_per_epoch)
+
+        seed_everything(cfg.seed + ctx.rank)  # dropout streams differ per process, as with any DDP run
+        model = self.model
+        model.train()
+        wrapped = DistributedDataParallel(model) if ctx.distributed else model
+        optimizer = build_optimizer(model, cfg)
+        scheduler = build_scheduler(optimizer, cfg.warmup_steps(total_steps), total_steps)
+        scaler = torch.amp.GradScaler(ctx.device.type, enabled=cfg.precision == "fp16")
+        writer = self._summary_writer()
+        result = FitResult(None, None, [], [])
+        best_score = -math.inf
+        nonfinite_run = 0
+        progress = tqdm(total=total_steps, desc="train", disable=not self.show_progress, dynamic_ncols=True)
+        try:
+            step, epoch = 0, 0
+            while step < total_steps:
+                for batch_index in global_batches(num_examples, cfg.train_batch_size, cfg.seed, epoch, ctx.world_size * accum):
+                    loss_value = self._accumulate(wrapped, train, batch_index, scaler)
+                    if math.isfinite(loss_value):
+                        nonfinite_run = 0
+                        self._optimizer_step(model, optimizer, scaler)
+                    else:
+                        nonfinite_run += 1
+                        if scaler.is_enabled():
+                            self._optimizer_step(model, optimizer, scaler)  # the scaler skips it and lowers the scale
+                        optimizer.zero_grad(set_to_none=True)
+                        log.warning("non-finite training loss at step %d (%d in a row)", step + 1, nonfinite_run)
+                        if nonfinite_run >= cfg.max_consecutive_nonfinite:
+                            raise NonFiniteLossError(
+                                f"training loss was NaN/inf for {nonfinite_run} consecutive steps (last at step {step + 1}); "
+                                f"stopped. The best checkpoint saved so far (step {result.best_step}) is kept. "
+                                "Try a lower learning rate, bf16 instead of fp16, or check the input data.")
+                    scheduler.step()
+                    step += 1
+                    lr = scheduler.get_last_lr()[0]
+                    result.losses.append((step, loss_value))
+                    progress.update(1)
+                    progress.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
+                    if writer and (step % cfg.logging_steps == 0 or step == 1):
+                        writer.add_scalar("train/loss", loss_value, step)
+                        writer.add_scalar("train/learning_rate", lr, step)
+                    last = step == total_steps
+                    if evaluate and (last or (eval_interval and step % eval_interval == 0)):
+                        metrics = dict(evaluate(), step=step)
+                        model.train()
+                        result.evaluations.append(metrics)
+                        score = criterion(metrics) if criterion else 0.0
+                        if writer:
+                            for key, value in metrics.items():
+                                if isinstance(value, (int, float)) and key != "step":
+                                    writer.add_scalar(f"eval/{key}", value, step)
+                        if score > best_score:
+                            best_score, result.best_metrics, result.best_step = score, metrics, step
+                            if on_new_best and ctx.is_main:
+                                on_new_best(metrics)
+                    if last:
+                        break
+                epoch += 1
+        finally:
+            progress.close()
+            if writer:
+                writer.close()
+        return result
+
+    def _accumulate(self, wrapped, train, batch_index, scaler) -> float:
+        """Forward/backward over this process's micro-batches of one global batch; returns the
+        global mean loss (identical on every process)."""
+        ctx = self.ctx
+        micro = micro_batches(batch_index, ctx.rank, ctx.world_size, self.config.gradient_accumulation_steps)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=ctx.device)
+        for i, index in enumerate(micro):
+            batch = self._to_device(train, index)
+            sync = i == len(micro) - 1
+            with (contextlib.nullcontext() if sync or not ctx.distributed else wrapped.no_sync()):
+                with self._autocast():
+                    outputs = wrapped(**{k: batch[k] for k in self.input_names})
+                per_example = self.loss_fn(outputs, batch).float()
+                # sum / global batch; DDP averages gradients over processes, hence × world_size
+                loss = per_example.sum() * (ctx.world_size / len(batch_index))
+                scaler.scale(loss).backward()
+            loss_sum += per_example.detach().double().sum()
+        if ctx.distributed:
+            torch.distributed.all_reduce(loss_sum)
+        return float(loss_sum) / len(batch_index)
+
+    def _optimizer_step(self, model, optimizer, scaler) -> None:
+        if self.config.max_grad_norm > 0:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), self.config.max_grad_norm)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+
+    @torch.no_grad()
+    def predict(self, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Model outputs (float32 numpy) for every row of `arrays`, in order. Each process runs
+        its contiguous shard; the shards are gathered to every process."""
+        ctx, model = self.ctx, self.model
+        model.eval()
+        n = len(next(iter(arrays.values())))
+        shard = eval_shard(n, ctx.rank, ctx.world_size)
+        pieces: dict[str, list[np.ndarray]] = {}
+        bs = self.config.eval_batch_size
+        for start in range(shard.start, shard.stop, bs):
+            batch = self._to_device({k: arrays[k] for k in self.input_names}, slice(start, min(start + bs, shard.stop)))
+            with self._autocast():
+                outputs = model(**batch)
+            for key, value in outputs.items():
+                pieces.setdefault(key, []).append(value.float().cpu().numpy())
+        local = {k: np.concatenate(v) for k, v in pieces.items()}
+        gathered = [part for part in all_gather_objects(local, ctx) if part]
+        return {k: np.concatenate([part[k] for part in gathered]) for k in gathered[0]}
+
+    def _summary_writer(self):
+        if not (self.log_dir and self.ctx.is_main):
+            return None
+        from torch.utils.tensorboard import SummaryWriter  # imported lazily: only runs that log need it
+
+        return SummaryWriter(log_dir=str(self.log_dir))

@@ -1,0 +1,105 @@
+"""Framework-neutral training settings and the batch plan both trainers follow.
+
+The batch plan is what makes a multi-process run reproduce a single-process one: every epoch
+draws one permutation from the seed, cuts it into global batches, and each optimizer step's
+global batch is split between processes and accumulation micro-steps. Each micro-batch's loss
+is the sum of its per-example losses divided by the global batch size, so the summed gradient is
+the global-batch mean however the batch was split.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+@dataclasses.dataclass
+class TrainingConfig:
+    learning_rate: float = 3e-5
+    num_train_epochs: float = 2.0
+    train_batch_size: int = 32          # global batch per optimizer step (all processes, all micro-steps)
+    eval_batch_size: int = 64           # per process
+    gradient_accumulation_steps: int = 1
+    warmup_proportion: float = 0.1
+    weight_decay: float = 0.01
+    adam_epsilon: float = 1e-6          # Google BERT's AdamWeightDecay value, used by the original list
+    max_grad_norm: float = 1.0          # global-norm clipping; 0 disables
+    precision: str = "fp32"
+    seed: int = 123
+    eval_every: float = 0.0             # >= 1: every that many steps; (0, 1): that fraction of an epoch; 0: end only
+    max_consecutive_nonfinite: int = 5  # stop after this many non-finite losses in a row
+    logging_steps: int = 10
+
+    def __post_init__(self):
+        problems = []
+        if self.learning_rate <= 0:
+            problems.append(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.num_train_epochs <= 0:
+            problems.append(f"num_train_epochs must be > 0, got {self.num_train_epochs}")
+        if self.train_batch_size < 1 or self.eval_batch_size < 1:
+            problems.append("batch sizes must be >= 1")
+        if self.gradient_accumulation_steps < 1:
+            problems.append("gradient_accumulation_steps must be >= 1")
+        if not 0 <= self.warmup_proportion < 1:
+            problems.append(f"warmup_proportion must be in [0, 1), got {self.warmup_proportion}")
+        if self.weight_decay < 0 or self.max_grad_norm < 0:
+            problems.append("weight_decay and max_grad_norm must be >= 0")
+        if self.precision not in PRECISIONS:
+            problems.append(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.eval_every < 0 or (self.eval_every >= 1 and self.eval_every != int(self.eval_every)):
+            problems.append(f"eval_every must be 0, a fraction of an epoch in (0, 1) or a whole number of steps, got {self.eval_every}")
+        if self.max_consecutive_nonfinite < 1:
+            problems.append("max_consecutive_nonfinite must be >= 1")
+        if problems:
+            raise ValueError("invalid training settings: " + "; ".join(problems))
+
+    def steps_per_epoch(self, num_examples: int, world_size: int = 1) -> int:
+        return len(global_batches(num_examples, self.train_batch_size, seed=0, epoch=0,
+                                  min_size=world_size * self.gradient_accumulation_steps))
+
+    def total_steps(self, num_examples: int, world_size: int = 1) -> int:
+        return max(1, math.ceil(self.steps_per_epoch(num_examples, world_size) * self.num_train_epochs))
+
+    def warmup_steps(self, total_steps: int) -> int:
+        return int(total_steps * self.warmup_proportion)
+
+    def eval_interval(self, steps_per_epoch: int) -> int:
+        """Optimizer steps between evaluations (0: evaluate only at the end)."""
+        if self.eval_every == 0:
+            return 0
+        if self.eval_every < 1:
+            return max(1, round(steps_per_epoch * self.eval_every))
+        return int(self.eval_every)
+
+
+def linear_warmup_decay(step: int, warmup_steps: int, total_steps: int) -> float:
+    """Learning-rate multiplier: linear warm-up to 1, then linear decay to 0 at total_steps."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return step / warmup_steps
+    return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+
+def global_batches(num_examples: int, batch_size: int, seed: int, epoch: int, min_size: int = 1) -> list[np.ndarray]:
+    """One epoch's shuffled global batches. A last batch smaller than `min_size` (fewer examples
+    than processes × micro-steps, so some micro-step would be empty) is dropped."""
+    order = np.random.default_rng([seed, epoch]).permutation(num_examples)
+    batches = [order[i:i + batch_size] for i in range(0, num_examples, batch_size)]
+    if batches and len(batches[-1]) < min_size:
+        batches.pop()
+    return batches
+
+
+def micro_batches(global_batch: np.ndarray, rank: int, world_size: int, accumulation_steps: int) -> list[np.ndarray]:
+    """This process's share of a global batch, split into accumulation micro-batches."""
+    mine = global_batch[rank::world_size]
+    return [chunk for chunk in np.array_split(mine, accumulation_steps)]
+
+
+def eval_shard(num_examples: int, rank: int, world_size: int) -> slice:
+    """Contiguous slice of the evaluation set for one process; concatenating shards in rank order
+    restores the original order."""
+    per = math.ceil(num_examples / world_size)
+    return slice(min(rank * per, num_examples), min((rank + 1) * per, num_examples))

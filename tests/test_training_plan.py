@@ -1,0 +1,71 @@
+"""The batch plan and schedule shared by the PyTorch and TensorFlow trainers."""
+import numpy as np
+import pytest
+
+from cnbert.report import format_markdown, summarize_seeds
+from cnbert.training import (TrainingConfig, eval_shard, global_batches, linear_warmup_decay,
+                             micro_batches)
+
+
+def test_global_batches_cover_each_example_once_and_depend_on_seed_and_epoch():
+    batches = global_batches(10, 4, seed=1, epoch=0)
+    assert [len(b) for b in batches] == [4, 4, 2]
+    assert sorted(np.concatenate(batches).tolist()) == list(range(10))
+    again = global_batches(10, 4, seed=1, epoch=0)
+    assert all((a == b).all() for a, b in zip(batches, again))
+    assert not np.array_equal(np.concatenate(batches), np.concatenate(global_batches(10, 4, seed=1, epoch=1)))
+    assert not np.array_equal(np.concatenate(batches), np.concatenate(global_batches(10, 4, seed=2, epoch=0)))
+
+
+def test_last_batch_too_small_for_every_micro_step_is_dropped():
+    assert [len(b) for b in global_batches(9, 4, seed=0, epoch=0, min_size=2)] == [4, 4]
+    assert [len(b) for b in global_batches(10, 4, seed=0, epoch=0, min_size=2)] == [4, 4, 2]
+
+
+def test_micro_batches_partition_the_global_batch_over_processes_and_steps():
+    batch = np.arange(10)
+    parts = [micro_batches(batch, rank, 2, 3) for rank in range(2)]
+    assert [len(p) for p in parts[0]] == [2, 2, 1]
+    assert [len(p) for p in parts[1]] == [2, 2, 1]
+    assert sorted(np.concatenate([np.concatenate(p) for p in parts]).tolist()) == list(range(10))
+
+
+def test_eval_shards_concatenate_back_in_order():
+    for n in (0, 1, 7, 8):
+        shards = [eval_shard(n, r, 3) for r in range(3)]
+        assert np.concatenate([np.arange(n)[s] for s in shards]).tolist() == list(range(n))
+
+
+def test_linear_warmup_then_decay():
+    assert linear_warmup_decay(0, 10, 100) == 0.0
+    assert linear_warmup_decay(5, 10, 100) == 0.5
+    assert linear_warmup_decay(10, 10, 100) == 1.0
+    assert linear_warmup_decay(55, 10, 100) == pytest.approx(0.5)
+    assert linear_warmup_decay(100, 10, 100) == 0.0
+    assert linear_warmup_decay(0, 0, 4) == 1.0
+
+
+def test_steps_and_eval_interval():
+    cfg = TrainingConfig(train_batch_size=32, num_train_epochs=2, warmup_proportion=0.1, eval_every=0.5)
+    assert cfg.steps_per_epoch(100) == 4          # 32+32+32+4
+    assert cfg.total_steps(100) == 8
+    assert cfg.warmup_steps(8) == 0
+    assert cfg.eval_interval(4) == 2
+    assert TrainingConfig(eval_every=50).eval_interval(4) == 50
+    assert TrainingConfig(num_train_epochs=0.5, train_batch_size=10).total_steps(100) == 5
+
+
+@pytest.mark.parametrize("bad", [dict(precision="fp8"), dict(eval_every=1.5), dict(warmup_proportion=1.0),
+                                 dict(learning_rate=0), dict(gradient_accumulation_steps=0)])
+def test_invalid_settings_are_rejected_with_the_reason(bad):
+    with pytest.raises(ValueError, match="invalid training settings"):
+        TrainingConfig(**bad)
+
+
+def test_seed_report_mean_and_max():
+    summary = summarize_seeds({123: {"F1": 80.0, "EM": 60.0}, 456: {"F1": 82.0, "EM": 59.0}}, ["F1", "EM"])
+    assert summary["mean"] == {"F1": 81.0, "EM": 59.5}
+    assert summary["max"] == {"F1": 82.0, "EM": 60.0}
+    md = format_markdown(summary, "CMRC 2018 dev")
+    assert "| mean (max) | 81.000 (82.000) | 59.500 (60.000) |" in md
+    assert "| 456 | 82.000 | 59.000 |" in md
