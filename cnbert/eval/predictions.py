@@ -89,8 +89,8 @@ class GoldQuestion:
     """One question of a SQuAD-style gold file, as the scorers need it."""
 
     id: str
-    answers: tuple  # the `text` of each gold answer, in file order
-    domain: object  # the `domain` of the enclosing top-level data item (CJRC), or None
+    answers: tuple[str, ...]  # the `text` of each gold answer, in file order
+    domain: object  # `domain` of the enclosing top-level data item (CJRC), unchecked; None if absent
 
 
 def read_gold_questions(gold_data, source):

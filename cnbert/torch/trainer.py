@@ -12,6 +12,8 @@ import dataclasses
 import logging
 import math
 import random
+import sys
+import types
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -217,6 +219,9 @@ class Trainer:
     def _summary_writer(self):
         if not (self.log_dir and self.ctx.is_main):
             return None
+        # TensorBoard's writer imports TensorFlow when it is installed (seconds and hundreds of MB for
+        # nothing here); the presence of `tensorboard.compat.notf` makes it use its built-in stub.
+        sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
         from torch.utils.tensorboard import SummaryWriter  # imported lazily: only runs that log need it
 
         return SummaryWriter(log_dir=str(self.log_dir))

@@ -1,0 +1,176 @@
+"""The canonical BERT weight layout (Hugging Face `BertModel` state-dict names) and strict matching
+of a checkpoint against a model's expected names and shapes.
+
+Framework-neutral: values are whatever the framework reads (numpy arrays, torch tensors); only
+their names and `.shape` are used here, so the PyTorch and TensorFlow models share one set of rules.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any, Mapping
+
+from cnbert.config import BertConfig
+from cnbert.errors import DataError
+
+# Prefix of the encoder inside task models (Hugging Face's `base_model_prefix` for BERT).
+ENCODER_PREFIX = "bert."
+
+# Checkpoint keys that are known and deliberately unused: the pretraining heads (masked LM and next
+# sentence prediction) and the position-id buffer older transformers versions saved.
+PRETRAINING_HEAD_PREFIXES = ("cls.predictions.", "cls.seq_relationship.")
+_LEGACY_BUFFERS = ("embeddings.position_ids",)
+_ENCODER_PARTS = ("embeddings.", "encoder.", "pooler.")
+_LEGACY_LAYER_NORM_NAMES = {".LayerNorm.gamma": ".LayerNorm.weight", ".LayerNorm.beta": ".LayerNorm.bias"}
+
+# Every name a BertModel state dict can hold (layer numbers vary).
+BERT_NAME = re.compile(
+    r"embeddings\.(word_embeddings|position_embeddings|token_type_embeddings)\.weight"
+    r"|embeddings\.LayerNorm\.(weight|bias)"
+    r"|encoder\.layer\.\d+\.(attention\.self\.(query|key|value)|attention\.output\.dense"
+    r"|intermediate\.dense|output\.dense)\.(weight|bias)"
+    r"|encoder\.layer\.\d+\.(attention\.output|output)\.LayerNorm\.(weight|bias)"
+    r"|pooler\.dense\.(weight|bias)"
+)
+
+_MAX_NAMES_SHOWN = 12
+
+
+class CheckpointError(DataError):
+    """A checkpoint that does not fit the model: the message names the file and the tensors."""
+
+
+def bert_parameter_shapes(config: BertConfig, add_pooling_layer: bool = True) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of a Hugging Face `BertModel` state dict (no "bert." prefix).
+
+    Linear weights are [out, in] (the PyTorch layout); Google TF kernels are the transpose.
+    """
+    V, H, I = config.vocab_size, config.hidden_size, config.intermediate_size
+    shapes: dict[str, tuple[int, ...]] = {
+        "embeddings.word_embeddings.weight": (V, H),
+        "embeddings.position_embeddings.weight": (config.max_position_embeddings, H),
+        "embeddings.token_type_embeddings.weight": (config.type_vocab_size, H),
+        "embeddings.LayerNorm.weight": (H,),
+        "embeddings.LayerNorm.bias": (H,),
+    }
+    for i in range(config.num_hidden_layers):
+        layer = f"encoder.layer.{i}."
+        for linear in ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"):
+            shapes[f"{layer}{linear}.weight"] = (H, H)
+            shapes[f"{layer}{linear}.bias"] = (H,)
+        shapes[f"{layer}intermediate.dense.weight"] = (I, H)
+        shapes[f"{layer}intermediate.dense.bias"] = (I,)
+        shapes[f"{layer}output.dense.weight"] = (H, I)
+        shapes[f"{layer}output.dense.bias"] = (H,)
+        for norm in ("attention.output.LayerNorm", "output.LayerNorm"):
+            shapes[f"{layer}{norm}.weight"] = (H,)
+            shapes[f"{layer}{norm}.bias"] = (H,)
+    if add_pooling_layer:
+        shapes["pooler.dense.weight"] = (H, H)
+        shapes["pooler.dense.bias"] = (H,)
+    return shapes
+
+
+@dataclasses.dataclass
+class LoadPlan:
+    """What a strict load does. `tensors` maps model names to checkpoint values whose shapes match;
+    `initialised` lists model keys of task heads absent from the checkpoint (left freshly
+    initialised); `ignored` lists checkpoint keys known to be unused (pretraining heads, the pooler
+    when the model has none, legacy buffers)."""
+
+    tensors: dict[str, Any]
+    initialised: list[str]
+    ignored: list[str]
+
+
+def normalize_checkpoint_names(state: Mapping[str, Any], encoder_prefix: str, source: str) -> dict[str, Any]:
+    """Rename checkpoint keys to the model's convention.
+
+    Encoder keys are accepted with or without the "bert." prefix (a state dict saved from
+    BertForQuestionAnswering has it, one saved from BertModel does not) and given `encoder_prefix`;
+    LayerNorm gamma/beta (old pytorch-pretrained-bert names) become weight/bias, as transformers does.
+    """
+    renamed: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for key, value in state.items():
+        name = key
+        for old, new in _LEGACY_LAYER_NORM_NAMES.items():
+            if name.endswith(old):
+                name = name[: -len(old)] + new
+        bare = name[len(ENCODER_PREFIX):] if name.startswith(ENCODER_PREFIX) else name
+        if bare.startswith(_ENCODER_PARTS):
+            name = encoder_prefix + bare
+        if name in renamed:
+            raise CheckpointError(source, "", f"keys {origin[name]!r} and {key!r} both name the model weight {name!r}")
+        renamed[name] = value
+        origin[name] = key
+    return renamed
+
+
+def plan_load(expected_shapes: Mapping[str, tuple[int, ...]], state: Mapping[str, Any], *,
+              head_prefixes: tuple[str, ...] = (), source: str = "checkpoint") -> LoadPlan:
+    """Match a checkpoint against a model strictly; raise CheckpointError listing every problem.
+
+    expected_shapes: the model's state-dict names and shapes (task models hold the encoder under
+    "bert."). head_prefixes: task heads that may be absent from the checkpoint (then initialised
+    fresh), e.g. ("qa_outputs.",); a head must be wholly present or wholly absent.
+    Errors: missing encoder weights, unexpected keys (other than the ignorable ones above), and
+    shapes that disagree (naming the tensor and both shapes).
+    """
+    encoder_prefix = ENCODER_PREFIX if any(k.startswith(ENCODER_PREFIX) for k in expected_shapes) else ""
+    state = normalize_checkpoint_names(state, encoder_prefix, source)
+    has_pooler = f"{encoder_prefix}pooler.dense.weight" in expected_shapes
+    ignorable = PRETRAINING_HEAD_PREFIXES + tuple(encoder_prefix + b for b in _LEGACY_BUFFERS)
+    if not has_pooler:
+        ignorable += (f"{encoder_prefix}pooler.",)
+
+    tensors, ignored, unexpected, wrong_shapes = {}, [], [], []
+    for name, value in state.items():
+        if name in expected_shapes:
+            have, want = tuple(value.shape), tuple(expected_shapes[name])
+            if have != want:
+                wrong_shapes.append(f"{name}: the checkpoint has shape {have} but the model expects {want}"
+                                    f"{_shape_hint(name, have, want)}")
+            tensors[name] = value
+        elif name.startswith(ignorable):
+            ignored.append(name)
+        else:
+            unexpected.append(name)
+
+    missing = [name for name in expected_shapes if name not in state]
+    initialised, missing_required = [], []
+    for name in missing:
+        head = next((p for p in head_prefixes if name.startswith(p)), None)
+        if head is None:
+            missing_required.append(name)
+        elif any(k.startswith(head) for k in state):
+            missing_required.append(name)  # half a head is a broken checkpoint, not a fresh head
+        else:
+            initialised.append(name)
+
+    problems = []
+    if missing_required:
+        problems.append(f"missing weights {_names(missing_required)}")
+    if unexpected:
+        problems.append(f"unexpected keys {_names(unexpected)} (only the pretraining heads "
+                        f"{'/'.join(p + '*' for p in PRETRAINING_HEAD_PREFIXES)} may be left unused)")
+    problems.extend(wrong_shapes)
+    if problems:
+        raise CheckpointError(source, "", "does not fit the model: " + "; ".join(problems))
+    return LoadPlan(tensors=tensors, initialised=initialised, ignored=ignored)
+
+
+def _shape_hint(name: str, have: tuple, want: tuple) -> str:
+    fields = {"embeddings.word_embeddings.weight": "vocab_size",
+              "embeddings.position_embeddings.weight": "max_position_embeddings",
+              "embeddings.token_type_embeddings.weight": "type_vocab_size"}
+    for suffix, field in fields.items():
+        if name.endswith(suffix) and have[1:] == want[1:]:
+            return f" (config {field}={want[0]}, checkpoint has {have[0]})"
+    return ""
+
+
+def _names(names: list[str]) -> str:
+    shown = ", ".join(names[:_MAX_NAMES_SHOWN])
+    more = len(names) - _MAX_NAMES_SHOWN
+    return f"[{shown}{f', ... and {more} more' if more > 0 else ''}]"

@@ -1,0 +1,31 @@
+"""Framework-neutral task data: reading-comprehension examples, features and post-processing.
+
+    result = read_cmrc2018(path)            # or read_drcd / read_cjrc -> ReadResult(examples, report)
+    features = build_features(result.examples, ChineseBertTokenizer(), FeatureConfig(), training=True)
+    ... model on features.model_arrays() ...
+    predictions = postprocess_predictions(examples, eval_features, start_logits, end_logits)
+    predictions.write(output_dir)           # predictions.json + nbest_predictions.json
+"""
+from cnbert.data.chinese_convert import TraditionalToSimplified
+from cnbert.data.mrc_examples import (
+    AnswerKind,
+    InconsistentAnswer,
+    MrcAnswer,
+    MrcExample,
+    OffsetRepair,
+    ReadReport,
+    ReadResult,
+    locate_answer_start,
+    read_cjrc,
+    read_cmrc2018,
+    read_drcd,
+)
+from cnbert.data.mrc_features import CLASS_IGNORED, NOT_CONTEXT, FeatureConfig, MrcFeatures, build_features
+from cnbert.data.mrc_postprocess import MrcPredictions, SpanCandidate, postprocess_predictions
+
+__all__ = [
+    "AnswerKind", "CLASS_IGNORED", "FeatureConfig", "InconsistentAnswer", "MrcAnswer", "MrcExample", "MrcFeatures",
+    "MrcPredictions", "NOT_CONTEXT", "OffsetRepair", "ReadReport", "ReadResult", "SpanCandidate",
+    "TraditionalToSimplified", "build_features", "locate_answer_start", "postprocess_predictions", "read_cjrc",
+    "read_cmrc2018", "read_drcd",
+]

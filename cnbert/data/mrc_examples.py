@@ -1,0 +1,363 @@
+"""Reading-comprehension examples read from CMRC 2018 and DRCD (SQuAD layout) and CJRC (CAIL2019).
+
+Every reader validates while it reads and raises `DataError` naming the file and the question id
+(or the paragraph) on malformed JSON, a missing or mistyped field, an empty context or question,
+an `answer_start` outside the context, or a question id seen twice.
+
+Answer offsets in the public files are not always right (CMRC 2018 train: 21 of 10142 answers start
+1–2 characters early). Each span answer is checked against its context; a wrong offset is repaired
+to the nearest occurrence of the answer text within ±`MAX_OFFSET_REPAIR` characters, and an answer
+whose text is not found there keeps `answer_start=None`. Nothing is dropped: every repair and every
+unlocatable answer is listed in the `ReadReport` returned with the examples, and logged.
+
+`answer_start == -1` is the files' own marker for "no offset": YES / NO / unknown answers in CJRC,
+and some extra reference answers in CMRC 2018 dev (which is scored on text). Such answers get
+`answer_start=None` and are counted in `ReadReport.without_offset` when they are span answers.
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import logging
+from pathlib import Path
+from typing import NamedTuple
+
+from cnbert.data.chinese_convert import TraditionalToSimplified
+from cnbert.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+MAX_OFFSET_REPAIR = 5
+NO_OFFSET = -1
+
+
+class AnswerKind(enum.IntEnum):
+    """Kinds of answer; the values are the CJRC class labels (ANSWER_CLASSES order of the model)."""
+
+    SPAN = 0
+    YES = 1
+    NO = 2
+    UNKNOWN = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class MrcAnswer:
+    """One reference answer.
+
+    text: as in the file ("YES" / "NO" / "" for CJRC's non-span kinds).
+    answer_start: character offset of `text` in the example's `context_text`, checked (repaired if
+        the file's offset was a few characters off); None when the file gives no offset (-1) or
+        the text is not found near the given offset.
+    """
+
+    text: str
+    answer_start: int | None
+    kind: AnswerKind = AnswerKind.SPAN
+
+    @property
+    def answer_end(self) -> int | None:
+        return None if self.answer_start is None else self.answer_start + len(self.text)
+
+
+@dataclasses.dataclass(frozen=True)
+class MrcExample:
+    """One question on one passage (google-research/bert's SquadExample, with character offsets).
+
+    context_text / question_text are the file's text; predictions are sliced from context_text.
+    model_context / model_question are what the model reads (DRCD: simplified Chinese; otherwise the
+    same strings). model_context always has the length of context_text and its character i stands
+    for character i of context_text, so character offsets are shared between the two.
+    answers: every reference answer, in file order; the first one is the training target.
+    domain, is_impossible: CJRC fields ("" / False elsewhere). is_impossible is the file's flag;
+        the class used for training is the first reference's kind (see `answer_kind`).
+    """
+
+    qas_id: str
+    question_text: str
+    context_text: str
+    answers: tuple[MrcAnswer, ...]
+    title: str = ""
+    domain: str = ""
+    is_impossible: bool = False
+    model_question: str = ""
+    model_context: str = ""
+
+    def __post_init__(self):
+        if not self.model_question:
+            object.__setattr__(self, "model_question", self.question_text)
+        if not self.model_context:
+            object.__setattr__(self, "model_context", self.context_text)
+        if len(self.model_context) != len(self.context_text):
+            raise ValueError(f"question {self.qas_id}: model_context has {len(self.model_context)} characters, "
+                             f"context_text {len(self.context_text)}; they must be aligned character for character")
+
+    @property
+    def training_answer(self) -> MrcAnswer | None:
+        """The reference a training feature is labelled with: the first one (None if there is none)."""
+        return self.answers[0] if self.answers else None
+
+    @property
+    def answer_kind(self) -> AnswerKind:
+        """Kind of the training answer; a question without references is UNKNOWN."""
+        return self.answers[0].kind if self.answers else AnswerKind.UNKNOWN
+
+    @property
+    def gold_texts(self) -> list[str]:
+        return [a.text for a in self.answers]
+
+
+@dataclasses.dataclass(frozen=True)
+class OffsetRepair:
+    qas_id: str
+    answer_index: int
+    given_start: int
+    repaired_start: int
+
+
+@dataclasses.dataclass(frozen=True)
+class InconsistentAnswer:
+    """A span answer whose text is not within ±MAX_OFFSET_REPAIR characters of its answer_start."""
+
+    qas_id: str
+    answer_index: int
+    given_start: int
+    text: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadReport:
+    """What reading a file found and changed.
+
+    span_answers: answers with a text to locate (all answers of CMRC/DRCD; CJRC's non-YES/NO/"").
+    repaired / inconsistent: see the module docstring; without_offset: span answers given -1.
+    conversion_fallbacks: texts (passages and questions) that the traditional → simplified
+        conversion had to convert character by character (DRCD only).
+    empty_questions: ids of questions whose text is empty or blank (kept, not an error).
+    """
+
+    path: str
+    questions: int
+    span_answers: int
+    repaired: tuple[OffsetRepair, ...]
+    inconsistent: tuple[InconsistentAnswer, ...]
+    without_offset: int
+    conversion_fallbacks: int = 0
+    empty_questions: tuple[str, ...] = ()
+
+    def summary(self) -> str:
+        return (f"{self.path}: {self.questions} questions, {self.span_answers} span answers; "
+                f"{len(self.repaired)} answer_start repaired (within ±{MAX_OFFSET_REPAIR}), "
+                f"{len(self.inconsistent)} inconsistent (text not found there), "
+                f"{self.without_offset} without an offset, "
+                f"{self.conversion_fallbacks} converted character by character, "
+                f"{len(self.empty_questions)} empty questions")
+
+
+class ReadResult(NamedTuple):
+    examples: list[MrcExample]
+    report: ReadReport
+
+
+def locate_answer_start(context: str, text: str, given_start: int, max_shift: int = MAX_OFFSET_REPAIR) -> int | None:
+    """`given_start` if `text` is there, else the nearest start within ±max_shift where it is
+    (the earlier one on a tie), else None."""
+    for shift in range(max_shift + 1):
+        for start in ((given_start,) if shift == 0 else (given_start - shift, given_start + shift)):
+            if start >= 0 and context.startswith(text, start):
+                return start
+    return None
+
+
+def read_cmrc2018(path) -> ReadResult:
+    """CMRC 2018 (SQuAD layout, simplified Chinese)."""
+    return _read(path, _SQUAD)
+
+
+def read_drcd(path, converter: TraditionalToSimplified | None = None) -> ReadResult:
+    """DRCD (SQuAD layout v1.3, traditional Chinese). The model reads passages and questions
+    converted by `converter` (default OpenCC t2s); answers and offsets stay in the original text."""
+    return _read(path, _SQUAD, converter or TraditionalToSimplified())
+
+
+def read_cjrc(path) -> ReadResult:
+    """CJRC / CAIL2019 reading comprehension.
+
+    Layout: {"data": [{"caseid", "domain", "paragraphs": [{"context", "casename", "qas": [{"id",
+    "question", "is_impossible": "true"/"false", "answers": [{"text", "answer_start"}, ...]}]}]}]}.
+    An answer {"text": "YES"|"NO", "answer_start": -1} is a YES / NO answer, {"text": "", ...} an
+    unknown one; the dev file has three references per question, of mixed kinds at times.
+    """
+    return _read(path, _CJRC)
+
+
+# ---------------------------------------------------------------------------------------------
+# The walker shared by both layouts.
+
+@dataclasses.dataclass(frozen=True)
+class _Layout:
+    name: str
+    article_fields: tuple[str, ...]
+    yes_no_unknown: bool  # CJRC answers may be YES / NO / "" (with answer_start -1)
+    allow_no_answers: bool
+
+
+_SQUAD = _Layout("SQuAD", (), yes_no_unknown=False, allow_no_answers=False)
+_CJRC = _Layout("CJRC", ("domain",), yes_no_unknown=True, allow_no_answers=True)
+
+
+def _read(path, layout: _Layout, converter: TraditionalToSimplified | None = None) -> ReadResult:
+    path = Path(path)
+    reader = _Reader(path, layout, converter)
+    examples = reader.read(_load_json(path))
+    report = ReadReport(str(path), len(examples), reader.span_answers, tuple(reader.repaired),
+                        tuple(reader.inconsistent), reader.without_offset, reader.conversion_fallbacks,
+                        tuple(reader.empty_questions))
+    logger.info("%s", report.summary())
+    if report.empty_questions:
+        logger.warning("%s: questions with empty text: %s", path, ", ".join(report.empty_questions))
+    if report.inconsistent:
+        logger.warning("%s: answers not found within ±%d characters of their answer_start: %s", path,
+                       MAX_OFFSET_REPAIR, ", ".join(f"{a.qas_id}#{a.answer_index}" for a in report.inconsistent))
+    return ReadResult(examples, report)
+
+
+def _load_json(path: Path):
+    try:
+        with path.open(encoding="utf-8") as f:
+            return json.load(f)
+    except OSError as e:
+        raise DataError(path, None, f"cannot read the file ({e.strerror or e})") from e
+    except UnicodeDecodeError as e:
+        raise DataError(path, f"byte {e.start}", "not UTF-8 text") from e
+    except json.JSONDecodeError as e:
+        raise DataError(path, f"line {e.lineno} column {e.colno}", f"malformed JSON: {e.msg}") from e
+
+
+_JSON_TYPE_NAMES = {str: "a string", int: "an integer", bool: "a boolean", list: "a list", dict: "an object",
+                    float: "a number", type(None): "null"}
+
+
+def _json_type(value) -> str:
+    return _JSON_TYPE_NAMES.get(type(value), type(value).__name__)
+
+
+class _Reader:
+    def __init__(self, path: Path, layout: _Layout, converter: TraditionalToSimplified | None):
+        self.path = path
+        self.layout = layout
+        self.converter = converter
+        self.seen_ids: set[str] = set()
+        self.span_answers = 0
+        self.without_offset = 0
+        self.conversion_fallbacks = 0
+        self.repaired: list[OffsetRepair] = []
+        self.inconsistent: list[InconsistentAnswer] = []
+        self.empty_questions: list[str] = []
+
+    def fail(self, where, problem):
+        raise DataError(self.path, where, problem)
+
+    def field(self, record, key, kinds, where):
+        if not isinstance(record, dict):
+            self.fail(where, f"expected a JSON object, got {_json_type(record)}")
+        if key not in record:
+            self.fail(where, f"missing field {key!r}")
+        value = record[key]
+        kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+        # bool is an int subclass in Python; an answer_start of `true` is still wrong.
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            expected = " or ".join(_JSON_TYPE_NAMES[k] for k in kinds)
+            self.fail(where, f"field {key!r} must be {expected}, got {_json_type(value)}")
+        return value
+
+    def text_field(self, record, key, where, allow_empty=False):
+        value = self.field(record, key, str, where)
+        if not allow_empty and not value.strip():
+            self.fail(where, f"field {key!r} is empty")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            self.fail(where, f"field {key!r} is not valid Unicode text (it holds a lone surrogate)")
+        return value
+
+    def to_model_text(self, text: str) -> str:
+        if self.converter is None:
+            return text
+        converted, fell_back = self.converter.convert(text)
+        self.conversion_fallbacks += fell_back
+        return converted
+
+    def read(self, root) -> list[MrcExample]:
+        data = self.field(root, "data", list, "top level")
+        examples = []
+        for article_index, article in enumerate(data):
+            where = f"data[{article_index}]"
+            paragraphs = self.field(article, "paragraphs", list, where)
+            extras = {key: self.text_field(article, key, where) for key in self.layout.article_fields}
+            title = article.get("title", "") if isinstance(article.get("title", ""), str) else ""
+            for paragraph_index, paragraph in enumerate(paragraphs):
+                examples.extend(self.read_paragraph(paragraph, f"{where}.paragraphs[{paragraph_index}]",
+                                                    title, extras.get("domain", "")))
+        return examples
+
+    def read_paragraph(self, paragraph, where, title, domain) -> list[MrcExample]:
+        qas = self.field(paragraph, "qas", list, where)
+        context = self.text_field(paragraph, "context", where)
+        title = title or (paragraph.get("casename") if isinstance(paragraph.get("casename"), str) else "")
+        model_context = self.to_model_text(context)
+        examples = []
+        for question_index, qa in enumerate(qas):
+            qas_id = self.question_id(qa, f"{where}.qas[{question_index}]")
+            where_q = f"question {qas_id}"
+            # Not an error: CMRC 2018 trial has two questions with empty text; they are kept (the
+            # model then reads the passage alone) and listed in the report.
+            question = self.text_field(qa, "question", where_q, allow_empty=True)
+            if not question.strip():
+                self.empty_questions.append(qas_id)
+            answers = tuple(self.read_answer(answer, context, qas_id, answer_index)
+                            for answer_index, answer in enumerate(self.field(qa, "answers", list, where_q)))
+            if not answers and not self.layout.allow_no_answers:
+                self.fail(where_q, "no answers")
+            is_impossible = self.read_is_impossible(qa, where_q) if self.layout.name == "CJRC" else False
+            examples.append(MrcExample(qas_id, question, context, answers, title=title, domain=domain,
+                                       is_impossible=is_impossible, model_question=self.to_model_text(question),
+                                       model_context=model_context))
+        return examples
+
+    def question_id(self, qa, where) -> str:
+        qas_id = self.field(qa, "id", (str, int), where)
+        qas_id = str(qas_id)
+        if qas_id in self.seen_ids:
+            self.fail(f"question {qas_id}", "question id seen twice")
+        self.seen_ids.add(qas_id)
+        return qas_id
+
+    def read_is_impossible(self, qa, where) -> bool:
+        value = self.field(qa, "is_impossible", (str, bool), where)
+        if isinstance(value, bool):
+            return value
+        if value.lower() not in ("true", "false"):
+            self.fail(where, f"is_impossible must be 'true' or 'false', got {value!r}")
+        return value.lower() == "true"
+
+    def read_answer(self, answer, context, qas_id, answer_index) -> MrcAnswer:
+        where = f"question {qas_id} answers[{answer_index}]"
+        text = self.text_field(answer, "text", where, allow_empty=self.layout.yes_no_unknown)
+        start = self.field(answer, "answer_start", int, where)
+        if start != NO_OFFSET and not 0 <= start < len(context):
+            self.fail(where, f"answer_start {start} is outside the context ({len(context)} characters)")
+        if self.layout.yes_no_unknown and start == NO_OFFSET and text in ("YES", "NO", ""):
+            return MrcAnswer(text, None, {"YES": AnswerKind.YES, "NO": AnswerKind.NO, "": AnswerKind.UNKNOWN}[text])
+        if not text.strip():
+            self.fail(where, "empty answer text with an answer_start")
+        self.span_answers += 1
+        if start == NO_OFFSET:
+            self.without_offset += 1
+            return MrcAnswer(text, None)
+        located = locate_answer_start(context, text, start)
+        if located is None:
+            self.inconsistent.append(InconsistentAnswer(qas_id, answer_index, start, text))
+        elif located != start:
+            self.repaired.append(OffsetRepair(qas_id, answer_index, start, located))
+        return MrcAnswer(text, located)

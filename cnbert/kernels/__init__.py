@@ -1,0 +1,30 @@
+"""Fused kernels for BERT: GELU, bias + GELU, and scaled masked softmax.
+
+    import cnbert.kernels as k
+    y = k.bias_gelu(F.linear(x, w), b)                  # gelu(x @ w.T + b), exact erf GELU
+    probs = k.scaled_masked_softmax(scores, keep_mask, 1 / math.sqrt(head_dim))
+
+The compiled extension cnbert._C provides CPU and (when built with CUDA) CUDA kernels, registered
+as torch.ops.cnbert.* with fake implementations and autograd, so torch.compile(fullgraph=True)
+traces through them. Importing this package never fails for want of the extension: the pure-torch
+reference ops (cnbert.kernels.reference) take over, and `is_available()` says which is in use.
+"""
+from . import reference
+from .functional import (
+    bias_gelu,
+    cuda_available,
+    extension_status,
+    gelu,
+    is_available,
+    scaled_masked_softmax,
+)
+
+__all__ = [
+    "bias_gelu",
+    "cuda_available",
+    "extension_status",
+    "gelu",
+    "is_available",
+    "reference",
+    "scaled_masked_softmax",
+]

@@ -1,0 +1,55 @@
+"""Pure-torch versions of the fused ops: the fallback when the compiled extension is absent, and
+the oracle the tests compare the kernels with (called on float64 inputs there).
+
+They compute in float32 for 16-bit inputs (float64 for float64) and return the input's dtype,
+as the kernels do. Each is differentiable through ordinary autograd.
+"""
+import torch
+import torch.nn.functional as F
+
+APPROXIMATIONS = ("none", "tanh", "sigmoid")
+SIGMOID_GELU_SLOPE = 1.702
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def gelu(x: torch.Tensor, approximate: str = "none") -> torch.Tensor:
+    """GELU: exact erf form ("none"), tanh approximation, or x*sigmoid(1.702x) ("sigmoid")."""
+    v = x.to(compute_dtype(x.dtype))
+    if approximate == "sigmoid":
+        y = v * torch.sigmoid(SIGMOID_GELU_SLOPE * v)
+    else:
+        y = F.gelu(v, approximate=approximate)
+    return y.to(x.dtype)
+
+
+def bias_gelu(x: torch.Tensor, bias: torch.Tensor, approximate: str = "none") -> torch.Tensor:
+    """gelu(x + bias), the sum taken in the compute dtype (not rounded to x's dtype first)."""
+    dtype = compute_dtype(x.dtype)
+    return gelu(x.to(dtype) + bias.to(dtype), approximate).to(x.dtype)
+
+
+def scaled_masked_softmax(scores: torch.Tensor, mask: torch.Tensor | None, scale: float) -> torch.Tensor:
+    """softmax(scores * scale + mask) over the last axis; a boolean mask keeps True positions.
+
+    Rows whose logits are all -inf (every key masked) come out as zeros, with zero gradient.
+    """
+    dtype = compute_dtype(scores.dtype)
+    logits = scores.to(dtype) * scale
+    if mask is not None:
+        if mask.dtype == torch.bool:
+            logits = logits.masked_fill(~mask, float("-inf"))
+        else:
+            logits = logits + mask.to(_mask_dtype(mask.dtype, scores.dtype)).to(dtype)
+    live = logits.amax(dim=-1, keepdim=True) != float("-inf")
+    # Dead rows get finite logits before the softmax so that neither pass produces NaN.
+    probs = torch.softmax(logits.masked_fill(~live, 0.0), dim=-1) * live
+    return probs.to(scores.dtype)
+
+
+def _mask_dtype(mask_dtype: torch.dtype, scores_dtype: torch.dtype) -> torch.dtype:
+    # The kernels read float32 masks and masks of the scores' dtype as they are, and other
+    # floating masks after a cast to float32.
+    return mask_dtype if mask_dtype in (torch.float32, scores_dtype) else torch.float32

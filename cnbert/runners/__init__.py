@@ -1,0 +1,1 @@
+"""absl command-line runners. Only these modules define and read flags."""

@@ -1,0 +1,368 @@
+"""`cnbert-mrc`: fine-tune and evaluate on CMRC 2018, DRCD or CJRC, or answer questions with a
+fine-tuned model.
+
+    cnbert-mrc --flagfile=flags/cmrc2018_roberta_wwm_ext_base.flags --init_checkpoint=/path/to/model
+    torchrun --nproc_per_node=8 -m cnbert.runners.mrc --flagfile=...      # several GPUs / nodes
+    cnbert-mrc --mode=predict --task=cmrc2018 --model_dir=runs/x/seed_123/best_model \
+        --question=... --context=...
+
+Training mode runs every seed in --seeds from the same initial weights, keeps each seed's best
+dev evaluation (by F1 + EM), and writes report.md / report.json with `mean (max)` over seeds.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from absl import app, flags
+
+from cnbert.config import BertConfig
+from cnbert.data import FeatureConfig, MrcAnswer, MrcExample, build_features, postprocess_predictions
+from cnbert.eval.predictions import read_json_file
+from cnbert.io_utils import write_json, write_text
+from cnbert.report import format_markdown, summarize_seeds
+from cnbert.tasks import mrc as tasks
+from cnbert.tokenization import ChineseBertTokenizer, bundled_vocab_path
+from cnbert.training import TrainingConfig
+
+FLAGS = flags.FLAGS
+log = logging.getLogger("cnbert.mrc")
+
+flags.DEFINE_enum("mode", "train", ["train", "predict"], "train: fine-tune and evaluate; predict: answer with a fine-tuned model.")
+flags.DEFINE_enum("task", None, sorted(tasks.TASKS), "Reading-comprehension task.")
+flags.DEFINE_enum("framework", "torch", ["torch", "tf"], "Deep-learning framework.")
+flags.DEFINE_string("train_file", None, "Training data (SQuAD-style JSON; for cjrc the CAIL2019 file).")
+flags.DEFINE_string("dev_file", None, "Development data, evaluated during training.")
+flags.DEFINE_string("test_file", None, "Test data, scored once with the best dev model (--do_predict).")
+flags.DEFINE_bool("do_predict", False, "After training, answer --test_file with the best dev model.")
+flags.DEFINE_float("cjrc_dev_fraction", None, "cjrc only: train on the passages of --train_file not held out and "
+                   "evaluate on this fraction of its passages (the original list used 0.1); --dev_file must then be "
+                   "the same file.")
+flags.DEFINE_string("init_checkpoint", None, "Pretrained model directory (Hugging Face or Google TF1 layout).")
+flags.DEFINE_string("bert_config_file", None, "Without --init_checkpoint: config of a RANDOMLY INITIALISED model "
+                    "(for smoke tests and the demo only; scores are meaningless).")
+flags.DEFINE_integer("init_seed", 0, "Seed of the random initialisation when there is no --init_checkpoint; every "
+                     "training seed starts from these same weights.")
+flags.DEFINE_string("vocab_file", None, "Vocabulary; default: the checkpoint's vocab.txt, else the bundled Chinese vocabulary.")
+flags.DEFINE_bool("do_lower_case", True, "Lower-case and strip accents (true for all Chinese BERT checkpoints).")
+flags.DEFINE_string("output_dir", None, "Where results go; must be empty unless --overwrite_output_dir.")
+flags.DEFINE_bool("overwrite_output_dir", False, "Allow a non-empty --output_dir.")
+flags.DEFINE_integer("max_seq_length", 512, "Tokens per window, [CLS] question [SEP] passage [SEP].")
+flags.DEFINE_integer("doc_stride", 128, "Word pieces between the starts of consecutive windows.")
+flags.DEFINE_integer("max_query_length", 64, "Question word pieces kept.")
+flags.DEFINE_integer("max_answer_length", 50, "Longest answer, in word pieces.")
+flags.DEFINE_integer("n_best_size", 20, "Candidates per question in nbest_predictions.json.")
+flags.DEFINE_float("null_score_threshold", 0.0, "cjrc: answer unknown when the null score beats the best answer by more than this.")
+flags.DEFINE_float("learning_rate", 3e-5, "Peak learning rate.")
+flags.DEFINE_float("num_train_epochs", 2.0, "Epochs (may be fractional).")
+flags.DEFINE_integer("train_batch_size", 32, "Global batch per optimizer step (all processes and accumulation steps).")
+flags.DEFINE_integer("eval_batch_size", 64, "Evaluation batch per process.")
+flags.DEFINE_integer("gradient_accumulation_steps", 1, "Micro-steps per optimizer step.")
+flags.DEFINE_float("warmup_proportion", 0.1, "Fraction of steps with linear warm-up.")
+flags.DEFINE_float("weight_decay", 0.01, "Decoupled weight decay (not on biases and LayerNorm).")
+flags.DEFINE_float("adam_epsilon", 1e-6, "AdamW epsilon.")
+flags.DEFINE_float("max_grad_norm", 1.0, "Global gradient-norm clip (0: off).")
+flags.DEFINE_enum("precision", "fp32", ["fp32", "bf16", "fp16"], "Mixed precision (autocast; fp16 adds loss scaling).")
+flags.DEFINE_float("eval_every", 0.0, "Evaluate every N optimizer steps (N >= 1) or every fraction of an epoch (0 < N < 1); "
+                   "always at the end.")
+flags.DEFINE_list("seeds", ["123"], "Training seeds; each is a full run from the same initial weights.")
+flags.DEFINE_enum("attention", None, ["eager", "sdpa"], "Attention implementation (default: the config's).")
+flags.DEFINE_float("hidden_dropout_prob", None, "Override the config's hidden dropout.")
+flags.DEFINE_float("attention_probs_dropout_prob", None, "Override the config's attention dropout.")
+flags.DEFINE_enum("device", "auto", ["auto", "cpu", "cuda"], "torch: where to run.")
+flags.DEFINE_enum("distribution_strategy", "one_device", ["one_device", "mirrored", "multi_worker_mirrored"],
+                  "tf: tf.distribute strategy.")
+flags.DEFINE_bool("progress", True, "Show progress bars.")
+# predict mode
+flags.DEFINE_string("model_dir", None, "predict: a directory saved by cnbert (best_model).")
+flags.DEFINE_string("predict_file", None, "predict: questions to answer (SQuAD-style JSON, or CAIL2019 for cjrc).")
+flags.DEFINE_string("question", None, "predict: one question (with --context).")
+flags.DEFINE_string("context", None, "predict: the passage for --question.")
+
+PATH_FLAGS = ("train_file", "dev_file", "test_file", "init_checkpoint", "bert_config_file", "vocab_file", "output_dir",
+              "model_dir", "predict_file")
+
+
+class UsageError(app.UsageError):
+    pass
+
+
+def _expand_paths():
+    # Flag files name data as $CNBERT_DATA/...; expand environment variables and ~ once, up front.
+    for name in PATH_FLAGS:
+        value = getattr(FLAGS, name)
+        if value:
+            setattr(FLAGS, name, os.path.expanduser(os.path.expandvars(value)))
+
+
+def _require_file(name):
+    path = getattr(FLAGS, name)
+    if not path:
+        raise UsageError(f"--{name} is required here")
+    if not Path(path).is_file():
+        raise UsageError(f"--{name}={path}: no such file")
+
+
+def _model_config() -> tuple[BertConfig, Path]:
+    """The model config (with flag overrides) and the vocabulary file, validated together."""
+    overrides = {k: getattr(FLAGS, k) for k in ("attention", "hidden_dropout_prob", "attention_probs_dropout_prob")
+                 if getattr(FLAGS, k) is not None}
+    from cnbert.checkpoints import check_vocab_size, find_config, find_weights
+
+    if FLAGS.init_checkpoint:
+        directory = Path(FLAGS.init_checkpoint)
+        if not directory.is_dir():
+            raise UsageError(f"--init_checkpoint={directory}: not a directory")
+        find_weights(directory)
+        config = BertConfig.from_json_file(find_config(directory)).replace(**overrides)
+        vocab = Path(FLAGS.vocab_file) if FLAGS.vocab_file else directory / "vocab.txt"
+        if not vocab.is_file():
+            raise UsageError(f"--init_checkpoint={directory} has no vocab.txt; pass --vocab_file")
+    elif FLAGS.bert_config_file:
+        config = BertConfig.from_json_file(FLAGS.bert_config_file).replace(**overrides)
+        vocab = Path(FLAGS.vocab_file) if FLAGS.vocab_file else bundled_vocab_path()
+    else:
+        raise UsageError("pass --init_checkpoint (a pretrained model) or --bert_config_file (random initialisation)")
+    check_vocab_size(vocab, config)
+    if FLAGS.max_seq_length > config.max_position_embeddings:
+        raise UsageError(f"--max_seq_length={FLAGS.max_seq_length} exceeds the model's max_position_embeddings="
+                         f"{config.max_position_embeddings}")
+    return config, vocab
+
+
+def _feature_config() -> FeatureConfig:
+    try:
+        return FeatureConfig(max_seq_length=FLAGS.max_seq_length, max_query_length=FLAGS.max_query_length,
+                             doc_stride=FLAGS.doc_stride)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def _training_config(seed: int) -> TrainingConfig:
+    try:
+        return TrainingConfig(
+            learning_rate=FLAGS.learning_rate, num_train_epochs=FLAGS.num_train_epochs,
+            train_batch_size=FLAGS.train_batch_size, eval_batch_size=FLAGS.eval_batch_size,
+            gradient_accumulation_steps=FLAGS.gradient_accumulation_steps, warmup_proportion=FLAGS.warmup_proportion,
+            weight_decay=FLAGS.weight_decay, adam_epsilon=FLAGS.adam_epsilon, max_grad_norm=FLAGS.max_grad_norm,
+            precision=FLAGS.precision, seed=seed, eval_every=FLAGS.eval_every)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def _seeds() -> list[int]:
+    try:
+        seeds = [int(s) for s in FLAGS.seeds]
+    except ValueError:
+        raise UsageError(f"--seeds must be integers, got {','.join(FLAGS.seeds)}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise UsageError(f"--seeds must be distinct integers, got {seeds}")
+    return seeds
+
+
+def _check_output_dir(rank0: bool):
+    if not FLAGS.output_dir:
+        raise UsageError("--output_dir is required")
+    out = Path(FLAGS.output_dir)
+    if rank0 and out.exists() and any(out.iterdir()) and not FLAGS.overwrite_output_dir:
+        raise UsageError(f"--output_dir={out} is not empty; pass --overwrite_output_dir to reuse it")
+
+
+def _backend():
+    if FLAGS.framework == "tf":
+        from cnbert.tf import backend
+    else:
+        from cnbert.torch import backend
+    return backend
+
+
+def _effective_flags() -> str:
+    """This runner's flags as a flag file that reproduces the run."""
+    lines = [f"# cnbert-mrc flags, {time.strftime('%Y-%m-%d %H:%M:%S')}"]
+    for flag in sorted(FLAGS.get_key_flags_for_module(sys.modules[__name__]), key=lambda f: f.name):
+        if flag.value is not None:
+            lines.append(flag.serialize())
+    return "\n".join(lines) + "\n"
+
+
+# ---- data ------------------------------------------------------------------------------------
+
+def _load_splits(task: tasks.MrcTask):
+    """(train examples, dev examples, dev gold JSON restricted to dev, dev gold path)."""
+    train_result = task.read(FLAGS.train_file)  # readers log their repair / consistency report
+    if FLAGS.cjrc_dev_fraction:
+        train, dev = tasks.split_by_passage(train_result.examples, FLAGS.cjrc_dev_fraction)
+        gold_path = FLAGS.train_file
+    else:
+        dev_result = task.read(FLAGS.dev_file)
+        train, dev, gold_path = train_result.examples, dev_result.examples, FLAGS.dev_file
+    gold = tasks.restrict_gold(read_json_file(gold_path), {e.qas_id for e in dev})
+    return train, dev, gold, gold_path
+
+
+def _predict_examples(backend, trainer, examples, features, task_name, gold=None, gold_path=None):
+    outputs = trainer.predict(features.model_arrays())
+    predictions = postprocess_predictions(
+        examples, features, outputs["start_logits"], outputs["end_logits"], class_logits=outputs.get("class_logits"),
+        n_best_size=FLAGS.n_best_size, max_answer_length=FLAGS.max_answer_length,
+        null_score_threshold=FLAGS.null_score_threshold)
+    metrics = tasks.score(task_name, gold, predictions.answers, source=gold_path) if gold is not None else None
+    return predictions, metrics
+
+
+# ---- training ----------------------------------------------------------------------------------
+
+def train_and_evaluate():
+    task = tasks.get_task(FLAGS.task)
+    _require_file("train_file")
+    if FLAGS.cjrc_dev_fraction is not None:
+        if FLAGS.task != "cjrc":
+            raise UsageError("--cjrc_dev_fraction applies to --task=cjrc only")
+        if FLAGS.dev_file and Path(FLAGS.dev_file).resolve() != Path(FLAGS.train_file).resolve():
+            raise UsageError("with --cjrc_dev_fraction, dev questions come from --train_file; drop --dev_file or make it the same file")
+    else:
+        _require_file("dev_file")
+    if FLAGS.do_predict:
+        _require_file("test_file")
+    seeds = _seeds()
+    feature_config = _feature_config()
+    config, vocab = _model_config()
+    backend = _backend()
+    ctx = backend.init_distributed(FLAGS.device) if FLAGS.framework == "torch" else None
+    rank0 = ctx is None or ctx.is_main
+    _check_output_dir(rank0)
+    training_configs = {seed: _training_config(seed) for seed in seeds}
+    out = Path(FLAGS.output_dir)
+    if rank0:
+        out.mkdir(parents=True, exist_ok=True)
+        write_text(out / "flags.txt", _effective_flags())
+    if not FLAGS.init_checkpoint:
+        print(f"NOTE: no --init_checkpoint: the model is RANDOMLY INITIALISED from {FLAGS.bert_config_file}; "
+              "its scores say nothing about a pretrained model. Point --init_checkpoint at a pretrained Chinese "
+              "BERT directory for real numbers.", flush=True)
+
+    tokenizer = ChineseBertTokenizer(vocab, do_lower_case=FLAGS.do_lower_case)
+    train_examples, dev_examples, dev_gold, gold_path = _load_splits(task)
+    train_features = build_features(train_examples, tokenizer, feature_config, training=True,
+                                    answer_classes=task.answer_classes)
+    dev_features = build_features(dev_examples, tokenizer, feature_config, training=False)
+    log.info("%d train questions -> %d features; %d dev questions -> %d features", len(train_examples),
+             len(train_features), len(dev_examples), len(dev_features))
+    train_arrays = train_features.model_arrays()
+
+    per_seed, best_dirs = {}, {}
+    for seed in seeds:
+        seed_dir = out / f"seed_{seed}"
+        backend.seed_everything(FLAGS.init_seed)  # identical initial weights for every seed
+        model, load_report = backend.create_model(FLAGS.task, config, FLAGS.init_checkpoint, vocab)
+        if load_report and load_report.initialised and rank0:
+            print(f"freshly initialised task head (not in the checkpoint): {', '.join(load_report.initialised)}")
+        kwargs = {"ctx": ctx} if FLAGS.framework == "torch" else {"strategy_name": FLAGS.distribution_strategy}
+        trainer = backend.Trainer(model, training_configs[seed], FLAGS.task, log_dir=seed_dir / "tensorboard",
+                                  show_progress=FLAGS.progress, **kwargs)
+        latest = {}
+
+        def evaluate():
+            latest["predictions"], metrics = _predict_examples(backend, trainer, dev_examples, dev_features,
+                                                               FLAGS.task, dev_gold, gold_path)
+            return metrics
+
+        def on_new_best(metrics, seed_dir=seed_dir, model=model, latest=latest):
+            backend.save_pretrained(model, seed_dir / "best_model", vocab)
+            latest["predictions"].write(seed_dir)
+            write_json(seed_dir / "eval_results.json", metrics)
+
+        result = trainer.fit(train_arrays, evaluate=evaluate, criterion=tasks.criterion, on_new_best=on_new_best)
+        if rank0:
+            write_json(seed_dir / "training_history.json", {"evaluations": result.evaluations, "losses": result.losses})
+            print(f"seed {seed}: best dev at step {result.best_step}: "
+                  + ", ".join(f"{m} {result.best_metrics[m]:.3f}" for m in tasks.METRIC_NAMES), flush=True)
+        per_seed[seed] = result.best_metrics
+        best_dirs[seed] = seed_dir / "best_model"
+
+    summary = summarize_seeds(per_seed, tasks.METRIC_NAMES)
+    best_seed = max(per_seed, key=lambda s: tasks.criterion(per_seed[s]))
+    summary["best_seed"] = best_seed
+    if rank0:
+        title = f"{task.title} dev ({Path(FLAGS.init_checkpoint).name if FLAGS.init_checkpoint else 'random init'})"
+        markdown = format_markdown(summary, title)
+        write_text(out / "report.md", markdown)
+        write_json(out / "report.json", summary)
+        print(markdown, flush=True)
+    if FLAGS.do_predict:
+        _score_test(backend, task, best_dirs[best_seed], tokenizer, feature_config, ctx, out, rank0)
+
+
+def _score_test(backend, task, model_dir, tokenizer, feature_config, ctx, out, rank0):
+    test = task.read(FLAGS.test_file)
+    features = build_features(test.examples, tokenizer, feature_config, training=False)
+    model = backend.load_finetuned(model_dir, FLAGS.task)
+    kwargs = {"ctx": ctx} if FLAGS.framework == "torch" else {"strategy_name": FLAGS.distribution_strategy}
+    trainer = backend.Trainer(model, _training_config(0), FLAGS.task, show_progress=False, **kwargs)
+    gold = read_json_file(FLAGS.test_file)
+    predictions, metrics = _predict_examples(backend, trainer, test.examples, features, FLAGS.task, gold,
+                                             FLAGS.test_file)
+    if rank0:
+        test_dir = out / "test"
+        predictions.write(test_dir)
+        write_json(test_dir / "test_results.json", {**metrics, "model_dir": str(model_dir)})
+        print("test: " + ", ".join(f"{m} {metrics[m]:.3f}" for m in tasks.METRIC_NAMES), flush=True)
+
+
+# ---- predict mode ------------------------------------------------------------------------------
+
+def predict():
+    task = tasks.get_task(FLAGS.task)
+    if not FLAGS.model_dir or not Path(FLAGS.model_dir).is_dir():
+        raise UsageError("--mode=predict needs --model_dir, a directory saved by cnbert")
+    single = FLAGS.question is not None or FLAGS.context is not None
+    if single == bool(FLAGS.predict_file):
+        raise UsageError("--mode=predict needs either --predict_file or both --question and --context")
+    if single and not (FLAGS.question and FLAGS.context):
+        raise UsageError("--question and --context go together and must not be empty")
+    if FLAGS.predict_file:
+        _require_file("predict_file")
+        if not FLAGS.output_dir:
+            raise UsageError("--predict_file needs --output_dir for predictions.json")
+    backend = _backend()
+    model = backend.load_finetuned(FLAGS.model_dir, FLAGS.task)
+    tokenizer = ChineseBertTokenizer(Path(FLAGS.model_dir) / "vocab.txt", do_lower_case=FLAGS.do_lower_case)
+    if single:
+        examples = [MrcExample(qas_id="question", question_text=FLAGS.question, context_text=FLAGS.context,
+                               answers=())]
+    else:
+        examples = task.read(FLAGS.predict_file).examples
+    features = build_features(examples, tokenizer, _feature_config(), training=False)
+    kwargs = {"ctx": backend.init_distributed(FLAGS.device)} if FLAGS.framework == "torch" else {}
+    trainer = backend.Trainer(model, _training_config(0), FLAGS.task, show_progress=False, **kwargs)
+    predictions, _ = _predict_examples(backend, trainer, examples, features, FLAGS.task)
+    if single:
+        print(json.dumps({"question": FLAGS.question, "answer": predictions.answers["question"]}, ensure_ascii=False))
+    else:
+        paths = predictions.write(FLAGS.output_dir)
+        print(f"wrote {paths[0]} and {paths[1]} ({len(examples)} questions)")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not FLAGS.task:
+        raise UsageError("--task is required")
+    _expand_paths()
+    if FLAGS.mode == "predict":
+        predict()
+    else:
+        train_and_evaluate()
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,90 @@
+"""Reading-comprehension tasks (CMRC 2018, DRCD, CJRC): which reader, labels and scorer each uses,
+and how a run's evaluation is scored and ranked.
+
+The best evaluation of a run is chosen by one criterion, F1 + EM of the same evaluation, never
+the best F1 and the best EM picked independently (a defect of the original list).
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Collection, Mapping, Sequence
+
+import numpy as np
+
+from cnbert.data import MrcExample, ReadResult, read_cjrc, read_cmrc2018, read_drcd
+from cnbert.eval.cjrc_metric import evaluate_cjrc
+from cnbert.eval.cmrc_metric import evaluate_cmrc
+
+METRIC_NAMES = ("F1", "EM")
+
+
+@dataclasses.dataclass(frozen=True)
+class MrcTask:
+    name: str
+    title: str
+    read: Callable[[str], ReadResult]
+    answer_classes: bool  # CJRC's span / YES / NO / unknown head
+
+
+TASKS = {
+    "cmrc2018": MrcTask("cmrc2018", "CMRC 2018", read_cmrc2018, answer_classes=False),
+    "drcd": MrcTask("drcd", "DRCD", read_drcd, answer_classes=False),
+    "cjrc": MrcTask("cjrc", "CJRC", read_cjrc, answer_classes=True),
+}
+
+
+def get_task(name: str) -> MrcTask:
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise ValueError(f"unknown reading-comprehension task {name!r}; expected one of {sorted(TASKS)}") from None
+
+
+def split_by_passage(examples: Sequence[MrcExample], dev_fraction: float, seed: int = 0
+                     ) -> tuple[list[MrcExample], list[MrcExample]]:
+    """Split labelled examples into train and dev by passage, so no passage is in both (CJRC has
+    no public training set; the original list trained on 90 % of the labelled file and evaluated
+    on the other 10 %). Deterministic for a given seed and file."""
+    if not 0 < dev_fraction < 1:
+        raise ValueError(f"dev_fraction must be in (0, 1), got {dev_fraction}")
+    passages = list(dict.fromkeys(example.context_text for example in examples))
+    if len(passages) < 2:
+        raise ValueError("need at least two passages to split into train and dev")
+    order = np.random.default_rng(seed).permutation(len(passages))
+    n_dev = min(len(passages) - 1, max(1, round(len(passages) * dev_fraction)))
+    dev_passages = {passages[i] for i in order[:n_dev]}
+    train = [e for e in examples if e.context_text not in dev_passages]
+    dev = [e for e in examples if e.context_text in dev_passages]
+    return train, dev
+
+
+def restrict_gold(gold_data: Mapping, keep_ids: Collection[str]) -> dict:
+    """The gold file's JSON with only the questions in `keep_ids` (to score one split of a file)."""
+    keep_ids = set(keep_ids)
+    articles = []
+    for article in gold_data["data"]:
+        paragraphs = []
+        for paragraph in article["paragraphs"]:
+            qas = [qa for qa in paragraph["qas"] if qa["id"] in keep_ids]
+            if qas:
+                paragraphs.append({**paragraph, "qas": qas})
+        if paragraphs:
+            articles.append({**article, "paragraphs": paragraphs})
+    return {**gold_data, "data": articles}
+
+
+def score(task: str, gold_data: Mapping, predictions: Mapping[str, str], source: str) -> dict:
+    """Official scores as a flat dict with at least F1 and EM (×100, unrounded)."""
+    if get_task(task).answer_classes:
+        scores = evaluate_cjrc(gold_data, predictions, source=source)
+        flat = {"F1": scores["overall"]["f1"], "EM": scores["overall"]["em"], "TOTAL": scores["overall"]["qas"]}
+        for domain in ("civil", "criminal"):
+            if domain in scores:
+                flat.update({f"{domain}_F1": scores[domain]["f1"], f"{domain}_EM": scores[domain]["em"]})
+        return flat
+    return dict(evaluate_cmrc(gold_data, predictions, source=source))
+
+
+def criterion(metrics: Mapping[str, float]) -> float:
+    """The one number that ranks evaluations: F1 + EM."""
+    return float(metrics["F1"]) + float(metrics["EM"])

@@ -1,0 +1,315 @@
+"""The BERT encoder as Keras 3 layers (TensorFlow backend), mirroring cnbert.torch.modeling.
+
+Variables are named like Google's TF checkpoints: inside a model, a variable's path after the
+model's own name is the Google name (bert/embeddings/word_embeddings,
+bert/encoder/layer_0/attention/self/query/kernel, bert/encoder/layer_0/output/LayerNorm/gamma,
+bert/pooler/dense/bias, ...), kernels [in, out]. cnbert.tf.checkpoint maps them to the canonical
+(Hugging Face) names shared with the PyTorch model.
+
+Precision follows PyTorch autocast: under bf16/fp16 only the dense layers (`Linear`) and the two
+attention matmuls run in half precision; embeddings, LayerNorm, softmax, the residual stream and
+the losses stay float32 (see set_precision).
+
+Dropout is stateless: a model called with training=True takes an integer `dropout_seed` [2] and
+derives one seed per dropout site from it, so a recomputed layer (gradient checkpointing) draws
+exactly the masks of the first pass, and a run's masks depend only on its seeds.
+"""
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from cnbert.config import BertConfig
+from cnbert.tf import ops
+
+# config.hidden_act -> how the FFN computes it (ops.bias_gelu's `approximate`, or relu).
+_ACTIVATIONS = {"gelu": "none", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "relu": "relu"}
+PRECISION_POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+
+# Dropout sites are numbered so each draws its own stream from the step's seed.
+_EMBEDDING_DROPOUT_SITE = 0
+_SITES_PER_LAYER = 3
+CLASS_DROPOUT_SITE = 1_000_000
+
+
+def dropout(x, rate: float, seed, site: int):
+    """Inverted dropout with a seed derived from (seed, site); identity when seed is None (inference)."""
+    if seed is None or rate == 0.0:
+        return x
+    site_seed = tf.random.experimental.stateless_fold_in(seed, site)
+    return tf.nn.experimental.stateless_dropout(x, rate=rate, seed=site_seed)
+
+
+class Linear(keras.layers.Layer):
+    """x @ kernel + bias with Google's names (kernel [in, out], bias [out]) and optionally a fused
+    activation: "none"/"tanh"/"sigmoid" use ops.bias_gelu, "relu" a ReLU."""
+
+    def __init__(self, units: int, initializer_range: float, activation: str | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.initializer_range = initializer_range
+        self.activation = activation
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(name="kernel", shape=(input_shape[-1], self.units),
+                                      initializer=keras.initializers.RandomNormal(stddev=self.initializer_range))
+        self.bias = self.add_weight(name="bias", shape=(self.units,), initializer="zeros")
+
+    def call(self, x):
+        y = keras.ops.matmul(x, self.kernel)
+        if self.activation is None:
+            return y + self.bias
+        if self.activation == "relu":
+            return tf.nn.relu(y + self.bias)
+        return ops.bias_gelu(y, self.bias, approximate=self.activation)
+
+
+def _layer_norm(config: BertConfig) -> keras.layers.LayerNormalization:
+    return keras.layers.LayerNormalization(epsilon=config.layer_norm_eps, name="LayerNorm", dtype="float32")
+
+
+class BertEmbeddings(keras.layers.Layer):
+    """word + token type + position embeddings, LayerNorm, dropout (always float32)."""
+
+    def __init__(self, config: BertConfig, **kwargs):
+        super().__init__(name="embeddings", dtype="float32", **kwargs)
+        self.config = config
+        self.LayerNorm = _layer_norm(config)
+
+    def build(self, input_shape=None):
+        c = self.config
+        normal = keras.initializers.RandomNormal(stddev=c.initializer_range)
+        self.word_embeddings = self.add_weight(name="word_embeddings", shape=(c.vocab_size, c.hidden_size),
+                                               initializer=normal)
+        self.token_type_embeddings = self.add_weight(name="token_type_embeddings",
+                                                     shape=(c.type_vocab_size, c.hidden_size), initializer=normal)
+        self.position_embeddings = self.add_weight(name="position_embeddings",
+                                                   shape=(c.max_position_embeddings, c.hidden_size), initializer=normal)
+        self.LayerNorm.build((None, None, c.hidden_size))
+
+    def call(self, input_ids, token_type_ids, seed=None):
+        words = tf.gather(self.word_embeddings, input_ids)
+        if self.config.pad_token_id is not None:
+            # The padding row gets no gradient, as torch's Embedding(padding_idx=...) does.
+            is_pad = tf.equal(input_ids, tf.cast(self.config.pad_token_id, input_ids.dtype))[..., None]
+            words = tf.where(is_pad, tf.stop_gradient(words), words)
+        seq_len = tf.shape(input_ids)[1]
+        # Same summation order as the PyTorch model (and transformers).
+        embeddings = words + tf.gather(self.token_type_embeddings, token_type_ids)
+        embeddings = embeddings + self.position_embeddings[None, :seq_len]
+        return dropout(self.LayerNorm(embeddings), self.config.hidden_dropout_prob, seed, _EMBEDDING_DROPOUT_SITE)
+
+
+class BertSelfAttention(keras.layers.Layer):
+    def __init__(self, config: BertConfig, site: int, **kwargs):
+        super().__init__(name="self", **kwargs)
+        self.config = config
+        self.site = site
+        self.query = Linear(config.hidden_size, config.initializer_range, name="query")
+        self.key = Linear(config.hidden_size, config.initializer_range, name="key")
+        self.value = Linear(config.hidden_size, config.initializer_range, name="value")
+
+    def build(self, input_shape):
+        for dense in (self.query, self.key, self.value):
+            dense.build(input_shape)
+
+    def call(self, hidden_states, key_mask, seed=None):
+        """hidden_states [batch, seq, hidden]; key_mask: bool [batch, 1, 1, seq] (True = token) or None."""
+        c = self.config
+        batch, seq_len = tf.shape(hidden_states)[0], tf.shape(hidden_states)[1]
+
+        def heads(x):
+            return tf.transpose(tf.reshape(x, [batch, seq_len, c.num_attention_heads, c.head_size]), [0, 2, 1, 3])
+
+        query, key, value = (heads(dense(hidden_states)) for dense in (self.query, self.key, self.value))
+        scores = tf.matmul(query, key, transpose_b=True)
+        probs = ops.softmax(scores, scale=c.head_size ** -0.5, mask=key_mask)
+        probs = dropout(probs, c.attention_probs_dropout_prob, seed, self.site)
+        context = tf.matmul(tf.cast(probs, value.dtype), value)
+        return tf.reshape(tf.transpose(context, [0, 2, 1, 3]), [batch, seq_len, c.hidden_size])
+
+
+class BertResidualOutput(keras.layers.Layer):
+    """LayerNorm(dropout(dense(x)) + residual), with the residual stream kept in float32 (as torch
+    autocast promotes the sum); named "output" under both attention and layer."""
+
+    def __init__(self, config: BertConfig, site: int, **kwargs):
+        super().__init__(name="output", **kwargs)
+        self.config = config
+        self.site = site
+        self.dense = Linear(config.hidden_size, config.initializer_range, name="dense")
+        self.LayerNorm = _layer_norm(config)
+
+    def build(self, input_shape):
+        self.dense.build(input_shape)
+        self.LayerNorm.build((None, None, self.config.hidden_size))
+
+    def call(self, hidden_states, residual, seed=None):
+        projected = dropout(self.dense(hidden_states), self.config.hidden_dropout_prob, seed, self.site)
+        return self.LayerNorm(tf.cast(projected, residual.dtype) + residual)
+
+
+class BertAttention(keras.layers.Layer):
+    def __init__(self, config: BertConfig, site: int, **kwargs):
+        super().__init__(name="attention", **kwargs)
+        self.self_attention = BertSelfAttention(config, site)
+        self.self_output = BertResidualOutput(config, site + 1)
+
+    def build(self, input_shape):
+        self.self_attention.build(input_shape)
+        self.self_output.build(input_shape)
+
+    def call(self, hidden_states, key_mask, seed=None):
+        return self.self_output(self.self_attention(hidden_states, key_mask, seed), hidden_states, seed)
+
+
+class BertIntermediate(keras.layers.Layer):
+    def __init__(self, config: BertConfig, **kwargs):
+        super().__init__(name="intermediate", **kwargs)
+        self.dense = Linear(config.intermediate_size, config.initializer_range,
+                            activation=_ACTIVATIONS[config.hidden_act], name="dense")
+
+    def build(self, input_shape):
+        self.dense.build(input_shape)
+
+    def call(self, hidden_states):
+        return self.dense(hidden_states)
+
+
+class BertLayer(keras.layers.Layer):
+    def __init__(self, config: BertConfig, index: int, **kwargs):
+        super().__init__(name=f"layer_{index}", **kwargs)
+        self.config = config
+        site = 1 + _SITES_PER_LAYER * index
+        self.attention = BertAttention(config, site)
+        self.intermediate = BertIntermediate(config)
+        self.ffn_output = BertResidualOutput(config, site + 2)
+
+    def build(self, input_shape):
+        self.attention.build(input_shape)
+        self.intermediate.build(input_shape)
+        self.ffn_output.build((None, None, self.config.intermediate_size))
+
+    def call(self, hidden_states, key_mask, seed=None):
+        attended = self.attention(hidden_states, key_mask, seed)
+        return self.ffn_output(self.intermediate(attended), attended, seed)
+
+
+class BertEncoder(keras.layers.Layer):
+    """The layer stack. With gradient_checkpointing, each layer's activations are recomputed in
+    the backward pass (tf.recompute_grad) instead of kept: memory per layer drops to its input."""
+
+    def __init__(self, config: BertConfig, gradient_checkpointing: bool = False, **kwargs):
+        super().__init__(name="encoder", **kwargs)
+        self.layers_ = [BertLayer(config, i) for i in range(config.num_hidden_layers)]
+        self.gradient_checkpointing = gradient_checkpointing
+
+    def build(self, input_shape):
+        for layer in self.layers_:
+            layer.build(input_shape)
+
+    def call(self, hidden_states, key_mask, seed=None, training=False):
+        for layer in self.layers_:
+            if self.gradient_checkpointing and training:
+                hidden_states = tf.recompute_grad(
+                    lambda h, layer=layer: layer(h, key_mask, seed))(hidden_states)
+            else:
+                hidden_states = layer(hidden_states, key_mask, seed)
+        return hidden_states
+
+
+class BertPooler(keras.layers.Layer):
+    """tanh(dense(hidden state of [CLS]))."""
+
+    def __init__(self, config: BertConfig, **kwargs):
+        super().__init__(name="pooler", **kwargs)
+        self.dense = Linear(config.hidden_size, config.initializer_range, name="dense")
+
+    def build(self, input_shape):
+        self.dense.build(input_shape)
+
+    def call(self, sequence_output):
+        return tf.tanh(tf.cast(self.dense(sequence_output[:, 0]), tf.float32))
+
+
+class BertModel(keras.Model):
+    """The encoder, always named "bert", so its variable paths are exactly Google's names.
+
+    call(input_ids, attention_mask=None, token_type_ids=None, training=False, dropout_seed=None)
+    -> {"sequence_output": [batch, seq, hidden] float32, "pooled_output": [batch, hidden] float32
+    (only with the pooler)}. attention_mask: 1 = token, 0 = padding.
+    """
+
+    def __init__(self, config: BertConfig, add_pooling_layer: bool = True, gradient_checkpointing: bool = False):
+        super().__init__(name="bert")
+        self.config = config
+        self.embeddings = BertEmbeddings(config)
+        self.encoder = BertEncoder(config, gradient_checkpointing)
+        self.pooler = BertPooler(config) if add_pooling_layer else None
+        self.build()
+        zero_padding_row(self)
+
+    def build(self, input_shape=None):
+        hidden = (None, None, self.config.hidden_size)
+        self.embeddings.build()
+        self.encoder.build(hidden)
+        if self.pooler is not None:
+            self.pooler.build((None, self.config.hidden_size))
+
+    def call(self, input_ids, attention_mask=None, token_type_ids=None, training=False, dropout_seed=None):
+        input_ids = tf.convert_to_tensor(input_ids)
+        if input_ids.shape.rank != 2:
+            raise ValueError(f"input_ids must be [batch, seq], got shape {input_ids.shape}")
+        seq_len = input_ids.shape[1]
+        if seq_len is not None and seq_len > self.config.max_position_embeddings:
+            raise ValueError(f"sequence length {seq_len} exceeds max_position_embeddings "
+                             f"{self.config.max_position_embeddings}")
+        for name, tensor in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids)):
+            if tensor is not None and not tf.convert_to_tensor(tensor).shape.is_compatible_with(input_ids.shape):
+                raise ValueError(f"{name} has shape {tensor.shape} but input_ids has {input_ids.shape}")
+        if token_type_ids is None:
+            token_type_ids = tf.zeros_like(input_ids)
+        key_mask = None if attention_mask is None else tf.not_equal(attention_mask, 0)[:, None, None, :]
+        seed = self._dropout_seed(training, dropout_seed)
+        hidden = self.embeddings(input_ids, token_type_ids, seed)
+        sequence_output = self.encoder(hidden, key_mask, seed, training=training)
+        outputs = {"sequence_output": sequence_output}
+        if self.pooler is not None:
+            outputs["pooled_output"] = self.pooler(sequence_output)
+        return outputs
+
+    def _dropout_seed(self, training, dropout_seed):
+        if not training:
+            return None
+        if dropout_seed is not None:
+            return tf.convert_to_tensor(dropout_seed)
+        # A caller that does not manage seeds gets one from TF's global generator
+        # (keras.utils.set_random_seed makes it reproducible).
+        return tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int64)
+
+
+def zero_padding_row(model: BertModel) -> None:
+    """Fresh weights: the padding token's embedding starts at zero, as in the PyTorch model."""
+    pad = model.config.pad_token_id
+    if pad is not None:
+        table = model.embeddings.word_embeddings
+        table.assign(tf.tensor_scatter_nd_update(table.value, [[pad]], tf.zeros([1, table.shape[1]], table.dtype)))
+
+
+def set_precision(model: keras.Model, precision: str) -> None:
+    """Run the model's dense layers in `precision` ("fp32", "bf16", "fp16") through Keras
+    mixed-precision policies (variables stay float32); everything else stays float32."""
+    try:
+        policy = PRECISION_POLICIES[precision]
+    except KeyError:
+        raise ValueError(f"precision must be one of {', '.join(PRECISION_POLICIES)}, got {precision!r}") from None
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, Linear):
+            layer.dtype_policy = policy
+
+
+def set_gradient_checkpointing(model: keras.Model, enabled: bool) -> None:
+    """Recompute each encoder layer in the backward pass (applies to functions traced afterwards)."""
+    for layer in model._flatten_layers(include_self=True, recursive=True):
+        if isinstance(layer, BertEncoder):
+            layer.gradient_checkpointing = enabled

@@ -1,0 +1,56 @@
+"""Scaled dot-product attention implementations, chosen by name (`BertConfig.attention`).
+
+Every implementation has the same signature, so adding one is a function plus a registry entry:
+
+    fn(query, key, value, key_padding_mask, *, dropout_p, scale) -> context
+
+query, key, value: [batch, heads, seq, head_size]; key_padding_mask: bool [batch, seq], True for
+real tokens and False for padding (or None: no padding); dropout_p is already 0.0 outside training.
+Returns the context [batch, heads, seq, head_size] in the dtype of `value`.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+AttentionFunction = Callable[..., torch.Tensor]
+
+
+def eager_attention(query, key, value, key_padding_mask, *, dropout_p: float, scale: float) -> torch.Tensor:
+    """Explicit matmul + softmax, the readable reference.
+
+    Scores, mask and softmax are computed in float32 even under bf16/fp16 autocast (the original
+    list's half-precision softmax is one of its defects). Padded keys get float32's most negative
+    value (as transformers does) rather than the original list's -10000·(1-mask): both give padded
+    keys exactly zero probability in float32 here, but the dtype minimum stays correct whatever the
+    score scale.
+    """
+    scores = torch.matmul(query, key.transpose(-1, -2)).float() * scale
+    if key_padding_mask is not None:
+        scores = scores.masked_fill(~key_padding_mask[:, None, None, :], torch.finfo(torch.float32).min)
+    probs = torch.softmax(scores, dim=-1)
+    if dropout_p > 0.0:
+        probs = F.dropout(probs, p=dropout_p)
+    return torch.matmul(probs.to(value.dtype), value)
+
+
+def sdpa_attention(query, key, value, key_padding_mask, *, dropout_p: float, scale: float) -> torch.Tensor:
+    """torch.nn.functional.scaled_dot_product_attention (flash / memory-efficient kernels when they apply)."""
+    mask = None if key_padding_mask is None else key_padding_mask[:, None, None, :]
+    return F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=dropout_p, scale=scale)
+
+
+ATTENTION_FUNCTIONS: dict[str, AttentionFunction] = {
+    "eager": eager_attention,
+    "sdpa": sdpa_attention,
+}
+
+
+def attention_function(name: str) -> AttentionFunction:
+    try:
+        return ATTENTION_FUNCTIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown attention implementation {name!r}; available: "
+                         f"{', '.join(ATTENTION_FUNCTIONS)}") from None

@@ -1,0 +1,48 @@
+"""The PyTorch side of the task runners: build or load a model for a task, train it, save it.
+
+cnbert.tf.backend offers the same functions, so a runner switches frameworks with one flag.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from cnbert.config import BertConfig
+from cnbert.torch.checkpoint import load_pretrained, read_pretrained_config, save_pretrained
+from cnbert.torch.distributed import DistContext, init_distributed
+from cnbert.torch.heads import BertForCJRC, BertForSpanExtraction, cjrc_loss, span_loss
+from cnbert.torch.trainer import Trainer as _Trainer
+from cnbert.torch.trainer import seed_everything
+from cnbert.training import TrainingConfig
+
+__all__ = ["create_model", "load_finetuned", "save_pretrained", "Trainer", "init_distributed", "seed_everything"]
+
+
+def _model_class(task: str):
+    return BertForCJRC if task == "cjrc" else BertForSpanExtraction
+
+
+def create_model(task: str, config: BertConfig, init_checkpoint=None, vocab_file=None):
+    """A fresh model for `task`, with `init_checkpoint`'s weights loaded strictly when given;
+    returns (model, LoadReport or None)."""
+    model = _model_class(task)(config)
+    report = load_pretrained(model, init_checkpoint, vocab_file=vocab_file) if init_checkpoint else None
+    return model, report
+
+
+def load_finetuned(directory, task: str, **config_overrides):
+    """A model fine-tuned by cnbert (its saved directory) for inference."""
+    config = read_pretrained_config(directory, **config_overrides)
+    model, _ = create_model(task, config, init_checkpoint=Path(directory))
+    return model
+
+
+def _loss_for(task: str):
+    if task == "cjrc":
+        return lambda out, b: cjrc_loss(out, b["start_positions"], b["end_positions"], b["answer_class"], reduction="none")
+    return lambda out, b: span_loss(out, b["start_positions"], b["end_positions"], reduction="none")
+
+
+def Trainer(model, config: TrainingConfig, task: str, ctx: DistContext | None = None, log_dir=None,
+            show_progress: bool = True) -> _Trainer:
+    """The PyTorch Trainer with the task's loss."""
+    return _Trainer(model, config, _loss_for(task), ctx=ctx, log_dir=log_dir, show_progress=show_progress)

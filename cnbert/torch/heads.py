@@ -1,0 +1,113 @@
+"""Task models for reading comprehension and their losses.
+
+Labels per feature (one window of one question), as the data pipeline provides them:
+  start_positions, end_positions: LongTensor [batch], token indices inside the window of the
+      answer's first and last token. A feature without a span target (a window missing the answer,
+      a yes/no/unknown question) is pointed at 0, [CLS] (cnbert.data.mrc_features does this), or
+      given IGNORE_INDEX (-100) to leave it out of the span loss.
+  answer_class (CJRC only): LongTensor [batch] with ANSWER_CLASSES indices
+      0 span, 1 yes, 2 no, 3 unknown; IGNORE_INDEX (-100) for a window of a span question that does
+      not contain the answer, so such windows are never taught "unknown".
+Models return a dict of logits: "start_logits", "end_logits" [batch, seq] and, for CJRC,
+"class_logits" [batch, 4]. Losses are computed in float32 whatever the autocast dtype.
+reduction="mean": each term (start, end, class) is a mean over its non-ignored features (0, still
+differentiable, when there are none), the transformers convention.
+reduction="none": one loss per feature, an ignored term counting 0 — what a trainer needs to sum
+per-feature losses over micro-batches and processes and divide by the global batch size.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from cnbert.config import BertConfig
+from cnbert.torch.modeling import BertModel, init_bert_weights
+
+IGNORE_INDEX = -100
+ANSWER_CLASSES = ("span", "yes", "no", "unknown")
+
+
+class BertForSpanExtraction(nn.Module):
+    """Span extraction (CMRC 2018, DRCD): `qa_outputs` = Linear(hidden, 2) on every token, the same
+    names as transformers' BertForQuestionAnswering (no pooler), so its checkpoints map directly."""
+
+    hf_architecture = "BertForQuestionAnswering"
+    head_prefixes = ("qa_outputs.",)
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.config = config
+        self.bert = BertModel(config, add_pooling_layer=False)
+        self.qa_outputs = nn.Linear(config.hidden_size, 2)
+        init_bert_weights(self.qa_outputs, config.initializer_range)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None) -> dict[str, Tensor]:
+        sequence_output = self.bert(input_ids, attention_mask, token_type_ids, position_ids).sequence_output
+        start, end = self.qa_outputs(sequence_output).unbind(dim=-1)
+        return {"start_logits": start.contiguous(), "end_logits": end.contiguous()}
+
+
+class BertForCJRC(nn.Module):
+    """CJRC: the span head plus `answer_class` = Linear(hidden, 4) over (span, yes, no, unknown),
+    applied (after dropout) to the final hidden state of [CLS].
+
+    [CLS]'s own hidden state rather than the pooler keeps the model pooler-free like
+    BertForQuestionAnswering, so a span checkpoint (HF or cnbert) initialises everything but
+    `answer_class`. Including "span" as a class puts all four answer kinds on one softmax, so
+    post-processing compares kinds without calibrating span scores against class scores.
+    """
+
+    hf_architecture = "BertForCJRC"
+    head_prefixes = ("qa_outputs.", "answer_class.")
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.config = config
+        self.bert = BertModel(config, add_pooling_layer=False)
+        self.qa_outputs = nn.Linear(config.hidden_size, 2)
+        self.class_dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.answer_class = nn.Linear(config.hidden_size, len(ANSWER_CLASSES))
+        init_bert_weights(self.qa_outputs, config.initializer_range)
+        init_bert_weights(self.answer_class, config.initializer_range)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None) -> dict[str, Tensor]:
+        sequence_output = self.bert(input_ids, attention_mask, token_type_ids, position_ids).sequence_output
+        start, end = self.qa_outputs(sequence_output).unbind(dim=-1)
+        class_logits = self.answer_class(self.class_dropout(sequence_output[:, 0]))
+        return {"start_logits": start.contiguous(), "end_logits": end.contiguous(), "class_logits": class_logits}
+
+
+def span_loss(outputs: Mapping[str, torch.Tensor], start_positions, end_positions,
+              reduction: str = "mean") -> torch.Tensor:
+    """(cross-entropy of start + cross-entropy of end) / 2, the transformers convention; positions
+    equal to IGNORE_INDEX are left out. A position outside the window raises ValueError."""
+    seq_len = outputs["start_logits"].shape[1]
+    start = _cross_entropy(outputs["start_logits"], start_positions, seq_len, "start_positions", reduction)
+    end = _cross_entropy(outputs["end_logits"], end_positions, seq_len, "end_positions", reduction)
+    return (start + end) / 2
+
+
+def cjrc_loss(outputs: Mapping[str, torch.Tensor], start_positions, end_positions, answer_class,
+              reduction: str = "mean") -> torch.Tensor:
+    """span_loss + cross-entropy of answer_class (IGNORE_INDEX entries left out)."""
+    return (span_loss(outputs, start_positions, end_positions, reduction)
+            + _cross_entropy(outputs["class_logits"], answer_class, len(ANSWER_CLASSES), "answer_class", reduction))
+
+
+def _cross_entropy(logits, targets, num_classes: int, name: str, reduction: str) -> torch.Tensor:
+    if reduction not in ("mean", "none"):
+        raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+    if targets.shape != logits.shape[:1]:
+        raise ValueError(f"{name} has shape {tuple(targets.shape)}, expected ({logits.shape[0]},)")
+    targets = targets.long()
+    bad = (targets != IGNORE_INDEX) & ((targets < 0) | (targets >= num_classes))
+    if bool(bad.any()):
+        raise ValueError(f"{name} holds {targets[bad].tolist()}; values must be in [0, {num_classes}) "
+                         f"or {IGNORE_INDEX} (ignored)")
+    per_feature = F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX, reduction="none")
+    if reduction == "none":
+        return per_feature  # ignored features are 0
+    return per_feature.sum() / (targets != IGNORE_INDEX).sum().clamp(min=1)

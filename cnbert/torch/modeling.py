@@ -1,0 +1,195 @@
+"""The BERT encoder in PyTorch, with Hugging Face `BertModel` parameter names and shapes, so HF
+checkpoints load without conversion (module names such as `LayerNorm` and `self` follow HF)."""
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cnbert.config import BertConfig
+from cnbert.torch.attention import attention_function
+
+_ACTIVATIONS = {
+    "gelu": F.gelu,  # exact erf form, as Google's "gelu" means
+    "gelu_new": functools.partial(F.gelu, approximate="tanh"),
+    "gelu_pytorch_tanh": functools.partial(F.gelu, approximate="tanh"),
+    "relu": F.relu,
+}
+
+
+@dataclasses.dataclass
+class EncoderOutput:
+    """sequence_output: [batch, seq, hidden]; pooled_output: [batch, hidden] (None without a pooler)."""
+
+    sequence_output: torch.Tensor
+    pooled_output: torch.Tensor | None
+
+
+def init_bert_weights(module: nn.Module, initializer_range: float) -> None:
+    """Hugging Face / Google initialisation: normal(0, initializer_range) for Linear and Embedding
+    weights (padding row zeroed), zero biases, LayerNorm ones / zeros."""
+    with torch.no_grad():
+        for sub in module.modules():
+            if isinstance(sub, nn.Linear):
+                sub.weight.normal_(0.0, initializer_range)
+                if sub.bias is not None:
+                    sub.bias.zero_()
+            elif isinstance(sub, nn.Embedding):
+                sub.weight.normal_(0.0, initializer_range)
+                if sub.padding_idx is not None:
+                    sub.weight[sub.padding_idx].zero_()
+            elif isinstance(sub, nn.LayerNorm):
+                sub.weight.fill_(1.0)
+                sub.bias.zero_()
+
+
+class BertEmbeddings(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.max_positions = config.max_position_embeddings
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, input_ids, token_type_ids=None, position_ids=None):
+        seq_len = input_ids.shape[1]
+        if seq_len > self.max_positions:
+            raise ValueError(f"sequence length {seq_len} exceeds max_position_embeddings {self.max_positions}")
+        if position_ids is None:
+            position_ids = torch.arange(seq_len, device=input_ids.device)[None, :]
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        # Same summation order as transformers, so fp32 results agree to rounding.
+        embeddings = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
+        embeddings = embeddings + self.position_embeddings(position_ids)
+        return self.dropout(self.LayerNorm(embeddings))
+
+
+class BertSelfAttention(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.head_size = config.head_size
+        self.query = nn.Linear(config.hidden_size, config.hidden_size)
+        self.key = nn.Linear(config.hidden_size, config.hidden_size)
+        self.value = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout_p = config.attention_probs_dropout_prob
+        self.attend = attention_function(config.attention)
+
+    def forward(self, hidden_states, key_padding_mask):
+        batch, seq_len, _ = hidden_states.shape
+
+        def heads(x):
+            return x.view(batch, seq_len, self.num_heads, self.head_size).transpose(1, 2)
+
+        context = self.attend(heads(self.query(hidden_states)), heads(self.key(hidden_states)),
+                              heads(self.value(hidden_states)), key_padding_mask,
+                              dropout_p=self.dropout_p if self.training else 0.0, scale=self.head_size ** -0.5)
+        return context.transpose(1, 2).reshape(batch, seq_len, self.num_heads * self.head_size)
+
+
+class BertSelfOutput(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states, residual):
+        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + residual)
+
+
+class BertAttention(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.self = BertSelfAttention(config)
+        self.output = BertSelfOutput(config)
+
+    def forward(self, hidden_states, key_padding_mask):
+        return self.output(self.self(hidden_states, key_padding_mask), hidden_states)
+
+
+class BertIntermediate(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.activation = _ACTIVATIONS[config.hidden_act]
+
+    def forward(self, hidden_states):
+        return self.activation(self.dense(hidden_states))
+
+
+class BertOutput(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states, residual):
+        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + residual)
+
+
+class BertLayer(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.attention = BertAttention(config)
+        self.intermediate = BertIntermediate(config)
+        self.output = BertOutput(config)
+
+    def forward(self, hidden_states, key_padding_mask):
+        attended = self.attention(hidden_states, key_padding_mask)
+        return self.output(self.intermediate(attended), attended)
+
+
+class BertEncoder(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.layer = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
+
+    def forward(self, hidden_states, key_padding_mask):
+        for layer in self.layer:
+            hidden_states = layer(hidden_states, key_padding_mask)
+        return hidden_states
+
+
+class BertPooler(nn.Module):
+    """tanh(dense(hidden state of [CLS])), pretrained with next-sentence prediction."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, sequence_output):
+        return torch.tanh(self.dense(sequence_output[:, 0]))
+
+
+class BertModel(nn.Module):
+    """The encoder; its state dict has exactly Hugging Face BertModel's names and shapes."""
+
+    def __init__(self, config: BertConfig, add_pooling_layer: bool = True):
+        super().__init__()
+        self.config = config
+        self.embeddings = BertEmbeddings(config)
+        self.encoder = BertEncoder(config)
+        self.pooler = BertPooler(config) if add_pooling_layer else None
+        init_bert_weights(self, config.initializer_range)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None) -> EncoderOutput:
+        """input_ids, attention_mask (1 = token, 0 = padding), token_type_ids (default zeros) and
+        position_ids (default 0..seq-1): [batch, seq] integer tensors."""
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be [batch, seq], got shape {tuple(input_ids.shape)}")
+        for name, tensor in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids)):
+            if tensor is not None and tensor.shape != input_ids.shape:
+                raise ValueError(f"{name} has shape {tuple(tensor.shape)} but input_ids has {tuple(input_ids.shape)}")
+        key_padding_mask = None if attention_mask is None else attention_mask.bool()
+        hidden = self.embeddings(input_ids, token_type_ids, position_ids)
+        sequence_output = self.encoder(hidden, key_padding_mask)
+        pooled = self.pooler(sequence_output) if self.pooler is not None else None
+        return EncoderOutput(sequence_output, pooled)

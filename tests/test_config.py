@@ -1,0 +1,117 @@
+"""BertConfig: reading Google and Hugging Face configs, validation, and transformers-readable output."""
+import dataclasses
+import json
+import subprocess
+import sys
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+from cnbert.config import ATTENTION_IMPLEMENTATIONS, BertConfig, ConfigError
+
+GOOGLE_CONFIG = Path(str(resources.files("cnbert") / "resources" / "bert_config.json"))
+TINY = dict(vocab_size=100, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128)
+
+
+def test_google_bert_config_gets_layer_norm_eps_1e_12():
+    config = BertConfig.from_json_file(GOOGLE_CONFIG)
+    assert "layer_norm_eps" not in json.loads(GOOGLE_CONFIG.read_text())
+    assert config.layer_norm_eps == 1e-12
+    assert (config.vocab_size, config.hidden_size, config.num_hidden_layers, config.num_attention_heads,
+            config.intermediate_size, config.max_position_embeddings, config.type_vocab_size) == (
+        21128, 768, 12, 12, 3072, 512, 2)
+    assert config.hidden_act == "gelu" and config.head_size == 64
+
+
+def test_reads_a_transformers_config_json(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    hf = transformers.BertConfig(**TINY, hidden_act="gelu_new", layer_norm_eps=1e-5, hidden_dropout_prob=0.2,
+                                 attention_probs_dropout_prob=0.05, max_position_embeddings=40,
+                                 type_vocab_size=3, initializer_range=0.05, pad_token_id=1)
+    hf.save_pretrained(tmp_path)
+    config = BertConfig.from_json_file(tmp_path / "config.json")
+    for field in dataclasses.fields(BertConfig):
+        if field.name != "attention":
+            assert getattr(config, field.name) == getattr(hf, field.name), field.name
+
+
+def test_written_config_json_is_read_by_transformers(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    config = BertConfig(**TINY, hidden_act="relu", layer_norm_eps=1e-6, pad_token_id=3, attention="eager")
+    config.to_json_file(tmp_path / "config.json", architectures=["BertForQuestionAnswering"])
+    hf = transformers.BertConfig.from_pretrained(tmp_path)
+    assert hf.model_type == "bert" and hf.architectures == ["BertForQuestionAnswering"]
+    for field in dataclasses.fields(BertConfig):
+        assert getattr(hf, field.name) == getattr(config, field.name), field.name
+    assert BertConfig.from_json_file(tmp_path / "config.json") == config
+
+
+def test_dict_round_trip_and_replace():
+    config = BertConfig(**TINY, attention="eager")
+    assert config.to_dict()["model_type"] == "bert"
+    assert BertConfig.from_dict(config.to_dict()) == config
+    assert config.replace(attention="sdpa").attention == "sdpa"
+    with pytest.raises(ConfigError, match="num_attention_heads"):
+        config.replace(num_attention_heads=5)
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(hidden_size=64, num_attention_heads=5), "hidden_size 64 is not divisible by num_attention_heads 5"),
+    (dict(hidden_act="fast_gelu"), "hidden_act 'fast_gelu' is not supported"),
+    (dict(hidden_act="swish"), "choose one of gelu, gelu_new"),
+    (dict(hidden_dropout_prob=1.0), r"hidden_dropout_prob must be a number in \[0, 1\)"),
+    (dict(attention_probs_dropout_prob=-0.1), "attention_probs_dropout_prob"),
+    (dict(layer_norm_eps=0.0), "layer_norm_eps must be a number in"),
+    (dict(initializer_range=float("nan")), "initializer_range"),
+    (dict(vocab_size=0), "vocab_size must be a positive integer"),
+    (dict(num_hidden_layers=True), "num_hidden_layers must be a positive integer"),
+    (dict(hidden_size=64.0), "hidden_size must be a positive integer"),
+    (dict(pad_token_id=100), r"pad_token_id must be null or an id in \[0, vocab_size=100\)"),
+    (dict(attention="flash"), "attention 'flash' is not one of eager, sdpa"),
+])
+def test_invalid_values_are_refused(changes, message):
+    with pytest.raises(ConfigError, match=message):
+        BertConfig(**{**TINY, **changes})
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"model_type": "albert"}, "model_type is 'albert'"),
+    ({"embedding_size": 128}, "ALBERT setting"),
+    ({"position_embedding_type": "relative_key"}, "position_embedding_type='relative_key' is not supported"),
+    ({"is_decoder": True}, "is_decoder=True is not supported"),
+])
+def test_architectures_this_model_does_not_implement_are_refused(tmp_path, extra, message):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**TINY, **extra}))
+    with pytest.raises(ConfigError, match=message) as info:
+        BertConfig.from_json_file(path)
+    assert str(path) in str(info.value)
+
+
+def test_file_errors_name_the_file(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        BertConfig.from_json_file(tmp_path / "missing.json")
+    broken = tmp_path / "bert_config.json"
+    broken.write_text("{\"vocab_size\": 10,")
+    with pytest.raises(ConfigError, match=f"{broken}: not valid JSON"):
+        BertConfig.from_json_file(broken)
+    broken.write_text(json.dumps({**TINY, "num_attention_heads": 3}))
+    with pytest.raises(ConfigError, match=f"{broken}: hidden_size 64 is not divisible"):
+        BertConfig.from_json_file(broken)
+    broken.write_text("[1, 2]")
+    with pytest.raises(ConfigError, match="expected a JSON object"):
+        BertConfig.from_json_file(broken)
+
+
+def test_every_attention_name_is_implemented_in_torch():
+    torch_attention = pytest.importorskip("cnbert.torch.attention")
+    assert set(torch_attention.ATTENTION_FUNCTIONS) == set(ATTENTION_IMPLEMENTATIONS)
+
+
+def test_framework_neutral_modules_import_neither_torch_nor_tensorflow():
+    code = ("import sys, cnbert.config, cnbert.checkpoints; "
+            "bad = [m for m in ('torch', 'tensorflow') if m in sys.modules]; "
+            "sys.exit(f'imported {bad}' if bad else 0)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

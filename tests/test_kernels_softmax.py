@@ -1,0 +1,207 @@
+"""scaled_masked_softmax kernels against float64 references: every mask kind and layout, odd and
+large Sk, fully masked rows, extreme scores, strides, empty tensors, gradcheck."""
+import math
+import zlib
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import cnbert.kernels as k
+from cnbert.kernels import reference
+from kernel_testing import DEVICES, DTYPES, TOLERANCE, as_float64, assert_close, needs_extension
+
+pytestmark = needs_extension
+
+MASK_KINDS = ["none", "bool_keys", "additive_keys", "additive_scores_dtype", "bool_full", "additive_shared", "neg_inf"]
+
+
+def make_mask(kind: str, b: int, sq: int, sk: int, dtype: torch.dtype, generator: torch.Generator) -> torch.Tensor | None:
+    """Masks as models build them. Each keeps at least one key per row except where noted."""
+    keep_keys = torch.rand(b, 1, 1, sk, generator=generator) > 0.3
+    keep_keys[..., 0] = True
+    if kind == "none":
+        return None
+    if kind == "bool_keys":  # [B, 1, 1, Sk] key padding, True = attend
+        return keep_keys
+    if kind == "additive_keys":  # the original list's -10000 * (1 - mask), float32
+        return (1.0 - keep_keys.float()) * -10000.0
+    if kind == "additive_scores_dtype":
+        return ((1.0 - keep_keys.float()) * -10000.0).to(dtype)
+    if kind == "bool_full":  # [B, 1, Sq, Sk], e.g. causal plus padding
+        return torch.rand(b, 1, sq, sk, generator=generator) > 0.5
+    if kind == "additive_shared":  # [1, 1, Sq, Sk] float bias shared by the batch
+        return torch.randn(1, 1, sq, sk, generator=generator)
+    if kind == "neg_inf":  # additive -inf, HF-style but with true infinities
+        return torch.zeros(b, 1, 1, sk).masked_fill(~keep_keys, float("-inf"))
+    raise ValueError(kind)
+
+
+def check_softmax(scores: torch.Tensor, mask: torch.Tensor | None, scale: float, what: str = "") -> None:
+    """Value and gradient of the public op against the float64 reference, plus the backward op on
+    its own against the float64 formula evaluated at the op's own (rounded) output."""
+    dtype = scores.dtype
+    x = scores.detach().requires_grad_(True)
+    y = k.scaled_masked_softmax(x, mask, scale)
+    grad = torch.randn_like(y)
+    y.backward(grad)
+    x64 = as_float64(x)
+    y64 = reference.scaled_masked_softmax(x64, mask, scale)
+    y64.backward(grad.double())
+    assert_close(y, y64, dtype, what=f"{what} softmax value")
+    # End to end the 16-bit gradient also carries the rounding of y (used by the backward):
+    # |d grad| <~ eps * scale * y * max|g| per element.
+    rtol, _ = TOLERANCE[dtype]
+    g_scale = float(grad.abs().max()) if grad.numel() else 0.0
+    assert_close(x.grad, x64.grad, dtype, atol=4 * rtol * abs(scale) * g_scale, what=f"{what} softmax grad")
+    if scores.device.type == "cpu" or dtype != torch.float64:  # CUDA float64 runs the reference
+        y_own = y.detach().double()
+        g64 = grad.double()
+        expected = scale * y_own * (g64 - (g64 * y_own).sum(-1, keepdim=True))
+        got = torch.ops.cnbert.scaled_masked_softmax_backward(grad, y.detach(), scale)
+        assert_close(got, expected, dtype, atol=1e-6 * abs(scale) * g_scale, what=f"{what} backward op")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", MASK_KINDS)
+def test_matches_float64_reference_for_every_mask_kind(device, dtype, kind):
+    generator = torch.Generator().manual_seed(zlib.crc32(f"{kind} {dtype}".encode()))
+    b, h, sq, sk = 2, 3, 5, 72
+    scores = (torch.randn(b, h, sq, sk, generator=generator) * 4).to(device=device, dtype=dtype)
+    mask = make_mask(kind, b, sq, sk, dtype, generator)
+    check_softmax(scores, None if mask is None else mask.to(device), 0.125, what=kind)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("sk", [1, 7, 31, 64, 384, 500, 1000, 1025, 2048, 4096, 9000])
+def test_row_lengths_including_odd_and_long(device, dtype, sk):
+    # Covers each kernel family (warp, block, online) and unaligned Sk on CUDA.
+    generator = torch.Generator().manual_seed(sk)
+    rows = max(1, 6000 // sk)
+    scores = (torch.randn(2, 1, rows, sk, generator=generator) * 3).to(device=device, dtype=dtype)
+    mask = make_mask("bool_keys", 2, rows, sk, dtype, generator).to(device)
+    check_softmax(scores, mask, 1 / math.sqrt(64), what=f"Sk={sk}")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fully_masked_rows_are_zero_without_nan(device, dtype):
+    b, h, sq, sk = 2, 2, 4, 40
+    scores = torch.randn(b, h, sq, sk).to(device=device, dtype=dtype)
+    keep = torch.rand(b, 1, sq, sk) > 0.4
+    keep[0, 0, 1] = False  # one query row of batch 0 sees no key
+    keep[1] = False  # batch 1 sees nothing at all
+    keep[0, 0, 0] = True
+    for mask in (keep, torch.zeros(keep.shape).masked_fill(~keep, float("-inf"))):
+        mask = mask.to(device)
+        x = scores.detach().requires_grad_(True)
+        y = k.scaled_masked_softmax(x, mask, 0.3)
+        y.backward(torch.randn_like(y))
+        assert not y.isnan().any() and not x.grad.isnan().any()
+        assert torch.equal(y[1], torch.zeros_like(y[1])) and torch.equal(y[0, :, 1], torch.zeros_like(y[0, :, 1]))
+        assert torch.equal(x.grad[1], torch.zeros_like(x.grad[1]))
+        live = y[0, :, [0, 2, 3]].double().sum(-1)
+        assert_close(live, torch.ones_like(live), torch.float64, atol=TOLERANCE[dtype][0] * sk, what="live rows sum to 1")
+        check_softmax(scores, mask, 0.3, what="fully masked rows")
+
+
+def test_finite_additive_mask_never_masks_a_row_fully():
+    # -10000 on every key shifts a row uniformly: softmax is unchanged, as in the unfused chain.
+    scores = torch.randn(1, 1, 2, 8, dtype=torch.float64)
+    mask = torch.full((1, 1, 1, 8), -10000.0, dtype=torch.float64)
+    y = k.scaled_masked_softmax(scores, mask, 0.5)
+    assert_close(y, torch.softmax(scores * 0.5 + mask, -1), torch.float64, what="uniform shift")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_large_magnitude_scores_do_not_overflow(device, dtype):
+    big = 3.0e4 if dtype == torch.float16 else 1.0e30
+    scores = torch.tensor([[[[big, -big, 0.0, big * 0.5], [-big, -big, -big, -big * 0.99], [1.0, 2.0, 3.0, 4.0]]]])
+    scores = scores.to(device=device, dtype=dtype)
+    x = scores.detach().requires_grad_(True)
+    y = k.scaled_masked_softmax(x, None, 1.0)
+    y.backward(torch.ones_like(y))
+    assert torch.isfinite(y).all() and torch.isfinite(x.grad).all()
+    expected = torch.tensor([[[[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]]]], dtype=torch.float64)
+    assert torch.equal(y[..., :2, :].double().cpu(), expected)
+    check_softmax(scores, None, 1.0, what="large scores")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_non_contiguous_scores_and_masks(device):
+    generator = torch.Generator().manual_seed(7)
+    base = torch.randn(2, 3, 48, 40, generator=generator, device="cpu").to(device)
+    scores = base.transpose(2, 3)  # [2, 3, 40, 48] with swapped strides
+    assert not scores.is_contiguous()
+    keep = (torch.rand(2, 1, 1, 96, generator=generator) > 0.3).to(device)[..., ::2]  # strided keys
+    check_softmax(scores, keep, 0.2, what="transposed scores, strided mask")
+    expanded = (torch.rand(2, 1, 1, 48, generator=generator) > 0.3).to(device).expand(2, 3, 40, 48)
+    check_softmax(scores, expanded, 0.2, what="expanded mask (stride 0)")
+    # An odd storage offset misaligns every row: CUDA must take the unaligned path.
+    flat = torch.randn(1 + 2 * 2 * 6 * 64, generator=generator).to(device)
+    offset = flat[1:].view(2, 2, 6, 64)
+    check_softmax(offset, None, 1.0, what="unaligned scores")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shape", [(0, 2, 3, 4), (2, 0, 3, 4), (2, 2, 0, 4), (2, 2, 3, 0)])
+def test_empty_tensors(device, shape):
+    scores = torch.randn(shape, device=device, requires_grad=True)
+    mask = torch.ones(shape[0], 1, 1, shape[3], dtype=torch.bool, device=device)
+    y = k.scaled_masked_softmax(scores, mask, 0.5)
+    y.sum().backward()
+    assert y.shape == scores.shape and scores.grad.shape == scores.shape
+
+
+@pytest.mark.parametrize("kind", MASK_KINDS)
+def test_gradcheck_float64(kind):
+    generator = torch.Generator().manual_seed(3)
+    scores = torch.randn(2, 2, 3, 9, generator=generator, dtype=torch.float64, requires_grad=True)
+    mask = make_mask(kind, 2, 3, 9, torch.float64, generator)
+    if mask is not None and mask.dtype == torch.bool and mask.shape[2] == 3:
+        mask[0, 0, 1] = False  # include a fully masked row
+    assert torch.autograd.gradcheck(lambda s: k.scaled_masked_softmax(s, mask, 0.7), (scores,))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    b=st.integers(1, 3),
+    h=st.integers(1, 3),
+    sq=st.integers(1, 9),
+    sk=st.integers(1, 300),
+    dtype=st.sampled_from(DTYPES),
+    kind=st.sampled_from(MASK_KINDS),
+    scale=st.floats(0.01, 2.0),
+    transpose=st.booleans(),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_property_shapes(b, h, sq, sk, dtype, kind, scale, transpose, seed):
+    generator = torch.Generator().manual_seed(seed)
+    if transpose:
+        scores = torch.randn(b, h, sk, sq, generator=generator).transpose(2, 3)
+    else:
+        scores = torch.randn(b, h, sq, sk, generator=generator)
+    scores = (scores * 5).to(dtype)
+    check_softmax(scores, make_mask(kind, b, sq, sk, dtype, generator), scale, what=f"{kind} {tuple(scores.shape)}")
+
+
+def test_bad_arguments_are_rejected_with_clear_errors():
+    scores = torch.randn(2, 3, 4, 5)
+    with pytest.raises(ValueError, match="4-D"):
+        k.scaled_masked_softmax(scores[0], None, 1.0)
+    with pytest.raises(TypeError, match="attention_mask.bool"):
+        k.scaled_masked_softmax(scores, torch.ones(2, 1, 1, 5, dtype=torch.long), 1.0)
+    with pytest.raises(ValueError, match="does not fit scores"):
+        k.scaled_masked_softmax(scores, torch.ones(2, 1, 1, 4, dtype=torch.bool), 1.0)
+    with pytest.raises(ValueError, match="does not fit scores"):
+        k.scaled_masked_softmax(scores, torch.ones(3, 1, 1, 5, dtype=torch.bool), 1.0)
+    with pytest.raises(ValueError, match="no gradient"):
+        k.scaled_masked_softmax(scores, torch.zeros(2, 1, 1, 5, requires_grad=True), 1.0)
+    with pytest.raises(RuntimeError, match="does not broadcast"):
+        torch.ops.cnbert.scaled_masked_softmax(scores, torch.ones(2, 2, 1, 5, dtype=torch.bool), 1.0)
+    with pytest.raises(RuntimeError, match="integer masks"):
+        torch.ops.cnbert.scaled_masked_softmax(scores, torch.ones(2, 1, 1, 5, dtype=torch.int32), 1.0)

@@ -1,0 +1,270 @@
+"""The PyTorch encoder and heads against transformers' BertForQuestionAnswering (the reference)."""
+import math
+import shutil
+
+import pytest
+import torch
+
+from cnbert.checkpoints import bert_parameter_shapes
+from cnbert.config import BertConfig
+from cnbert.tokenization import bundled_vocab_path
+from cnbert.torch import (
+    ANSWER_CLASSES,
+    IGNORE_INDEX,
+    BertForCJRC,
+    BertForSpanExtraction,
+    BertModel,
+    cjrc_loss,
+    eager_attention,
+    from_pretrained,
+    sdpa_attention,
+    span_loss,
+)
+
+transformers = pytest.importorskip("transformers")
+
+TINY = dict(vocab_size=21128, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+            max_position_embeddings=48)
+PARITY_TOLERANCE = 1e-5  # fp32, absolute, on logits of magnitude ~1
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These tensors are tiny: a second thread only adds synchronisation (10x slower on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def hf_reference(attention, seed=0, **overrides):
+    """A transformers BertForQuestionAnswering with every parameter random (LayerNorm included, so a
+    swapped or unloaded tensor shows), in eval mode."""
+    torch.manual_seed(seed)
+    config = transformers.BertConfig(**{**TINY, **overrides})
+    model = transformers.BertForQuestionAnswering._from_config(config, attn_implementation=attention)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.normal_(0.0, 0.3)
+    return model.eval()
+
+
+def padded_batch(seed=1, batch=3, seq=20):
+    generator = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(1, TINY["vocab_size"], (batch, seq), generator=generator)
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1, 13:] = 0
+    attention_mask[2, 6:] = 0
+    input_ids[attention_mask == 0] = 0
+    token_type_ids = torch.zeros_like(input_ids)
+    token_type_ids[:, 8:] = 1
+    return input_ids, attention_mask, token_type_ids
+
+
+def save_hf(model, directory):
+    model.save_pretrained(directory)
+    shutil.copyfile(bundled_vocab_path(), directory / "vocab.txt")
+    return directory
+
+
+@pytest.mark.parametrize("attention", ["eager", "sdpa"])
+@pytest.mark.parametrize("hidden_act", ["gelu", "gelu_new", "relu"])
+def test_logits_match_transformers(tmp_path, attention, hidden_act):
+    reference = hf_reference(attention, hidden_act=hidden_act)
+    model, report = from_pretrained(BertForSpanExtraction, save_hf(reference, tmp_path), attention=attention)
+    assert report.initialised == [] and report.ignored == []
+    model.eval()
+    input_ids, attention_mask, token_type_ids = padded_batch()
+    with torch.no_grad():
+        expected = reference(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        got = model(input_ids, attention_mask, token_type_ids)
+    assert expected.start_logits.abs().max() > 0.5  # logits big enough for the tolerance to mean something
+    torch.testing.assert_close(got["start_logits"], expected.start_logits, atol=PARITY_TOLERANCE, rtol=0)
+    torch.testing.assert_close(got["end_logits"], expected.end_logits, atol=PARITY_TOLERANCE, rtol=0)
+
+
+def test_state_dict_names_and_shapes_are_transformers_bert_model():
+    config = BertConfig(**TINY)
+    ours = {name: tuple(t.shape) for name, t in BertModel(config).state_dict().items()}
+    reference = transformers.BertModel(transformers.BertConfig(**TINY))
+    assert ours == {name: tuple(t.shape) for name, t in reference.state_dict().items()}
+    assert ours == bert_parameter_shapes(config)
+    no_pooler = BertModel(config, add_pooling_layer=False).state_dict()
+    assert set(no_pooler) == set(bert_parameter_shapes(config, add_pooling_layer=False))
+    span_names = set(BertForSpanExtraction(config).state_dict())
+    assert span_names == set(transformers.BertForQuestionAnswering(transformers.BertConfig(**TINY)).state_dict())
+
+
+@pytest.mark.parametrize("attention", ["eager", "sdpa"])
+def test_padding_does_not_leak_into_real_tokens(attention):
+    torch.manual_seed(0)
+    model = BertForSpanExtraction(BertConfig(**TINY, attention=attention, initializer_range=0.2)).eval()
+    input_ids, attention_mask, token_type_ids = padded_batch()
+    changed = input_ids.clone()
+    changed[attention_mask == 0] = 777
+    with torch.no_grad():
+        before = model(input_ids, attention_mask, token_type_ids)["start_logits"]
+        after = model(changed, attention_mask, token_type_ids)["start_logits"]
+        unmasked = model(changed, None, token_type_ids)["start_logits"]
+    real = attention_mask.bool()
+    torch.testing.assert_close(after[real], before[real], atol=1e-6, rtol=0)
+    assert (unmasked[real] - before[real]).abs().max() > 1e-3  # the mask is what kept them equal
+
+
+def test_default_token_types_are_zeros_and_positions_count_from_zero():
+    torch.manual_seed(0)
+    model = BertModel(BertConfig(**TINY, initializer_range=0.2)).eval()
+    input_ids, attention_mask, _ = padded_batch()
+    with torch.no_grad():
+        default = model(input_ids, attention_mask).sequence_output
+        explicit = model(input_ids, attention_mask, torch.zeros_like(input_ids),
+                         torch.arange(input_ids.shape[1])[None, :]).sequence_output
+        shifted = model(input_ids, attention_mask, None, torch.arange(1, input_ids.shape[1] + 1)[None, :])
+    torch.testing.assert_close(default, explicit, atol=0, rtol=0)
+    assert (shifted.sequence_output - default).abs().max() > 1e-3
+
+
+def test_sequence_longer_than_position_table_raises():
+    model = BertModel(BertConfig(**TINY))
+    with pytest.raises(ValueError, match="sequence length 49 exceeds max_position_embeddings 48"):
+        model(torch.ones(1, 49, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"attention_mask has shape \(1, 5\) but input_ids has \(1, 6\)"):
+        model(torch.ones(1, 6, dtype=torch.long), torch.ones(1, 5, dtype=torch.long))
+
+
+def test_attention_implementations_agree_in_float64():
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 7, 8, generator=generator, dtype=torch.float64) * 3 for _ in range(3))
+    mask = torch.tensor([[True] * 7, [True] * 4 + [False] * 3])
+    expected = torch.softmax((q @ k.transpose(-1, -2) / math.sqrt(8)).masked_fill(~mask[:, None, None], -math.inf),
+                             dim=-1) @ v
+    for attend in (eager_attention, sdpa_attention):
+        got = attend(q.float(), k.float(), v.float(), mask, dropout_p=0.0, scale=8 ** -0.5)
+        torch.testing.assert_close(got.double(), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_bf16_autocast_stays_close_to_fp32_with_layer_norm_in_fp32():
+    """bf16 has an 8-bit mantissa: through 2 layers the logits stay within 5 % of the largest |fp32
+    logit| (measured: 1.2-2.1 %)."""
+    for attention in ("eager", "sdpa"):
+        torch.manual_seed(0)
+        model = BertForSpanExtraction(BertConfig(**TINY, attention=attention, initializer_range=0.2)).eval()
+        input_ids, attention_mask, token_type_ids = padded_batch()
+        norm_dtypes = []
+        hooks = [m.register_forward_hook(lambda _m, _i, out: norm_dtypes.append(out.dtype))
+                 for m in model.modules() if isinstance(m, torch.nn.LayerNorm)]
+        with torch.no_grad():
+            fp32 = model(input_ids, attention_mask, token_type_ids)
+            norm_dtypes.clear()
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                bf16 = model(input_ids, attention_mask, token_type_ids)
+        for hook in hooks:
+            hook.remove()
+        assert bf16["start_logits"].dtype == torch.bfloat16  # the matmuls did run in bf16
+        assert set(norm_dtypes) == {torch.float32}
+        scale = fp32["start_logits"].abs().max()
+        assert scale > 0.5
+        for name in ("start_logits", "end_logits"):
+            error = (bf16[name].float() - fp32[name]).abs().max()
+            assert error < 0.05 * scale, (attention, name, float(error), float(scale))
+        loss = span_loss(bf16, torch.tensor([0, 3, 5]), torch.tensor([2, 4, 5]))
+        assert loss.dtype == torch.float32
+
+
+def test_fresh_weights_follow_the_bert_initialisation():
+    torch.manual_seed(0)
+    model = BertForCJRC(BertConfig(**TINY, initializer_range=0.05))
+    state = model.state_dict()
+    query = state["bert.encoder.layer.0.attention.self.query.weight"]
+    assert abs(float(query.std()) - 0.05) < 0.005 and abs(float(query.mean())) < 0.005
+    assert abs(float(state["answer_class.weight"].std()) - 0.05) < 0.02
+    assert torch.all(state["bert.encoder.layer.1.output.dense.bias"] == 0)
+    assert torch.all(state["qa_outputs.bias"] == 0) and torch.all(state["answer_class.bias"] == 0)
+    assert torch.all(state["bert.embeddings.LayerNorm.weight"] == 1)
+    assert torch.all(state["bert.encoder.layer.0.output.LayerNorm.bias"] == 0)
+    assert torch.all(state["bert.embeddings.word_embeddings.weight"][0] == 0)  # pad_token_id row
+
+
+@pytest.mark.parametrize("attention", ["eager", "sdpa"])
+def test_a_fresh_model_learns_a_fixed_batch(attention):
+    torch.manual_seed(0)
+    config = BertConfig(**{**TINY, "vocab_size": 200}, attention=attention)
+    model = BertForSpanExtraction(config).train()
+    input_ids, attention_mask, token_type_ids = padded_batch()
+    input_ids = input_ids % 200
+    starts, ends = torch.tensor([9, 10, 2]), torch.tensor([11, 12, 4])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(30):
+        loss = span_loss(model(input_ids, attention_mask, token_type_ids), starts, ends)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[0] > math.log(20) - 0.5 and losses[-1] < 0.3 * losses[0], losses
+
+
+def test_dropout_only_in_training():
+    torch.manual_seed(0)
+    model = BertForSpanExtraction(BertConfig(**TINY, hidden_dropout_prob=0.3, attention_probs_dropout_prob=0.3))
+    input_ids, attention_mask, token_type_ids = padded_batch()
+    with torch.no_grad():
+        model.train()
+        first, second = (model(input_ids, attention_mask, token_type_ids)["start_logits"] for _ in range(2))
+        model.eval()
+        third, fourth = (model(input_ids, attention_mask, token_type_ids)["start_logits"] for _ in range(2))
+    assert (first - second).abs().max() > 1e-4
+    torch.testing.assert_close(third, fourth, atol=0, rtol=0)
+
+
+def test_span_loss_matches_transformers_and_ignores_unlabelled_features():
+    reference = hf_reference("eager")
+    input_ids, attention_mask, token_type_ids = padded_batch()
+    starts, ends = torch.tensor([3, 0, 5]), torch.tensor([4, 7, 5])
+    with torch.no_grad():
+        out = reference(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                        start_positions=starts, end_positions=ends)
+    logits = {"start_logits": out.start_logits, "end_logits": out.end_logits}
+    torch.testing.assert_close(span_loss(logits, starts, ends), out.loss, atol=1e-6, rtol=0)
+    per_feature = span_loss(logits, starts, ends, reduction="none")
+    assert per_feature.shape == (3,)
+    torch.testing.assert_close(per_feature.mean(), out.loss, atol=1e-6, rtol=0)
+
+    ignored = torch.tensor([3, IGNORE_INDEX, IGNORE_INDEX]), torch.tensor([4, IGNORE_INDEX, IGNORE_INDEX])
+    first = {name: value[:1] for name, value in logits.items()}
+    torch.testing.assert_close(span_loss(logits, *ignored), span_loss(first, starts[:1], ends[:1]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(span_loss(logits, *ignored, reduction="none"),
+                               torch.cat([per_feature[:1], torch.zeros(2)]), atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match=r"end_positions holds \[20\]"):
+        span_loss(logits, starts, torch.tensor([4, 20, 5]))
+
+
+def test_cjrc_head_and_loss():
+    torch.manual_seed(0)
+    model = BertForCJRC(BertConfig(**TINY, initializer_range=0.2)).eval()
+    input_ids, attention_mask, token_type_ids = padded_batch()
+    logits = model(input_ids, attention_mask, token_type_ids)
+    assert logits["start_logits"].shape == (3, 20) and logits["class_logits"].shape == (3, len(ANSWER_CLASSES))
+    assert ANSWER_CLASSES == ("span", "yes", "no", "unknown")
+    # Feature 0: span answer in the window; 1: a "yes" question; 2: a window of a span question that
+    # misses the answer (pointed at [CLS]), which must teach nothing about the class.
+    starts, ends = torch.tensor([9, IGNORE_INDEX, 0]), torch.tensor([11, IGNORE_INDEX, 0])
+    answer_class = torch.tensor([0, 1, IGNORE_INDEX])
+    loss = cjrc_loss(logits, starts, ends, answer_class)
+    ce = torch.nn.functional.cross_entropy
+    start, end, cls = logits["start_logits"], logits["end_logits"], logits["class_logits"]
+    expected = (ce(start[[0, 2]], starts[[0, 2]]) + ce(end[[0, 2]], ends[[0, 2]])) / 2 + ce(cls[:2], answer_class[:2])
+    torch.testing.assert_close(loss, expected, atol=1e-6, rtol=0)
+    per_feature = cjrc_loss(logits, starts, ends, answer_class, reduction="none")
+    expected_class = torch.cat([ce(cls[:2], answer_class[:2], reduction="none"), torch.zeros(1)])
+    expected_span = torch.cat([(ce(start[[0]], starts[[0]]) + ce(end[[0]], ends[[0]]))[None] / 2, torch.zeros(1),
+                               (ce(start[[2]], starts[[2]]) + ce(end[[2]], ends[[2]]))[None] / 2])
+    torch.testing.assert_close(per_feature, expected_span + expected_class, atol=1e-6, rtol=0)
+    loss.backward()
+    assert model.answer_class.weight.grad.abs().sum() > 0
+
+    nothing = torch.full((3,), IGNORE_INDEX)
+    empty = cjrc_loss(model(input_ids, attention_mask, token_type_ids), nothing, nothing, nothing)
+    assert empty.item() == 0.0 and empty.requires_grad
+    with pytest.raises(ValueError, match=r"answer_class holds \[4\]"):
+        cjrc_loss(logits, starts, ends, torch.tensor([0, 4, 1]))

@@ -1,0 +1,161 @@
+"""The PyTorch Trainer on a tiny model: reproducibility, accumulation, precision, non-finite loss."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from cnbert.config import BertConfig
+from cnbert.torch import BertForSpanExtraction, span_loss
+from cnbert.torch.trainer import NonFiniteLossError, Trainer
+from cnbert.training import TrainingConfig
+
+TINY = BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                  max_position_embeddings=32, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def loss_fn(outputs, batch):
+    return span_loss(outputs, batch["start_positions"], batch["end_positions"], reduction="none")
+
+
+def toy_data(n=24, length=16, seed=0):
+    """Features whose answer is always at the position of token 7: learnable by a tiny model."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(10, 50, size=(n, length))
+    where = rng.integers(1, length - 1, size=n)
+    ids[np.arange(n), where] = 7
+    return {"input_ids": ids.astype(np.int64), "token_type_ids": np.zeros_like(ids),
+            "attention_mask": np.ones_like(ids), "start_positions": where.astype(np.int64),
+            "end_positions": where.astype(np.int64)}
+
+
+def fresh_model(config=TINY):
+    torch.manual_seed(0)
+    return BertForSpanExtraction(config)
+
+
+def fit(model, **settings):
+    cfg = TrainingConfig(**{"learning_rate": 5e-3, "num_train_epochs": 3, "train_batch_size": 8,
+                            "warmup_proportion": 0.1, **settings})
+    trainer = Trainer(model, cfg, loss_fn, show_progress=False)
+    return trainer, trainer.fit(toy_data())
+
+
+def test_same_seed_gives_the_same_loss_curve_and_the_loss_goes_down():
+    _, a = fit(fresh_model(), seed=7)
+    _, b = fit(fresh_model(), seed=7)
+    _, c = fit(fresh_model(), seed=8)
+    assert [loss for _, loss in a.losses] == [loss for _, loss in b.losses]
+    assert [loss for _, loss in a.losses] != [loss for _, loss in c.losses]
+    assert len(a.losses) == 9  # 24 features / 8 per step × 3 epochs
+    assert np.mean([l for _, l in a.losses[-3:]]) < 0.8 * np.mean([l for _, l in a.losses[:3]])
+
+
+def test_gradient_accumulation_matches_one_big_batch():
+    # dropout is off, so 2 micro-steps of 4 must give the same updates as one batch of 8
+    _, one = fit(fresh_model(), seed=3)
+    _, accumulated = fit(fresh_model(), seed=3, gradient_accumulation_steps=2)
+    np.testing.assert_allclose([l for _, l in accumulated.losses], [l for _, l in one.losses], rtol=1e-5, atol=1e-6)
+
+
+def test_uneven_last_batch_is_a_true_global_mean():
+    # 20 features, batch 8: the third step has 4 features; with accumulation 3 its micro-batches are
+    # 2, 1, 1 features, and the loss must still be the mean over those 4.
+    model = fresh_model()
+    cfg = TrainingConfig(learning_rate=1e-12, num_train_epochs=1, train_batch_size=8, gradient_accumulation_steps=3,
+                         warmup_proportion=0.0)
+    data = {k: v[:20] for k, v in toy_data().items()}
+    result = Trainer(model, cfg, loss_fn, show_progress=False).fit(data)
+    from cnbert.training import global_batches
+    last = global_batches(20, 8, seed=cfg.seed, epoch=0)[-1]
+    model.eval()
+    with torch.no_grad():
+        out = model(**{k: torch.from_numpy(data[k][last]) for k in ("input_ids", "token_type_ids", "attention_mask")})
+        expected = loss_fn(out, {k: torch.from_numpy(v[last]) for k, v in data.items()}).mean().item()
+    assert result.losses[-1][1] == pytest.approx(expected, rel=1e-5)
+
+
+def test_learning_rate_follows_warmup_then_linear_decay():
+    model = fresh_model()
+    cfg = TrainingConfig(learning_rate=1e-3, num_train_epochs=10, train_batch_size=8, warmup_proportion=0.2)
+    trainer = Trainer(model, cfg, loss_fn, show_progress=False)
+    seen = []
+    original = torch.optim.AdamW.step
+
+    def spy(self, *args, **kwargs):
+        seen.append(self.param_groups[0]["lr"])
+        return original(self, *args, **kwargs)
+
+    torch.optim.AdamW.step = spy
+    try:
+        trainer.fit(toy_data())
+    finally:
+        torch.optim.AdamW.step = original
+    # 30 steps, 6 warm-up steps: lr at step s (0-based) is s/6 then (30-s)/24, times 1e-3
+    expected = [1e-3 * (s / 6 if s < 6 else (30 - s) / 24) for s in range(30)]
+    np.testing.assert_allclose(seen, expected, rtol=1e-6)
+
+
+def test_weight_decay_skips_biases_and_layer_norm():
+    from cnbert.torch.optim import build_optimizer
+    model = fresh_model()
+    optimizer = build_optimizer(model, TrainingConfig(weight_decay=0.01))
+    decayed = {id(p) for p in optimizer.param_groups[0]["params"]}
+    for name, param in model.named_parameters():
+        assert (id(param) in decayed) == (not (name.endswith("bias") or "LayerNorm" in name)), name
+    assert optimizer.param_groups[1]["weight_decay"] == 0.0
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_trains_with_fp32_loss(precision):
+    _, result = fit(fresh_model(), seed=1, precision=precision)
+    losses = [l for _, l in result.losses]
+    assert all(math.isfinite(l) for l in losses)
+    assert np.mean(losses[-3:]) < np.mean(losses[:3])
+
+
+def test_best_evaluation_uses_one_criterion_and_repeated_nan_loss_stops_keeping_the_best():
+    model = fresh_model()
+    calls = {"n": 0}
+
+    def evaluate():
+        calls["n"] += 1
+        return {"F1": [50.0, 70.0, 60.0][calls["n"] - 1], "EM": [40.0, 10.0, 35.0][calls["n"] - 1]}
+
+    saved = []
+    cfg = TrainingConfig(learning_rate=1e-3, num_train_epochs=3, train_batch_size=8, eval_every=3)
+    result = Trainer(model, cfg, loss_fn, show_progress=False).fit(
+        toy_data(), evaluate=evaluate, criterion=lambda m: m["F1"] + m["EM"], on_new_best=saved.append)
+    # F1+EM: 90, 80, 95 -> the third; never the best F1 (70) with the best EM (40) mixed together
+    assert result.best_step == 9 and result.best_metrics["F1"] == 60.0 and result.best_metrics["EM"] == 35.0
+    assert [m["step"] for m in saved] == [3, 9]
+
+    def poisoned(outputs, batch):
+        loss = loss_fn(outputs, batch)
+        return loss * float("nan") if poisoned.step >= 3 else loss
+
+    poisoned.step = 0
+
+    def count_steps(outputs, batch):
+        out = poisoned(outputs, batch)
+        poisoned.step += 1
+        return out
+
+    kept = []
+    cfg = TrainingConfig(learning_rate=1e-3, num_train_epochs=5, train_batch_size=8, eval_every=1,
+                         max_consecutive_nonfinite=3)
+    trainer = Trainer(fresh_model(), cfg, count_steps, show_progress=False)
+    with pytest.raises(NonFiniteLossError, match="3 consecutive steps.*best checkpoint saved so far \\(step 1\\)"):
+        trainer.fit(toy_data(), evaluate=lambda: {"F1": 1.0, "EM": 1.0}, criterion=lambda m: 0.0,
+                    on_new_best=kept.append)
+    assert [m["step"] for m in kept] == [1]  # ties keep the earlier evaluation
+    # parameters were not touched by the NaN steps
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
