@@ -49,7 +49,7 @@ def extension():
     # Numbers only: macro values pass through a shell when ninja compiles.
     major, minor = torch.__version__.split(".")[:2]
     macros = [("CNBERT_TORCH_MAJOR", major), ("CNBERT_TORCH_MINOR", minor)]
-    cxx_flags = ["-O3"]
+    cxx_flags = ["-O3", "-g0"]  # -g0: Python's default -g only slows the build
     if not want_cuda():
         return CppExtension("cnbert._C", sources, define_macros=macros, extra_compile_args={"cxx": cxx_flags})
     os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_CUDA_ARCHS)

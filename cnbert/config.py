@@ -1,8 +1,10 @@
-"""BERT model configuration, shared by the PyTorch and TensorFlow models (imports neither).
+"""BERT and ALBERT model configurations, shared by the PyTorch and TensorFlow models (imports neither).
 
 Reads Hugging Face `config.json` and Google's `bert_config.json` (which has no `layer_norm_eps`:
 Google, HIT and brightmart BERT checkpoints were trained with 1e-12, the default here) and writes a
-`config.json` that `transformers.BertConfig` reads (model_type "bert").
+`config.json` that `transformers.BertConfig` reads (model_type "bert"). `AlbertConfig` adds the
+ALBERT settings (Hugging Face / Google `albert_config.json`, brightmart `albert_config_*.json`);
+`config_from_dict` and `read_config` pick the class from the file.
 """
 from __future__ import annotations
 
@@ -28,6 +30,34 @@ _UNSUPPORTED_SETTINGS = {
     "position_embedding_type": "absolute",
     "is_decoder": False,
     "add_cross_attention": False,
+}
+
+
+# ALBERT embedding layouts (REFERENCE.md section 4):
+#   "albert": Google ALBERT / Hugging Face AlbertModel. Word, position and token-type embeddings and
+#       their LayerNorm are E-dim (embedding_size); encoder.embedding_hidden_mapping_in (E -> H, with
+#       bias) then feeds num_hidden_groups groups of inner_group_num layers.
+#   "factorized_word": brightmart albert_zh (modeling.py, embedding_lookup_factorized). Only the word
+#       embeddings are E-dim: `bert/embeddings/word_embeddings_2` [E, H], a plain matrix without bias,
+#       projects them to H before the H-dim token-type and position embeddings are added and the H-dim
+#       LayerNorm applied; then one BERT layer `bert/encoder/layer_shared` (post-LayerNorm, BERT
+#       sub-names) runs num_hidden_layers times. transformers has no class for this layout.
+ALBERT_EMBEDDING_LAYOUTS = ("albert", "factorized_word")
+
+# model_type written for the factorized layout. An unknown model_type makes transformers refuse the
+# directory, instead of loading it into AlbertModel with most weights missing and freshly initialised.
+FACTORIZED_ALBERT_MODEL_TYPE = "cnbert_factorized_albert"
+_ALBERT_LAYOUT_OF_MODEL_TYPE = {"albert": "albert", FACTORIZED_ALBERT_MODEL_TYPE: "factorized_word"}
+
+# ALBERT config keys whose other values select architectures this model does not implement: Google
+# ALBERT's experimental structures (every released checkpoint has these values) and brightmart's
+# pre-LayerNorm variant (modeling_preln.py; its released configs say "postln" when they say anything).
+_ALBERT_UNSUPPORTED_SETTINGS = {
+    "net_structure_type": 0,
+    "gap_size": 0,
+    "num_memory_blocks": 0,
+    "down_scale_factor": 1,
+    "ln_type": "postln",
 }
 
 
@@ -70,15 +100,19 @@ class BertConfig:
         """Build from a Hugging Face or Google config dict. Keys this model does not use are ignored,
         except ones that would change the architecture (another model_type, relative positions,
         decoder settings, ALBERT's embedding_size), which raise ConfigError."""
-        where = f"{source}: " if source else ""
-        if not isinstance(values, Mapping):
-            raise ConfigError(f"{where}expected a JSON object, got {type(values).__name__}")
+        where = _where(source)
+        _check_mapping(values, where)
         model_type = values.get("model_type", "bert")
         if model_type != "bert":
-            raise ConfigError(f"{where}model_type is {model_type!r}; this is the BERT model (model_type 'bert')")
+            raise ConfigError(f"{where}model_type is {model_type!r}; this is the BERT model (model_type 'bert'); "
+                              "cnbert.config.config_from_dict reads any supported model")
         if "embedding_size" in values:
             raise ConfigError(f"{where}has embedding_size={values['embedding_size']!r}, an ALBERT setting; "
                               "this is the BERT model")
+        return cls._from_known_keys(values, where)
+
+    @classmethod
+    def _from_known_keys(cls, values: Mapping[str, Any], where: str) -> "BertConfig":
         for key, supported in _UNSUPPORTED_SETTINGS.items():
             if key in values and values[key] != supported:
                 raise ConfigError(f"{where}{key}={values[key]!r} is not supported (only {supported!r})")
@@ -91,16 +125,7 @@ class BertConfig:
     @classmethod
     def from_json_file(cls, path) -> "BertConfig":
         """Read `config.json` (Hugging Face) or `bert_config.json` (Google)."""
-        path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: config file not found") from None
-        try:
-            values = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{path}: not valid JSON ({e})") from None
-        return cls.from_dict(values, source=str(path))
+        return cls.from_dict(read_config_dict(path), source=str(path))
 
     # ---- writing -------------------------------------------------------------------------------
 
@@ -144,6 +169,117 @@ class BertConfig:
             fail(f"pad_token_id must be null or an id in [0, vocab_size={self.vocab_size}), got {self.pad_token_id!r}")
         if self.attention not in ATTENTION_IMPLEMENTATIONS:
             fail(f"attention {self.attention!r} is not one of {', '.join(ATTENTION_IMPLEMENTATIONS)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class AlbertConfig(BertConfig):
+    """ALBERT: the BERT settings plus factorized embeddings and cross-layer parameter sharing.
+
+    embedding_size: E, the width of the word embeddings (of all embeddings in the "albert" layout).
+    num_hidden_groups: groups of layers with their own weights; layer i of num_hidden_layers uses group
+        i * num_hidden_groups // num_hidden_layers. inner_group_num: layers inside each group.
+    embedding_layout: one of ALBERT_EMBEDDING_LAYOUTS (see there); it decides model_type on writing.
+    """
+
+    embedding_size: int = 128
+    num_hidden_groups: int = 1
+    inner_group_num: int = 1
+    embedding_layout: str = "albert"
+
+    @property
+    def model_type(self) -> str:
+        return "albert" if self.embedding_layout == "albert" else FACTORIZED_ALBERT_MODEL_TYPE
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], source: str | None = None) -> "AlbertConfig":
+        """Build from a Hugging Face config (model_type "albert"), one cnbert wrote, or a Google / brightmart
+        `albert_config*.json`. Those two name no model_type, and only the checkpoint's variable names
+        tell their layouts apart, so such a dict must carry embedding_layout (read_pretrained_config in
+        cnbert.checkpoints adds it from the checkpoint)."""
+        where = _where(source)
+        _check_mapping(values, where)
+        model_type = values.get("model_type")
+        layout = values.get("embedding_layout")
+        if model_type is not None:
+            implied = _ALBERT_LAYOUT_OF_MODEL_TYPE.get(model_type)
+            if implied is None:
+                raise ConfigError(f"{where}model_type is {model_type!r}; this is the ALBERT model (model_type "
+                                  f"{' or '.join(map(repr, _ALBERT_LAYOUT_OF_MODEL_TYPE))})")
+            if layout is not None and layout != implied:
+                raise ConfigError(f"{where}model_type {model_type!r} contradicts embedding_layout {layout!r}")
+            values = {**values, "embedding_layout": implied}
+        elif layout is None:
+            raise ConfigError(f"{where}an ALBERT config without model_type or embedding_layout: say which layout "
+                              f"({', '.join(ALBERT_EMBEDDING_LAYOUTS)}) it is, or read the model directory with "
+                              "cnbert.checkpoints.read_pretrained_config, which tells it from the checkpoint")
+        for key, supported in _ALBERT_UNSUPPORTED_SETTINGS.items():
+            if key in values and values[key] != supported:
+                raise ConfigError(f"{where}{key}={values[key]!r} is not supported (only {supported!r})")
+        return cls._from_known_keys(values, where)
+
+    def to_dict(self) -> dict[str, Any]:
+        """All fields plus model_type ("albert", which transformers.AlbertConfig reads, or
+        FACTORIZED_ALBERT_MODEL_TYPE); `from_dict(to_dict())` gives an equal config."""
+        return {"model_type": self.model_type, **dataclasses.asdict(self)}
+
+    def _validate(self) -> None:
+        super()._validate()
+        for name in ("embedding_size", "num_hidden_groups", "inner_group_num"):
+            value = getattr(self, name)
+            if not _is_int(value) or value <= 0:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.num_hidden_groups > self.num_hidden_layers:
+            raise ConfigError(f"num_hidden_groups {self.num_hidden_groups} exceeds num_hidden_layers "
+                              f"{self.num_hidden_layers}")
+        if self.embedding_layout not in ALBERT_EMBEDDING_LAYOUTS:
+            raise ConfigError(f"embedding_layout {self.embedding_layout!r} is not one of "
+                              f"{', '.join(ALBERT_EMBEDDING_LAYOUTS)}")
+        if self.embedding_layout == "factorized_word" and (self.num_hidden_groups, self.inner_group_num) != (1, 1):
+            raise ConfigError("the factorized_word layout (brightmart albert_zh) shares one layer: num_hidden_groups "
+                              f"and inner_group_num must be 1, got {self.num_hidden_groups} and {self.inner_group_num}")
+
+
+def config_class_for(values: Mapping[str, Any]) -> type[BertConfig]:
+    """AlbertConfig for an ALBERT config dict (its model_type, or without one an embedding_size), else BertConfig."""
+    model_type = values.get("model_type")
+    if model_type in _ALBERT_LAYOUT_OF_MODEL_TYPE or (model_type is None and "embedding_size" in values):
+        return AlbertConfig
+    return BertConfig
+
+
+def config_from_dict(values: Mapping[str, Any], source: str | None = None) -> BertConfig:
+    """A BertConfig or AlbertConfig, whichever the dict describes (see config_class_for)."""
+    _check_mapping(values, _where(source))
+    return config_class_for(values).from_dict(values, source=source)
+
+
+def read_config(path) -> BertConfig:
+    """The BertConfig or AlbertConfig in a config file (config.json, bert_config.json, albert_config*.json)."""
+    return config_from_dict(read_config_dict(path), source=str(path))
+
+
+def read_config_dict(path) -> dict[str, Any]:
+    """The JSON object in a config file; ConfigError naming the file when it is missing or not JSON."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: not valid JSON ({e})") from None
+    _check_mapping(values, _where(str(path)))
+    return values
+
+
+def _where(source: str | None) -> str:
+    return f"{source}: " if source else ""
+
+
+def _check_mapping(values, where: str) -> None:
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{where}expected a JSON object, got {type(values).__name__}")
 
 
 def _is_int(value) -> bool:

@@ -32,6 +32,7 @@ class TrainingConfig:
     eval_every: float = 0.0             # >= 1: every that many steps; (0, 1): that fraction of an epoch; 0: end only
     max_consecutive_nonfinite: int = 5  # stop after this many non-finite losses in a row
     logging_steps: int = 10
+    gradient_checkpointing: bool = False  # recompute each encoder layer in the backward pass: less memory, more compute
 
     def __post_init__(self):
         problems = []

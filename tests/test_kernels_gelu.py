@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 import cnbert.kernels as k
 from cnbert.kernels import reference
-from kernel_testing import DEVICES, DTYPES, as_float64, assert_close, leaf, needs_extension
+from kernel_testing import DEVICES, DTYPES, as_float64, assert_close, needs_extension
 
 pytestmark = needs_extension
 

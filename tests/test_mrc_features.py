@@ -1,6 +1,8 @@
 """Features: [CLS] question [SEP] window [SEP] layout, sliding windows, max-context flags, labels."""
 import collections
 import json
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -23,6 +25,13 @@ def tokenizer():
 @pytest.fixture(scope="module")
 def cmrc_sample():
     return read_cmrc2018(FIXTURES / "mrc_cmrc2018_sample.json").examples
+
+
+def test_the_data_layer_imports_no_deep_learning_framework():
+    code = ("import sys, cnbert.data; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'tensorflow', 'keras', 'jax')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -113,7 +122,8 @@ def test_layout_of_every_feature(tokenizer, cmrc_sample):
         offsets = features.context_offsets[f]
         assert [tuple(o) for o in offsets[q + 2:q + 2 + length]] == context.offsets[window_start:window_start + length]
         assert (offsets[:q + 2] == NOT_CONTEXT).all() and (offsets[q + 2 + length:] == NOT_CONTEXT).all()
-        assert not features.token_is_max_context[f, :q + 2].any() and not features.token_is_max_context[f, q + 2 + length:].any()
+        assert not features.token_is_max_context[f, :q + 2].any()
+        assert not features.token_is_max_context[f, q + 2 + length:].any()
 
 
 def test_each_context_piece_is_max_context_in_exactly_one_window(tokenizer, cmrc_sample):
@@ -159,7 +169,8 @@ def test_labels_point_at_the_answer_in_windows_that_hold_it(tokenizer, cmrc_samp
     index = next(i for i, e in enumerate(cmrc_sample) if e.qas_id == "TRAIN_3722_QUERY_4")
     f = next(f for f in np.flatnonzero(features.example_index == index) if features.start_positions[f])
     offsets = features.context_offsets[f]
-    text = cmrc_sample[index].context_text[offsets[features.start_positions[f], 0]:offsets[features.end_positions[f], 1]]
+    start, end = features.start_positions[f], features.end_positions[f]
+    text = cmrc_sample[index].context_text[offsets[start, 0]:offsets[end, 1]]
     assert text == "～1933年"
 
 

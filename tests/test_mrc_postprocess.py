@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from cnbert.data import AnswerKind, FeatureConfig, MrcAnswer, MrcExample, build_features, postprocess_predictions, read_drcd
+from cnbert.data import (AnswerKind, FeatureConfig, MrcAnswer, MrcExample, build_features, postprocess_predictions,
+                         read_drcd)
 from cnbert.tokenization import ChineseBertTokenizer
 from conftest import FIXTURES
 

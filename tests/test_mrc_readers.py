@@ -124,6 +124,13 @@ def test_bad_squad_input_raises_data_error_naming_file_and_record(tmp_path, para
     assert error.value.where == where
 
 
+def test_a_paragraph_id_is_named_too(tmp_path):
+    path = squad_file(tmp_path, [{"id": "TRAIN_9", "context": "", "qas": []}])
+    with pytest.raises(DataError, match="field 'context' is empty") as error:
+        read_cmrc2018(path)
+    assert error.value.where == "data[0].paragraphs[0] (id TRAIN_9)"
+
+
 def test_malformed_json_names_line_and_column(tmp_path):
     path = tmp_path / "broken.json"
     path.write_text('{"data": [\n  {"paragraphs": [}\n]}', encoding="utf-8")

@@ -1,6 +1,16 @@
-"""Framework-neutral checkpoint layouts: canonical (Hugging Face BertModel) weight names, strict
-matching rules, Google TF1 name mapping and model-directory discovery. Imports neither torch nor
-TensorFlow (`load_tf_checkpoint` imports TensorFlow when called)."""
+"""Framework-neutral checkpoint layouts: canonical (Hugging Face BertModel / AlbertModel, cnbert's
+factorized ALBERT) weight names, strict matching rules, TF1 name mappings and model-directory
+discovery. Imports neither torch nor TensorFlow (`load_tf_checkpoint` and `list_tf_variables` import
+TensorFlow when called)."""
+from cnbert.checkpoints.albert_layout import (
+    ALBERT_ENCODER_PREFIX,
+    ALBERT_PRETRAINING_HEAD_PREFIXES,
+    albert_parameter_shapes,
+    albert_tf_to_model,
+    convert_tf_variables,
+    detect_tf_layout,
+    model_to_albert_tf,
+)
 from cnbert.checkpoints.bert_layout import (
     BERT_NAME,
     ENCODER_PREFIX,
@@ -22,6 +32,8 @@ from cnbert.checkpoints.google_tf import (
     TFConversion,
     google_to_hf,
     hf_to_google,
+    is_skipped_variable,
+    list_tf_variables,
     load_tf_checkpoint,
     tf_checkpoint_prefix,
 )
@@ -30,5 +42,7 @@ __all__ = [
     "BERT_NAME", "ENCODER_PREFIX", "PRETRAINING_HEAD_PREFIXES", "CheckpointError", "LoadPlan",
     "bert_parameter_shapes", "normalize_checkpoint_names", "plan_load", "WeightsFile", "check_vocab_size",
     "find_config", "find_weights", "read_pretrained_config", "TFConversion", "google_to_hf", "hf_to_google",
-    "load_tf_checkpoint", "tf_checkpoint_prefix",
+    "load_tf_checkpoint", "tf_checkpoint_prefix", "is_skipped_variable", "list_tf_variables",
+    "ALBERT_ENCODER_PREFIX", "ALBERT_PRETRAINING_HEAD_PREFIXES", "albert_parameter_shapes", "albert_tf_to_model",
+    "convert_tf_variables", "detect_tf_layout", "model_to_albert_tf",
 ]

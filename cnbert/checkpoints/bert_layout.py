@@ -83,12 +83,14 @@ class LoadPlan:
     ignored: list[str]
 
 
-def normalize_checkpoint_names(state: Mapping[str, Any], encoder_prefix: str, source: str) -> dict[str, Any]:
+def normalize_checkpoint_names(state: Mapping[str, Any], encoder_prefix: str, source: str,
+                               model_prefix: str = ENCODER_PREFIX) -> dict[str, Any]:
     """Rename checkpoint keys to the model's convention.
 
-    Encoder keys are accepted with or without the "bert." prefix (a state dict saved from
-    BertForQuestionAnswering has it, one saved from BertModel does not) and given `encoder_prefix`;
-    LayerNorm gamma/beta (old pytorch-pretrained-bert names) become weight/bias, as transformers does.
+    Encoder keys are accepted with or without the architecture's `model_prefix` ("bert." here,
+    "albert." for ALBERT: a state dict saved from BertForQuestionAnswering has it, one saved from
+    BertModel does not) and given `encoder_prefix`; LayerNorm gamma/beta (old pytorch-pretrained-bert
+    names) become weight/bias, as transformers does.
     """
     renamed: dict[str, Any] = {}
     origin: dict[str, str] = {}
@@ -97,7 +99,7 @@ def normalize_checkpoint_names(state: Mapping[str, Any], encoder_prefix: str, so
         for old, new in _LEGACY_LAYER_NORM_NAMES.items():
             if name.endswith(old):
                 name = name[: -len(old)] + new
-        bare = name[len(ENCODER_PREFIX):] if name.startswith(ENCODER_PREFIX) else name
+        bare = name[len(model_prefix):] if name.startswith(model_prefix) else name
         if bare.startswith(_ENCODER_PARTS):
             name = encoder_prefix + bare
         if name in renamed:
@@ -108,19 +110,22 @@ def normalize_checkpoint_names(state: Mapping[str, Any], encoder_prefix: str, so
 
 
 def plan_load(expected_shapes: Mapping[str, tuple[int, ...]], state: Mapping[str, Any], *,
-              head_prefixes: tuple[str, ...] = (), source: str = "checkpoint") -> LoadPlan:
+              head_prefixes: tuple[str, ...] = (), source: str = "checkpoint",
+              model_prefix: str = ENCODER_PREFIX,
+              pretraining_head_prefixes: tuple[str, ...] = PRETRAINING_HEAD_PREFIXES) -> LoadPlan:
     """Match a checkpoint against a model strictly; raise CheckpointError listing every problem.
 
     expected_shapes: the model's state-dict names and shapes (task models hold the encoder under
-    "bert."). head_prefixes: task heads that may be absent from the checkpoint (then initialised
-    fresh), e.g. ("qa_outputs.",); a head must be wholly present or wholly absent.
+    `model_prefix`, "bert." for BERT). head_prefixes: task heads that may be absent from the
+    checkpoint (then initialised fresh), e.g. ("qa_outputs.",); a head must be wholly present or
+    wholly absent. pretraining_head_prefixes: checkpoint heads that are ignored and reported.
     Errors: missing encoder weights, unexpected keys (other than the ignorable ones above), and
     shapes that disagree (naming the tensor and both shapes).
     """
-    encoder_prefix = ENCODER_PREFIX if any(k.startswith(ENCODER_PREFIX) for k in expected_shapes) else ""
-    state = normalize_checkpoint_names(state, encoder_prefix, source)
-    has_pooler = f"{encoder_prefix}pooler.dense.weight" in expected_shapes
-    ignorable = PRETRAINING_HEAD_PREFIXES + tuple(encoder_prefix + b for b in _LEGACY_BUFFERS)
+    encoder_prefix = model_prefix if any(k.startswith(model_prefix) for k in expected_shapes) else ""
+    state = normalize_checkpoint_names(state, encoder_prefix, source, model_prefix)
+    has_pooler = any(k.startswith(f"{encoder_prefix}pooler.") for k in expected_shapes)
+    ignorable = pretraining_head_prefixes + tuple(encoder_prefix + b for b in _LEGACY_BUFFERS)
     if not has_pooler:
         ignorable += (f"{encoder_prefix}pooler.",)
 
@@ -153,7 +158,7 @@ def plan_load(expected_shapes: Mapping[str, tuple[int, ...]], state: Mapping[str
         problems.append(f"missing weights {_names(missing_required)}")
     if unexpected:
         problems.append(f"unexpected keys {_names(unexpected)} (only the pretraining heads "
-                        f"{'/'.join(p + '*' for p in PRETRAINING_HEAD_PREFIXES)} may be left unused)")
+                        f"{'/'.join(p + '*' for p in pretraining_head_prefixes)} may be left unused)")
     problems.extend(wrong_shapes)
     if problems:
         raise CheckpointError(source, "", "does not fit the model: " + "; ".join(problems))

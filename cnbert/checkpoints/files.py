@@ -2,18 +2,22 @@
 
 Hugging Face: config.json + model.safetensors or pytorch_model.bin + vocab.txt.
 Google TF1: bert_config.json + bert_model.ckpt.{index,data-*} + vocab.txt.
+Google ALBERT / brightmart albert_zh TF1: albert_config.json or albert_config_{base,large,...}.json
++ one checkpoint (albert_model.ckpt.*, model.ckpt-best.*) + vocab.txt.
 """
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
 
+from cnbert.checkpoints.albert_layout import detect_tf_layout
 from cnbert.checkpoints.bert_layout import CheckpointError
-from cnbert.checkpoints.google_tf import tf_checkpoint_prefix
-from cnbert.config import BertConfig
+from cnbert.checkpoints.google_tf import list_tf_variables, tf_checkpoint_prefix
+from cnbert.config import AlbertConfig, BertConfig, config_class_for, config_from_dict, read_config_dict
 from cnbert.tokenization import load_vocab
 
 CONFIG_NAMES = ("config.json", "bert_config.json")
+ALBERT_CONFIG_PATTERN = "albert_config*.json"
 WEIGHT_FORMATS = {"model.safetensors": "safetensors", "pytorch_model.bin": "pytorch"}
 
 
@@ -51,17 +55,48 @@ def find_weights(source) -> WeightsFile:
 
 
 def find_config(directory) -> Path:
-    """config.json (Hugging Face) or bert_config.json (Google) in `directory`."""
+    """config.json (Hugging Face), bert_config.json (Google) or a single albert_config*.json (Google
+    ALBERT, brightmart albert_zh) in `directory`."""
     directory = Path(directory)
     for name in CONFIG_NAMES:
         if (directory / name).is_file():
             return directory / name
-    raise CheckpointError(directory, "", f"no model config: expected one of {', '.join(CONFIG_NAMES)}")
+    albert = sorted(p for p in directory.glob(ALBERT_CONFIG_PATTERN) if p.is_file())
+    if len(albert) > 1:
+        raise CheckpointError(directory, "", f"several model configs {[p.name for p in albert]}: keep the one "
+                                             "that belongs to the checkpoint")
+    if albert:
+        return albert[0]
+    raise CheckpointError(directory, "", f"no model config: expected one of {', '.join(CONFIG_NAMES)} "
+                                         f"or {ALBERT_CONFIG_PATTERN}")
 
 
 def read_pretrained_config(directory, **overrides) -> BertConfig:
-    """The directory's config, with `overrides` (e.g. attention="eager", hidden_dropout_prob=0.0) applied."""
-    return BertConfig.from_json_file(find_config(directory)).replace(**overrides)
+    """The directory's config, a BertConfig or an AlbertConfig, with `overrides` (e.g.
+    attention="eager", hidden_dropout_prob=0.0) applied.
+
+    Google ALBERT and brightmart albert_zh configs name no model_type and have the same keys; their
+    layouts differ in the checkpoint's variable names, so an ALBERT config without model_type or
+    embedding_layout takes its layout from the TF checkpoint beside it.
+    """
+    path = find_config(directory)
+    values = read_config_dict(path)
+    if config_class_for(values) is AlbertConfig and "model_type" not in values and "embedding_layout" not in values:
+        values = {**values, "embedding_layout": _albert_layout_of_checkpoint(directory, path)}
+    return config_from_dict(values, source=str(path)).replace(**overrides)
+
+
+def _albert_layout_of_checkpoint(directory, config_path: Path) -> str:
+    weights = find_weights(directory)
+    if weights.format != "tf":
+        raise CheckpointError(config_path, "", "an ALBERT config without model_type or embedding_layout beside "
+                                               f"{weights.path.name}: add \"embedding_layout\" (\"albert\" or "
+                                               "\"factorized_word\") to say which layout the weights are in")
+    layout = detect_tf_layout(list_tf_variables(weights.path))
+    if layout == "bert":
+        raise CheckpointError(weights.path, "", f"{config_path.name} describes an ALBERT model (it has "
+                                                "embedding_size) but the checkpoint holds BERT variables")
+    return layout
 
 
 def check_vocab_size(vocab_file, config: BertConfig) -> int:

@@ -43,7 +43,7 @@ def google_to_hf(variables: Mapping[str, np.ndarray], source: str = "TF checkpoi
     """Convert Google BERT variables to Hugging Face BertModel names; unknown variables raise."""
     weights, skipped, unknown = {}, [], []
     for name, value in variables.items():
-        if name in _SKIPPED_NAMES or name.endswith(_SKIPPED_SUFFIXES) or name.startswith(_SKIPPED_PREFIXES):
+        if is_skipped_variable(name):
             skipped.append(name)
             continue
         converted = _hf_name(name)
@@ -57,6 +57,11 @@ def google_to_hf(variables: Mapping[str, np.ndarray], source: str = "TF checkpoi
         raise CheckpointError(source, "", f"variables that are not Google BERT weights: {sorted(unknown)[:12]}"
                                           f"{_layout_hint(unknown)}")
     return TFConversion(weights=weights, skipped=sorted(skipped))
+
+
+def is_skipped_variable(name: str) -> bool:
+    """Whether a TF variable is one fine-tuning never reads (optimizer slots, global_step, cls/* heads)."""
+    return name in _SKIPPED_NAMES or name.endswith(_SKIPPED_SUFFIXES) or name.startswith(_SKIPPED_PREFIXES)
 
 
 def hf_to_google(weights: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -88,6 +93,15 @@ def load_tf_checkpoint(path) -> dict[str, np.ndarray]:
 
     reader = tf.train.load_checkpoint(str(prefix))
     return {name: reader.get_tensor(name) for name in sorted(reader.get_variable_to_shape_map())}
+
+
+def list_tf_variables(path) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of a TF checkpoint's variables, read from its index without loading values.
+    Imports TensorFlow here, never at module import."""
+    prefix = tf_checkpoint_prefix(path)
+    import tensorflow as tf  # heavy and optional: only this function needs it
+
+    return {name: tuple(shape) for name, shape in tf.train.list_variables(str(prefix))}
 
 
 def tf_checkpoint_prefix(path) -> Path:

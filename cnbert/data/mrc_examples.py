@@ -171,13 +171,13 @@ def locate_answer_start(context: str, text: str, given_start: int, max_shift: in
 
 def read_cmrc2018(path) -> ReadResult:
     """CMRC 2018 (SQuAD layout, simplified Chinese)."""
-    return _read(path, _SQUAD)
+    return _read(path, cjrc=False)
 
 
 def read_drcd(path, converter: TraditionalToSimplified | None = None) -> ReadResult:
     """DRCD (SQuAD layout v1.3, traditional Chinese). The model reads passages and questions
     converted by `converter` (default OpenCC t2s); answers and offsets stay in the original text."""
-    return _read(path, _SQUAD, converter or TraditionalToSimplified())
+    return _read(path, cjrc=False, converter=converter or TraditionalToSimplified())
 
 
 def read_cjrc(path) -> ReadResult:
@@ -188,27 +188,17 @@ def read_cjrc(path) -> ReadResult:
     An answer {"text": "YES"|"NO", "answer_start": -1} is a YES / NO answer, {"text": "", ...} an
     unknown one; the dev file has three references per question, of mixed kinds at times.
     """
-    return _read(path, _CJRC)
+    return _read(path, cjrc=True)
 
 
 # ---------------------------------------------------------------------------------------------
-# The walker shared by both layouts.
+# The walker shared by both layouts. CJRC differs from SQuAD in: a `domain` per data item, an
+# `is_impossible` per question, YES / NO / "" answers with answer_start -1, and questions that may
+# have no answers at all.
 
-@dataclasses.dataclass(frozen=True)
-class _Layout:
-    name: str
-    article_fields: tuple[str, ...]
-    yes_no_unknown: bool  # CJRC answers may be YES / NO / "" (with answer_start -1)
-    allow_no_answers: bool
-
-
-_SQUAD = _Layout("SQuAD", (), yes_no_unknown=False, allow_no_answers=False)
-_CJRC = _Layout("CJRC", ("domain",), yes_no_unknown=True, allow_no_answers=True)
-
-
-def _read(path, layout: _Layout, converter: TraditionalToSimplified | None = None) -> ReadResult:
+def _read(path, cjrc: bool, converter: TraditionalToSimplified | None = None) -> ReadResult:
     path = Path(path)
-    reader = _Reader(path, layout, converter)
+    reader = _Reader(path, cjrc, converter)
     examples = reader.read(_load_json(path))
     report = ReadReport(str(path), len(examples), reader.span_answers, tuple(reader.repaired),
                         tuple(reader.inconsistent), reader.without_offset, reader.conversion_fallbacks,
@@ -234,6 +224,11 @@ def _load_json(path: Path):
         raise DataError(path, f"line {e.lineno} column {e.colno}", f"malformed JSON: {e.msg}") from e
 
 
+def _optional_text(record, key) -> str:
+    value = record.get(key, "") if isinstance(record, dict) else ""
+    return value if isinstance(value, str) else ""
+
+
 _JSON_TYPE_NAMES = {str: "a string", int: "an integer", bool: "a boolean", list: "a list", dict: "an object",
                     float: "a number", type(None): "null"}
 
@@ -243,9 +238,9 @@ def _json_type(value) -> str:
 
 
 class _Reader:
-    def __init__(self, path: Path, layout: _Layout, converter: TraditionalToSimplified | None):
+    def __init__(self, path: Path, cjrc: bool, converter: TraditionalToSimplified | None):
         self.path = path
-        self.layout = layout
+        self.cjrc = cjrc
         self.converter = converter
         self.seen_ids: set[str] = set()
         self.span_answers = 0
@@ -294,17 +289,18 @@ class _Reader:
         for article_index, article in enumerate(data):
             where = f"data[{article_index}]"
             paragraphs = self.field(article, "paragraphs", list, where)
-            extras = {key: self.text_field(article, key, where) for key in self.layout.article_fields}
-            title = article.get("title", "") if isinstance(article.get("title", ""), str) else ""
+            domain = self.text_field(article, "domain", where) if self.cjrc else ""
             for paragraph_index, paragraph in enumerate(paragraphs):
-                examples.extend(self.read_paragraph(paragraph, f"{where}.paragraphs[{paragraph_index}]",
-                                                    title, extras.get("domain", "")))
+                where_p = f"{where}.paragraphs[{paragraph_index}]"
+                if isinstance(paragraph, dict) and isinstance(paragraph.get("id"), str):
+                    where_p += f" (id {paragraph['id']})"
+                title = _optional_text(article, "title") or _optional_text(paragraph, "casename")
+                examples.extend(self.read_paragraph(paragraph, where_p, title, domain))
         return examples
 
     def read_paragraph(self, paragraph, where, title, domain) -> list[MrcExample]:
         qas = self.field(paragraph, "qas", list, where)
         context = self.text_field(paragraph, "context", where)
-        title = title or (paragraph.get("casename") if isinstance(paragraph.get("casename"), str) else "")
         model_context = self.to_model_text(context)
         examples = []
         for question_index, qa in enumerate(qas):
@@ -317,9 +313,9 @@ class _Reader:
                 self.empty_questions.append(qas_id)
             answers = tuple(self.read_answer(answer, context, qas_id, answer_index)
                             for answer_index, answer in enumerate(self.field(qa, "answers", list, where_q)))
-            if not answers and not self.layout.allow_no_answers:
+            if not answers and not self.cjrc:
                 self.fail(where_q, "no answers")
-            is_impossible = self.read_is_impossible(qa, where_q) if self.layout.name == "CJRC" else False
+            is_impossible = self.read_is_impossible(qa, where_q) if self.cjrc else False
             examples.append(MrcExample(qas_id, question, context, answers, title=title, domain=domain,
                                        is_impossible=is_impossible, model_question=self.to_model_text(question),
                                        model_context=model_context))
@@ -343,11 +339,11 @@ class _Reader:
 
     def read_answer(self, answer, context, qas_id, answer_index) -> MrcAnswer:
         where = f"question {qas_id} answers[{answer_index}]"
-        text = self.text_field(answer, "text", where, allow_empty=self.layout.yes_no_unknown)
+        text = self.text_field(answer, "text", where, allow_empty=self.cjrc)
         start = self.field(answer, "answer_start", int, where)
         if start != NO_OFFSET and not 0 <= start < len(context):
             self.fail(where, f"answer_start {start} is outside the context ({len(context)} characters)")
-        if self.layout.yes_no_unknown and start == NO_OFFSET and text in ("YES", "NO", ""):
+        if self.cjrc and start == NO_OFFSET and text in ("YES", "NO", ""):
             return MrcAnswer(text, None, {"YES": AnswerKind.YES, "NO": AnswerKind.NO, "": AnswerKind.UNKNOWN}[text])
         if not text.strip():
             self.fail(where, "empty answer text with an answer_start")

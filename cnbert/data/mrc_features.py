@@ -107,6 +107,10 @@ class _Window:
     window_index: int
     start: int  # first passage piece
     length: int
+    question_ids: list[int]
+    passage_ids: np.ndarray  # all of the passage's pieces
+    passage_offsets: np.ndarray  # [pieces, 2]
+    is_max_context: np.ndarray  # [pieces] bool: the piece is max context in this window
 
 
 def doc_windows(num_tokens: int, window_size: int, doc_stride: int) -> list[tuple[int, int]]:
@@ -158,59 +162,35 @@ def build_features(examples: Sequence[MrcExample], tokenizer: ChineseBertTokeniz
     """
     if answer_classes and not training:
         raise ValueError("answer_classes labels only training features; pass training=True")
-    context_index: dict[str, int] = {}
+    passage_number: dict[str, int] = {}
     for example in examples:
-        context_index.setdefault(example.model_context, len(context_index))
-    contexts = [_as_arrays(enc) for enc in tokenizer.encode_batch(list(context_index))]
+        passage_number.setdefault(example.model_context, len(passage_number))
+    passages = [_as_arrays(enc) for enc in tokenizer.encode_batch(list(passage_number))]
     questions = tokenizer.encode_batch([example.model_question for example in examples])
 
     windows: list[_Window] = []
     labels: list[tuple[int, int, int]] = []
     unlabelled: list[str] = []
-    max_context: dict[tuple[int, int], np.ndarray] = {}  # (context, question length) -> best window per piece
-    question_ids = []
+    best_windows: dict[tuple[int, int], np.ndarray] = {}  # (passage, question length) -> max-context window
     for example_index, example in enumerate(examples):
-        ids = questions[example_index].ids[:config.max_query_length]
-        question_ids.append(ids)
-        context_number = context_index[example.model_context]
-        context_ids, offsets = contexts[context_number]
-        example_windows = doc_windows(len(context_ids), config.max_seq_length - len(ids) - 3, config.doc_stride)
-        if (context_number, len(ids)) not in max_context:
-            max_context[context_number, len(ids)] = max_context_window(len(context_ids), example_windows)
+        question_ids = questions[example_index].ids[:config.max_query_length]
+        number = passage_number[example.model_context]
+        passage_ids, offsets = passages[number]
+        spans = doc_windows(len(passage_ids), config.max_seq_length - len(question_ids) - 3, config.doc_stride)
+        if (number, len(question_ids)) not in best_windows:
+            best_windows[number, len(question_ids)] = max_context_window(len(passage_ids), spans)
+        best_window = best_windows[number, len(question_ids)]
         if training:
-            window_labels = _window_labels(example, offsets, example_windows, len(ids) + 2, answer_classes)
+            window_labels = _window_labels(example, offsets, spans, len(question_ids) + 2, answer_classes)
             if window_labels is None:
                 unlabelled.append(example.qas_id)
                 continue
             labels.extend(window_labels)
-        windows.extend(_Window(example_index, i, start, length) for i, (start, length) in enumerate(example_windows))
+        windows.extend(_Window(example_index, i, start, length, question_ids, passage_ids, offsets, best_window == i)
+                       for i, (start, length) in enumerate(spans))
     if unlabelled:
         logger.warning("%d questions have no training answer that a window can hold and get no training features: %s",
                        len(unlabelled), ", ".join(unlabelled))
-
-    n, seq_len = len(windows), config.max_seq_length
-    input_ids = np.full((n, seq_len), tokenizer.pad_id, dtype=np.int64)
-    token_type_ids = np.zeros((n, seq_len), dtype=np.int64)
-    attention_mask = np.zeros((n, seq_len), dtype=np.int64)
-    context_offsets = np.full((n, seq_len, 2), NOT_CONTEXT, dtype=np.int32)
-    token_is_max_context = np.zeros((n, seq_len), dtype=bool)
-    for f, window in enumerate(windows):
-        example = examples[window.example_index]
-        q_ids = question_ids[window.example_index]
-        context_number = context_index[example.model_context]
-        context_ids, offsets = contexts[context_number]
-        begin = len(q_ids) + 2
-        stop = begin + window.length
-        window_slice = slice(window.start, window.start + window.length)
-        input_ids[f, 0] = tokenizer.cls_id
-        input_ids[f, 1:begin - 1] = q_ids
-        input_ids[f, begin - 1] = tokenizer.sep_id
-        input_ids[f, begin:stop] = context_ids[window_slice]
-        input_ids[f, stop] = tokenizer.sep_id
-        token_type_ids[f, begin:stop + 1] = 1
-        attention_mask[f, :stop + 1] = 1
-        context_offsets[f, begin:stop] = offsets[window_slice]
-        token_is_max_context[f, begin:stop] = max_context[context_number, len(q_ids)][window_slice] == window.window_index
 
     label_arrays = {}
     if training:
@@ -218,12 +198,35 @@ def build_features(examples: Sequence[MrcExample], tokenizer: ChineseBertTokeniz
         label_arrays = {"start_positions": label_array[:, 0], "end_positions": label_array[:, 1]}
         if answer_classes:
             label_arrays["answer_class"] = label_array[:, 2]
-    return MrcFeatures(
-        input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask,
-        example_index=np.array([w.example_index for w in windows], dtype=np.int64),
-        window_index=np.array([w.window_index for w in windows], dtype=np.int64),
-        context_offsets=context_offsets, token_is_max_context=token_is_max_context,
-        unlabelled_qas_ids=tuple(unlabelled), **label_arrays)
+    return MrcFeatures(**_input_arrays(windows, tokenizer, config.max_seq_length),
+                       example_index=np.array([w.example_index for w in windows], dtype=np.int64),
+                       window_index=np.array([w.window_index for w in windows], dtype=np.int64),
+                       unlabelled_qas_ids=tuple(unlabelled), **label_arrays)
+
+
+def _input_arrays(windows: Sequence[_Window], tokenizer: ChineseBertTokenizer, seq_len: int) -> dict[str, np.ndarray]:
+    """[CLS] question [SEP] window [SEP] [PAD]... and the per-position offsets and max-context flags."""
+    n = len(windows)
+    input_ids = np.full((n, seq_len), tokenizer.pad_id, dtype=np.int64)
+    token_type_ids = np.zeros((n, seq_len), dtype=np.int64)
+    attention_mask = np.zeros((n, seq_len), dtype=np.int64)
+    context_offsets = np.full((n, seq_len, 2), NOT_CONTEXT, dtype=np.int32)
+    token_is_max_context = np.zeros((n, seq_len), dtype=bool)
+    for f, window in enumerate(windows):
+        begin = len(window.question_ids) + 2
+        stop = begin + window.length
+        pieces = slice(window.start, window.start + window.length)
+        input_ids[f, 0] = tokenizer.cls_id
+        input_ids[f, 1:begin - 1] = window.question_ids
+        input_ids[f, begin - 1] = tokenizer.sep_id
+        input_ids[f, begin:stop] = window.passage_ids[pieces]
+        input_ids[f, stop] = tokenizer.sep_id
+        token_type_ids[f, begin:stop + 1] = 1
+        attention_mask[f, :stop + 1] = 1
+        context_offsets[f, begin:stop] = window.passage_offsets[pieces]
+        token_is_max_context[f, begin:stop] = window.is_max_context[pieces]
+    return {"input_ids": input_ids, "token_type_ids": token_type_ids, "attention_mask": attention_mask,
+            "context_offsets": context_offsets, "token_is_max_context": token_is_max_context}
 
 
 def _as_arrays(encoded) -> tuple[np.ndarray, np.ndarray]:

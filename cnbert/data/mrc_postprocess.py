@@ -3,8 +3,8 @@
 Spans: over all windows of a question, the `n_best_size` best start pieces (context pieces that are
 max context in their window) and the `n_best_size` best end pieces (any context piece) of each
 window are paired; a pair is kept when end >= start and it spans at most `max_answer_length` pieces,
-and scored start_logit + end_logit. The same character span found through two windows is kept once,
-with its better score. The answer is the best span's text, sliced from the example's ORIGINAL
+and scored start_logit + end_logit. A character span reached through several piece pairs (pieces
+sharing one character, such as the jamo of a Hangul syllable) is listed once, with its best score. The answer is the best span's text, sliced from the example's ORIGINAL
 context_text by character offsets (for DRCD, the traditional text), never rebuilt from word pieces;
 "" when no valid span exists. n-best probabilities are a softmax over the kept n-best scores.
 
@@ -88,7 +88,8 @@ def postprocess_predictions(examples: Sequence[MrcExample], features: MrcFeature
     if class_logits is not None:
         class_logits = np.asarray(class_logits, dtype=np.float64)
         if class_logits.shape != (expected[0], len(AnswerKind)):
-            raise ValueError(f"class_logits has shape {class_logits.shape}, expected ({expected[0]}, {len(AnswerKind)})")
+            raise ValueError(f"class_logits has shape {class_logits.shape}, "
+                             f"expected ({expected[0]}, {len(AnswerKind)})")
     if n_best_size < 1 or max_answer_length < 1:
         raise ValueError(f"n_best_size ({n_best_size}) and max_answer_length ({max_answer_length}) must be positive")
     if len(features) and features.example_index.max() >= len(examples):

@@ -1,7 +1,7 @@
 """The BERT encoder as Keras 3 layers (TensorFlow backend), mirroring cnbert.torch.modeling.
 
-Variables are named like Google's TF checkpoints: inside a model, a variable's path after the
-model's own name is the Google name (bert/embeddings/word_embeddings,
+Variables are named like Google's TF checkpoints: a variable's path is its Google name
+(bert/embeddings/word_embeddings,
 bert/encoder/layer_0/attention/self/query/kernel, bert/encoder/layer_0/output/LayerNorm/gamma,
 bert/pooler/dense/bias, ...), kernels [in, out]. cnbert.tf.checkpoint maps them to the canonical
 (Hugging Face) names shared with the PyTorch model.

@@ -1,7 +1,19 @@
-"""PyTorch BERT for cnbert: the encoder (Hugging Face BertModel names), reading-comprehension heads
-and losses, strict checkpoint loading and HF-compatible saving."""
+"""PyTorch BERT and ALBERT for cnbert: the encoders (Hugging Face BertModel / AlbertModel names, and
+brightmart albert_zh's factorized layout), reading-comprehension heads and losses, building the
+model a task and config call for, strict checkpoint loading and HF-compatible saving."""
 from cnbert.torch.attention import ATTENTION_FUNCTIONS, attention_function, eager_attention, sdpa_attention
-from cnbert.torch.checkpoint import LoadReport, from_pretrained, load_pretrained, read_state_dict, save_pretrained
+from cnbert.torch.albert import AlbertForCJRC, AlbertForSpanExtraction, AlbertModel
+from cnbert.torch.checkpoint import (
+    TASK_HEADS,
+    LoadReport,
+    from_pretrained,
+    load_for_task,
+    load_pretrained,
+    model_class_for_task,
+    model_for_task,
+    read_state_dict,
+    save_pretrained,
+)
 from cnbert.torch.heads import (
     ANSWER_CLASSES,
     IGNORE_INDEX,
@@ -16,5 +28,6 @@ __all__ = [
     "ATTENTION_FUNCTIONS", "attention_function", "eager_attention", "sdpa_attention", "LoadReport",
     "from_pretrained", "load_pretrained", "read_state_dict", "save_pretrained", "ANSWER_CLASSES", "IGNORE_INDEX",
     "BertForCJRC", "BertForSpanExtraction", "cjrc_loss", "span_loss", "BertModel",
-    "EncoderOutput", "init_bert_weights",
+    "EncoderOutput", "init_bert_weights", "AlbertForCJRC", "AlbertForSpanExtraction", "AlbertModel", "TASK_HEADS",
+    "load_for_task", "model_class_for_task", "model_for_task",
 ]

@@ -1,9 +1,10 @@
-"""Loading pretrained weights into cnbert's PyTorch models strictly, and saving Hugging Face
-compatible model directories.
+"""Building task models (BERT or ALBERT, from the config), loading pretrained weights into them
+strictly, and saving Hugging Face compatible model directories.
 
 Sources: a Hugging Face directory (config.json + model.safetensors or pytorch_model.bin +
-vocab.txt), a Google TF1 directory (bert_config.json + bert_model.ckpt.* + vocab.txt), or a
-weights file. The matching rules (what is an error, what is ignored) live in cnbert.checkpoints.
+vocab.txt), a Google TF1 directory (bert_config.json + bert_model.ckpt.* + vocab.txt), a Google
+ALBERT or brightmart albert_zh TF1 directory (albert_config*.json + one checkpoint + vocab.txt), or
+a weights file. The matching rules (what is an error, what is ignored) live in cnbert.checkpoints.
 """
 from __future__ import annotations
 
@@ -18,14 +19,19 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from cnbert.checkpoints import (
+    ENCODER_PREFIX,
+    PRETRAINING_HEAD_PREFIXES,
     CheckpointError,
     check_vocab_size,
+    convert_tf_variables,
     find_weights,
-    google_to_hf,
     load_tf_checkpoint,
     plan_load,
     read_pretrained_config,
 )
+from cnbert.config import AlbertConfig, BertConfig
+from cnbert.torch.albert import AlbertForCJRC, AlbertForSpanExtraction
+from cnbert.torch.heads import BertForCJRC, BertForSpanExtraction
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +49,8 @@ class LoadReport:
 
 def read_state_dict(source) -> tuple[dict[str, torch.Tensor], str]:
     """The weights at `source` (directory or file) as a flat {name: tensor} dict on CPU, with the
-    path read. TF checkpoints come back under Hugging Face BertModel names (see google_to_hf)."""
+    path read. TF checkpoints come back under cnbert's model names for the layout their variable
+    names show (Hugging Face BertModel / AlbertModel names, or cnbert's factorized ALBERT ones)."""
     weights = find_weights(source)
     path = str(weights.path)
     if weights.format == "safetensors":
@@ -53,7 +60,8 @@ def read_state_dict(source) -> tuple[dict[str, torch.Tensor], str]:
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
             raise CheckpointError(path, "", "expected a flat state dict {name: tensor} (as save_pretrained writes)")
         return state, path
-    conversion = google_to_hf(load_tf_checkpoint(weights.path), source=path)
+    conversion, layout = convert_tf_variables(load_tf_checkpoint(weights.path), source=path)
+    logger.info("%s: a TF checkpoint in the %s layout", path, layout)
     if conversion.skipped:
         logger.info("%s: skipped %d TF variables (optimizer slots, global_step, cls/* heads)",
                     path, len(conversion.skipped))
@@ -61,11 +69,11 @@ def read_state_dict(source) -> tuple[dict[str, torch.Tensor], str]:
 
 
 def load_pretrained(model: torch.nn.Module, source, vocab_file=None) -> LoadReport:
-    """Copy pretrained weights into `model` (BertModel, BertForSpanExtraction, BertForCJRC) strictly.
+    """Copy pretrained weights into `model` (BertModel, AlbertModel or a task model of either) strictly.
 
-    Missing encoder weights, unexpected keys (other than the pretraining heads cls.predictions.* /
-    cls.seq_relationship.*, and the pooler when the model has none) and shape mismatches raise
-    CheckpointError naming them. Task heads named by `model.head_prefixes` may be absent: they keep
+    Missing encoder weights, unexpected keys (other than the pretraining heads, cls.predictions.* /
+    cls.seq_relationship.* for BERT and predictions.* / sop_classifier.* for ALBERT, and the pooler
+    when the model has none) and shape mismatches raise CheckpointError naming them. Task heads named by `model.head_prefixes` may be absent: they keep
     their fresh initialisation and are listed in the report. The vocabulary (`vocab_file`, else
     vocab.txt in a source directory when present) must have config.vocab_size entries.
     """
@@ -77,7 +85,9 @@ def load_pretrained(model: torch.nn.Module, source, vocab_file=None) -> LoadRepo
     state, path = read_state_dict(source)
     model_state = model.state_dict()
     plan = plan_load({name: tuple(t.shape) for name, t in model_state.items()}, state,
-                     head_prefixes=getattr(model, "head_prefixes", ()), source=path)
+                     head_prefixes=getattr(model, "head_prefixes", ()), source=path,
+                     model_prefix=getattr(model, "base_model_prefix", ENCODER_PREFIX.rstrip(".")) + ".",
+                     pretraining_head_prefixes=getattr(model, "pretraining_head_prefixes", PRETRAINING_HEAD_PREFIXES))
     with torch.no_grad():
         for name, value in plan.tensors.items():
             model_state[name].copy_(value)  # state_dict tensors share storage with the parameters
@@ -90,10 +100,41 @@ def load_pretrained(model: torch.nn.Module, source, vocab_file=None) -> LoadRepo
 
 
 def from_pretrained(model_class, directory, vocab_file=None, **config_overrides):
-    """Build `model_class` from the directory's config (config.json or bert_config.json, with
-    overrides such as attention="eager") and load its weights; returns (model, LoadReport)."""
+    """Build `model_class` from the directory's config (config.json, bert_config.json or
+    albert_config*.json, with overrides such as attention="eager") and load its weights; returns
+    (model, LoadReport). load_for_task picks the class from the config instead."""
     config = read_pretrained_config(directory, **config_overrides)
     model = model_class(config)
+    return model, load_pretrained(model, directory, vocab_file=vocab_file)
+
+
+# Reading-comprehension tasks by the head they need (names as in cnbert.tasks.mrc.TASKS).
+TASK_HEADS = {"cmrc2018": "span", "drcd": "span", "cjrc": "cjrc"}
+_MODEL_CLASSES = {
+    ("span", False): BertForSpanExtraction, ("cjrc", False): BertForCJRC,
+    ("span", True): AlbertForSpanExtraction, ("cjrc", True): AlbertForCJRC,
+}
+
+
+def model_class_for_task(task: str, config: BertConfig) -> type:
+    """The task model class for `task` (a TASK_HEADS name, or the head "span") and the config's
+    model: Bert* for a BertConfig, Albert* for an AlbertConfig."""
+    head = "span" if task == "span" else TASK_HEADS.get(task)
+    if head is None:
+        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(sorted(TASK_HEADS))} or 'span'")
+    return _MODEL_CLASSES[head, isinstance(config, AlbertConfig)]
+
+
+def model_for_task(task: str, config: BertConfig) -> torch.nn.Module:
+    """A freshly initialised model for `task` (see model_class_for_task)."""
+    return model_class_for_task(task, config)(config)
+
+
+def load_for_task(task: str, directory, vocab_file=None, **config_overrides):
+    """The model for `task` that the directory's config describes (BERT or ALBERT, any layout), with
+    its weights loaded strictly; returns (model, LoadReport)."""
+    config = read_pretrained_config(directory, **config_overrides)
+    model = model_for_task(task, config)
     return model, load_pretrained(model, directory, vocab_file=vocab_file)
 
 

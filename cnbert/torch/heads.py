@@ -30,7 +30,23 @@ IGNORE_INDEX = -100
 ANSWER_CLASSES = ("span", "yes", "no", "unknown")
 
 
-class BertForSpanExtraction(nn.Module):
+class _EncoderTaskModel(nn.Module):
+    """A task model's encoder (no pooler) lives in the attribute `base_model_prefix` names ("bert",
+    so its weights are "bert.*" as in transformers). Subclasses for another encoder
+    (cnbert.torch.albert) change that and `build_encoder` and keep the heads unchanged."""
+
+    base_model_prefix = "bert"
+
+    @staticmethod
+    def build_encoder(config: BertConfig) -> nn.Module:
+        return BertModel(config, add_pooling_layer=False)
+
+    @property
+    def base_model(self) -> nn.Module:
+        return getattr(self, self.base_model_prefix)
+
+
+class BertForSpanExtraction(_EncoderTaskModel):
     """Span extraction (CMRC 2018, DRCD): `qa_outputs` = Linear(hidden, 2) on every token, the same
     names as transformers' BertForQuestionAnswering (no pooler), so its checkpoints map directly."""
 
@@ -40,17 +56,17 @@ class BertForSpanExtraction(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
         self.config = config
-        self.bert = BertModel(config, add_pooling_layer=False)
+        self.add_module(self.base_model_prefix, self.build_encoder(config))
         self.qa_outputs = nn.Linear(config.hidden_size, 2)
         init_bert_weights(self.qa_outputs, config.initializer_range)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None) -> dict[str, Tensor]:
-        sequence_output = self.bert(input_ids, attention_mask, token_type_ids, position_ids).sequence_output
+        sequence_output = self.base_model(input_ids, attention_mask, token_type_ids, position_ids).sequence_output
         start, end = self.qa_outputs(sequence_output).unbind(dim=-1)
         return {"start_logits": start.contiguous(), "end_logits": end.contiguous()}
 
 
-class BertForCJRC(nn.Module):
+class BertForCJRC(_EncoderTaskModel):
     """CJRC: the span head plus `answer_class` = Linear(hidden, 4) over (span, yes, no, unknown),
     applied (after dropout) to the final hidden state of [CLS].
 
@@ -66,7 +82,7 @@ class BertForCJRC(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
         self.config = config
-        self.bert = BertModel(config, add_pooling_layer=False)
+        self.add_module(self.base_model_prefix, self.build_encoder(config))
         self.qa_outputs = nn.Linear(config.hidden_size, 2)
         self.class_dropout = nn.Dropout(config.hidden_dropout_prob)
         self.answer_class = nn.Linear(config.hidden_size, len(ANSWER_CLASSES))
@@ -74,7 +90,7 @@ class BertForCJRC(nn.Module):
         init_bert_weights(self.answer_class, config.initializer_range)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None) -> dict[str, Tensor]:
-        sequence_output = self.bert(input_ids, attention_mask, token_type_ids, position_ids).sequence_output
+        sequence_output = self.base_model(input_ids, attention_mask, token_type_ids, position_ids).sequence_output
         start, end = self.qa_outputs(sequence_output).unbind(dim=-1)
         class_logits = self.answer_class(self.class_dropout(sequence_output[:, 0]))
         return {"start_logits": start.contiguous(), "end_logits": end.contiguous(), "class_logits": class_logits}

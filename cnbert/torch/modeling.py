@@ -1,5 +1,6 @@
 """The BERT encoder in PyTorch, with Hugging Face `BertModel` parameter names and shapes, so HF
-checkpoints load without conversion (module names such as `LayerNorm` and `self` follow HF)."""
+checkpoints load without conversion (module names such as `LayerNorm` and `self` follow HF).
+cnbert.torch.albert builds ALBERT from these parts."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnbert.config import BertConfig
+from cnbert.config import AlbertConfig, BertConfig, ConfigError
 from cnbert.torch.attention import attention_function
 
-_ACTIVATIONS = {
+ACTIVATIONS = {
     "gelu": F.gelu,  # exact erf form, as Google's "gelu" means
     "gelu_new": functools.partial(F.gelu, approximate="tanh"),
     "gelu_pytorch_tanh": functools.partial(F.gelu, approximate="tanh"),
@@ -47,14 +48,23 @@ def init_bert_weights(module: nn.Module, initializer_range: float) -> None:
 
 
 class BertEmbeddings(nn.Module):
-    def __init__(self, config: BertConfig):
+    """Word + token-type + position embeddings, LayerNorm, dropout. `width` (default hidden_size) is
+    the embedding width, `word_width` (default `width`) that of the word table alone; subclasses that
+    project the words to `width` override `embed_words`."""
+
+    def __init__(self, config: BertConfig, width: int | None = None, word_width: int | None = None):
         super().__init__()
+        width = config.hidden_size if width is None else width
         self.max_positions = config.max_position_embeddings
-        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
-        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
-        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.word_embeddings = nn.Embedding(config.vocab_size, width if word_width is None else word_width,
+                                            padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, width)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, width)
+        self.LayerNorm = nn.LayerNorm(width, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def embed_words(self, input_ids):
+        return self.word_embeddings(input_ids)
 
     def forward(self, input_ids, token_type_ids=None, position_ids=None):
         seq_len = input_ids.shape[1]
@@ -65,7 +75,7 @@ class BertEmbeddings(nn.Module):
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         # Same summation order as transformers, so fp32 results agree to rounding.
-        embeddings = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
+        embeddings = self.embed_words(input_ids) + self.token_type_embeddings(token_type_ids)
         embeddings = embeddings + self.position_embeddings(position_ids)
         return self.dropout(self.LayerNorm(embeddings))
 
@@ -118,7 +128,7 @@ class BertIntermediate(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
-        self.activation = _ACTIVATIONS[config.hidden_act]
+        self.activation = ACTIVATIONS[config.hidden_act]
 
     def forward(self, hidden_states):
         return self.activation(self.dense(hidden_states))
@@ -172,7 +182,12 @@ class BertPooler(nn.Module):
 class BertModel(nn.Module):
     """The encoder; its state dict has exactly Hugging Face BertModel's names and shapes."""
 
+    base_model_prefix = "bert"  # its name inside task models, as in transformers
+
     def __init__(self, config: BertConfig, add_pooling_layer: bool = True):
+        if isinstance(config, AlbertConfig):
+            raise ConfigError(f"an ALBERT config ({config.model_type}) cannot build the BERT model: use "
+                              "cnbert.torch.AlbertModel, or cnbert.torch.model_for_task for a task model")
         super().__init__()
         self.config = config
         self.embeddings = BertEmbeddings(config)
@@ -183,13 +198,18 @@ class BertModel(nn.Module):
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None) -> EncoderOutput:
         """input_ids, attention_mask (1 = token, 0 = padding), token_type_ids (default zeros) and
         position_ids (default 0..seq-1): [batch, seq] integer tensors."""
-        if input_ids.dim() != 2:
-            raise ValueError(f"input_ids must be [batch, seq], got shape {tuple(input_ids.shape)}")
-        for name, tensor in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids)):
-            if tensor is not None and tensor.shape != input_ids.shape:
-                raise ValueError(f"{name} has shape {tuple(tensor.shape)} but input_ids has {tuple(input_ids.shape)}")
-        key_padding_mask = None if attention_mask is None else attention_mask.bool()
+        key_padding_mask = key_padding_mask_of(input_ids, attention_mask, token_type_ids)
         hidden = self.embeddings(input_ids, token_type_ids, position_ids)
         sequence_output = self.encoder(hidden, key_padding_mask)
         pooled = self.pooler(sequence_output) if self.pooler is not None else None
         return EncoderOutput(sequence_output, pooled)
+
+
+def key_padding_mask_of(input_ids, attention_mask, token_type_ids) -> torch.Tensor | None:
+    """Check an encoder's inputs and turn attention_mask (1 = token) into the bool key-padding mask."""
+    if input_ids.dim() != 2:
+        raise ValueError(f"input_ids must be [batch, seq], got shape {tuple(input_ids.shape)}")
+    for name, tensor in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids)):
+        if tensor is not None and tensor.shape != input_ids.shape:
+            raise ValueError(f"{name} has shape {tuple(tensor.shape)} but input_ids has {tuple(input_ids.shape)}")
+    return None if attention_mask is None else attention_mask.bool()

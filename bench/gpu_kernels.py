@@ -1,0 +1,528 @@
+"""GPU check and benchmark of cnbert's fused kernels, in one run on one card (bench/README.md).
+
+Sections, each reported even if another fails:
+  env        card, torch, how the extension was built, which kernel image the card runs
+  check      every CUDA op against its float64 reference (float32/float16/bfloat16), outputs
+             allocated over NaN-poisoned memory so an unwritten element shows up
+  copy       device-to-device copy bandwidth, the ceiling the kernels are measured against
+  softmax    ours vs softmax(x * scale + mask) eager vs torch.compile of it
+  gelu       GELU and bias + GELU, ours vs F.gelu (x + b then F.gelu) vs torch.compile
+  training   one BERT-base training step (batch 32, length 512, bf16 autocast): cnbert sdpa,
+             cnbert fused, Hugging Face BertForQuestionAnswering (sdpa), with peak memory
+
+Timings: CUDA events around each call, after warm-up, with the GPU held back by a sleep kernel so
+that the CPU queues the calls ahead and the events time the GPU work alone; the median is
+reported. GB/s counts the minimum bytes an op must move (each input read once, each output
+written once). `--smoke` runs every section on the CPU at toy sizes, to check the script itself.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+import cnbert.kernels as k
+from cnbert.io_utils import write_json
+from cnbert.kernels import reference
+from cnbert.kernels.testing import TOLERANCE, mismatch
+
+SOFTMAX_SHAPES = [(32, 12, 512, 512), (12, 16, 512, 512), (64, 12, 384, 384), (8, 12, 1024, 1024), (4, 12, 2048, 2048)]
+GELU_SHAPES = [(16384, 3072), (6144, 4096)]
+SMOKE_SOFTMAX_SHAPES = [(2, 2, 16, 16), (1, 2, 8, 40)]
+SMOKE_GELU_SHAPES = [(64, 48)]
+SCALE = 0.125
+CHECK_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+APPROXIMATIONS = ("none", "tanh", "sigmoid")
+CHECK_SK = (1, 7, 33, 64, 256, 384, 500, 512, 1000, 1024, 1025, 2048, 3000, 4096, 8192, 9000, 16384)
+MASK_KINDS = ("none", "bool_keys", "additive_keys_f32", "additive_keys_own", "bool_full", "additive_shared", "neg_inf_rows")
+TARGET_OF_COPY = 0.80
+
+
+# ---------------------------------------------------------------------------------------------
+# Timing
+
+
+class Timer:
+    def __init__(self, device: str, iters: int, warmup: int):
+        self.device, self.iters, self.warmup = device, iters, warmup
+
+    def median_ms(self, fn, iters: int | None = None) -> float:
+        iters = iters or self.iters
+        for _ in range(self.warmup):
+            fn()
+        if self.device != "cuda":
+            times = []
+            for _ in range(iters):
+                start = time.perf_counter()
+                fn()
+                times.append((time.perf_counter() - start) * 1e3)
+            return statistics.median(times)
+        torch.cuda.synchronize()
+        starts = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
+        ends = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
+        torch.cuda._sleep(50_000_000)  # ~25 ms of GPU time for the CPU to queue the calls
+        for start, end in zip(starts, ends):
+            start.record()
+            fn()
+            end.record()
+        torch.cuda.synchronize()
+        return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends))
+
+
+def gbps(nbytes: int, ms: float) -> float:
+    return nbytes / (ms * 1e-3) / 1e9
+
+
+# ---------------------------------------------------------------------------------------------
+# Sections
+
+
+def section_env(device: str) -> dict:
+    info = {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "extension": k.extension_status(),
+        "extension_loaded": k.is_available(),
+        "cuda_kernels": k.cuda_available(),
+    }
+    if device == "cuda":
+        props = torch.cuda.get_device_properties(0)
+        info.update(gpu=props.name, capability=f"{props.major}.{props.minor}", sms=props.multi_processor_count,
+                    memory_gib=round(props.total_memory / 2**30, 1))
+        if k.is_available():
+            from cnbert import _C
+
+            info["kernel_image"] = _C.cuda_kernel_image(0) if k.cuda_available() else None
+    return info
+
+
+def poison(nbytes: int, device: str) -> None:
+    """Fill a freed block of the caching allocator with NaN bytes; the next allocation of this size
+    reuses it, so an element a kernel forgets to write reads as NaN."""
+    if device == "cuda" and nbytes:
+        block = torch.empty(nbytes, dtype=torch.uint8, device=device).fill_(0xFF)
+        del block
+
+
+def _record(results: list, failures: list, what: str, problem: str) -> None:
+    results.append({"case": what, "ok": not problem, "problem": problem})
+    if problem:
+        failures.append(f"{what}: {problem}")
+
+
+def check_gelu_ops(device: str, results: list, failures: list, smoke: bool) -> None:
+    shapes = [(1,), (7,), (33, 1000), (8, 1003), (2048, 3072)] if not smoke else [(7,), (5, 33)]
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    for dtype in CHECK_DTYPES:
+        for approximate in APPROXIMATIONS:
+            for shape in shapes:
+                for misaligned in (False, True):
+                    n = math.prod(shape)
+                    base = (torch.randn(n + 1, generator=gen) * 3).to(device=device, dtype=dtype)
+                    x = (base[1:] if misaligned else base[:n]).view(shape).requires_grad_(True)
+                    bias = torch.randn(shape[-1], generator=gen).to(device=device, dtype=dtype).requires_grad_(True)
+                    grad = torch.randn(shape, generator=gen).to(device=device, dtype=dtype)
+                    tag = f"{dtype} {approximate} {shape}{' misaligned' if misaligned else ''}"
+                    x64, b64 = x.detach().double().requires_grad_(True), bias.detach().double().requires_grad_(True)
+
+                    poison(x.nbytes, device)
+                    y = k.gelu(x, approximate)
+                    poison(x.nbytes, device)
+                    (gx,) = torch.autograd.grad(y, x, grad)
+                    y64 = reference.gelu(x64, approximate)
+                    (gx64,) = torch.autograd.grad(y64, x64, grad.double())
+                    _record(results, failures, f"gelu {tag}", mismatch(y, y64, dtype))
+                    _record(results, failures, f"gelu grad {tag}", mismatch(gx, gx64, dtype))
+
+                    poison(x.nbytes, device)
+                    y = k.bias_gelu(x, bias, approximate)
+                    poison(x.nbytes, device)
+                    gx, gb = torch.autograd.grad(y, (x, bias), grad)
+                    y64 = reference.bias_gelu(x64, b64, approximate)
+                    gx64, gb64 = torch.autograd.grad(y64, (x64, b64), grad.double())
+                    rows = n // shape[-1]
+                    sum_scale = float(gx64.abs().reshape(rows, -1).sum(0).max())
+                    _record(results, failures, f"bias_gelu {tag}", mismatch(y, y64, dtype))
+                    _record(results, failures, f"bias_gelu grad x {tag}", mismatch(gx, gx64, dtype))
+                    _record(results, failures, f"bias_gelu grad bias {tag}", mismatch(gb, gb64, dtype, atol=sum_scale * 2e-6))
+
+
+def make_mask(kind: str, b: int, sq: int, sk: int, dtype: torch.dtype, device: str, gen: torch.Generator):
+    keep = torch.rand(b, 1, 1, sk, generator=gen) > 0.3
+    keep[..., 0] = True
+    if kind == "none":
+        return None
+    if kind == "bool_keys":
+        mask = keep
+    elif kind == "additive_keys_f32":
+        mask = (1.0 - keep.float()) * -10000.0
+    elif kind == "additive_keys_own":
+        mask = ((1.0 - keep.float()) * -10000.0).to(dtype)
+    elif kind == "bool_full":
+        mask = torch.rand(b, 1, sq, sk, generator=gen) > 0.5
+    elif kind == "additive_shared":
+        mask = torch.randn(1, 1, sq, sk, generator=gen)
+    else:  # -inf keys, with one batch entirely masked: its rows must come out as zeros
+        mask = torch.zeros(b, 1, 1, sk).masked_fill(~keep, float("-inf"))
+        mask[-1] = float("-inf")
+    return mask.to(device)
+
+
+def check_softmax_ops(device: str, results: list, failures: list, smoke: bool) -> None:
+    gen = torch.Generator(device="cpu").manual_seed(1)
+    sks = CHECK_SK if not smoke else (1, 7, 33, 300)
+    for dtype in CHECK_DTYPES:
+        for kind in MASK_KINDS:
+            for sk in sks:
+                for layout in ("contiguous", "misaligned", "transposed"):
+                    b, h, sq = 2, 2, 3
+                    if layout == "misaligned":
+                        flat = torch.randn(1 + b * h * sq * sk, generator=gen) * 4
+                        scores = flat.to(device=device, dtype=dtype)[1:].view(b, h, sq, sk)  # 1 element off
+                    elif layout == "transposed":
+                        scores = (torch.randn(b, h, sk, sq, generator=gen) * 4).to(device=device, dtype=dtype).transpose(2, 3)
+                    else:
+                        scores = (torch.randn(b, h, sq, sk, generator=gen) * 4).to(device=device, dtype=dtype)
+                    mask = make_mask(kind, b, sq, sk, dtype, device, gen)
+                    x = scores.detach().requires_grad_(True)
+                    grad = torch.randn(b, h, sq, sk, generator=gen).to(device=device, dtype=dtype)
+                    tag = f"{dtype} {kind} Sk={sk} {layout}"
+                    poison(x.nbytes, device)
+                    y = k.scaled_masked_softmax(x, mask, SCALE)
+                    poison(x.nbytes, device)
+                    (gx,) = torch.autograd.grad(y, x, grad)
+                    x64 = x.detach().double().requires_grad_(True)
+                    y64 = reference.scaled_masked_softmax(x64, mask, SCALE)
+                    (gx64,) = torch.autograd.grad(y64, x64, grad.double())
+                    rtol = TOLERANCE[dtype][0]
+                    g_scale = float(grad.abs().max())
+                    _record(results, failures, f"softmax {tag}", mismatch(y, y64, dtype))
+                    _record(results, failures, f"softmax grad {tag}", mismatch(gx, gx64, dtype, atol=4 * rtol * SCALE * g_scale))
+
+
+def section_check(device: str, smoke: bool) -> dict:
+    if device == "cuda" and not k.cuda_available():
+        raise RuntimeError(f"no CUDA kernels to check: {k.extension_status()}")
+    results, failures = [], []
+    check_gelu_ops(device, results, failures, smoke)
+    check_softmax_ops(device, results, failures, smoke)
+    print(f"  {len(results) - len(failures)} of {len(results)} checks passed")
+    for failure in failures[:40]:
+        print(f"  FAIL {failure}")
+    return {"cases": len(results), "failures": failures}
+
+
+def section_copy(device: str, timer: Timer, smoke: bool) -> dict:
+    n = (1 << 30) if not smoke else (1 << 20)
+    src = torch.empty(n, dtype=torch.uint8, device=device).random_(0, 255)
+    dst = torch.empty_like(src)
+    ms = timer.median_ms(lambda: dst.copy_(src))
+    bw = gbps(2 * n, ms)
+    print(f"  device-to-device copy of {n / 2**30:.2f} GiB: {ms:.3f} ms, {bw:.0f} GB/s (read + write)")
+    return {"bytes": 2 * n, "ms": ms, "gbps": bw}
+
+
+def _fwd_and_fwd_bwd(timer: Timer, fn, inputs: tuple, grad: torch.Tensor, wrt: tuple) -> tuple[float, float]:
+    def forward():
+        with torch.no_grad():
+            fn(*inputs)
+
+    def forward_backward():
+        torch.autograd.grad(fn(*inputs), wrt, grad)
+
+    return timer.median_ms(forward), timer.median_ms(forward_backward)
+
+
+def _compiled(fn):
+    torch._dynamo.reset()  # one fresh cache per shape: no recompile limits, no dynamic shapes
+    return torch.compile(fn, dynamic=False)
+
+
+def section_softmax(device: str, timer: Timer, copy_gbps: float, smoke: bool) -> list:
+    rows = []
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    for shape in SOFTMAX_SHAPES if not smoke else SMOKE_SOFTMAX_SHAPES:
+        b, h, sq, sk = shape
+        x = torch.randn(shape, device=device, dtype=dtype).requires_grad_(True)
+        keep = torch.ones(b, 1, 1, sk, dtype=torch.bool, device=device)
+        keep[..., sk - sk // 8:] = False  # 1/8 of each row padded
+        mask = ((1.0 - keep.to(dtype)) * -10000.0).to(dtype)  # the original list's additive mask
+        grad = torch.randn_like(x)
+        elem = x.numel() * x.element_size()
+        fwd_bytes = 2 * elem + mask.numel() * mask.element_size()
+        bwd_bytes = 3 * elem
+
+        def chain(s, m):
+            return torch.softmax(s * SCALE + m, dim=-1)
+
+        def ours(s, m):
+            return k.scaled_masked_softmax(s, m, SCALE)
+
+        y = ours(x.detach(), mask)
+        problem = mismatch(y, chain(x.detach().double(), mask.double()), dtype)
+        impls = {"cnbert": ours, "eager": chain, "compile": _compiled(chain)}
+        timings = {}
+        for name, fn in impls.items():
+            fwd, both = _fwd_and_fwd_bwd(timer, fn, (x, mask), grad, (x,))
+            timings[name] = {"fwd_ms": fwd, "fwd_bwd_ms": both, "bwd_ms": both - fwd}
+        # Our backward kernel alone (needs only the output and its gradient).
+        out = y.detach()
+        timings["cnbert"]["bwd_op_ms"] = timer.median_ms(
+            lambda: torch.ops.cnbert.scaled_masked_softmax_backward(grad, out, SCALE))
+        for name, t in timings.items():
+            t["fwd_gbps"] = gbps(fwd_bytes, t["fwd_ms"])
+            t["bwd_gbps"] = gbps(bwd_bytes, t.get("bwd_op_ms", t["bwd_ms"]))
+            t["fwd_of_copy"] = t["fwd_gbps"] / copy_gbps
+            t["bwd_of_copy"] = t["bwd_gbps"] / copy_gbps
+        ours_t, eager_t, comp_t = timings["cnbert"], timings["eager"], timings["compile"]
+        targets = {
+            "fwd >= 80% copy": ours_t["fwd_of_copy"] >= TARGET_OF_COPY,
+            "bwd >= 80% copy": ours_t["bwd_of_copy"] >= TARGET_OF_COPY,
+            "fwd >= 2x eager": eager_t["fwd_ms"] >= 2 * ours_t["fwd_ms"],
+            "bwd >= 2x eager": eager_t["bwd_ms"] >= 2 * ours_t["bwd_op_ms"],
+            "fwd <= compile": ours_t["fwd_ms"] <= comp_t["fwd_ms"],
+            "fwd+bwd <= compile": ours_t["fwd_bwd_ms"] <= comp_t["fwd_bwd_ms"],
+        }
+        rows.append({"shape": list(shape), "dtype": str(dtype), "fwd_bytes": fwd_bytes, "bwd_bytes": bwd_bytes,
+                     "check": problem or "ok", "timings": timings, "targets": targets})
+        print(f"  softmax {shape} {dtype}: check {problem or 'ok'}")
+        for name, t in timings.items():
+            print(f"    {name:8s} fwd {t['fwd_ms']:.3f} ms {t['fwd_gbps']:6.0f} GB/s ({t['fwd_of_copy']:.0%} of copy)"
+                  f" | bwd {t.get('bwd_op_ms', t['bwd_ms']):.3f} ms {t['bwd_gbps']:6.0f} GB/s ({t['bwd_of_copy']:.0%})"
+                  f" | fwd+bwd {t['fwd_bwd_ms']:.3f} ms")
+        print("    targets: " + ", ".join(f"{key} {'MET' if ok else 'MISSED'}" for key, ok in targets.items()))
+        del x, mask, grad, y, out
+    return rows
+
+
+def section_gelu(device: str, timer: Timer, copy_gbps: float, smoke: bool) -> list:
+    rows = []
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    for shape in GELU_SHAPES if not smoke else SMOKE_GELU_SHAPES:
+        x = torch.randn(shape, device=device, dtype=dtype).requires_grad_(True)
+        bias = torch.randn(shape[-1], device=device, dtype=dtype).requires_grad_(True)
+        grad = torch.randn_like(x)
+        elem = x.numel() * x.element_size()
+        fwd_bytes, bwd_bytes = 2 * elem, 3 * elem
+        bias_bytes = bias.numel() * bias.element_size()
+
+        def plain_bias_gelu(t, b):
+            return F.gelu(t + b)
+
+        cases = {
+            "gelu": ({"cnbert": lambda t: k.gelu(t), "eager": lambda t: F.gelu(t), "compile": _compiled(lambda t: F.gelu(t))},
+                     (x,), (x,), 0),
+            "bias_gelu": ({"cnbert": lambda t, b: k.bias_gelu(t, b), "eager": plain_bias_gelu,
+                           "compile": _compiled(plain_bias_gelu)}, (x, bias), (x, bias), bias_bytes),
+        }
+        for op, (impls, inputs, wrt, extra) in cases.items():
+            with torch.no_grad():
+                expected = reference.bias_gelu(x.double(), bias.double()) if op == "bias_gelu" else reference.gelu(x.double())
+                problem = mismatch(impls["cnbert"](*inputs), expected, dtype)
+            timings = {}
+            for name, fn in impls.items():
+                fwd, both = _fwd_and_fwd_bwd(timer, fn, inputs, grad, wrt)
+                t = {"fwd_ms": fwd, "fwd_bwd_ms": both, "bwd_ms": both - fwd}
+                t["fwd_gbps"] = gbps(fwd_bytes + extra, fwd)
+                t["fwd_bwd_gbps"] = gbps(fwd_bytes + bwd_bytes + 2 * extra, both)
+                t["fwd_of_copy"] = t["fwd_gbps"] / copy_gbps
+                t["fwd_bwd_of_copy"] = t["fwd_bwd_gbps"] / copy_gbps
+                timings[name] = t
+            targets = {}
+            if op == "bias_gelu":
+                targets = {
+                    "fwd+bwd >= 80% copy": timings["cnbert"]["fwd_bwd_of_copy"] >= TARGET_OF_COPY,
+                    "fwd+bwd faster than x + b, F.gelu": timings["cnbert"]["fwd_bwd_ms"] < timings["eager"]["fwd_bwd_ms"],
+                }
+            rows.append({"op": op, "shape": list(shape), "dtype": str(dtype), "check": problem or "ok",
+                         "timings": timings, "targets": targets})
+            print(f"  {op} {shape} {dtype}: check {problem or 'ok'}")
+            for name, t in timings.items():
+                print(f"    {name:8s} fwd {t['fwd_ms']:.3f} ms {t['fwd_gbps']:6.0f} GB/s ({t['fwd_of_copy']:.0%} of copy)"
+                      f" | fwd+bwd {t['fwd_bwd_ms']:.3f} ms {t['fwd_bwd_gbps']:6.0f} GB/s ({t['fwd_bwd_of_copy']:.0%})")
+            if targets:
+                print("    targets: " + ", ".join(f"{key} {'MET' if ok else 'MISSED'}" for key, ok in targets.items()))
+        del x, bias, grad
+    return rows
+
+
+def _training_inputs(batch: int, length: int, vocab: int, device: str, gen: torch.Generator) -> dict:
+    ids = torch.randint(1, vocab, (batch, length), generator=gen)
+    mask = torch.ones(batch, length, dtype=torch.long)
+    mask[:, length - length // 8:] = 0  # 1/8 of each row padded, as in PERF.md
+    ids = ids * mask
+    types = (torch.arange(length) >= length // 4).long().expand(batch, length).contiguous()
+    start = torch.randint(0, length - length // 8, (batch,), generator=gen)
+    end = torch.clamp(start + torch.randint(0, 16, (batch,), generator=gen), max=length - length // 8 - 1)
+    tensors = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types, "start": start, "end": end}
+    return {name: t.to(device) for name, t in tensors.items()}
+
+
+def _time_training(model, step_loss, timer: Timer, device: str, steps: int) -> dict:
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=device == "cuda")
+    autocast = torch.autocast(device_type=device, dtype=torch.bfloat16)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        with autocast:
+            loss = step_loss()
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(3):
+        step()
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    ms = timer.median_ms(step, iters=steps)
+    peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else float("nan")
+    del optimizer
+    return {"ms_per_step": ms, "peak_gib": peak}
+
+
+def section_training(device: str, timer: Timer, smoke: bool) -> list:
+    batch, length = (32, 512) if not smoke else (2, 32)
+    sizes = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
+    if smoke:
+        sizes = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128)
+    vocab = 21128
+    steps = 10 if not smoke else 2
+    gen = torch.Generator().manual_seed(0)
+    inputs = _training_inputs(batch, length, vocab, device, gen)
+    rows = []
+
+    def report(name: str, attention: str, result: dict | None, params: int | None, reason: str = "") -> None:
+        row = {"model": name, "attention": attention, "batch": batch, "length": length}
+        if result is None:
+            row["skipped"] = reason
+            print(f"  {name} ({attention}): skipped: {reason}")
+        else:
+            tokens = batch * length
+            flops = 6 * params * tokens + 12 * sizes["num_hidden_layers"] * batch * length**2 * sizes["hidden_size"]
+            result["seq_per_s"] = batch / (result["ms_per_step"] * 1e-3)
+            result["model_tflops"] = flops / (result["ms_per_step"] * 1e-3) / 1e12
+            row.update(result)
+            print(f"  {name} ({attention}): {result['ms_per_step']:.1f} ms/step, {result['seq_per_s']:.0f} seq/s, "
+                  f"{result['model_tflops']:.0f} model TFLOP/s, peak {result['peak_gib']:.2f} GiB")
+        rows.append(row)
+
+    for attention in ("sdpa", "fused"):
+        name = "cnbert BertForSpanExtraction"
+        try:
+            from cnbert.config import ATTENTION_IMPLEMENTATIONS, BertConfig
+            from cnbert.torch import BertForSpanExtraction, span_loss
+        except ImportError as error:
+            report(name, attention, None, None, f"cnbert.torch is not importable: {error}")
+            continue
+        if attention not in ATTENTION_IMPLEMENTATIONS:
+            report(name, attention, None, None,
+                   f"cnbert's model has no attention={attention!r} yet (has {', '.join(ATTENTION_IMPLEMENTATIONS)})")
+            continue
+        torch.manual_seed(0)
+        model = BertForSpanExtraction(BertConfig(vocab_size=vocab, attention=attention, **sizes)).to(device)
+
+        def cnbert_loss(model=model):
+            out = model(inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                        token_type_ids=inputs["token_type_ids"])
+            return span_loss(out, inputs["start"], inputs["end"])
+
+        report(name, attention, _time_training(model, cnbert_loss, timer, device, steps),
+               sum(p.numel() for p in model.parameters()))
+        del model
+        _free(device)
+
+    name = "transformers BertForQuestionAnswering"
+    try:
+        import transformers
+    except ImportError as error:
+        report(name, "sdpa", None, None, f"transformers is not installed: {error}")
+        return rows
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=vocab, attn_implementation="sdpa", **sizes)
+    model = transformers.BertForQuestionAnswering(config).to(device)
+
+    def hf_loss():
+        return model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                     token_type_ids=inputs["token_type_ids"], start_positions=inputs["start"],
+                     end_positions=inputs["end"]).loss
+
+    report(f"{name} (transformers {transformers.__version__})", "sdpa",
+           _time_training(model, hf_loss, timer, device, steps), sum(p.numel() for p in model.parameters()))
+    del model
+    _free(device)
+    return rows
+
+
+def _free(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.empty_cache()
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", type=Path, default=Path("gpu_kernels.json"), help="where to write the results")
+    parser.add_argument("--sections", default="env,check,copy,softmax,gelu,training",
+                        help="comma-separated subset of: env,check,copy,softmax,gelu,training")
+    parser.add_argument("--iters", type=int, default=30, help="timed calls per measurement (median)")
+    parser.add_argument("--smoke", action="store_true", help="CPU, toy sizes: checks the script, times nothing real")
+    args = parser.parse_args(argv)
+
+    device = "cpu" if args.smoke else "cuda"
+    if device == "cuda" and not torch.cuda.is_available():
+        print("no CUDA device: run on a GPU machine, or use --smoke to check the script on the CPU", file=sys.stderr)
+        return 2
+    torch.backends.cuda.matmul.allow_tf32 = True
+    timer = Timer(device, iters=args.iters if not args.smoke else 3, warmup=5 if not args.smoke else 1)
+    wanted = [s.strip() for s in args.sections.split(",") if s.strip()]
+    results: dict = {"sections": wanted, "errors": {}}
+    copy_gbps = None
+    failed = False
+    for section in wanted:
+        print(f"== {section}", flush=True)
+        start = time.perf_counter()
+        try:
+            if section == "env":
+                results["env"] = section_env(device)
+                for key, value in results["env"].items():
+                    print(f"  {key}: {value}")
+            elif section == "check":
+                results["check"] = section_check(device, args.smoke)
+                failed |= bool(results["check"]["failures"])
+            elif section == "copy":
+                results["copy"] = section_copy(device, timer, args.smoke)
+                copy_gbps = results["copy"]["gbps"]
+            elif section in ("softmax", "gelu"):
+                if copy_gbps is None:
+                    results["copy"] = section_copy(device, timer, args.smoke)
+                    copy_gbps = results["copy"]["gbps"]
+                run = section_softmax if section == "softmax" else section_gelu
+                results[section] = run(device, timer, copy_gbps, args.smoke)
+            elif section == "training":
+                results["training"] = section_training(device, timer, args.smoke)
+            else:
+                raise ValueError(f"unknown section {section!r}")
+        except Exception:  # report and go on to the next section; the exit status says it failed
+            failed = True
+            results["errors"][section] = traceback.format_exc()
+            print(results["errors"][section], file=sys.stderr, flush=True)
+        print(f"   ({time.perf_counter() - start:.1f} s)", flush=True)
+        _free(device)
+        write_json(args.json, results)
+    print(f"results written to {args.json}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,212 @@
+"""Weight exchange for the Keras models through the framework-neutral canonical layout (Hugging
+Face BertModel / BertForQuestionAnswering state-dict names, numpy arrays, Linear weights [out, in]),
+strictly in both directions; Hugging Face compatible model directories.
+
+A model's Google-named variables (bert/encoder/layer_0/attention/self/query/kernel, ...) map to
+canonical names with cnbert.checkpoints' Google mapping; task heads map as qa_outputs/kernel <->
+qa_outputs.weight (transposed). Every load goes through cnbert.checkpoints.plan_load, so a
+missing, unexpected or mis-shaped tensor is an error naming it; only a task head absent from a
+pretrained checkpoint may stay freshly initialised, and the report lists it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Mapping
+
+import keras
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
+from cnbert.checkpoints import (
+    ENCODER_PREFIX,
+    CheckpointError,
+    bert_parameter_shapes,
+    check_vocab_size,
+    find_weights,
+    google_to_hf,
+    hf_to_google,
+    load_tf_checkpoint,
+    plan_load,
+    read_pretrained_config,
+)
+from cnbert.tf.heads import TASK_MODELS
+from cnbert.tf.modeling import BertModel
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class LoadReport:
+    """source: the weights file read; loaded: canonical names copied from it; initialised: task
+    head weights it lacked (left freshly initialised); ignored: its keys deliberately unused.
+    The same fields as cnbert.torch.LoadReport."""
+
+    source: str
+    loaded: list[str]
+    initialised: list[str]
+    ignored: list[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Slot:
+    variable: keras.Variable
+    transposed: bool  # the canonical array is the transpose of the variable (kernels)
+
+
+def _slots(model: keras.Model) -> dict[str, _Slot]:
+    """Canonical name -> the model variable holding it."""
+    standalone = isinstance(model, BertModel)
+    encoder = model if standalone else model.bert
+    google_to_canonical = {}
+    for name in bert_parameter_shapes(encoder.config, add_pooling_layer=encoder.pooler is not None):
+        (google_name,) = hf_to_google({name: np.zeros(0)})
+        google_to_canonical[google_name] = ("" if standalone else ENCODER_PREFIX) + name
+    slots = {}
+    for variable in model.weights:
+        # Paths are the Google names (the encoder is named "bert") and head/kernel, head/bias.
+        path = variable.path
+        if path in google_to_canonical:
+            slots[google_to_canonical.pop(path)] = _Slot(variable, path.endswith("/kernel"))
+            continue
+        head, _, leaf = path.partition("/")
+        if head + "." in getattr(model, "head_prefixes", ()) and leaf in ("kernel", "bias"):
+            slots[f"{head}.{'weight' if leaf == 'kernel' else 'bias'}"] = _Slot(variable, leaf == "kernel")
+            continue
+        raise AssertionError(f"model variable {variable.path} has no canonical name")
+    if google_to_canonical:
+        raise AssertionError(f"model lacks variables {sorted(google_to_canonical)}")
+    return slots
+
+
+def canonical_names(model: keras.Model) -> list[str]:
+    """The canonical names of the model's weights, sorted."""
+    return sorted(_slots(model))
+
+
+def canonical_weights(model: keras.Model) -> dict[str, np.ndarray]:
+    """The model's weights as {canonical name: float32 array in the PyTorch layout} (what
+    cnbert.torch models' state_dict() holds, and what save_pretrained writes)."""
+    weights = {}
+    for name, slot in _slots(model).items():
+        value = np.asarray(slot.variable.numpy(), dtype=np.float32)
+        weights[name] = np.ascontiguousarray(value.T) if slot.transposed else value
+    return weights
+
+
+def load_canonical_weights(model: keras.Model, state: Mapping[str, np.ndarray], source: str = "weights",
+                           allow_fresh_heads: bool = True) -> LoadReport:
+    """Copy {canonical name: array} into `model` strictly (see cnbert.checkpoints.plan_load).
+    allow_fresh_heads: task heads may be absent (pretrained encoders); False for fine-tuned models."""
+    slots = _slots(model)
+    expected = {name: tuple(reversed(s.variable.shape)) if s.transposed else tuple(s.variable.shape)
+                for name, s in slots.items()}
+    head_prefixes = getattr(model, "head_prefixes", ()) if allow_fresh_heads else ()
+    plan = plan_load(expected, state, head_prefixes=head_prefixes, source=source)
+    for name, value in plan.tensors.items():
+        slot = slots[name]
+        array = np.asarray(value, dtype=np.float32)
+        slot.variable.assign(array.T if slot.transposed else array)
+    report = LoadReport(source=source, loaded=sorted(plan.tensors), initialised=plan.initialised,
+                        ignored=sorted(plan.ignored))
+    logger.info("%s: loaded %d tensors; ignored %s", source, len(report.loaded), report.ignored or "nothing")
+    if report.initialised:
+        logger.warning("%s: freshly initialised (not in the checkpoint): %s", source, report.initialised)
+    return report
+
+
+def read_canonical_weights(source) -> tuple[dict[str, np.ndarray], str]:
+    """The weights at `source` (a model directory or weights file: safetensors, pytorch_model.bin,
+    Google TF1 checkpoint) as {name: float32 numpy array}, with the path read. TF checkpoints come
+    back under canonical names (google_to_hf); PyTorch pickles need torch (imported only then)."""
+    weights = find_weights(source)
+    path = str(weights.path)
+    if weights.format == "safetensors":
+        state = load_file(path)
+    elif weights.format == "pytorch":
+        state = _read_torch_state_dict(path)
+    else:
+        conversion = google_to_hf(load_tf_checkpoint(weights.path), source=path)
+        if conversion.skipped:
+            logger.info("%s: skipped %d TF variables (optimizer slots, global_step, cls/* heads)",
+                        path, len(conversion.skipped))
+        state = conversion.weights
+    return {name: np.asarray(value, dtype=np.float32) for name, value in state.items()}, path
+
+
+def _read_torch_state_dict(path: str) -> dict[str, np.ndarray]:
+    try:
+        import torch
+    except ImportError:
+        raise CheckpointError(path, "", "is a PyTorch pickle (pytorch_model.bin), which needs torch to read; "
+                                        "install torch or convert it to model.safetensors") from None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(path, "", "expected a flat state dict {name: tensor} (as save_pretrained writes)")
+    return {name: tensor.detach().float().numpy() for name, tensor in state.items()}
+
+
+def load_pretrained(model: keras.Model, source, vocab_file=None) -> LoadReport:
+    """Load a pretrained checkpoint (Hugging Face directory, Google TF1 directory or weights file)
+    into `model` strictly; task heads absent from it stay freshly initialised and are reported.
+    The vocabulary (`vocab_file`, else vocab.txt in a source directory) must have
+    config.vocab_size entries."""
+    source = Path(source)
+    if vocab_file is None and source.is_dir() and (source / "vocab.txt").is_file():
+        vocab_file = source / "vocab.txt"
+    if vocab_file is not None:
+        check_vocab_size(vocab_file, model.config)
+    state, path = read_canonical_weights(source)
+    return load_canonical_weights(model, state, source=path, allow_fresh_heads=True)
+
+
+def load_finetuned(directory, task: str) -> keras.Model:
+    """A task model (cnbert or transformers' BertForQuestionAnswering directory for the span tasks)
+    with every weight, heads included, read from `directory`."""
+    model_class = TASK_MODELS.get(task)
+    if model_class is None:
+        raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASK_MODELS)}")
+    directory = Path(directory)
+    model = model_class(read_pretrained_config(directory))
+    if (directory / "vocab.txt").is_file():
+        check_vocab_size(directory / "vocab.txt", model.config)
+    state, path = read_canonical_weights(directory)
+    load_canonical_weights(model, state, source=path, allow_fresh_heads=False)
+    return model
+
+
+def save_pretrained(model: keras.Model, directory, vocab_file) -> Path:
+    """Write config.json, model.safetensors and vocab.txt as cnbert.torch.save_pretrained does, so
+    the PyTorch model and transformers (BertForQuestionAnswering for a span model) load it.
+    Written into a temporary sibling directory and renamed into place (atomic)."""
+    directory = Path(directory)
+    check_vocab_size(vocab_file, model.config)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+    try:
+        architecture = getattr(model, "hf_architecture", "") or "BertModel"
+        model.config.to_json_file(staging / "config.json", architectures=[architecture])
+        save_file(canonical_weights(model), str(staging / "model.safetensors"), metadata={"format": "pt"})
+        shutil.copyfile(vocab_file, staging / "vocab.txt")
+        replace_directory(staging, directory)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return directory
+
+
+def replace_directory(new: Path, target: Path) -> None:
+    """Move the complete directory `new` to `target`, replacing an existing one only after."""
+    if not target.exists():
+        os.replace(new, target)
+        return
+    if not target.is_dir():
+        raise FileExistsError(f"{target} exists and is not a directory")
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+    os.replace(target, old / target.name)
+    os.replace(new, target)
+    shutil.rmtree(old)

@@ -1,0 +1,32 @@
+"""tf.distribute strategies chosen by name."""
+from __future__ import annotations
+
+import tensorflow as tf
+
+STRATEGIES = ("one_device", "mirrored", "multi_worker_mirrored")
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    """one_device: TF's default strategy (the first GPU when there is one, else the CPU; models
+    built anywhere work with it). mirrored: one replica per local GPU, or per logical CPU device
+    when there is no GPU (tests configure two). multi_worker_mirrored: replicas on every worker
+    of the cluster in TF_CONFIG (a single local worker without it)."""
+    if name == "one_device":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy(devices=[d.name for d in devices])
+    if name == "multi_worker_mirrored":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"unknown distribution strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process is the one that writes (checkpoints, summaries, progress)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    cluster = resolver.cluster_spec().as_dict()
+    if resolver.task_type == "chief":
+        return True
+    return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in cluster

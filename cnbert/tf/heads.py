@@ -1,0 +1,148 @@
+"""Reading-comprehension task models and their losses, mirroring cnbert.torch.heads (same labels,
+same outputs, same loss definitions; see that module's docstring for the label conventions).
+
+Outputs are float32 whatever the precision: "start_logits", "end_logits" [batch, seq] and, for
+CJRC, "class_logits" [batch, 4]. Losses: (CE start + CE end) / 2, plus CE of answer_class for
+CJRC; IGNORE_INDEX (-100) leaves a term out. reduction="mean": each term is a mean over its
+non-ignored features (0 when there are none); reduction="none": one loss per feature, an ignored
+term counting 0.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from cnbert.config import BertConfig
+from cnbert.tf.modeling import CLASS_DROPOUT_SITE, BertModel, Linear, dropout
+
+IGNORE_INDEX = -100
+ANSWER_CLASSES = ("span", "yes", "no", "unknown")
+
+
+class _TaskModel(keras.Model):
+    """An encoder without pooler (named "bert") plus heads; subclasses add heads and outputs.
+
+    Every layer builds itself in the constructor, outside the task model's name scope, so a
+    variable's path is its checkpoint-style name whatever the task model is called:
+    bert/encoder/layer_0/..., qa_outputs/kernel, answer_class/bias.
+    """
+
+    hf_architecture = ""
+    head_prefixes: tuple[str, ...] = ()
+
+    def __init__(self, config: BertConfig, gradient_checkpointing: bool = False, name: str | None = None):
+        super().__init__(name=name)
+        self.config = config
+        self.bert = BertModel(config, add_pooling_layer=False, gradient_checkpointing=gradient_checkpointing)
+        self.qa_outputs = Linear(2, config.initializer_range, name="qa_outputs")
+        self.qa_outputs.build((None, None, config.hidden_size))
+
+    def build(self, input_shape=None):
+        """Nothing left to create: the layers were built in the constructor."""
+
+    def _encode(self, input_ids, attention_mask, token_type_ids, training, dropout_seed):
+        """(sequence output, span logits, the step's dropout seed or None)."""
+        seed = self.bert._dropout_seed(training, dropout_seed)
+        encoded = self.bert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                            training=training, dropout_seed=seed)
+        sequence_output = encoded["sequence_output"]
+        logits = tf.cast(self.qa_outputs(sequence_output), tf.float32)
+        return sequence_output, {"start_logits": logits[..., 0], "end_logits": logits[..., 1]}, seed
+
+
+class BertForSpanExtraction(_TaskModel):
+    """Span extraction (CMRC 2018, DRCD): qa_outputs = Linear(hidden, 2) on every token; canonical
+    names are those of transformers' BertForQuestionAnswering."""
+
+    hf_architecture = "BertForQuestionAnswering"
+    head_prefixes = ("qa_outputs.",)
+
+    def __init__(self, config: BertConfig, gradient_checkpointing: bool = False):
+        super().__init__(config, gradient_checkpointing, name="bert_for_span_extraction")
+        self.build()
+
+    def call(self, input_ids, attention_mask=None, token_type_ids=None, training=False, dropout_seed=None):
+        return self._encode(input_ids, attention_mask, token_type_ids, training, dropout_seed)[1]
+
+
+class BertForCJRC(_TaskModel):
+    """CJRC: the span head plus answer_class = Linear(hidden, 4) over (span, yes, no, unknown) on
+    [CLS]'s final hidden state after dropout (why [CLS] and not the pooler: cnbert.torch.heads)."""
+
+    hf_architecture = "BertForCJRC"
+    head_prefixes = ("qa_outputs.", "answer_class.")
+
+    def __init__(self, config: BertConfig, gradient_checkpointing: bool = False):
+        super().__init__(config, gradient_checkpointing, name="bert_for_cjrc")
+        self.answer_class = Linear(len(ANSWER_CLASSES), config.initializer_range, name="answer_class")
+        self.answer_class.build((None, config.hidden_size))
+        self.build()
+
+    def call(self, input_ids, attention_mask=None, token_type_ids=None, training=False, dropout_seed=None):
+        sequence_output, outputs, seed = self._encode(input_ids, attention_mask, token_type_ids, training,
+                                                      dropout_seed)
+        cls = dropout(sequence_output[:, 0], self.config.hidden_dropout_prob, seed, CLASS_DROPOUT_SITE)
+        outputs["class_logits"] = tf.cast(self.answer_class(cls), tf.float32)
+        return outputs
+
+
+def span_loss(outputs: Mapping[str, tf.Tensor], start_positions, end_positions, reduction: str = "mean") -> tf.Tensor:
+    """(cross-entropy of start + cross-entropy of end) / 2; IGNORE_INDEX positions are left out.
+    Called eagerly, a position outside the window raises ValueError (compiled code relies on
+    check_labels having been run on the data)."""
+    seq_len = outputs["start_logits"].shape[1]
+    start = _cross_entropy(outputs["start_logits"], start_positions, seq_len, "start_positions", reduction)
+    end = _cross_entropy(outputs["end_logits"], end_positions, seq_len, "end_positions", reduction)
+    return (start + end) / 2
+
+
+def cjrc_loss(outputs: Mapping[str, tf.Tensor], start_positions, end_positions, answer_class,
+              reduction: str = "mean") -> tf.Tensor:
+    """span_loss + cross-entropy of answer_class (IGNORE_INDEX entries left out)."""
+    return (span_loss(outputs, start_positions, end_positions, reduction)
+            + _cross_entropy(outputs["class_logits"], answer_class, len(ANSWER_CLASSES), "answer_class", reduction))
+
+
+def check_labels(name: str, values: np.ndarray, num_classes: int) -> None:
+    """Raise ValueError unless every value is in [0, num_classes) or IGNORE_INDEX."""
+    values = np.asarray(values)
+    bad = (values != IGNORE_INDEX) & ((values < 0) | (values >= num_classes))
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        raise ValueError(f"{name} holds {values[bad][:10].tolist()} (rows {rows[:10].tolist()}); values must be in "
+                         f"[0, {num_classes}) or {IGNORE_INDEX} (ignored)")
+
+
+def _cross_entropy(logits, targets, num_classes: int, name: str, reduction: str) -> tf.Tensor:
+    if reduction not in ("mean", "none"):
+        raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+    targets = tf.convert_to_tensor(targets)
+    if not targets.shape.is_compatible_with(logits.shape[:1]) or targets.shape.rank != 1:
+        raise ValueError(f"{name} has shape {tuple(targets.shape)}, expected ({logits.shape[0]},)")
+    if tf.executing_eagerly():
+        check_labels(name, targets.numpy(), num_classes)
+    targets = tf.cast(targets, tf.int32)
+    keep = tf.not_equal(targets, IGNORE_INDEX)
+    per_feature = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.where(keep, targets, 0),
+                                                                 logits=tf.cast(logits, tf.float32))
+    per_feature = tf.where(keep, per_feature, 0.0)
+    if reduction == "none":
+        return per_feature
+    return tf.reduce_sum(per_feature) / tf.maximum(tf.reduce_sum(tf.cast(keep, tf.float32)), 1.0)
+
+
+# Task name -> model class; the label arrays each task's loss reads.
+TASK_MODELS = {"cmrc2018": BertForSpanExtraction, "drcd": BertForSpanExtraction, "cjrc": BertForCJRC}
+TASK_LABELS = {"cmrc2018": ("start_positions", "end_positions"), "drcd": ("start_positions", "end_positions"),
+               "cjrc": ("start_positions", "end_positions", "answer_class")}
+
+
+def task_loss(task: str, outputs: Mapping[str, tf.Tensor], labels: Mapping[str, tf.Tensor],
+              reduction: str = "none") -> tf.Tensor:
+    """The task's loss (per feature by default, as the trainer needs it)."""
+    if task == "cjrc":
+        return cjrc_loss(outputs, labels["start_positions"], labels["end_positions"], labels["answer_class"], reduction)
+    return span_loss(outputs, labels["start_positions"], labels["end_positions"], reduction)

@@ -1,0 +1,73 @@
+"""AdamW and the learning-rate schedule for the TF trainer, matching cnbert.torch.optim."""
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from cnbert.training import TrainingConfig, linear_warmup_decay
+
+
+class LinearWarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """learning_rate × cnbert.training.linear_warmup_decay(step): linear warm-up to the peak, then
+    linear decay to 0 at total_steps."""
+
+    def __init__(self, learning_rate: float, warmup_steps: int, total_steps: int):
+        self.learning_rate = learning_rate
+        self.warmup_steps = warmup_steps
+        self.total_steps = total_steps
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        decay = tf.maximum(0.0, (self.total_steps - step) / max(1, self.total_steps - self.warmup_steps))
+        if self.warmup_steps > 0:
+            decay = tf.where(step < self.warmup_steps, step / self.warmup_steps, decay)
+        return self.learning_rate * decay
+
+    def multiplier(self, step: int) -> float:
+        """The same value in plain Python (the framework-neutral definition)."""
+        return linear_warmup_decay(step, self.warmup_steps, self.total_steps)
+
+    def get_config(self):
+        return {"learning_rate": self.learning_rate, "warmup_steps": self.warmup_steps,
+                "total_steps": self.total_steps}
+
+
+class AdamW(keras.optimizers.AdamW):
+    """keras.optimizers.AdamW with two deliberate differences, so that the TF and PyTorch trainers
+    take the same steps:
+
+    - epsilon is added to the bias-corrected √v̂, as torch.optim.AdamW does. Keras adds it to
+      the uncorrected √v (the "epsilon hat" form), where it acts like ε/√(1-β₂ᵗ) in torch's
+      form: 32× larger at step 1, which visibly changes early updates of small gradients;
+    - gradients reach `apply` already summed over replicas: the trainer all-reduces them first,
+      so that global-norm clipping (done in `apply`) sees the global gradient. Keras's TF
+      backend would otherwise clip each replica's partial gradient and then sum.
+    """
+
+    def update_step(self, gradient, variable, learning_rate):
+        lr = tf.cast(learning_rate, variable.dtype)
+        gradient = tf.cast(gradient, variable.dtype)
+        step = tf.cast(self.iterations + 1, variable.dtype)
+        beta_1, beta_2 = tf.cast(self.beta_1, variable.dtype), tf.cast(self.beta_2, variable.dtype)
+        m = self._momentums[self._get_variable_index(variable)]
+        v = self._velocities[self._get_variable_index(variable)]
+        self.assign_add(m, (gradient - m) * (1 - beta_1))
+        self.assign_add(v, (tf.square(gradient) - v) * (1 - beta_2))
+        denominator = tf.sqrt(v) / tf.sqrt(1 - tf.pow(beta_2, step)) + tf.cast(self.epsilon, variable.dtype)
+        self.assign_sub(variable, (lr / (1 - tf.pow(beta_1, step))) * m / denominator)
+
+    def _all_reduce_sum_gradients(self, grads_and_vars):
+        return list(grads_and_vars)
+
+
+def build_optimizer(config: TrainingConfig, variables, learning_rate):
+    """AdamW (weight decay on matrices only: biases and LayerNorm gamma/beta, the 1-D variables,
+    are excluded, as in cnbert.torch.optim.no_decay), global-norm clipping, and a loss-scale
+    wrapper for fp16. `learning_rate`: a float, schedule or zero-argument callable."""
+    optimizer = AdamW(learning_rate=learning_rate, weight_decay=config.weight_decay, beta_1=0.9, beta_2=0.999,
+                      epsilon=config.adam_epsilon, global_clipnorm=config.max_grad_norm or None)
+    optimizer.exclude_from_weight_decay(var_list=[v for v in variables if len(v.shape) == 1])
+    if config.precision == "fp16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    optimizer.build(variables)
+    return optimizer

@@ -1,0 +1,340 @@
+"""The TensorFlow training loop, with the semantics of cnbert.torch.trainer: the same batch plan
+(cnbert.training), loss normalisation, AdamW + schedule + global-norm clipping, non-finite-loss
+guard, best-evaluation choice, TensorBoard and progress bar.
+
+How it maps onto tf.distribute: each replica is one "process" of the batch plan (its rank is the
+replica id), so a global batch is split over replicas and accumulation micro-steps exactly as the
+PyTorch trainer splits it over processes. Micro-batches are padded to one fixed size with
+zero-weight rows, so a whole run compiles the training step once (XLA compiles per shape).
+Per-replica gradients are summed with one all-reduce before the optimizer clips and applies them.
+
+Under a mirrored strategy the trainer trains a copy of the model built under the strategy's
+scope (Keras variables cannot be re-homed); the caller's model receives the trained weights
+before every on_new_best call and at the end of fit, as the PyTorch model is trained in place.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections.abc import Callable, Mapping
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tqdm.auto import tqdm
+
+from cnbert.tf.distribute import is_chief, make_strategy
+from cnbert.tf.heads import TASK_LABELS, TASK_MODELS, check_labels, task_loss, ANSWER_CLASSES
+from cnbert.tf.modeling import set_gradient_checkpointing, set_precision
+from cnbert.tf.optim import LinearWarmupDecay, build_optimizer
+from cnbert.training import TrainingConfig, global_batches, micro_batches
+
+log = logging.getLogger(__name__)
+
+INPUT_NAMES = ("input_ids", "token_type_ids", "attention_mask")
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training stopped because the loss stayed NaN/inf; earlier checkpoints are untouched."""
+
+
+@dataclasses.dataclass
+class FitResult:
+    best_metrics: dict | None
+    best_step: int | None
+    evaluations: list[dict]          # every evaluation, with its "step"
+    losses: list[tuple[int, float]]  # (optimizer step, mean training loss of that step)
+
+
+class Trainer:
+    """Trains a task model (cnbert.tf.heads) on numpy feature arrays.
+
+    task: "cmrc2018", "drcd" or "cjrc" (chooses the loss and the label arrays). strategy_name:
+    "one_device", "mirrored" or "multi_worker_mirrored". jit_compile: compile the training and
+    prediction steps with XLA.
+    """
+
+    def __init__(self, model: keras.Model, training_config: TrainingConfig, task: str,
+                 strategy_name: str = "one_device", log_dir=None, show_progress: bool = True,
+                 jit_compile: bool = True):
+        if task not in TASK_MODELS:
+            raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASK_MODELS)}")
+        if not isinstance(model, TASK_MODELS[task]):
+            raise TypeError(f"task {task!r} needs a {TASK_MODELS[task].__name__}, got {type(model).__name__}")
+        self.model = model
+        self.config = training_config
+        self.task = task
+        self.label_names = TASK_LABELS[task]
+        self.strategy = make_strategy(strategy_name)
+        self.distributed = strategy_name != "one_device"
+        self.replicas = self.strategy.num_replicas_in_sync
+        self.is_chief = is_chief(self.strategy)
+        self.log_dir = log_dir
+        self.show_progress = show_progress and self.is_chief
+        self.jit_compile = jit_compile
+        self._configure(model)
+        if self.distributed:
+            with self.strategy.scope():
+                self._model = type(model)(model.config)
+            self._configure(self._model)
+        else:
+            self._model = model
+        self._predict_step = None
+
+    def _configure(self, model: keras.Model) -> None:
+        set_precision(model, self.config.precision)
+        set_gradient_checkpointing(model, self.config.gradient_checkpointing)
+
+    # ---- weights between the caller's model and the replicated copy ---------------------------
+
+    def _copy_weights(self, source: keras.Model, target: keras.Model) -> None:
+        if source is target:
+            return
+        for src, dst in zip(source.weights, target.weights, strict=True):
+            if src.path != dst.path:
+                raise AssertionError(f"model copies disagree: {src.path} vs {dst.path}")
+            dst.assign(src.value)
+
+    # ---- training -----------------------------------------------------------------------------
+
+    def fit(self, train: Mapping[str, np.ndarray], evaluate: Callable[[], dict] | None = None,
+            criterion: Callable[[dict], float] | None = None,
+            on_new_best: Callable[[dict], None] | None = None) -> FitResult:
+        """Train for config.num_train_epochs. `evaluate()` runs on every worker and returns the
+        same metrics everywhere; the best evaluation is the one with the highest `criterion`
+        (ties keep the earlier); `on_new_best(metrics)` runs on the chief only, after the
+        caller's model has received the current weights."""
+        cfg, replicas = self.config, self.replicas
+        arrays = self._checked_arrays(train, INPUT_NAMES + self.label_names)
+        num_examples = len(arrays["input_ids"])
+        accum = cfg.gradient_accumulation_steps
+        if num_examples < replicas * accum:
+            raise ValueError(f"{num_examples} training features cannot fill {replicas} replicas × {accum} micro-steps")
+        if cfg.train_batch_size < replicas * accum:
+            raise ValueError(f"train_batch_size {cfg.train_batch_size} is smaller than replicas × accumulation "
+                             f"steps ({replicas} × {accum})")
+        steps_per_epoch = cfg.steps_per_epoch(num_examples, replicas)
+        total_steps = cfg.total_steps(num_examples, replicas)
+        eval_interval = cfg.eval_interval(steps_per_epoch)
+        schedule = LinearWarmupDecay(cfg.learning_rate, cfg.warmup_steps(total_steps), total_steps)
+        micro_size = math.ceil(math.ceil(cfg.train_batch_size / replicas) / accum)
+
+        keras.utils.set_random_seed(cfg.seed)
+        self._copy_weights(self.model, self._model)
+        with self.strategy.scope():
+            # The schedule follows the trainer's step count (as torch's LambdaLR does), not the
+            # optimizer's, which does not advance on steps skipped for a non-finite loss.
+            schedule_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="schedule_step")
+            optimizer = build_optimizer(cfg, self._model.trainable_variables, lambda: schedule(schedule_step))
+        grad_step, apply_step = self._compile_train_step(optimizer, accum)
+
+        writer = tf.summary.create_file_writer(str(self.log_dir)) if self.log_dir and self.is_chief else None
+        result = FitResult(None, None, [], [])
+        best_score = -math.inf
+        nonfinite_run = 0
+        progress = tqdm(total=total_steps, desc="train", disable=not self.show_progress, dynamic_ncols=True)
+        try:
+            step, epoch = 0, 0
+            while step < total_steps:
+                for batch_index in global_batches(num_examples, cfg.train_batch_size, cfg.seed, epoch, replicas * accum):
+                    batch, weights, seeds = self._replica_inputs(arrays, batch_index, step, micro_size)
+                    loss_sum, grads = grad_step(batch, weights, seeds, tf.constant(len(batch_index), tf.float32))
+                    loss_value = float(loss_sum) / len(batch_index)
+                    finite = math.isfinite(loss_value)
+                    if finite or cfg.precision == "fp16":  # with fp16 the loss-scale optimizer skips it and lowers the scale
+                        schedule_step.assign(step)
+                        apply_step(grads)
+                    if finite:
+                        nonfinite_run = 0
+                    else:
+                        nonfinite_run += 1
+                        log.warning("non-finite training loss at step %d (%d in a row)", step + 1, nonfinite_run)
+                        if nonfinite_run >= cfg.max_consecutive_nonfinite:
+                            raise NonFiniteLossError(
+                                f"training loss was NaN/inf for {nonfinite_run} consecutive steps (last at step {step + 1}); "
+                                f"stopped. The best checkpoint saved so far (step {result.best_step}) is kept. "
+                                "Try a lower learning rate, bf16 instead of fp16, or check the input data.")
+                    step += 1
+                    lr = cfg.learning_rate * schedule.multiplier(step)
+                    result.losses.append((step, loss_value))
+                    progress.update(1)
+                    progress.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
+                    if writer and (step % cfg.logging_steps == 0 or step == 1):
+                        with writer.as_default():
+                            tf.summary.scalar("train/loss", loss_value, step=step)
+                            tf.summary.scalar("train/learning_rate", lr, step=step)
+                    last = step == total_steps
+                    if evaluate and (last or (eval_interval and step % eval_interval == 0)):
+                        metrics = dict(evaluate(), step=step)
+                        result.evaluations.append(metrics)
+                        score = criterion(metrics) if criterion else 0.0
+                        if writer:
+                            with writer.as_default():
+                                for key, value in metrics.items():
+                                    if isinstance(value, (int, float)) and key != "step":
+                                        tf.summary.scalar(f"eval/{key}", value, step=step)
+                        if score > best_score:
+                            best_score, result.best_metrics, result.best_step = score, metrics, step
+                            if on_new_best and self.is_chief:
+                                self._copy_weights(self._model, self.model)
+                                on_new_best(metrics)
+                    if last:
+                        break
+                epoch += 1
+        finally:
+            progress.close()
+            if writer:
+                writer.close()
+            self._copy_weights(self._model, self.model)
+        return result
+
+    def _replica_inputs(self, arrays, batch_index, step: int, micro_size: int):
+        """Per-replica [accum, micro_size, ...] arrays of this step's micro-batches (zero rows of
+        weight 0 fill short ones), their weights, and one dropout seed per micro-batch."""
+        accum, replicas = self.config.gradient_accumulation_steps, self.replicas
+
+        def for_replica(rank):
+            batch = {name: np.zeros((accum, micro_size) + arrays[name].shape[1:], arrays[name].dtype) for name in arrays}
+            weights = np.zeros((accum, micro_size), np.float32)
+            for i, index in enumerate(micro_batches(batch_index, rank, replicas, accum)):
+                for name, array in arrays.items():
+                    batch[name][i, :len(index)] = array[index]
+                weights[i, :len(index)] = 1.0
+            seeds = np.array([[self.config.seed, (step * replicas + rank) * accum + i] for i in range(accum)], np.int64)
+            return batch, weights, seeds
+
+        if not self.distributed:
+            return for_replica(0)
+        parts = {}
+
+        def component(context, which):
+            rank = context.replica_id_in_sync_group
+            if rank not in parts:
+                parts[rank] = for_replica(rank)
+            return parts[rank][which]
+
+        return tuple(self.strategy.experimental_distribute_values_from_function(
+            lambda context, which=which: component(context, which)) for which in range(3))
+
+    def _compile_train_step(self, optimizer, accum: int):
+        model, task, strategy = self._model, self.task, self.strategy
+        variables = model.trainable_variables
+        fp16 = self.config.precision == "fp16"
+        all_reduce = self.replicas > 1
+
+        def micro_step(batch, weights, seed, global_batch_size):
+            with tf.GradientTape() as tape:
+                outputs = model(batch["input_ids"], attention_mask=batch["attention_mask"],
+                                token_type_ids=batch["token_type_ids"], training=True, dropout_seed=seed)
+                loss_sum = tf.reduce_sum(task_loss(task, outputs, batch, "none") * weights)
+                # sum / global batch: summed over micro-steps and replicas this is the global mean
+                loss = loss_sum / global_batch_size
+                if fp16:
+                    loss = optimizer.scale_loss(loss)
+            grads = tape.gradient(loss, variables)
+            return loss_sum, [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g) for g, v in zip(grads, variables)]
+
+        @tf.function(jit_compile=self.jit_compile)
+        def accumulate(batch, weights, seeds, global_batch_size):
+            if accum == 1:
+                return micro_step({name: values[0] for name, values in batch.items()}, weights[0], seeds[0],
+                                  global_batch_size)
+            # One loop body, so the model is traced (and compiled) once whatever the accumulation.
+            loss_sum, grads = tf.zeros([]), [tf.zeros(v.shape, tf.float32) for v in variables]
+            for i in tf.range(accum):
+                micro = {name: values[i] for name, values in batch.items()}
+                more_loss, more_grads = micro_step(micro, weights[i], seeds[i], global_batch_size)
+                loss_sum += more_loss
+                grads = [g + h for g, h in zip(grads, more_grads)]
+            return loss_sum, grads
+
+        @tf.function
+        def grad_step(batch, weights, seeds, global_batch_size):
+            def replica_step(batch, weights, seeds):
+                loss_sum, grads = accumulate(batch, weights, seeds, global_batch_size)
+                if all_reduce:
+                    grads = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, grads)
+                return loss_sum, grads
+
+            loss_sums, grads = strategy.run(replica_step, args=(batch, weights, seeds))
+            return strategy.reduce(tf.distribute.ReduceOp.SUM, loss_sums, axis=None), grads
+
+        @tf.function(jit_compile=self.jit_compile and not self.distributed)
+        def apply_step(grads):
+            strategy.run(optimizer.apply, args=(grads,))
+
+        return grad_step, apply_step
+
+    # ---- prediction ---------------------------------------------------------------------------
+
+    def predict(self, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Model outputs (float32 numpy) for every row of `arrays`, in order: "start_logits",
+        "end_logits" and, for CJRC, "class_logits". Each replica runs eval_batch_size rows per
+        step (the last step is padded, so prediction compiles once)."""
+        inputs = self._checked_arrays(arrays, INPUT_NAMES)
+        num_rows = len(inputs["input_ids"])
+        if num_rows == 0:
+            raise ValueError("predict() got no rows")
+        self._copy_weights(self.model, self._model)
+        per_replica, replicas = self.config.eval_batch_size, self.replicas
+        chunk = per_replica * replicas
+        step = self._compiled_predict_step()
+        pieces: dict[str, list[np.ndarray]] = {}
+        for start in range(0, num_rows, chunk):
+            rows = min(chunk, num_rows - start)
+            padded = {name: np.zeros((chunk,) + a.shape[1:], a.dtype) for name, a in inputs.items()}
+            for name, array in inputs.items():
+                padded[name][:rows] = array[start:start + rows]
+            if self.distributed:
+                batch = self.strategy.experimental_distribute_values_from_function(
+                    lambda context: {name: a[context.replica_id_in_sync_group * per_replica:][:per_replica]
+                                     for name, a in padded.items()})
+            else:
+                batch = padded
+            for key, value in step(batch).items():
+                pieces.setdefault(key, []).append(value.numpy()[:rows])
+        return {key: np.concatenate(parts).astype(np.float32, copy=False) for key, parts in pieces.items()}
+
+    def _compiled_predict_step(self):
+        if self._predict_step is None:
+            model, strategy, distributed = self._model, self.strategy, self.distributed
+
+            @tf.function(jit_compile=self.jit_compile)
+            def forward(batch):
+                return model(batch["input_ids"], attention_mask=batch["attention_mask"],
+                             token_type_ids=batch["token_type_ids"], training=False)
+
+            @tf.function
+            def predict_step(batch):
+                outputs = strategy.run(forward, args=(batch,))
+                if distributed:  # every replica's rows, in replica order, on every worker
+                    return {key: strategy.gather(value, axis=0) for key, value in outputs.items()}
+                return outputs
+
+            self._predict_step = predict_step
+        return self._predict_step
+
+    # ---- input checks -------------------------------------------------------------------------
+
+    def _checked_arrays(self, arrays: Mapping[str, np.ndarray], names) -> dict[str, np.ndarray]:
+        """The named arrays as int32, after checking presence, shapes and label ranges."""
+        missing = [name for name in names if name not in arrays]
+        if missing:
+            raise ValueError(f"feature arrays lack {missing} (have {sorted(arrays)})")
+        checked = {name: np.asarray(arrays[name]) for name in names}
+        input_ids = checked["input_ids"]
+        if input_ids.ndim != 2:
+            raise ValueError(f"input_ids must be [features, seq], got shape {input_ids.shape}")
+        for name, array in checked.items():
+            want = input_ids.shape if name in INPUT_NAMES else input_ids.shape[:1]
+            if array.shape != want:
+                raise ValueError(f"{name} has shape {array.shape}, expected {want}")
+            if not np.issubdtype(array.dtype, np.integer):
+                raise ValueError(f"{name} must hold integers, got {array.dtype}")
+        for name in ("start_positions", "end_positions"):
+            if name in checked:
+                check_labels(name, checked[name], input_ids.shape[1])
+        if "answer_class" in checked:
+            check_labels("answer_class", checked["answer_class"], len(ANSWER_CLASSES))
+        return {name: array.astype(np.int32, copy=False) for name, array in checked.items()}

@@ -1,0 +1,197 @@
+"""ALBERT in PyTorch, in both checkpoint layouts users bring (cnbert.config.ALBERT_EMBEDDING_LAYOUTS):
+
+- "albert" (Google ALBERT): state-dict names and shapes are exactly Hugging Face AlbertModel's, so
+  HF directories load unchanged and cnbert's saved directories load in transformers.
+- "factorized_word" (brightmart albert_zh, which the original list's albert_large results used):
+  cnbert's own names (cnbert.checkpoints.albert_layout), BERT's parts with one shared layer.
+
+The reading-comprehension heads are cnbert.torch.heads' own, on top of either encoder.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from cnbert.checkpoints.albert_layout import ALBERT_PRETRAINING_HEAD_PREFIXES
+from cnbert.config import AlbertConfig, ConfigError
+from cnbert.torch.heads import BertForCJRC, BertForSpanExtraction
+from cnbert.torch.modeling import (
+    ACTIVATIONS,
+    BertEmbeddings,
+    BertLayer,
+    BertPooler,
+    BertSelfAttention,
+    EncoderOutput,
+    init_bert_weights,
+    key_padding_mask_of,
+)
+
+# `architectures` written for the factorized layout: no transformers class has these names.
+_FACTORIZED_PREFIX = "CnbertFactorizedAlbert"
+
+
+class FactorizedWordEmbeddings(BertEmbeddings):
+    """brightmart albert_zh embeddings: the [V, E] word table, projected to H by `word_embeddings_2`
+    (no bias), plus H-wide token-type and position embeddings, then the H-wide LayerNorm."""
+
+    def __init__(self, config: AlbertConfig):
+        super().__init__(config, word_width=config.embedding_size)
+        self.word_embeddings_2 = nn.Linear(config.embedding_size, config.hidden_size, bias=False)
+
+    def embed_words(self, input_ids):
+        return self.word_embeddings_2(self.word_embeddings(input_ids))
+
+
+class SharedLayerEncoder(nn.Module):
+    """brightmart albert_zh encoder: one BERT layer, `layer_shared`, applied num_hidden_layers times."""
+
+    def __init__(self, config: AlbertConfig):
+        super().__init__()
+        self.num_layers = config.num_hidden_layers
+        self.layer_shared = BertLayer(config)
+
+    def forward(self, hidden_states, key_padding_mask):
+        for _ in range(self.num_layers):
+            hidden_states = self.layer_shared(hidden_states, key_padding_mask)
+        return hidden_states
+
+
+class AlbertAttention(BertSelfAttention):
+    """Self-attention with its output projection and post-LayerNorm in one module, as HF names them:
+    attention.{query,key,value,dense,LayerNorm}."""
+
+    def __init__(self, config: AlbertConfig):
+        super().__init__(config)
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.output_dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states, key_padding_mask):
+        context = super().forward(hidden_states, key_padding_mask)
+        return self.LayerNorm(self.output_dropout(self.dense(context)))
+
+
+class AlbertLayer(nn.Module):
+    def __init__(self, config: AlbertConfig):
+        super().__init__()
+        self.full_layer_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.attention = AlbertAttention(config)
+        self.ffn = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.ffn_output = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.activation = ACTIVATIONS[config.hidden_act]
+        # Google ALBERT drops out the FFN output before the residual (attention_ffn_block);
+        # transformers leaves it out. Both agree outside training.
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states, key_padding_mask):
+        attended = self.attention(hidden_states, key_padding_mask)
+        ffn_output = self.ffn_output(self.activation(self.ffn(attended)))
+        return self.full_layer_layer_norm(self.dropout(ffn_output) + attended)
+
+
+class AlbertLayerGroup(nn.Module):
+    def __init__(self, config: AlbertConfig):
+        super().__init__()
+        self.albert_layers = nn.ModuleList(AlbertLayer(config) for _ in range(config.inner_group_num))
+
+    def forward(self, hidden_states, key_padding_mask):
+        for layer in self.albert_layers:
+            hidden_states = layer(hidden_states, key_padding_mask)
+        return hidden_states
+
+
+class AlbertTransformer(nn.Module):
+    """Maps the E-wide embeddings to H, then runs num_hidden_layers layers drawn from the groups."""
+
+    def __init__(self, config: AlbertConfig):
+        super().__init__()
+        self.num_layers, self.num_groups = config.num_hidden_layers, config.num_hidden_groups
+        self.embedding_hidden_mapping_in = nn.Linear(config.embedding_size, config.hidden_size)
+        self.albert_layer_groups = nn.ModuleList(AlbertLayerGroup(config) for _ in range(config.num_hidden_groups))
+
+    def forward(self, embeddings, key_padding_mask):
+        hidden_states = self.embedding_hidden_mapping_in(embeddings)
+        for i in range(self.num_layers):
+            # Layer i belongs to group floor(i * groups / layers), computed exactly (Google writes
+            # int(i / layers * groups), transformers int(i / (layers / groups)); all agree when the
+            # groups divide the layers, as in every released checkpoint).
+            group = self.albert_layer_groups[i * self.num_groups // self.num_layers]
+            hidden_states = group(hidden_states, key_padding_mask)
+        return hidden_states
+
+
+class AlbertPooler(nn.Linear):
+    """tanh(Linear([CLS] hidden state)); a bare Linear named `pooler`, as in HF AlbertModel."""
+
+    def __init__(self, config: AlbertConfig):
+        super().__init__(config.hidden_size, config.hidden_size)
+
+    def forward(self, sequence_output):
+        return torch.tanh(super().forward(sequence_output[:, 0]))
+
+
+class AlbertModel(nn.Module):
+    """The ALBERT encoder for config.embedding_layout; same inputs and EncoderOutput as BertModel."""
+
+    base_model_prefix = "albert"
+    pretraining_head_prefixes = ALBERT_PRETRAINING_HEAD_PREFIXES
+
+    def __init__(self, config: AlbertConfig, add_pooling_layer: bool = True):
+        if not isinstance(config, AlbertConfig):
+            raise ConfigError(f"AlbertModel needs an AlbertConfig, got {type(config).__name__}")
+        super().__init__()
+        self.config = config
+        if config.embedding_layout == "albert":
+            self.embeddings = BertEmbeddings(config, width=config.embedding_size)
+            self.encoder = AlbertTransformer(config)
+            self.pooler = AlbertPooler(config) if add_pooling_layer else None
+        else:
+            self.embeddings = FactorizedWordEmbeddings(config)
+            self.encoder = SharedLayerEncoder(config)
+            self.pooler = BertPooler(config) if add_pooling_layer else None
+        init_bert_weights(self, config.initializer_range)
+
+    @property
+    def hf_architecture(self) -> str:
+        return "AlbertModel" if self.config.embedding_layout == "albert" else f"{_FACTORIZED_PREFIX}Model"
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None) -> EncoderOutput:
+        """As BertModel.forward: [batch, seq] integer tensors; attention_mask 1 = token, 0 = padding."""
+        key_padding_mask = key_padding_mask_of(input_ids, attention_mask, token_type_ids)
+        hidden = self.embeddings(input_ids, token_type_ids, position_ids)
+        sequence_output = self.encoder(hidden, key_padding_mask)
+        pooled = self.pooler(sequence_output) if self.pooler is not None else None
+        return EncoderOutput(sequence_output, pooled)
+
+
+class AlbertForSpanExtraction(BertForSpanExtraction):
+    """BertForSpanExtraction's head on ALBERT; in the "albert" layout its state dict is that of
+    transformers' AlbertForQuestionAnswering."""
+
+    base_model_prefix = "albert"
+    pretraining_head_prefixes = ALBERT_PRETRAINING_HEAD_PREFIXES
+
+    @staticmethod
+    def build_encoder(config: AlbertConfig) -> nn.Module:
+        return AlbertModel(config, add_pooling_layer=False)
+
+    @property
+    def hf_architecture(self) -> str:
+        if self.config.embedding_layout == "albert":
+            return "AlbertForQuestionAnswering"
+        return f"{_FACTORIZED_PREFIX}ForSpanExtraction"
+
+
+class AlbertForCJRC(BertForCJRC):
+    """BertForCJRC's span and answer-class heads on ALBERT."""
+
+    base_model_prefix = "albert"
+    pretraining_head_prefixes = ALBERT_PRETRAINING_HEAD_PREFIXES
+
+    @staticmethod
+    def build_encoder(config: AlbertConfig) -> nn.Module:
+        return AlbertModel(config, add_pooling_layer=False)
+
+    @property
+    def hf_architecture(self) -> str:
+        return "AlbertForCJRC" if self.config.embedding_layout == "albert" else f"{_FACTORIZED_PREFIX}ForCJRC"

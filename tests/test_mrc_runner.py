@@ -1,0 +1,184 @@
+"""cnbert-mrc end to end on CPU: it learns on real CMRC 2018 data, two DDP processes match one,
+bad flags fail up front, and predict mode answers with the saved model."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO, data_file
+
+from cnbert.config import BertConfig
+from cnbert.data import FeatureConfig, build_features, postprocess_predictions, read_cmrc2018
+from cnbert.eval.cmrc_metric import evaluate_cmrc
+from cnbert.torch import backend
+from cnbert.training import TrainingConfig
+
+TINY = {"model_type": "bert", "vocab_size": 21128, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+        "intermediate_size": 128, "max_position_embeddings": 128, "hidden_dropout_prob": 0.0,
+        "attention_probs_dropout_prob": 0.0}
+SIZES = ["--max_seq_length=128", "--doc_stride=64", "--max_query_length=32"]
+
+
+def run_cli(args, torchrun_procs=0, check=True):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    if torchrun_procs:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={torchrun_procs}",
+               "-m", "cnbert.runners.mrc"]
+    else:
+        cmd = [sys.executable, "-m", "cnbert.runners.mrc"]
+    proc = subprocess.run(cmd + ["--noprogress", "--device=cpu"] + args, capture_output=True, text=True, env=env,
+                          cwd=REPO, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\nSTDOUT:\n{proc.stdout[-3000:]}\nSTDERR:\n{proc.stderr[-5000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def tiny_config(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cfg") / "tiny_bert_config.json"
+    path.write_text(json.dumps(TINY))
+    return path
+
+
+@pytest.fixture(scope="module")
+def cmrc_slice(tmp_path_factory):
+    """The first 10 passages (44 questions) of the real CMRC 2018 training set."""
+    data = json.loads(data_file("cmrc2018/cmrc2018_train.json").read_text(encoding="utf-8"))
+    path = tmp_path_factory.mktemp("data") / "cmrc_slice.json"
+    path.write_text(json.dumps({"version": data["version"], "data": data["data"][:10]}, ensure_ascii=False),
+                    encoding="utf-8")
+    return path
+
+
+def untrained_f1(config_path, data_path):
+    """F1 of the runner's initial weights (init_seed 0) on `data_path`, computed in-process."""
+    config = BertConfig.from_json_file(config_path)
+    examples = read_cmrc2018(data_path).examples
+    features = build_features(examples, backend_tokenizer(), FeatureConfig(128, 32, 64), training=False)
+    backend.seed_everything(0)
+    model, _ = backend.create_model("cmrc2018", config)
+    out = backend.Trainer(model, TrainingConfig(), "cmrc2018", show_progress=False).predict(features.model_arrays())
+    answers = postprocess_predictions(examples, features, out["start_logits"], out["end_logits"]).answers
+    return evaluate_cmrc(json.loads(Path(data_path).read_text(encoding="utf-8")), answers)["F1"]
+
+
+def backend_tokenizer():
+    from cnbert.tokenization import ChineseBertTokenizer
+    return ChineseBertTokenizer()
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, tiny_config, cmrc_slice):
+    out = tmp_path_factory.mktemp("run") / "out"
+    proc = run_cli(["--task=cmrc2018", f"--bert_config_file={tiny_config}", f"--train_file={cmrc_slice}",
+                    f"--dev_file={cmrc_slice}", f"--output_dir={out}", *SIZES, "--num_train_epochs=12",
+                    "--train_batch_size=16", "--learning_rate=5e-3", "--warmup_proportion=0.1", "--eval_every=0.5",
+                    "--seeds=123"])
+    return out, proc
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_fine_tuning_on_real_cmrc_data_lowers_the_loss_and_lifts_training_f1(trained_run, tiny_config, cmrc_slice):
+    out, proc = trained_run
+    assert "RANDOMLY INITIALISED" in proc.stdout
+    history = json.loads((out / "seed_123" / "training_history.json").read_text())
+    losses = [loss for _, loss in history["losses"]]
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
+    report = json.loads((out / "report.json").read_text())
+    before = untrained_f1(tiny_config, cmrc_slice)
+    assert before < 25.0, before
+    assert report["seeds"]["123"]["F1"] > before + 30.0
+    # the saved artefacts agree with each other
+    eval_results = json.loads((out / "seed_123" / "eval_results.json").read_text())
+    assert eval_results["F1"] == pytest.approx(report["seeds"]["123"]["F1"])
+    predictions = json.loads((out / "seed_123" / "predictions.json").read_text(encoding="utf-8"))
+    gold = json.loads(cmrc_slice.read_text(encoding="utf-8"))
+    assert evaluate_cmrc(gold, predictions)["F1"] == pytest.approx(eval_results["F1"])
+    assert "| mean (max) |" in (out / "report.md").read_text()
+    flags_file = (out / "flags.txt").read_text()
+    assert "--learning_rate=0.005" in flags_file and "--seeds=123" in flags_file
+    assert list((out / "seed_123" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_predict_mode_answers_from_the_saved_model(trained_run, tmp_path, cmrc_slice):
+    out, _ = trained_run
+    model_dir = out / "seed_123" / "best_model"
+    gold = json.loads(cmrc_slice.read_text(encoding="utf-8"))
+    paragraph = gold["data"][0]["paragraphs"][0]
+    qa = paragraph["qas"][0]
+    proc = run_cli(["--mode=predict", "--task=cmrc2018", f"--model_dir={model_dir}", *SIZES,
+                    f"--question={qa['question']}", f"--context={paragraph['context']}"])
+    answer = json.loads(proc.stdout.strip().splitlines()[-1])["answer"]
+    assert answer and answer in paragraph["context"]
+    # the file form agrees with what training wrote for the same model
+    run_cli(["--mode=predict", "--task=cmrc2018", f"--model_dir={model_dir}", *SIZES,
+             f"--predict_file={cmrc_slice}", f"--output_dir={tmp_path}"])
+    predicted = json.loads((tmp_path / "predictions.json").read_text(encoding="utf-8"))
+    during_training = json.loads((out / "seed_123" / "predictions.json").read_text(encoding="utf-8"))
+    assert predicted == during_training
+    assert predicted[qa["id"]] == answer
+
+
+@pytest.mark.slow
+def test_two_ddp_processes_match_one_process_with_the_same_global_batch(tmp_path, tiny_config):
+    sample = REPO / "tests" / "fixtures" / "mrc_cmrc2018_sample.json"
+    common = ["--task=cmrc2018", f"--bert_config_file={tiny_config}", f"--train_file={sample}",
+              f"--dev_file={sample}", *SIZES, "--num_train_epochs=2", "--train_batch_size=8",
+              "--learning_rate=2e-3", "--eval_every=0.5", "--seeds=123"]
+    run_cli(common + [f"--output_dir={tmp_path / 'one'}"])
+    run_cli(common + [f"--output_dir={tmp_path / 'two'}"], torchrun_procs=2)
+    one = json.loads((tmp_path / "one" / "seed_123" / "training_history.json").read_text())
+    two = json.loads((tmp_path / "two" / "seed_123" / "training_history.json").read_text())
+    # float reduction order differs between one and two processes, nothing else
+    np.testing.assert_allclose([l for _, l in two["losses"]], [l for _, l in one["losses"]], rtol=1e-4)
+    assert len(one["evaluations"]) == len(two["evaluations"]) >= 2
+    for a, b in zip(one["evaluations"], two["evaluations"]):
+        assert (a["step"], a["TOTAL"]) == (b["step"], b["TOTAL"])
+        assert a["F1"] == pytest.approx(b["F1"], abs=1e-6) and a["EM"] == pytest.approx(b["EM"], abs=1e-6)
+    assert json.loads((tmp_path / "two" / "report.json").read_text())["seeds"] == \
+        json.loads((tmp_path / "one" / "report.json").read_text())["seeds"]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--doc_stride=200"], "doc_stride"),
+    (["--max_seq_length=256", "--doc_stride=64"], "exceeds the model's max_position_embeddings=128"),
+    (["--seeds=1,x"], "--seeds must be integers"),
+    (["--train_file=/nonexistent.json"], "--train_file=/nonexistent.json: no such file"),
+    (["--learning_rate=-1"], "learning_rate must be > 0"),
+    (["--framework=mxnet"], "framework"),
+])
+def test_bad_flags_fail_before_any_work(tmp_path, tiny_config, extra, message):
+    sample = REPO / "tests" / "fixtures" / "mrc_cmrc2018_sample.json"
+    args = ["--task=cmrc2018", f"--bert_config_file={tiny_config}", f"--train_file={sample}", f"--dev_file={sample}",
+            f"--output_dir={tmp_path / 'out'}", "--max_seq_length=128", "--max_query_length=32", "--doc_stride=64"]
+    proc = run_cli(args + extra, check=False)
+    assert proc.returncode != 0
+    assert message in proc.stderr + proc.stdout
+    assert not (tmp_path / "out").exists()
+
+
+def test_non_empty_output_dir_and_checkpoint_without_vocab_are_refused(tmp_path, tiny_config):
+    sample = REPO / "tests" / "fixtures" / "mrc_cmrc2018_sample.json"
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("keep me")
+    args = ["--task=cmrc2018", f"--train_file={sample}", f"--dev_file={sample}", f"--output_dir={out}", *SIZES]
+    proc = run_cli(args + [f"--bert_config_file={tiny_config}"], check=False)
+    assert proc.returncode != 0 and "is not empty; pass --overwrite_output_dir" in proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["old.txt"]
+
+    checkpoint = tmp_path / "ckpt"
+    torch.manual_seed(0)
+    model, _ = backend.create_model("cmrc2018", BertConfig.from_dict(TINY))
+    backend.save_pretrained(model, checkpoint, REPO / "cnbert" / "resources" / "vocab.txt")
+    (checkpoint / "vocab.txt").unlink()
+    proc = run_cli(args + [f"--init_checkpoint={checkpoint}", "--overwrite_output_dir"], check=False)
+    assert proc.returncode != 0 and "has no vocab.txt; pass --vocab_file" in proc.stderr
