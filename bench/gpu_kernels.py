@@ -467,6 +467,43 @@ def _free(device: str) -> None:
         torch.cuda.empty_cache()
 
 
+def summary_tables(results: dict) -> str:
+    """Markdown tables of the timed sections, in PERF.md's style."""
+    lines = []
+    if results.get("copy"):
+        lines += [f"copy: {results['copy']['gbps']:.0f} GB/s", ""]
+    if results.get("softmax"):
+        lines += ["| softmax shape | impl | fwd ms | fwd GB/s | fwd % copy | bwd ms | bwd GB/s | bwd % copy | fwd+bwd ms |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for row in results["softmax"]:
+            for name, t in row["timings"].items():
+                bwd = t.get("bwd_op_ms", t["bwd_ms"])
+                lines.append(f"| {'x'.join(map(str, row['shape']))} | {name} | {t['fwd_ms']:.3f} | {t['fwd_gbps']:.0f} | "
+                             f"{t['fwd_of_copy']:.0%} | {bwd:.3f} | {t['bwd_gbps']:.0f} | {t['bwd_of_copy']:.0%} | "
+                             f"{t['fwd_bwd_ms']:.3f} |")
+        lines.append("")
+    if results.get("gelu"):
+        lines += ["| op | shape | impl | fwd ms | fwd GB/s | fwd % copy | fwd+bwd ms | fwd+bwd GB/s | fwd+bwd % copy |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for row in results["gelu"]:
+            for name, t in row["timings"].items():
+                lines.append(f"| {row['op']} | {'x'.join(map(str, row['shape']))} | {name} | {t['fwd_ms']:.3f} | "
+                             f"{t['fwd_gbps']:.0f} | {t['fwd_of_copy']:.0%} | {t['fwd_bwd_ms']:.3f} | "
+                             f"{t['fwd_bwd_gbps']:.0f} | {t['fwd_bwd_of_copy']:.0%} |")
+        lines.append("")
+    if results.get("training"):
+        lines += ["| model | attention | batch x length | ms/step | seq/s | model TFLOP/s | peak GiB |",
+                  "|---|---|---|---|---|---|---|"]
+        for row in results["training"]:
+            shape = f"{row['batch']} x {row['length']}"
+            if "skipped" in row:
+                lines.append(f"| {row['model']} | {row['attention']} | {shape} | skipped: {row['skipped']} | | | |")
+            else:
+                lines.append(f"| {row['model']} | {row['attention']} | {shape} | {row['ms_per_step']:.1f} | "
+                             f"{row['seq_per_s']:.0f} | {row['model_tflops']:.0f} | {row['peak_gib']:.2f} |")
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -483,7 +520,6 @@ def main(argv=None) -> int:
     if device == "cuda" and not torch.cuda.is_available():
         print("no CUDA device: run on a GPU machine, or use --smoke to check the script on the CPU", file=sys.stderr)
         return 2
-    torch.backends.cuda.matmul.allow_tf32 = True
     timer = Timer(device, iters=args.iters if not args.smoke else 3, warmup=5 if not args.smoke else 1)
     wanted = [s.strip() for s in args.sections.split(",") if s.strip()]
     results: dict = {"sections": wanted, "errors": {}}
@@ -520,6 +556,10 @@ def main(argv=None) -> int:
         print(f"   ({time.perf_counter() - start:.1f} s)", flush=True)
         _free(device)
         write_json(args.json, results)
+    print("== summary")
+    print(summary_tables(results))
+    if results["errors"]:
+        print(f"sections that failed: {', '.join(results['errors'])}")
     print(f"results written to {args.json}")
     return 1 if failed else 0
 

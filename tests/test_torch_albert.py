@@ -120,8 +120,9 @@ def assert_same(got, expected, atol=PARITY_TOLERANCE):
 
 @pytest.mark.parametrize("attention", ["eager", "sdpa"])
 @pytest.mark.parametrize("overrides", [dict(hidden_act="gelu_new"), dict(hidden_act="gelu"),
-                                       dict(hidden_act="relu", num_hidden_groups=3, inner_group_num=2)],
-                         ids=["gelu_new", "gelu", "3groups-2inner-relu"])
+                                       dict(hidden_act="relu", num_hidden_layers=4, num_hidden_groups=2,
+                                            inner_group_num=2)],
+                         ids=["gelu_new", "gelu", "4layers-2groups-2inner-relu"])
 def test_logits_match_transformers(tmp_path, attention, overrides):
     reference = hf_albert(attention, **overrides)
     model, report = load_for_task("cmrc2018", save_hf(reference, tmp_path), attention=attention)
@@ -184,6 +185,17 @@ def test_pretraining_heads_are_ignored_and_reported(tmp_path):
                                                                                "albert.pooler.bias"}
     layer = "encoder.albert_layer_groups.0.albert_layers.0.ffn_output.weight"
     torch.testing.assert_close(model.albert.state_dict()[layer], pretrained.albert.state_dict()[layer], atol=0, rtol=0)
+
+    encoder = AlbertModel(model.config)  # with the pooler, which HF AlbertModel has
+    assert load_pretrained(encoder, tmp_path).ignored == [name for name in report.ignored
+                                                          if not name.startswith("albert.")]
+    input_ids, attention_mask, token_type_ids = padded_batch()
+    with torch.no_grad():
+        expected = pretrained.albert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        got = encoder.eval()(input_ids, attention_mask, token_type_ids)
+    assert expected.pooler_output.abs().max() > 0.5
+    torch.testing.assert_close(got.pooled_output, expected.pooler_output, atol=PARITY_TOLERANCE, rtol=0)
+    torch.testing.assert_close(got.sequence_output, expected.last_hidden_state, atol=PARITY_TOLERANCE, rtol=0)
 
 
 @pytest.mark.parametrize("change, message", [

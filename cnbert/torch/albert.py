@@ -68,7 +68,7 @@ class AlbertAttention(BertSelfAttention):
 
     def forward(self, hidden_states, key_padding_mask):
         context = super().forward(hidden_states, key_padding_mask)
-        return self.LayerNorm(self.output_dropout(self.dense(context)))
+        return self.LayerNorm(self.output_dropout(self.dense(context)) + hidden_states)
 
 
 class AlbertLayer(nn.Module):
@@ -127,7 +127,7 @@ class AlbertPooler(nn.Linear):
         super().__init__(config.hidden_size, config.hidden_size)
 
     def forward(self, sequence_output):
-        return torch.tanh(super().forward(sequence_output[:, 0]))
+        return super().forward(sequence_output[:, 0])
 
 
 class AlbertModel(nn.Module):
