@@ -20,7 +20,7 @@ $(STAMP): $(BIN)/python pyproject.toml setup.py $(wildcard csrc/*.cpp csrc/*.h c
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m cnbert.demo
+	$(BIN)/cnbert-mrc --flagfile=flags/demo.flags
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests

@@ -540,6 +540,8 @@ def main(argv=None) -> int:
                 results["copy"] = section_copy(device, timer, args.smoke)
                 copy_gbps = results["copy"]["gbps"]
             elif section in ("softmax", "gelu"):
+                if device == "cuda" and not k.cuda_available():  # else "cnbert" would time the reference
+                    raise RuntimeError(f"no CUDA kernels to time: {k.extension_status()}")
                 if copy_gbps is None:
                     results["copy"] = section_copy(device, timer, args.smoke)
                     copy_gbps = results["copy"]["gbps"]

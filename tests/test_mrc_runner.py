@@ -253,3 +253,27 @@ def test_ctrl_c_leaves_only_complete_files(tmp_path, tiny_config):
         json.loads(path.read_text(encoding="utf-8"))
     model = backend.load_finetuned(out / "seed_123" / "best_model", "cmrc2018")
     assert sum(p.numel() for p in model.parameters()) > 0
+
+
+def test_runner_fine_tunes_an_albert_checkpoint(tmp_path):
+    """An ALBERT directory (Hugging Face layout) goes through the same runner; the fresh span head
+    is reported and the saved best model loads back into transformers."""
+    import shutil
+
+    import transformers
+
+    config = transformers.AlbertConfig(vocab_size=21128, embedding_size=16, hidden_size=32, num_hidden_layers=2,
+                                       num_attention_heads=2, intermediate_size=64, max_position_embeddings=128,
+                                       hidden_act="gelu", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "albert"
+    transformers.AlbertModel(config).save_pretrained(checkpoint)
+    shutil.copyfile(REPO / "cnbert" / "resources" / "vocab.txt", checkpoint / "vocab.txt")
+    sample = REPO / "tests" / "fixtures" / "mrc_cmrc2018_sample.json"
+    out = tmp_path / "out"
+    proc = run_cli(["--task=cmrc2018", f"--init_checkpoint={checkpoint}", f"--train_file={sample}",
+                    f"--dev_file={sample}", f"--output_dir={out}", *SIZES, "--num_train_epochs=1",
+                    "--train_batch_size=8", "--learning_rate=1e-3"])
+    assert "freshly initialised task head (not in the checkpoint): qa_outputs.weight, qa_outputs.bias" in proc.stdout
+    reloaded = transformers.AlbertForQuestionAnswering.from_pretrained(out / "seed_123" / "best_model")
+    assert reloaded.config.embedding_size == 16

@@ -208,7 +208,7 @@ def test_pretraining_heads_are_ignored_and_reported(tmp_path):
      r"unexpected keys \[albert\.encoder\.extra\.weight\] \(only the pretraining heads "
      r"predictions\.\*/sop_classifier\.\* may be left unused\)"),
     (lambda s: s.pop("qa_outputs.weight"), r"missing weights \[qa_outputs\.weight\]"),
-])
+], ids=["missing", "shape", "unexpected", "half-a-head"])
 def test_strict_loading_errors(tmp_path, change, message):
     directory = save_hf(hf_albert(), tmp_path)
     state = load_file(directory / "model.safetensors")
@@ -288,9 +288,10 @@ def brightmart_variables(seed=0, hidden=64, embedding=16, intermediate=128, posi
     }
     layer = "bert/encoder/layer_shared/"
     dense_layers = [(layer + "attention/self/query", hidden, hidden), (layer + "attention/self/key", hidden, hidden),
-                    (layer + "attention/self/value", hidden, hidden), (layer + "attention/output/dense", hidden, hidden),
-                    (layer + "intermediate/dense", hidden, intermediate), (layer + "output/dense", intermediate, hidden),
-                    ("bert/pooler/dense", hidden, hidden)]
+                    (layer + "attention/self/value", hidden, hidden),
+                    (layer + "attention/output/dense", hidden, hidden),
+                    (layer + "intermediate/dense", hidden, intermediate),
+                    (layer + "output/dense", intermediate, hidden), ("bert/pooler/dense", hidden, hidden)]
     for scope, fan_in, fan_out in dense_layers:
         variables[scope + "/kernel"] = normal(fan_in, fan_out, scale=2.0 * fan_in ** -0.5)
         variables[scope + "/bias"] = normal(fan_out, scale=0.2)
@@ -335,7 +336,8 @@ def brightmart_reference(variables, input_ids, input_mask, token_type_ids, num_h
         probs = np.exp(scores - scores.max(-1, keepdims=True))
         probs /= probs.sum(-1, keepdims=True)
         context = (probs @ value).transpose(0, 2, 1, 3).reshape(batch, seq, -1)
-        attended = layer_norm(dense(context, layer + "attention/output/dense") + x, layer + "attention/output/LayerNorm")
+        attended = layer_norm(dense(context, layer + "attention/output/dense") + x,
+                              layer + "attention/output/LayerNorm")
         x = layer_norm(dense(gelu(dense(attended, layer + "intermediate/dense")), layer + "output/dense") + attended,
                        layer + "output/LayerNorm")
     return x, np.tanh(dense(x[:, 0], "bert/pooler/dense"))
@@ -424,7 +426,8 @@ def test_brightmart_tf_checkpoint_loads_strictly_matches_the_reference_and_round
         model.qa_outputs.weight.normal_(0.0, 0.3)
         model.qa_outputs.bias.normal_(0.0, 0.3)
     sequence, _ = reference_outputs(variables)
-    expected_start = sequence @ model.qa_outputs.weight.detach().double().numpy()[0] + float(model.qa_outputs.bias[0].detach())
+    qa_weight, qa_bias = (t.detach().double().numpy() for t in (model.qa_outputs.weight, model.qa_outputs.bias))
+    expected_start = sequence @ qa_weight[0] + qa_bias[0]
     start = our_logits(model)[0].double().numpy()
     real = padded_batch()[1].bool().numpy()
     np.testing.assert_allclose(start[real], expected_start[real], atol=FLOAT64_TOLERANCE, rtol=0)
@@ -453,7 +456,7 @@ def test_brightmart_tf_checkpoint_loads_strictly_matches_the_reference_and_round
      r"but the model expects \(128, 64\)"),
     (lambda v: v.update({"bert/encoder/layer_shared/attention/self/query/gain": np.zeros(64, np.float32)}),
      r"not brightmart albert_zh weights: \['bert/encoder/layer_shared/attention/self/query/gain'\]"),
-])
+], ids=["no-word_embeddings_2", "misshaped-shared-layer", "unknown-variable"])
 def test_broken_brightmart_checkpoints_are_refused_naming_the_tensor(tmp_path, change, message):
     variables = brightmart_variables()
     change(variables)

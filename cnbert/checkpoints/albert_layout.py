@@ -8,7 +8,7 @@ Framework-neutral, like bert_layout: values are numpy arrays or whatever a frame
     bert/embeddings/word_embeddings [V, E]               <-> embeddings.word_embeddings.weight
     bert/encoder/embedding_hidden_mapping_in/kernel      <-> encoder.embedding_hidden_mapping_in.weight
     bert/encoder/transformer/group_0/inner_group_0/attention_1/self/query/kernel
-                                                         <-> encoder.albert_layer_groups.0.albert_layers.0.attention.query.weight
+        <-> encoder.albert_layer_groups.0.albert_layers.0.attention.query.weight
     .../inner_group_0/ffn_1/intermediate/output/dense    <-> ...albert_layers.0.ffn_output
     bert/pooler/dense/kernel                             <-> pooler.weight
 

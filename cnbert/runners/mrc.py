@@ -20,7 +20,7 @@ from pathlib import Path
 
 from absl import app, flags
 
-from cnbert.config import BertConfig
+from cnbert.config import BertConfig, read_config
 from cnbert.data import FeatureConfig, MrcAnswer, MrcExample, build_features, postprocess_predictions
 from cnbert.eval.predictions import read_json_file
 from cnbert.io_utils import write_json, write_text
@@ -111,19 +111,19 @@ def _model_config() -> tuple[BertConfig, Path]:
     """The model config (with flag overrides) and the vocabulary file, validated together."""
     overrides = {k: getattr(FLAGS, k) for k in ("attention", "hidden_dropout_prob", "attention_probs_dropout_prob")
                  if getattr(FLAGS, k) is not None}
-    from cnbert.checkpoints import check_vocab_size, find_config, find_weights
+    from cnbert.checkpoints import check_vocab_size, find_weights, read_pretrained_config
 
     if FLAGS.init_checkpoint:
         directory = Path(FLAGS.init_checkpoint)
         if not directory.is_dir():
             raise UsageError(f"--init_checkpoint={directory}: not a directory")
         find_weights(directory)
-        config = BertConfig.from_json_file(find_config(directory)).replace(**overrides)
+        config = read_pretrained_config(directory, **overrides)  # BERT or ALBERT, any supported layout
         vocab = Path(FLAGS.vocab_file) if FLAGS.vocab_file else directory / "vocab.txt"
         if not vocab.is_file():
             raise UsageError(f"--init_checkpoint={directory} has no vocab.txt; pass --vocab_file")
     elif FLAGS.bert_config_file:
-        config = BertConfig.from_json_file(FLAGS.bert_config_file).replace(**overrides)
+        config = read_config(FLAGS.bert_config_file).replace(**overrides)
         vocab = Path(FLAGS.vocab_file) if FLAGS.vocab_file else bundled_vocab_path()
     else:
         raise UsageError("pass --init_checkpoint (a pretrained model) or --bert_config_file (random initialisation)")

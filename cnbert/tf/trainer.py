@@ -52,7 +52,7 @@ class Trainer:
 
     task: "cmrc2018", "drcd" or "cjrc" (chooses the loss and the label arrays). strategy_name:
     "one_device", "mirrored" or "multi_worker_mirrored". jit_compile: compile the training and
-    prediction steps with XLA.
+    prediction steps with XLA (one replica, or replicas on GPUs).
     """
 
     def __init__(self, model: keras.Model, training_config: TrainingConfig, task: str,
@@ -72,7 +72,9 @@ class Trainer:
         self.is_chief = is_chief(self.strategy)
         self.log_dir = log_dir
         self.show_progress = show_progress and self.is_chief
-        self.jit_compile = jit_compile
+        # XLA places a compiled function on the first CPU, so replicas on other (logical) CPU
+        # devices cannot run it; replicas on GPUs can.
+        self.jit_compile = jit_compile and (self.replicas == 1 or bool(tf.config.list_logical_devices("GPU")))
         self._configure(model)
         if self.distributed:
             with self.strategy.scope():
@@ -81,6 +83,7 @@ class Trainer:
         else:
             self._model = model
         self._predict_step = None
+        self._fitting = False  # during fit the replicated copy, not the caller's model, is current
 
     def _configure(self, model: keras.Model) -> None:
         set_precision(model, self.config.precision)
@@ -122,6 +125,7 @@ class Trainer:
 
         keras.utils.set_random_seed(cfg.seed)
         self._copy_weights(self.model, self._model)
+        self._fitting = True
         with self.strategy.scope():
             # The schedule follows the trainer's step count (as torch's LambdaLR does), not the
             # optimizer's, which does not advance on steps skipped for a non-finite loss.
@@ -183,6 +187,7 @@ class Trainer:
                         break
                 epoch += 1
         finally:
+            self._fitting = False
             progress.close()
             if writer:
                 writer.close()
@@ -260,6 +265,7 @@ class Trainer:
             loss_sums, grads = strategy.run(replica_step, args=(batch, weights, seeds))
             return strategy.reduce(tf.distribute.ReduceOp.SUM, loss_sums, axis=None), grads
 
+        # The optimizer's cross-replica update (merge_call) cannot be compiled; one replica's can.
         @tf.function(jit_compile=self.jit_compile and not self.distributed)
         def apply_step(grads):
             strategy.run(optimizer.apply, args=(grads,))
@@ -276,7 +282,8 @@ class Trainer:
         num_rows = len(inputs["input_ids"])
         if num_rows == 0:
             raise ValueError("predict() got no rows")
-        self._copy_weights(self.model, self._model)
+        if not self._fitting:  # the caller may have changed its model's weights since
+            self._copy_weights(self.model, self._model)
         per_replica, replicas = self.config.eval_batch_size, self.replicas
         chunk = per_replica * replicas
         step = self._compiled_predict_step()

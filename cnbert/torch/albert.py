@@ -127,7 +127,7 @@ class AlbertPooler(nn.Linear):
         super().__init__(config.hidden_size, config.hidden_size)
 
     def forward(self, sequence_output):
-        return super().forward(sequence_output[:, 0])
+        return torch.tanh(super().forward(sequence_output[:, 0]))
 
 
 class AlbertModel(nn.Module):

@@ -4,12 +4,10 @@ cnbert.tf.backend offers the same functions, so a runner switches frameworks wit
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 from cnbert.config import BertConfig
-from cnbert.torch.checkpoint import load_pretrained, read_pretrained_config, save_pretrained
+from cnbert.torch.checkpoint import load_for_task, load_pretrained, model_for_task, save_pretrained
 from cnbert.torch.distributed import DistContext, init_distributed
-from cnbert.torch.heads import BertForCJRC, BertForSpanExtraction, cjrc_loss, span_loss
+from cnbert.torch.heads import cjrc_loss, span_loss
 from cnbert.torch.trainer import Trainer as _Trainer
 from cnbert.torch.trainer import seed_everything
 from cnbert.training import TrainingConfig
@@ -17,22 +15,17 @@ from cnbert.training import TrainingConfig
 __all__ = ["create_model", "load_finetuned", "save_pretrained", "Trainer", "init_distributed", "seed_everything"]
 
 
-def _model_class(task: str):
-    return BertForCJRC if task == "cjrc" else BertForSpanExtraction
-
-
 def create_model(task: str, config: BertConfig, init_checkpoint=None, vocab_file=None):
-    """A fresh model for `task`, with `init_checkpoint`'s weights loaded strictly when given;
-    returns (model, LoadReport or None)."""
-    model = _model_class(task)(config)
+    """A fresh model for `task` (BERT or ALBERT, as `config` says), with `init_checkpoint`'s weights
+    loaded strictly when given; returns (model, LoadReport or None)."""
+    model = model_for_task(task, config)
     report = load_pretrained(model, init_checkpoint, vocab_file=vocab_file) if init_checkpoint else None
     return model, report
 
 
 def load_finetuned(directory, task: str, **config_overrides):
     """A model fine-tuned by cnbert (its saved directory) for inference."""
-    config = read_pretrained_config(directory, **config_overrides)
-    model, _ = create_model(task, config, init_checkpoint=Path(directory))
+    model, _ = load_for_task(task, directory, **config_overrides)
     return model
 
 

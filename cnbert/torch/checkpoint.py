@@ -73,9 +73,10 @@ def load_pretrained(model: torch.nn.Module, source, vocab_file=None) -> LoadRepo
 
     Missing encoder weights, unexpected keys (other than the pretraining heads, cls.predictions.* /
     cls.seq_relationship.* for BERT and predictions.* / sop_classifier.* for ALBERT, and the pooler
-    when the model has none) and shape mismatches raise CheckpointError naming them. Task heads named by `model.head_prefixes` may be absent: they keep
-    their fresh initialisation and are listed in the report. The vocabulary (`vocab_file`, else
-    vocab.txt in a source directory when present) must have config.vocab_size entries.
+    when the model has none) and shape mismatches raise CheckpointError naming them. Task heads
+    named by `model.head_prefixes` may be absent: they keep their fresh initialisation and are
+    listed in the report. The vocabulary (`vocab_file`, else vocab.txt in a source directory when
+    present) must have config.vocab_size entries.
     """
     source = Path(source)
     if vocab_file is None and source.is_dir() and (source / "vocab.txt").is_file():
@@ -140,7 +141,9 @@ def load_for_task(task: str, directory, vocab_file=None, **config_overrides):
 
 def save_pretrained(model: torch.nn.Module, directory, tokenizer_vocab) -> Path:
     """Write config.json, model.safetensors and vocab.txt to `directory` so that cnbert and
-    transformers (`BertForQuestionAnswering.from_pretrained` for a span model) load it.
+    transformers (`BertForQuestionAnswering` / `AlbertForQuestionAnswering.from_pretrained` for a
+    span model) load it. The factorized ALBERT layout has no transformers class: its config's
+    model_type makes transformers refuse the directory rather than load it wrongly.
 
     Written into a temporary sibling directory and renamed into place, so a reader never sees a
     partial model; an existing directory is replaced (after the new one is complete).

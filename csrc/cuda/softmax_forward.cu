@@ -71,7 +71,7 @@ __device__ __forceinline__ bool normalise(float (&v)[ITERS][V], float m, Reduce 
 }
 
 template <int V, typename T>
-__device__ __forceinline__ void store_scaled(T* p, const float (&v)[V], bool keep) {
+__device__ __forceinline__ void store_probs(T* p, const float (&v)[V], bool keep) {
   Pack<T, V> pack;
 #pragma unroll
   for (int j = 0; j < V; ++j) pack.v[j] = static_cast<T>(keep ? v[j] : 0.f);
@@ -126,7 +126,7 @@ __global__ void __launch_bounds__(kWarpRowsPerBlock * 32)
 #pragma unroll
   for (int it = 0; it < ITERS; ++it) {
     const int c = (it * 32 + lane) * V;
-    if (c < sk) store_scaled<V>(y + c, v[it], keep);
+    if (c < sk) store_probs<V>(y + c, v[it], keep);
   }
 }
 
@@ -152,7 +152,7 @@ __global__ void __launch_bounds__(kRowThreads)
 #pragma unroll
   for (int it = 0; it < ITERS; ++it) {
     const int c = (it * kRowThreads + threadIdx.x) * V;
-    if (c < sk) store_scaled<V>(y + c, v[it], keep);
+    if (c < sk) store_probs<V>(y + c, v[it], keep);
   }
 }
 
