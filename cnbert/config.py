@@ -22,7 +22,7 @@ from cnbert.io_utils import write_json
 HIDDEN_ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
 
 # Attention implementations, chosen by name; each framework maps a name to its function.
-ATTENTION_IMPLEMENTATIONS = ("eager", "sdpa")
+ATTENTION_IMPLEMENTATIONS = ("eager", "sdpa", "fused")
 
 # Keys of a checkpoint config that change the architecture in ways this model does not implement:
 # accepting them silently would load weights into the wrong computation.

@@ -16,6 +16,7 @@ from cnbert.torch import (
     BertModel,
     cjrc_loss,
     eager_attention,
+    fused_attention,
     from_pretrained,
     sdpa_attention,
     span_loss,
@@ -67,10 +68,11 @@ def save_hf(model, directory):
     return directory
 
 
-@pytest.mark.parametrize("attention", ["eager", "sdpa"])
+@pytest.mark.parametrize("attention", ["eager", "sdpa", "fused"])
 @pytest.mark.parametrize("hidden_act", ["gelu", "gelu_new", "relu"])
 def test_logits_match_transformers(tmp_path, attention, hidden_act):
-    reference = hf_reference(attention, hidden_act=hidden_act)
+    # cnbert's fused kernels are compared with transformers' eager attention
+    reference = hf_reference("eager" if attention == "fused" else attention, hidden_act=hidden_act)
     model, report = from_pretrained(BertForSpanExtraction, save_hf(reference, tmp_path), attention=attention)
     assert report.initialised == [] and report.ignored == []
     model.eval()
@@ -95,7 +97,7 @@ def test_state_dict_names_and_shapes_are_transformers_bert_model():
     assert span_names == set(transformers.BertForQuestionAnswering(transformers.BertConfig(**TINY)).state_dict())
 
 
-@pytest.mark.parametrize("attention", ["eager", "sdpa"])
+@pytest.mark.parametrize("attention", ["eager", "sdpa", "fused"])
 def test_padding_does_not_leak_into_real_tokens(attention):
     torch.manual_seed(0)
     model = BertForSpanExtraction(BertConfig(**TINY, attention=attention, initializer_range=0.2)).eval()
@@ -138,7 +140,7 @@ def test_attention_implementations_agree_in_float64():
     mask = torch.tensor([[True] * 7, [True] * 4 + [False] * 3])
     expected = torch.softmax((q @ k.transpose(-1, -2) / math.sqrt(8)).masked_fill(~mask[:, None, None], -math.inf),
                              dim=-1) @ v
-    for attend in (eager_attention, sdpa_attention):
+    for attend in (eager_attention, sdpa_attention, fused_attention):
         got = attend(q.float(), k.float(), v.float(), mask, dropout_p=0.0, scale=8 ** -0.5)
         torch.testing.assert_close(got.double(), expected, atol=1e-5, rtol=1e-5)
 
@@ -146,7 +148,7 @@ def test_attention_implementations_agree_in_float64():
 def test_bf16_autocast_stays_close_to_fp32_with_layer_norm_in_fp32():
     """bf16 has an 8-bit mantissa: through 2 layers the logits stay within 5 % of the largest |fp32
     logit| (measured: 1.2-2.1 %)."""
-    for attention in ("eager", "sdpa"):
+    for attention in ("eager", "sdpa", "fused"):
         torch.manual_seed(0)
         model = BertForSpanExtraction(BertConfig(**TINY, attention=attention, initializer_range=0.2)).eval()
         input_ids, attention_mask, token_type_ids = padded_batch()
@@ -185,7 +187,7 @@ def test_fresh_weights_follow_the_bert_initialisation():
     assert torch.all(state["bert.embeddings.word_embeddings.weight"][0] == 0)  # pad_token_id row
 
 
-@pytest.mark.parametrize("attention", ["eager", "sdpa"])
+@pytest.mark.parametrize("attention", ["eager", "sdpa", "fused"])
 def test_a_fresh_model_learns_a_fixed_batch(attention):
     torch.manual_seed(0)
     config = BertConfig(**{**TINY, "vocab_size": 200}, attention=attention)
@@ -268,3 +270,36 @@ def test_cjrc_head_and_loss():
     assert empty.item() == 0.0 and empty.requires_grad
     with pytest.raises(ValueError, match=r"answer_class holds \[4\]"):
         cjrc_loss(logits, starts, ends, torch.tensor([0, 4, 1]))
+
+
+def test_fused_mode_runs_the_kernels_and_matches_eager_values_and_gradients(monkeypatch):
+    """attention="fused" routes the softmax and the FFN's bias + GELU through cnbert.kernels; logits
+    and every parameter gradient equal the eager model's within 1e-5 (fp32; the kernels accumulate
+    in fp32 like torch, only the summation order differs)."""
+    import cnbert.kernels as kernels
+
+    calls = {"softmax": 0, "bias_gelu": 0}
+    for name, key in (("scaled_masked_softmax", "softmax"), ("bias_gelu", "bias_gelu")):
+        original = getattr(kernels, name)
+
+        def counting(*args, _original=original, _key=key, **kwargs):
+            calls[_key] += 1
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(kernels, name, counting)
+    torch.manual_seed(0)
+    eager = BertForSpanExtraction(BertConfig(**TINY, attention="eager", initializer_range=0.2,
+                                             hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
+    fused = BertForSpanExtraction(eager.config.replace(attention="fused"))
+    fused.load_state_dict(eager.state_dict())
+    input_ids, attention_mask, token_type_ids = padded_batch()
+    starts, ends = torch.tensor([9, 10, 2]), torch.tensor([11, 12, 4])
+    outputs = {}
+    for name, model in (("eager", eager), ("fused", fused)):
+        out = model(input_ids, attention_mask, token_type_ids)
+        span_loss(out, starts, ends).backward()
+        outputs[name] = out
+    assert calls == {"softmax": TINY["num_hidden_layers"], "bias_gelu": TINY["num_hidden_layers"]}
+    torch.testing.assert_close(outputs["fused"]["start_logits"], outputs["eager"]["start_logits"], atol=1e-5, rtol=0)
+    for (name, p_eager), (_, p_fused) in zip(eager.named_parameters(), fused.named_parameters()):
+        torch.testing.assert_close(p_fused.grad, p_eager.grad, atol=1e-5, rtol=1e-4, msg=name)

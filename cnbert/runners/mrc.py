@@ -70,7 +70,8 @@ flags.DEFINE_enum("precision", "fp32", ["fp32", "bf16", "fp16"], "Mixed precisio
 flags.DEFINE_float("eval_every", 0.0, "Evaluate every N optimizer steps (N >= 1) or every fraction of an epoch (0 < N < 1); "
                    "always at the end.")
 flags.DEFINE_list("seeds", ["123"], "Training seeds; each is a full run from the same initial weights.")
-flags.DEFINE_enum("attention", None, ["eager", "sdpa"], "Attention implementation (default: the config's).")
+flags.DEFINE_enum("attention", None, ["eager", "sdpa", "fused"], "Attention implementation (default: the config's); "
+                  "fused uses cnbert's C++/CUDA kernels for the masked softmax and the FFN's bias + GELU.")
 flags.DEFINE_float("hidden_dropout_prob", None, "Override the config's hidden dropout.")
 flags.DEFINE_float("attention_probs_dropout_prob", None, "Override the config's attention dropout.")
 flags.DEFINE_enum("device", "auto", ["auto", "cpu", "cuda"], "torch: where to run.")

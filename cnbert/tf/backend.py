@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from cnbert.checkpoints import check_vocab_size
 from cnbert.config import BertConfig
-from cnbert.tf.checkpoint import LoadReport, canonical_names, load_finetuned, load_pretrained, save_pretrained
+from cnbert.tf.checkpoint import LoadReport, canonical_variables, load_finetuned, load_pretrained, save_pretrained
 from cnbert.tf.export import export_saved_model
 from cnbert.tf.heads import TASK_MODELS
 from cnbert.tf.trainer import FitResult, Trainer
@@ -25,5 +25,5 @@ def create_model(task: str, config: BertConfig, init_checkpoint: str | None, voc
     if init_checkpoint is None:
         if vocab_file is not None:
             check_vocab_size(vocab_file, config)
-        return model, LoadReport(source="", loaded=[], initialised=canonical_names(model), ignored=[])
+        return model, LoadReport(source="", loaded=[], initialised=sorted(canonical_variables(model)), ignored=[])
     return model, load_pretrained(model, init_checkpoint, vocab_file=vocab_file)

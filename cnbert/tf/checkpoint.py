@@ -53,13 +53,13 @@ class LoadReport:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Slot:
+class CanonicalSlot:
     variable: keras.Variable
     transposed: bool  # the canonical array is the transpose of the variable (kernels)
 
 
-def _slots(model: keras.Model) -> dict[str, _Slot]:
-    """Canonical name -> the model variable holding it."""
+def canonical_variables(model: keras.Model) -> dict[str, CanonicalSlot]:
+    """Canonical name -> the model variable holding it (and whether it is stored transposed)."""
     standalone = isinstance(model, BertModel)
     encoder = model if standalone else model.bert
     google_to_canonical = {}
@@ -71,11 +71,11 @@ def _slots(model: keras.Model) -> dict[str, _Slot]:
         # Paths are the Google names (the encoder is named "bert") and head/kernel, head/bias.
         path = variable.path
         if path in google_to_canonical:
-            slots[google_to_canonical.pop(path)] = _Slot(variable, path.endswith("/kernel"))
+            slots[google_to_canonical.pop(path)] = CanonicalSlot(variable, path.endswith("/kernel"))
             continue
         head, _, leaf = path.partition("/")
         if head + "." in getattr(model, "head_prefixes", ()) and leaf in ("kernel", "bias"):
-            slots[f"{head}.{'weight' if leaf == 'kernel' else 'bias'}"] = _Slot(variable, leaf == "kernel")
+            slots[f"{head}.{'weight' if leaf == 'kernel' else 'bias'}"] = CanonicalSlot(variable, leaf == "kernel")
             continue
         raise AssertionError(f"model variable {variable.path} has no canonical name")
     if google_to_canonical:
@@ -83,16 +83,11 @@ def _slots(model: keras.Model) -> dict[str, _Slot]:
     return slots
 
 
-def canonical_names(model: keras.Model) -> list[str]:
-    """The canonical names of the model's weights, sorted."""
-    return sorted(_slots(model))
-
-
 def canonical_weights(model: keras.Model) -> dict[str, np.ndarray]:
     """The model's weights as {canonical name: float32 array in the PyTorch layout} (what
     cnbert.torch models' state_dict() holds, and what save_pretrained writes)."""
     weights = {}
-    for name, slot in _slots(model).items():
+    for name, slot in canonical_variables(model).items():
         value = np.asarray(slot.variable.numpy(), dtype=np.float32)
         weights[name] = np.ascontiguousarray(value.T) if slot.transposed else value
     return weights
@@ -102,7 +97,7 @@ def load_canonical_weights(model: keras.Model, state: Mapping[str, np.ndarray], 
                            allow_fresh_heads: bool = True) -> LoadReport:
     """Copy {canonical name: array} into `model` strictly (see cnbert.checkpoints.plan_load).
     allow_fresh_heads: task heads may be absent (pretrained encoders); False for fine-tuned models."""
-    slots = _slots(model)
+    slots = canonical_variables(model)
     expected = {name: tuple(reversed(s.variable.shape)) if s.transposed else tuple(s.variable.shape)
                 for name, s in slots.items()}
     head_prefixes = getattr(model, "head_prefixes", ()) if allow_fresh_heads else ()

@@ -1,16 +1,24 @@
 """tf.distribute strategies chosen by name."""
 from __future__ import annotations
 
+import functools
+
 import tensorflow as tf
 
 STRATEGIES = ("one_device", "mirrored", "multi_worker_mirrored")
 
 
+@functools.lru_cache(maxsize=None)
 def make_strategy(name: str) -> tf.distribute.Strategy:
     """one_device: TF's default strategy (the first GPU when there is one, else the CPU; models
     built anywhere work with it). mirrored: one replica per local GPU, or per logical CPU device
     when there is no GPU (tests configure two). multi_worker_mirrored: replicas on every worker
-    of the cluster in TF_CONFIG (a single local worker without it)."""
+    of the cluster in TF_CONFIG (a single local worker without it).
+
+    One strategy per name and process (later trainers reuse it): strategies number their
+    collective groups from the same start, so a second instance over the same devices could
+    collide with the first. For the same reason mirrored and multi_worker_mirrored cannot both
+    be used in one process."""
     if name == "one_device":
         return tf.distribute.get_strategy()
     if name == "mirrored":

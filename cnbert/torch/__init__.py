@@ -1,7 +1,8 @@
 """PyTorch BERT and ALBERT for cnbert: the encoders (Hugging Face BertModel / AlbertModel names, and
 brightmart albert_zh's factorized layout), reading-comprehension heads and losses, building the
 model a task and config call for, strict checkpoint loading and HF-compatible saving."""
-from cnbert.torch.attention import ATTENTION_FUNCTIONS, attention_function, eager_attention, sdpa_attention
+from cnbert.torch.attention import (ATTENTION_FUNCTIONS, attention_function, eager_attention, fused_attention,
+                                    sdpa_attention)
 from cnbert.torch.albert import AlbertForCJRC, AlbertForSpanExtraction, AlbertModel
 from cnbert.torch.checkpoint import (
     TASK_HEADS,
@@ -25,7 +26,7 @@ from cnbert.torch.heads import (
 from cnbert.torch.modeling import BertModel, EncoderOutput, init_bert_weights
 
 __all__ = [
-    "ATTENTION_FUNCTIONS", "attention_function", "eager_attention", "sdpa_attention", "LoadReport",
+    "ATTENTION_FUNCTIONS", "attention_function", "eager_attention", "fused_attention", "sdpa_attention", "LoadReport",
     "from_pretrained", "load_pretrained", "read_state_dict", "save_pretrained", "ANSWER_CLASSES", "IGNORE_INDEX",
     "BertForCJRC", "BertForSpanExtraction", "cjrc_loss", "span_loss", "BertModel",
     "EncoderOutput", "init_bert_weights", "AlbertForCJRC", "AlbertForSpanExtraction", "AlbertModel", "TASK_HEADS",

@@ -1,0 +1,276 @@
+"""The TF trainer against the PyTorch trainer (same batch plan, optimizer, schedule, clipping and
+accumulation give the same losses and weights), under MirroredStrategy with two logical CPUs,
+with mixed precision, and its guards."""
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+torch = pytest.importorskip("torch")
+ctf = pytest.importorskip("cnbert.tf")
+
+from cnbert.config import BertConfig  # noqa: E402
+from cnbert.tf import backend  # noqa: E402
+from cnbert.tf.optim import LinearWarmupDecay, build_optimizer  # noqa: E402
+from cnbert.training import TrainingConfig, global_batches, linear_warmup_decay  # noqa: E402
+import cnbert.torch as cnbert_torch  # noqa: E402
+from cnbert.torch.trainer import Trainer as TorchTrainer  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                    max_position_embeddings=32, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                    attention="eager")
+LOSS_TOLERANCE = 1e-5    # per-step mean loss, absolute (measured: <= 1e-6 over 6 steps)
+WEIGHT_TOLERANCE = 2e-4  # after 6 AdamW steps of lr 2e-3, absolute (measured: 3e-5 to 4e-5)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def features(n=22, seq=16, seed=0, cjrc=True):
+    rng = np.random.default_rng(seed)
+    input_ids = rng.integers(1, 100, (n, seq))
+    attention_mask = np.ones_like(input_ids)
+    attention_mask[::3, 10:] = 0
+    input_ids[attention_mask == 0] = 0
+    start = rng.integers(0, 10, n)
+    start[::5] = -100
+    arrays = dict(input_ids=input_ids, token_type_ids=np.zeros_like(input_ids), attention_mask=attention_mask,
+                  start_positions=start, end_positions=rng.integers(0, 10, n))
+    if cjrc:
+        answer_class = rng.integers(0, 4, n)
+        answer_class[::4] = -100
+        arrays["answer_class"] = answer_class
+    return arrays
+
+
+def test_schedule_mirrors_the_framework_neutral_definition():
+    for warmup, total in ((3, 10), (0, 4), (5, 5)):
+        schedule = LinearWarmupDecay(2.0, warmup, total)
+        for step in range(total + 2):
+            assert float(schedule(step)) == pytest.approx(2.0 * linear_warmup_decay(step, warmup, total), abs=1e-7)
+
+
+def test_adamw_with_clipping_and_decay_takes_torch_adamw_steps():
+    rng = np.random.default_rng(0)
+    matrix, bias = rng.normal(size=(4, 3)).astype(np.float32), rng.normal(size=3).astype(np.float32)
+    grads = [[rng.normal(0, s, size=(4, 3)).astype(np.float32), rng.normal(0, s, size=3).astype(np.float32)]
+             for s in (1e-4, 3.0, 1e-3, 0.5)]  # tiny gradients show the epsilon placement, big ones the clipping
+    config = TrainingConfig(learning_rate=1e-2, weight_decay=0.1, max_grad_norm=1.0, adam_epsilon=1e-6)
+
+    variables = [tf.Variable(matrix), tf.Variable(bias)]
+    optimizer = build_optimizer(config, variables, config.learning_rate)
+    torch_params = [torch.nn.Parameter(torch.from_numpy(matrix.copy())), torch.nn.Parameter(torch.from_numpy(bias.copy()))]
+    torch_optimizer = torch.optim.AdamW([{"params": torch_params[:1], "weight_decay": 0.1},
+                                         {"params": torch_params[1:], "weight_decay": 0.0}],
+                                        lr=1e-2, betas=(0.9, 0.999), eps=1e-6)
+    for step_grads in grads:
+        optimizer.apply([tf.constant(g) for g in step_grads])
+        for p, g in zip(torch_params, step_grads):
+            p.grad = torch.from_numpy(g)
+        torch.nn.utils.clip_grad_norm_(torch_params, 1.0)
+        torch_optimizer.step()
+        for v, p in zip(variables, torch_params):
+            np.testing.assert_allclose(v.numpy(), p.detach().numpy(), rtol=0, atol=2e-6)
+    assert np.abs(variables[0].numpy() - matrix).max() > 0.02  # the steps were not vanishingly small
+
+
+def test_fit_reproduces_the_pytorch_trainer_step_for_step(tmp_path):
+    """Identical weights and features, dropout off: the same batch plan (3 global batches of
+    8, 8, 6 per epoch, 2 accumulation micro-steps), warm-up, decay, clipping and weight decay give
+    the same per-step losses, evaluations and final weights. The TF side runs XLA-compiled."""
+    arrays = features()
+    training = TrainingConfig(learning_rate=2e-3, num_train_epochs=2, train_batch_size=8, gradient_accumulation_steps=2,
+                              eval_batch_size=8, max_grad_norm=1.0, warmup_proportion=0.2, weight_decay=0.1,
+                              eval_every=2, logging_steps=1)
+    torch.manual_seed(0)
+    reference = cnbert_torch.BertForCJRC(CONFIG)
+    model, _ = backend.create_model("cjrc", CONFIG, None)
+    ctf.load_canonical_weights(model, {k: v.numpy() for k, v in reference.state_dict().items()}, allow_fresh_heads=False)
+
+    torch_trainer = TorchTrainer(reference, training, show_progress=False, loss_fn=lambda out, b: cnbert_torch.cjrc_loss(
+        out, b["start_positions"], b["end_positions"], b["answer_class"], reduction="none"))
+    torch_arrays = {k: v.astype(np.int64) for k, v in arrays.items()}
+    want = torch_trainer.fit(torch_arrays, evaluate=lambda: {"s": float(torch_trainer.predict(torch_arrays)["start_logits"].sum())},
+                             criterion=lambda m: m["s"])
+
+    trainer = backend.Trainer(model, training, "cjrc", log_dir=tmp_path / "logs", show_progress=False)
+    assert trainer.jit_compile
+    best_seen = []
+    got = trainer.fit(arrays, evaluate=lambda: {"s": float(trainer.predict(arrays)["start_logits"].sum())},
+                      criterion=lambda m: m["s"],
+                      on_new_best=lambda m: best_seen.append((m["step"], ctf.canonical_weights(model))))
+
+    assert [s for s, _ in got.losses] == list(range(1, 7))
+    np.testing.assert_allclose([l for _, l in got.losses], [l for _, l in want.losses], rtol=0, atol=LOSS_TOLERANCE)
+    assert [e["step"] for e in got.evaluations] == [2, 4, 6] and got.best_step == want.best_step
+    np.testing.assert_allclose([e["s"] for e in got.evaluations], [e["s"] for e in want.evaluations], rtol=0, atol=0.05)
+    final = ctf.canonical_weights(model)
+    for name, tensor in reference.state_dict().items():
+        np.testing.assert_allclose(final[name], tensor.numpy(), rtol=0, atol=WEIGHT_TOLERANCE, err_msg=name)
+    torch_predictions, predictions = torch_trainer.predict(torch_arrays), trainer.predict(arrays)
+    for key in ("start_logits", "end_logits", "class_logits"):
+        assert predictions[key].dtype == np.float32
+        np.testing.assert_allclose(predictions[key], torch_predictions[key], rtol=0, atol=WEIGHT_TOLERANCE)
+    # on_new_best ran at each evaluation that beat all earlier ones, with the weights of that moment
+    record, new_bests = -math.inf, []
+    for evaluation in got.evaluations:
+        if evaluation["s"] > record:
+            record = evaluation["s"]
+            new_bests.append(evaluation["step"])
+    assert [step for step, _ in best_seen] == new_bests and new_bests[-1] == got.best_step
+    assert np.abs(best_seen[0][1]["qa_outputs.weight"] - final["qa_outputs.weight"]).max() > 1e-3
+
+    tags = set()
+    for event_file in (tmp_path / "logs").iterdir():
+        for record in tf.compat.v1.train.summary_iterator(str(event_file)):
+            tags.update(value.tag for value in record.summary.value)
+    assert {"train/loss", "train/learning_rate", "eval/s"} <= tags
+
+
+DISTRIBUTED_CHILD = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+
+    # Two logical CPU devices must exist before TensorFlow initialises its devices.
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras
+    import cnbert.tf as ctf
+    from cnbert.config import BertConfig
+    from cnbert.training import TrainingConfig
+
+    config = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=32, hidden_dropout_prob=0.0,
+                        attention_probs_dropout_prob=0.0)
+    rng = np.random.default_rng(0)
+    input_ids = rng.integers(1, 100, (26, 16))
+    attention_mask = np.ones_like(input_ids)
+    attention_mask[::3, 10:] = 0
+    arrays = dict(input_ids=input_ids * attention_mask, token_type_ids=np.zeros_like(input_ids),
+                  attention_mask=attention_mask, start_positions=rng.integers(0, 10, 26),
+                  end_positions=rng.integers(0, 10, 26))
+    # 26 = 10 + 10 + 6 features: the last global batch splits unevenly over replicas and micro-steps
+    training = TrainingConfig(learning_rate=1e-3, num_train_epochs=1, train_batch_size=10,
+                              gradient_accumulation_steps=2, eval_batch_size=4, max_grad_norm=0.5)
+    WATCHED = "bert.embeddings.LayerNorm.bias"  # starts at zero
+    results = {"torch_imported": "torch" in sys.modules}
+    for strategy in sys.argv[2:]:
+        keras.utils.set_random_seed(0)
+        model = ctf.BertForSpanExtraction(config)
+        trainer = ctf.Trainer(model, training, "drcd", strategy_name=strategy, show_progress=False,
+                              jit_compile=False)
+        seen = []
+        fit = trainer.fit(arrays, evaluate=lambda: {"s": float(trainer.predict(arrays)["start_logits"].sum())},
+                          criterion=lambda m: m["s"],
+                          on_new_best=lambda m: seen.append(ctf.canonical_weights(model)[WATCHED].tolist()))
+        predictions = trainer.predict(arrays)
+        results[strategy] = {
+            "replicas": trainer.replicas, "chief": trainer.is_chief,
+            "losses": [loss for _, loss in fit.losses], "evaluations": fit.evaluations,
+            "start_logits": predictions["start_logits"].tolist(),
+            "watched": ctf.canonical_weights(model)[WATCHED].tolist(), "seen": seen,
+        }
+    json.dump(results, open(sys.argv[1], "w"))
+""")
+
+
+@pytest.mark.slow
+def test_mirrored_over_two_logical_cpus_matches_one_device(tmp_path):
+    """Two child processes (started together to overlap TensorFlow's start-up): one trains with
+    one_device then mirrored, the other with multi_worker_mirrored (a single local worker; its
+    collectives cannot share a process with the mirrored strategy's)."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
+    runs = {}
+    for name, strategies in (("local", ["one_device", "mirrored"]), ("multi_worker", ["multi_worker_mirrored"])):
+        out = tmp_path / f"{name}.json"
+        runs[name] = (out, subprocess.Popen([sys.executable, "-c", DISTRIBUTED_CHILD, str(out), *strategies], env=env,
+                                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    results = {}
+    for out, child in runs.values():
+        _, stderr = child.communicate(timeout=400)
+        assert child.returncode == 0, stderr[-4000:]
+        results.update(json.loads(out.read_text()))
+    assert results["torch_imported"] is False  # the TF path never imports torch
+    one, mirrored, multi_worker = results["one_device"], results["mirrored"], results["multi_worker_mirrored"]
+    assert (one["replicas"], mirrored["replicas"], multi_worker["replicas"]) == (1, 2, 1)
+    assert one["chief"] and mirrored["chief"] and multi_worker["chief"]
+    for other in (mirrored, multi_worker):
+        assert len(other["losses"]) == len(one["losses"]) == 3
+        np.testing.assert_allclose(other["losses"], one["losses"], rtol=0, atol=1e-6)
+        np.testing.assert_allclose(other["start_logits"], one["start_logits"], rtol=0, atol=1e-4)
+        np.testing.assert_allclose(other["watched"], one["watched"], rtol=0, atol=1e-5)
+        # the caller's model held the trained weights when on_new_best ran (the end of training here)
+        assert len(other["seen"]) == 1
+        np.testing.assert_allclose(other["seen"][0], other["watched"], rtol=0, atol=0)
+    assert np.abs(np.array(one["watched"])).max() > 1e-3  # trained away from its zero start
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_training_with_gradient_checkpointing(precision):
+    """The first step's loss (initial weights, first global batch of the plan) is the fp32 loss
+    within half-precision rounding: 1 % (bf16 keeps 8 mantissa bits, LayerNorm/softmax/loss run in fp32)."""
+    arrays = features(n=12, cjrc=False)
+    model, _ = backend.create_model("drcd", CONFIG.replace(initializer_range=0.2), None)
+    rows = global_batches(12, 4, seed=5, epoch=0)[0]
+    outputs = model(arrays["input_ids"][rows], attention_mask=arrays["attention_mask"][rows])
+    fp32_loss = float(ctf.span_loss(outputs, arrays["start_positions"][rows], arrays["end_positions"][rows],
+                                    reduction="none").numpy().mean())
+    training = TrainingConfig(learning_rate=1e-3, num_train_epochs=1, train_batch_size=4, precision=precision,
+                              gradient_checkpointing=True, seed=5)
+    trainer = backend.Trainer(model, training, "drcd", show_progress=False, jit_compile=False)
+    assert model.qa_outputs.compute_dtype == {"bf16": "bfloat16", "fp16": "float16"}[precision]
+    assert model.bert.encoder.gradient_checkpointing
+    losses = [loss for _, loss in trainer.fit(arrays).losses]
+    assert len(losses) == 3 and all(math.isfinite(loss) for loss in losses)
+    assert losses[0] == pytest.approx(fp32_loss, rel=1e-2) and losses[0] != fp32_loss
+    predictions = trainer.predict(arrays)
+    assert predictions["start_logits"].dtype == np.float32 and predictions["start_logits"].shape == (12, 16)
+
+
+def test_a_loss_that_stays_non_finite_stops_training_without_touching_the_weights():
+    arrays = features(n=12, cjrc=False)
+    model, _ = backend.create_model("drcd", CONFIG, None)
+    model.qa_outputs.bias.assign([np.nan, 0.0])
+    before = ctf.canonical_weights(model)
+    training = TrainingConfig(num_train_epochs=3, train_batch_size=4, max_consecutive_nonfinite=2)
+    trainer = backend.Trainer(model, training, "drcd", show_progress=False, jit_compile=False)
+    with pytest.raises(ctf.NonFiniteLossError, match="NaN/inf for 2 consecutive steps \\(last at step 2\\)"):
+        trainer.fit(arrays)
+    after = ctf.canonical_weights(model)
+    for name, value in before.items():
+        np.testing.assert_array_equal(after[name], value, err_msg=name)
+
+
+def test_bad_features_are_rejected_before_anything_is_compiled():
+    model, _ = backend.create_model("cjrc", CONFIG, None)
+    trainer = backend.Trainer(model, TrainingConfig(train_batch_size=4), "cjrc", show_progress=False)
+    arrays = features(n=8)
+    with pytest.raises(ValueError, match=r"end_positions holds \[16\] \(rows \[3\]\)"):
+        trainer.fit(dict(arrays, end_positions=np.where(np.arange(8) == 3, 16, arrays["end_positions"])))
+    with pytest.raises(ValueError, match=r"answer_class holds \[4, 4, 4"):
+        trainer.fit(dict(arrays, answer_class=np.full(8, 4)))
+    with pytest.raises(ValueError, match=r"feature arrays lack \['answer_class'\]"):
+        trainer.fit({k: v for k, v in arrays.items() if k != "answer_class"})
+    with pytest.raises(ValueError, match=r"attention_mask has shape \(8, 15\), expected \(8, 16\)"):
+        trainer.predict(dict(arrays, attention_mask=arrays["attention_mask"][:, 1:]))
+    with pytest.raises(ValueError, match="cannot fill 2 replicas|smaller than replicas"):
+        backend.Trainer(model, TrainingConfig(train_batch_size=1, gradient_accumulation_steps=2), "cjrc",
+                        show_progress=False).fit(arrays)
+    with pytest.raises(TypeError, match="task 'drcd' needs a BertForSpanExtraction, got BertForCJRC"):
+        backend.Trainer(model, TrainingConfig(), "drcd")
+    with pytest.raises(ValueError, match="unknown distribution strategy 'tpu'"):
+        backend.Trainer(model, TrainingConfig(), "cjrc", strategy_name="tpu")
