@@ -12,7 +12,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(STAMP): $(BIN)/python pyproject.toml setup.py $(wildcard csrc/*.cpp csrc/*.h csrc/cuda/*)
-	$(BIN)/python tools/pins.py test > $(VENV)/pins.txt
+	$(BIN)/python tools/pins.py test build > $(VENV)/pins.txt
 	$(BIN)/python -m pip install --quiet -r $(VENV)/pins.txt
 	$(BIN)/python -m pip install --quiet --no-build-isolation --no-deps -e .
 	touch $(STAMP)

@@ -1,9 +1,12 @@
-"""Atomic file writes: a reader never sees a half-written output, even after Ctrl-C."""
+"""Reading JSON with errors that name the file, and atomic writes: a reader never sees a
+half-written output, even after Ctrl-C."""
 import contextlib
 import json
 import os
 import tempfile
 from pathlib import Path
+
+from cnbert.errors import DataError
 
 
 @contextlib.contextmanager
@@ -34,3 +37,37 @@ def write_json(path, obj, indent=2):
 def write_text(path, text):
     with atomic_open(path) as f:
         f.write(text)
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key):
+        super().__init__(key)
+        self.key = key
+
+
+def _reject_duplicate_keys(pairs):
+    # json.load keeps the last of two equal keys without a word; for predictions that would hide
+    # which answer is scored, so refuse instead.
+    result = {}
+    for key, value in pairs:
+        if key in result:
+            raise _DuplicateKey(key)
+        result[key] = value
+    return result
+
+
+def read_json_file(path, reject_duplicate_keys=False):
+    """Parse a UTF-8 JSON file; any failure becomes a DataError naming the file (and the line)."""
+    path = Path(path)
+    hook = _reject_duplicate_keys if reject_duplicate_keys else None
+    try:
+        with path.open(encoding="utf-8") as f:
+            return json.load(f, object_pairs_hook=hook)
+    except OSError as e:
+        raise DataError(path, None, f"cannot read the file ({e.strerror or e})") from e
+    except UnicodeDecodeError as e:
+        raise DataError(path, f"byte {e.start}", "not UTF-8 text") from e
+    except json.JSONDecodeError as e:
+        raise DataError(path, f"line {e.lineno} column {e.colno}", f"malformed JSON: {e.msg}") from e
+    except _DuplicateKey as e:
+        raise DataError(path, f"id {e.key!r}", "appears twice") from e

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from cnbert.errors import DataError
-from cnbert.eval.predictions import load_predictions, read_json_file
+from cnbert.eval.predictions import load_predictions
+from cnbert.io_utils import read_json_file
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 CMRC_GOLD = FIXTURES / "score_cmrc_sample_gold.json"

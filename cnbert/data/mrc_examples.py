@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import json
 import logging
 from pathlib import Path
 from typing import NamedTuple
 
 from cnbert.data.chinese_convert import TraditionalToSimplified
 from cnbert.errors import DataError
+from cnbert.io_utils import read_json_file
 
 logger = logging.getLogger(__name__)
 
@@ -199,7 +199,7 @@ def read_cjrc(path) -> ReadResult:
 def _read(path, cjrc: bool, converter: TraditionalToSimplified | None = None) -> ReadResult:
     path = Path(path)
     reader = _Reader(path, cjrc, converter)
-    examples = reader.read(_load_json(path))
+    examples = reader.read(read_json_file(path))
     report = ReadReport(str(path), len(examples), reader.span_answers, tuple(reader.repaired),
                         tuple(reader.inconsistent), reader.without_offset, reader.conversion_fallbacks,
                         tuple(reader.empty_questions))
@@ -210,18 +210,6 @@ def _read(path, cjrc: bool, converter: TraditionalToSimplified | None = None) ->
         logger.warning("%s: answers not found within ±%d characters of their answer_start: %s", path,
                        MAX_OFFSET_REPAIR, ", ".join(f"{a.qas_id}#{a.answer_index}" for a in report.inconsistent))
     return ReadResult(examples, report)
-
-
-def _load_json(path: Path):
-    try:
-        with path.open(encoding="utf-8") as f:
-            return json.load(f)
-    except OSError as e:
-        raise DataError(path, None, f"cannot read the file ({e.strerror or e})") from e
-    except UnicodeDecodeError as e:
-        raise DataError(path, f"byte {e.start}", "not UTF-8 text") from e
-    except json.JSONDecodeError as e:
-        raise DataError(path, f"line {e.lineno} column {e.colno}", f"malformed JSON: {e.msg}") from e
 
 
 def _optional_text(record, key) -> str:

@@ -15,7 +15,8 @@ from absl import app, flags
 from cnbert.errors import DataError
 from cnbert.eval.cjrc_metric import evaluate_cjrc, format_cjrc_scores
 from cnbert.eval.cmrc_metric import evaluate_cmrc, format_cmrc_scores
-from cnbert.eval.predictions import load_predictions, read_gold_questions, read_json_file
+from cnbert.eval.predictions import load_predictions, read_gold_questions
+from cnbert.io_utils import read_json_file
 
 TASKS = ("cmrc2018", "drcd", "cjrc")
 

@@ -2,45 +2,10 @@
 
 Every problem is a `DataError` naming the file and the entry, raised before any scoring starts.
 """
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 from cnbert.errors import DataError
-
-
-class _DuplicateKey(Exception):
-    def __init__(self, key):
-        super().__init__(key)
-        self.key = key
-
-
-def _reject_duplicate_keys(pairs):
-    # json.load keeps the last of two equal keys without a word; for predictions that would hide
-    # which answer is scored, so refuse instead.
-    result = {}
-    for key, value in pairs:
-        if key in result:
-            raise _DuplicateKey(key)
-        result[key] = value
-    return result
-
-
-def read_json_file(path, reject_duplicate_keys=False):
-    """Parse a UTF-8 JSON file; any failure becomes a DataError naming the file (and the line)."""
-    path = Path(path)
-    hook = _reject_duplicate_keys if reject_duplicate_keys else None
-    try:
-        with path.open(encoding="utf-8") as f:
-            return json.load(f, object_pairs_hook=hook)
-    except OSError as e:
-        raise DataError(path, None, f"cannot read the file ({e.strerror or e})") from e
-    except UnicodeDecodeError as e:
-        raise DataError(path, f"byte {e.start}", "not UTF-8 text") from e
-    except json.JSONDecodeError as e:
-        raise DataError(path, f"line {e.lineno} column {e.colno}", f"malformed JSON: {e.msg}") from e
-    except _DuplicateKey as e:
-        raise DataError(path, f"id {e.key!r}", "appears twice") from e
+from cnbert.io_utils import read_json_file
 
 
 def load_predictions(path, allow_list=False):

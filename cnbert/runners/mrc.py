@@ -21,8 +21,8 @@ from pathlib import Path
 from absl import app, flags
 
 from cnbert.config import BertConfig, read_config
-from cnbert.data import FeatureConfig, MrcAnswer, MrcExample, build_features, postprocess_predictions
-from cnbert.eval.predictions import read_json_file
+from cnbert.data import FeatureConfig, MrcExample, build_features, postprocess_predictions
+from cnbert.io_utils import read_json_file
 from cnbert.io_utils import write_json, write_text
 from cnbert.report import format_markdown, summarize_seeds
 from cnbert.tasks import mrc as tasks
