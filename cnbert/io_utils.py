@@ -1,9 +1,11 @@
-"""Reading JSON with errors that name the file, and atomic writes: a reader never sees a
-half-written output, even after Ctrl-C."""
+"""Reading JSON with errors that name the file, and atomic writes of files and directories: a
+reader never sees a half-written output, even after Ctrl-C."""
 import contextlib
 import json
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from cnbert.errors import DataError
@@ -20,11 +22,68 @@ def atomic_open(path, mode="w", encoding="utf-8"):
             yield f
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_directory(target) -> Iterator[Path]:
+    """Yield an empty staging directory beside `target` to write into; when the block succeeds it
+    becomes `target` (replace_directory). On any exception, Ctrl-C included, the staging directory
+    is removed and `target` (old contents or absence) is left as it was."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # A sibling, so the final rename stays on one file system (os.replace is atomic only there).
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        yield staging
+        _usual_permissions(staging)
+        replace_directory(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _usual_permissions(directory: Path) -> None:
+    """mkdtemp/mkstemp make private (0700/0600) entries; a saved model should be as readable as
+    any other output, so apply the process umask as a plain mkdir/open would."""
+    mask = _umask()
+    os.chmod(directory, 0o777 & ~mask)
+    for path in directory.rglob("*"):
+        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
+
+
+def replace_directory(new: Path, target: Path) -> None:
+    """Move the complete directory `new` to `target` (same file system). An existing directory at
+    `target` is moved aside first and deleted only once `new` is in place; if that rename fails the
+    old one is put back. POSIX cannot swap two directories in one step, so there is a moment with
+    no `target`, never one with a partial `target`."""
+    new, target = Path(new), Path(target)
+    if not target.exists():
+        os.replace(new, target)
+        return
+    if not target.is_dir():
+        raise FileExistsError(f"{target} exists and is not a directory")
+    aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+    old = aside / target.name
+    os.replace(target, old)
+    try:
+        os.replace(new, target)
+    except BaseException:
+        os.replace(old, target)
+        aside.rmdir()
+        raise
+    shutil.rmtree(aside)
 
 
 def write_json(path, obj, indent=2):

@@ -1,10 +1,13 @@
-"""Atomic writes: an interrupted write leaves the previous file (or nothing), never a partial one."""
+"""Atomic writes: an interrupted write leaves the previous file or directory (or nothing), never a
+partial one."""
 import json
+import os
 
 import pytest
 
 from cnbert.errors import DataError
-from cnbert.io_utils import atomic_open, read_json_file, write_json
+from cnbert import io_utils
+from cnbert.io_utils import atomic_directory, atomic_open, read_json_file, write_json
 
 
 def test_interrupted_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
@@ -16,6 +19,66 @@ def test_interrupted_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
             raise KeyboardInterrupt
     assert json.loads(target.read_text()) == {"F1": 1.0}
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+def write_model_directory(target, weights):
+    with atomic_directory(target) as staging:
+        assert staging.parent == target.parent and staging.name.startswith(f".{target.name}.tmp-")
+        assert not any(staging.iterdir())
+        (staging / "model.bin").write_text(weights)
+        (staging / "vocab.txt").write_text("[PAD]")
+
+
+def test_atomic_directory_creates_and_replaces_a_directory_without_leftovers(tmp_path):
+    target = tmp_path / "runs" / "best"
+    write_model_directory(target, "v1")  # creates the parent
+    write_model_directory(target, "v2")
+    assert sorted(p.name for p in target.iterdir()) == ["model.bin", "vocab.txt"]
+    assert (target / "model.bin").read_text() == "v2"
+    assert [p.name for p in target.parent.iterdir()] == ["best"]
+
+
+@pytest.mark.parametrize("interruption", [RuntimeError, KeyboardInterrupt])
+def test_failure_inside_atomic_directory_keeps_the_old_directory_and_removes_the_staging_one(tmp_path, interruption):
+    target = tmp_path / "best"
+    write_model_directory(target, "v1")
+    with pytest.raises(interruption):
+        with atomic_directory(target) as staging:
+            (staging / "model.bin").write_text("half of v2")
+            raise interruption
+    assert (target / "model.bin").read_text() == "v1"
+    assert [p.name for p in tmp_path.iterdir()] == ["best"]
+    with pytest.raises(ValueError):
+        with atomic_directory(tmp_path / "new"):
+            raise ValueError
+    assert [p.name for p in tmp_path.iterdir()] == ["best"]
+
+
+def test_atomic_directory_refuses_to_replace_a_file(tmp_path):
+    target = tmp_path / "best"
+    target.write_text("not a directory")
+    with pytest.raises(FileExistsError, match="best exists and is not a directory"):
+        write_model_directory(target, "v1")
+    assert target.read_text() == "not a directory"
+    assert [p.name for p in tmp_path.iterdir()] == ["best"]
+
+
+def test_replace_directory_puts_the_old_directory_back_when_the_final_rename_fails(tmp_path, monkeypatch):
+    target, new = tmp_path / "best", tmp_path / "staged"
+    write_model_directory(target, "v1")
+    write_model_directory(new, "v2")
+    real_replace = os.replace
+
+    def fail_on_the_new_directory(src, dst):
+        if os.fspath(src) == os.fspath(new):
+            raise OSError("disk unplugged")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(io_utils.os, "replace", fail_on_the_new_directory)
+    with pytest.raises(OSError, match="disk unplugged"):
+        io_utils.replace_directory(new, target)
+    assert (target / "model.bin").read_text() == "v1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best", "staged"]
 
 
 def test_write_json_keeps_chinese_readable_and_creates_parents(tmp_path):
@@ -35,3 +98,22 @@ def test_read_json_errors_name_the_file_and_line(tmp_path):
     assert read_json_file(twice) == {"q1": "b"}
     with pytest.raises(DataError, match=r"twice.json: id 'q1': appears twice"):
         read_json_file(twice, reject_duplicate_keys=True)
+
+
+def test_outputs_get_the_usual_permissions_not_temporary_file_ones(tmp_path):
+    import os
+    import stat
+
+    from cnbert.io_utils import atomic_directory
+
+    mask = os.umask(0o022)
+    try:
+        write_json(tmp_path / "r.json", {})
+        with atomic_directory(tmp_path / "model") as staging:
+            (staging / "weights.bin").write_bytes(b"0")
+            os.chmod(staging / "weights.bin", 0o600)
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "r.json").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "model").stat().st_mode) == 0o755
+    assert stat.S_IMODE((tmp_path / "model" / "weights.bin").stat().st_mode) == 0o644

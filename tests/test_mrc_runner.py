@@ -55,48 +55,71 @@ def cmrc_slice(tmp_path_factory):
     return path
 
 
-def untrained_f1(config_path, data_path):
-    """F1 of the runner's initial weights (init_seed 0) on `data_path`, computed in-process."""
-    config = BertConfig.from_json_file(config_path)
+@pytest.fixture(scope="module")
+def init_checkpoint(tmp_path_factory):
+    """A tiny randomly initialised span model saved as a checkpoint, so that both frameworks start
+    from exactly the same weights, task head included."""
+    directory = tmp_path_factory.mktemp("init") / "tiny_span_model"
+    torch.manual_seed(0)
+    model, _ = backend.create_model("cmrc2018", BertConfig.from_dict(TINY))
+    backend.save_pretrained(model, directory, REPO / "cnbert" / "resources" / "vocab.txt")
+    return directory
+
+
+def checkpoint_f1(model_dir, data_path):
+    """Training-slice F1 of the model in `model_dir`, computed in-process without the runner."""
+    from cnbert.tokenization import ChineseBertTokenizer
+
     examples = read_cmrc2018(data_path).examples
-    features = build_features(examples, backend_tokenizer(), FeatureConfig(128, 32, 64), training=False)
-    backend.seed_everything(0)
-    model, _ = backend.create_model("cmrc2018", config)
+    features = build_features(examples, ChineseBertTokenizer(), FeatureConfig(128, 32, 64), training=False)
+    model = backend.load_finetuned(model_dir, "cmrc2018")
     out = backend.Trainer(model, TrainingConfig(), "cmrc2018", show_progress=False).predict(features.model_arrays())
     answers = postprocess_predictions(examples, features, out["start_logits"], out["end_logits"]).answers
     return evaluate_cmrc(json.loads(Path(data_path).read_text(encoding="utf-8")), answers)["F1"]
 
 
-def backend_tokenizer():
-    from cnbert.tokenization import ChineseBertTokenizer
-    return ChineseBertTokenizer()
+TRAINING = ["--num_train_epochs=12", "--train_batch_size=16", "--learning_rate=5e-3", "--warmup_proportion=0.1",
+            "--eval_every=0.5", "--seeds=123"]
+_runs = {}
+
+
+def fine_tune(framework, tmp_path_factory, init_checkpoint, cmrc_slice):
+    """One cnbert-mrc training run per framework, shared by the tests below."""
+    if framework not in _runs:
+        out = tmp_path_factory.mktemp(f"run_{framework}") / "out"
+        proc = run_cli(["--task=cmrc2018", f"--framework={framework}", f"--init_checkpoint={init_checkpoint}",
+                        f"--train_file={cmrc_slice}", f"--dev_file={cmrc_slice}", f"--output_dir={out}", *SIZES,
+                        *TRAINING])
+        _runs[framework] = out, proc
+    return _runs[framework]
 
 
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory, tiny_config, cmrc_slice):
-    out = tmp_path_factory.mktemp("run") / "out"
-    proc = run_cli(["--task=cmrc2018", f"--bert_config_file={tiny_config}", f"--train_file={cmrc_slice}",
-                    f"--dev_file={cmrc_slice}", f"--output_dir={out}", *SIZES, "--num_train_epochs=12",
-                    "--train_batch_size=16", "--learning_rate=5e-3", "--warmup_proportion=0.1", "--eval_every=0.5",
-                    "--seeds=123"])
-    return out, proc
+def trained_run(tmp_path_factory, init_checkpoint, cmrc_slice):
+    return fine_tune("torch", tmp_path_factory, init_checkpoint, cmrc_slice)
+
+
+def losses_of(out):
+    history = json.loads((out / "seed_123" / "training_history.json").read_text())
+    return [loss for _, loss in history["losses"]]
 
 
 @pytest.mark.data
 @pytest.mark.slow
-def test_fine_tuning_on_real_cmrc_data_lowers_the_loss_and_lifts_training_f1(trained_run, tiny_config, cmrc_slice):
+def test_fine_tuning_on_real_cmrc_data_lowers_the_loss_and_lifts_training_f1(trained_run, init_checkpoint,
+                                                                            cmrc_slice):
     out, proc = trained_run
-    assert "RANDOMLY INITIALISED" in proc.stdout
-    history = json.loads((out / "seed_123" / "training_history.json").read_text())
-    losses = [loss for _, loss in history["losses"]]
+    assert "freshly initialised" not in proc.stdout  # the checkpoint has its span head
+    losses = losses_of(out)
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
     report = json.loads((out / "report.json").read_text())
-    before = untrained_f1(tiny_config, cmrc_slice)
+    before = checkpoint_f1(init_checkpoint, cmrc_slice)
     assert before < 25.0, before
     assert report["seeds"]["123"]["F1"] > before + 30.0
     # the saved artefacts agree with each other
     eval_results = json.loads((out / "seed_123" / "eval_results.json").read_text())
     assert eval_results["F1"] == pytest.approx(report["seeds"]["123"]["F1"])
+    assert checkpoint_f1(out / "seed_123" / "best_model", cmrc_slice) == pytest.approx(eval_results["F1"])
     predictions = json.loads((out / "seed_123" / "predictions.json").read_text(encoding="utf-8"))
     gold = json.loads(cmrc_slice.read_text(encoding="utf-8"))
     assert evaluate_cmrc(gold, predictions)["F1"] == pytest.approx(eval_results["F1"])
@@ -108,23 +131,26 @@ def test_fine_tuning_on_real_cmrc_data_lowers_the_loss_and_lifts_training_f1(tra
 
 @pytest.mark.data
 @pytest.mark.slow
-def test_predict_mode_answers_from_the_saved_model(trained_run, tmp_path, cmrc_slice):
-    out, _ = trained_run
-    model_dir = out / "seed_123" / "best_model"
-    gold = json.loads(cmrc_slice.read_text(encoding="utf-8"))
-    paragraph = gold["data"][0]["paragraphs"][0]
-    qa = paragraph["qas"][0]
-    proc = run_cli(["--mode=predict", "--task=cmrc2018", f"--model_dir={model_dir}", *SIZES,
-                    f"--question={qa['question']}", f"--context={paragraph['context']}"])
-    answer = json.loads(proc.stdout.strip().splitlines()[-1])["answer"]
-    assert answer and answer in paragraph["context"]
-    # the file form agrees with what training wrote for the same model
-    run_cli(["--mode=predict", "--task=cmrc2018", f"--model_dir={model_dir}", *SIZES,
-             f"--predict_file={cmrc_slice}", f"--output_dir={tmp_path}"])
-    predicted = json.loads((tmp_path / "predictions.json").read_text(encoding="utf-8"))
-    during_training = json.loads((out / "seed_123" / "predictions.json").read_text(encoding="utf-8"))
-    assert predicted == during_training
-    assert predicted[qa["id"]] == answer
+def test_tensorflow_run_learns_like_the_pytorch_run_from_the_same_weights(trained_run, tmp_path_factory,
+                                                                         init_checkpoint, cmrc_slice):
+    """--framework=tf on the same data, flags and initial weights (dropout off): it learns, and lands
+    near the PyTorch run. Both compute the same steps up to float rounding; at this learning rate
+    training is chaotic (the training-slice F1 dips to near 0 and recovers), so the rounding
+    differences grow after some 70 steps. Measured on CPU: per-step losses within 1e-5 for the first
+    60 steps, 0.45 at worst later; best F1 56.82 (PyTorch) vs 56.78 (TF), same EM. Asserted: 1e-4
+    over the first 60 steps, best F1 and EM within 10 points."""
+    torch_out, _ = trained_run
+    tf_out, _ = fine_tune("tf", tmp_path_factory, init_checkpoint, cmrc_slice)
+    tf_losses, torch_losses = losses_of(tf_out), losses_of(torch_out)
+    assert len(tf_losses) == len(torch_losses)
+    assert np.mean(tf_losses[-5:]) < 0.5 * np.mean(tf_losses[:5])
+    np.testing.assert_allclose(tf_losses[:60], torch_losses[:60], atol=1e-4, rtol=0)
+    tf_best = json.loads((tf_out / "report.json").read_text())["seeds"]["123"]
+    torch_best = json.loads((torch_out / "report.json").read_text())["seeds"]["123"]
+    assert tf_best["F1"] > checkpoint_f1(init_checkpoint, cmrc_slice) + 30.0
+    assert abs(tf_best["F1"] - torch_best["F1"]) <= 10.0 and abs(tf_best["EM"] - torch_best["EM"]) <= 10.0
+    # the TF run saved a directory the PyTorch side reads
+    assert checkpoint_f1(tf_out / "seed_123" / "best_model", cmrc_slice) == pytest.approx(tf_best["F1"], abs=1e-6)
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 gradients, strict weight exchange both ways, Google names, HF directories, SavedModel export."""
 import json
 import shutil
+import subprocess
 import sys
 import types
 
@@ -14,7 +15,7 @@ transformers = pytest.importorskip("transformers")
 ctf = pytest.importorskip("cnbert.tf")
 
 from cnbert.checkpoints import CheckpointError, bert_parameter_shapes, hf_to_google  # noqa: E402
-from cnbert.config import BertConfig  # noqa: E402
+from cnbert.config import AlbertConfig, BertConfig  # noqa: E402
 from cnbert.tf import backend  # noqa: E402
 from cnbert.tf.modeling import BertLayer, Linear, set_gradient_checkpointing  # noqa: E402
 from cnbert.tokenization import bundled_vocab_path  # noqa: E402
@@ -108,6 +109,24 @@ def test_fresh_weights_follow_the_bert_initialisation():
     assert np.all(state["bert.embeddings.LayerNorm.weight"] == 1)
     assert np.all(state["bert.embeddings.word_embeddings.weight"][0] == 0)  # pad_token_id row
     assert np.abs(state["bert.embeddings.word_embeddings.weight"][1]).max() > 0
+
+
+def test_seeded_fresh_models_repeat_and_albert_configs_are_refused():
+    backend.seed_everything(3)
+    first, report = backend.create_model("cjrc", CONFIG, None)
+    backend.seed_everything(3)
+    again, _ = backend.create_model("cjrc", CONFIG, None)
+    backend.seed_everything(4)
+    other, _ = backend.create_model("cjrc", CONFIG, None)
+    assert report is None
+    first, again, other = (ctf.canonical_weights(m) for m in (first, again, other))
+    for name in first:
+        np.testing.assert_array_equal(first[name], again[name], err_msg=name)
+    assert np.abs(first["answer_class.weight"] - other["answer_class.weight"]).max() > 1e-3
+    with pytest.raises(ValueError, match="ALBERT config: use the PyTorch path"):
+        backend.create_model("drcd", AlbertConfig(**TINY, embedding_size=16), None)
+    with pytest.raises(ValueError, match="unknown task 'squad'"):
+        backend.create_model("squad", CONFIG, None)
 
 
 # ---- forward parity -----------------------------------------------------------------------------
@@ -394,3 +413,11 @@ def test_missing_or_wrong_tensorflow_gives_one_clear_import_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "keras", fake_keras)
     with pytest.raises(ImportError, match="Keras was started with the 'jax' backend"):
         _check_installation()
+
+
+def test_framework_neutral_modules_do_not_import_tensorflow():
+    code = ("import sys, cnbert.config, cnbert.checkpoints, cnbert.training, cnbert.tokenization; "
+            "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -100,11 +100,14 @@ def test_fit_reproduces_the_pytorch_trainer_step_for_step(tmp_path):
     model, _ = backend.create_model("cjrc", CONFIG, None)
     ctf.load_canonical_weights(model, {k: v.numpy() for k, v in reference.state_dict().items()}, allow_fresh_heads=False)
 
-    torch_trainer = TorchTrainer(reference, training, show_progress=False, loss_fn=lambda out, b: cnbert_torch.cjrc_loss(
-        out, b["start_positions"], b["end_positions"], b["answer_class"], reduction="none"))
+    def torch_loss(outputs, batch):
+        return cnbert_torch.cjrc_loss(outputs, batch["start_positions"], batch["end_positions"], batch["answer_class"],
+                                      reduction="none")
+
+    torch_trainer = TorchTrainer(reference, training, loss_fn=torch_loss, show_progress=False)
     torch_arrays = {k: v.astype(np.int64) for k, v in arrays.items()}
-    want = torch_trainer.fit(torch_arrays, evaluate=lambda: {"s": float(torch_trainer.predict(torch_arrays)["start_logits"].sum())},
-                             criterion=lambda m: m["s"])
+    want = torch_trainer.fit(torch_arrays, criterion=lambda m: m["s"],
+                             evaluate=lambda: {"s": float(torch_trainer.predict(torch_arrays)["start_logits"].sum())})
 
     trainer = backend.Trainer(model, training, "cjrc", log_dir=tmp_path / "logs", show_progress=False)
     assert trainer.jit_compile

@@ -66,6 +66,8 @@ flags.DEFINE_float("warmup_proportion", 0.1, "Fraction of steps with linear warm
 flags.DEFINE_float("weight_decay", 0.01, "Decoupled weight decay (not on biases and LayerNorm).")
 flags.DEFINE_float("adam_epsilon", 1e-6, "AdamW epsilon.")
 flags.DEFINE_float("max_grad_norm", 1.0, "Global gradient-norm clip (0: off).")
+flags.DEFINE_bool("gradient_checkpointing", False, "Recompute each encoder layer in the backward pass: less "
+                  "activation memory for long sequences, about a third more compute.")
 flags.DEFINE_enum("precision", "fp32", ["fp32", "bf16", "fp16"], "Mixed precision (autocast; fp16 adds loss scaling).")
 flags.DEFINE_float("eval_every", 0.0, "Evaluate every N optimizer steps (N >= 1) or every fraction of an epoch (0 < N < 1); "
                    "always at the end.")
@@ -150,7 +152,8 @@ def _training_config(seed: int) -> TrainingConfig:
             train_batch_size=FLAGS.train_batch_size, eval_batch_size=FLAGS.eval_batch_size,
             gradient_accumulation_steps=FLAGS.gradient_accumulation_steps, warmup_proportion=FLAGS.warmup_proportion,
             weight_decay=FLAGS.weight_decay, adam_epsilon=FLAGS.adam_epsilon, max_grad_norm=FLAGS.max_grad_norm,
-            precision=FLAGS.precision, seed=seed, eval_every=FLAGS.eval_every)
+            precision=FLAGS.precision, seed=seed, eval_every=FLAGS.eval_every,
+            gradient_checkpointing=FLAGS.gradient_checkpointing)
     except ValueError as e:
         raise UsageError(str(e)) from None
 

@@ -65,8 +65,8 @@ from cnbert.tf.modeling import BertModel, set_precision  # noqa: E402
 from cnbert.tf.trainer import FitResult, NonFiniteLossError, Trainer  # noqa: E402
 
 __all__ = [
-    "LoadReport", "canonical_variables", "canonical_weights", "load_canonical_weights", "load_finetuned", "load_pretrained",
-    "read_canonical_weights", "save_pretrained", "export_saved_model", "ANSWER_CLASSES", "IGNORE_INDEX",
+    "LoadReport", "canonical_variables", "canonical_weights", "load_canonical_weights", "load_finetuned",
+    "load_pretrained", "read_canonical_weights", "save_pretrained", "export_saved_model", "ANSWER_CLASSES", "IGNORE_INDEX",
     "BertForCJRC", "BertForSpanExtraction", "cjrc_loss", "span_loss", "BertModel", "set_precision",
     "FitResult", "NonFiniteLossError", "Trainer",
 ]

@@ -1,29 +1,28 @@
-"""The TensorFlow backend of the cnbert-mrc runner: the same five entry points as
-cnbert.torch.backend, so the runner never imports a framework itself."""
+"""The TensorFlow side of the task runners: the same functions as cnbert.torch.backend (build or
+load a model for a task, train it, save it), so a runner switches frameworks with one flag."""
 from __future__ import annotations
 
-from cnbert.checkpoints import check_vocab_size
+import keras
+
 from cnbert.config import BertConfig
-from cnbert.tf.checkpoint import LoadReport, canonical_variables, load_finetuned, load_pretrained, save_pretrained
+from cnbert.tf.checkpoint import LoadReport, load_finetuned, load_pretrained, model_for_task, save_pretrained
 from cnbert.tf.export import export_saved_model
-from cnbert.tf.heads import TASK_MODELS
 from cnbert.tf.trainer import FitResult, Trainer
 
-__all__ = ["create_model", "Trainer", "FitResult", "save_pretrained", "load_finetuned", "export_saved_model"]
+__all__ = ["create_model", "load_finetuned", "save_pretrained", "Trainer", "FitResult", "seed_everything",
+           "export_saved_model"]
 
 
-def create_model(task: str, config: BertConfig, init_checkpoint: str | None, vocab_file=None):
-    """(model, LoadReport) for `task` ("cmrc2018", "drcd": span model; "cjrc": span + answer
-    class). init_checkpoint: a Hugging Face or Google TF1 directory (or weights file), loaded
-    strictly; None gives a freshly initialised model whose report lists every weight as
-    initialised (source ""). Fresh weights come from Keras's global seed
-    (keras.utils.set_random_seed)."""
-    model_class = TASK_MODELS.get(task)
-    if model_class is None:
-        raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASK_MODELS)}")
-    model = model_class(config)
-    if init_checkpoint is None:
-        if vocab_file is not None:
-            check_vocab_size(vocab_file, config)
-        return model, LoadReport(source="", loaded=[], initialised=sorted(canonical_variables(model)), ignored=[])
-    return model, load_pretrained(model, init_checkpoint, vocab_file=vocab_file)
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and TensorFlow; fresh Keras weights then repeat exactly."""
+    keras.utils.set_random_seed(seed)
+
+
+def create_model(task: str, config: BertConfig, init_checkpoint=None, vocab_file=None
+                 ) -> tuple[keras.Model, LoadReport | None]:
+    """A fresh model for `task` ("cmrc2018", "drcd": span model; "cjrc": span + answer class), with
+    `init_checkpoint`'s weights (a Hugging Face or Google TF1 directory, or a weights file) loaded
+    strictly when given; returns (model, LoadReport or None)."""
+    model = model_for_task(task, config)
+    report = load_pretrained(model, init_checkpoint, vocab_file=vocab_file) if init_checkpoint else None
+    return model, report

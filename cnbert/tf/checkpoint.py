@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Mapping
 
@@ -34,6 +32,8 @@ from cnbert.checkpoints import (
     plan_load,
     read_pretrained_config,
 )
+from cnbert.config import AlbertConfig, BertConfig
+from cnbert.io_utils import atomic_directory
 from cnbert.tf.heads import TASK_MODELS
 from cnbert.tf.modeling import BertModel
 
@@ -159,14 +159,23 @@ def load_pretrained(model: keras.Model, source, vocab_file=None) -> LoadReport:
     return load_canonical_weights(model, state, source=path, allow_fresh_heads=True)
 
 
-def load_finetuned(directory, task: str) -> keras.Model:
-    """A task model (cnbert or transformers' BertForQuestionAnswering directory for the span tasks)
-    with every weight, heads included, read from `directory`."""
+def model_for_task(task: str, config: BertConfig) -> keras.Model:
+    """A freshly initialised model for `task`. The TensorFlow path implements BERT only."""
     model_class = TASK_MODELS.get(task)
     if model_class is None:
         raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASK_MODELS)}")
+    if isinstance(config, AlbertConfig):
+        raise ValueError("the TensorFlow path implements BERT (and BERT-typed RoBERTa-wwm-ext) only; this is an "
+                         "ALBERT config: use the PyTorch path (--framework=torch) for ALBERT")
+    return model_class(config)
+
+
+def load_finetuned(directory, task: str, **config_overrides) -> keras.Model:
+    """A task model (cnbert or transformers' BertForQuestionAnswering directory for the span tasks)
+    with every weight, heads included, read from `directory`. config_overrides: e.g.
+    hidden_dropout_prob=0.0 (the same keyword arguments as the PyTorch backend's)."""
     directory = Path(directory)
-    model = model_class(read_pretrained_config(directory))
+    model = model_for_task(task, read_pretrained_config(directory, **config_overrides))
     if (directory / "vocab.txt").is_file():
         check_vocab_size(directory / "vocab.txt", model.config)
     state, path = read_canonical_weights(directory)
@@ -180,28 +189,9 @@ def save_pretrained(model: keras.Model, directory, vocab_file) -> Path:
     Written into a temporary sibling directory and renamed into place (atomic)."""
     directory = Path(directory)
     check_vocab_size(vocab_file, model.config)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
-    try:
+    with atomic_directory(directory) as staging:
         architecture = getattr(model, "hf_architecture", "") or "BertModel"
         model.config.to_json_file(staging / "config.json", architectures=[architecture])
         save_file(canonical_weights(model), str(staging / "model.safetensors"), metadata={"format": "pt"})
         shutil.copyfile(vocab_file, staging / "vocab.txt")
-        replace_directory(staging, directory)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return directory
-
-
-def replace_directory(new: Path, target: Path) -> None:
-    """Move the complete directory `new` to `target`, replacing an existing one only after."""
-    if not target.exists():
-        os.replace(new, target)
-        return
-    if not target.is_dir():
-        raise FileExistsError(f"{target} exists and is not a directory")
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-    os.replace(target, old / target.name)
-    os.replace(new, target)
-    shutil.rmtree(old)

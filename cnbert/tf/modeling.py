@@ -22,8 +22,9 @@ import tensorflow as tf
 from cnbert.config import BertConfig
 from cnbert.tf import ops
 
-# config.hidden_act -> how the FFN computes it (ops.bias_gelu's `approximate`, or relu).
-_ACTIVATIONS = {"gelu": "none", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "relu": "relu"}
+# config.hidden_act -> the FFN's fused activation (see Linear).
+_ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu"}
+_GELU_APPROXIMATIONS = {"gelu": "none", "gelu_tanh": "tanh"}  # ops.bias_gelu's `approximate`
 PRECISION_POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 
 # Dropout sites are numbered so each draws its own stream from the step's seed.
@@ -42,7 +43,7 @@ def dropout(x, rate: float, seed, site: int):
 
 class Linear(keras.layers.Layer):
     """x @ kernel + bias with Google's names (kernel [in, out], bias [out]) and optionally a fused
-    activation: "none"/"tanh"/"sigmoid" use ops.bias_gelu, "relu" a ReLU."""
+    activation: "gelu" (exact erf) and "gelu_tanh" through ops.bias_gelu, or "relu"."""
 
     def __init__(self, units: int, initializer_range: float, activation: str | None = None, **kwargs):
         super().__init__(**kwargs)
@@ -61,7 +62,7 @@ class Linear(keras.layers.Layer):
             return y + self.bias
         if self.activation == "relu":
             return tf.nn.relu(y + self.bias)
-        return ops.bias_gelu(y, self.bias, approximate=self.activation)
+        return ops.bias_gelu(y, self.bias, approximate=_GELU_APPROXIMATIONS[self.activation])
 
 
 def _layer_norm(config: BertConfig) -> keras.layers.LayerNormalization:

@@ -25,7 +25,7 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 from cnbert.tf.distribute import is_chief, make_strategy
-from cnbert.tf.heads import TASK_LABELS, TASK_MODELS, check_labels, task_loss, ANSWER_CLASSES
+from cnbert.tf.heads import ANSWER_CLASSES, TASK_LABELS, TASK_MODELS, check_labels, task_loss
 from cnbert.tf.modeling import set_gradient_checkpointing, set_precision
 from cnbert.tf.optim import LinearWarmupDecay, build_optimizer
 from cnbert.training import TrainingConfig, global_batches, micro_batches
@@ -53,6 +53,11 @@ class Trainer:
     task: "cmrc2018", "drcd" or "cjrc" (chooses the loss and the label arrays). strategy_name:
     "one_device", "mirrored" or "multi_worker_mirrored". jit_compile: compile the training and
     prediction steps with XLA (one replica, or replicas on GPUs).
+
+    The model's dense layers are switched to training_config.precision (Keras mixed-precision
+    policies; variables stay float32) and stay so after training: `set_precision(model, "fp32")`
+    switches them back. Its encoder recomputes layers in the backward pass when
+    training_config.gradient_checkpointing is set.
     """
 
     def __init__(self, model: keras.Model, training_config: TrainingConfig, task: str,
@@ -123,7 +128,6 @@ class Trainer:
         schedule = LinearWarmupDecay(cfg.learning_rate, cfg.warmup_steps(total_steps), total_steps)
         micro_size = math.ceil(math.ceil(cfg.train_batch_size / replicas) / accum)
 
-        keras.utils.set_random_seed(cfg.seed)
         self._copy_weights(self.model, self._model)
         self._fitting = True
         with self.strategy.scope():

@@ -23,12 +23,12 @@ from cnbert.torch.heads import (
     cjrc_loss,
     span_loss,
 )
-from cnbert.torch.modeling import BertModel, EncoderOutput, init_bert_weights
+from cnbert.torch.modeling import BertModel, EncoderOutput, init_bert_weights, set_gradient_checkpointing
 
 __all__ = [
     "ATTENTION_FUNCTIONS", "attention_function", "eager_attention", "fused_attention", "sdpa_attention", "LoadReport",
     "from_pretrained", "load_pretrained", "read_state_dict", "save_pretrained", "ANSWER_CLASSES", "IGNORE_INDEX",
     "BertForCJRC", "BertForSpanExtraction", "cjrc_loss", "span_loss", "BertModel",
     "EncoderOutput", "init_bert_weights", "AlbertForCJRC", "AlbertForSpanExtraction", "AlbertModel", "TASK_HEADS",
-    "load_for_task", "model_class_for_task", "model_for_task",
+    "load_for_task", "model_class_for_task", "model_for_task", "set_gradient_checkpointing",
 ]

@@ -22,6 +22,7 @@ from cnbert.torch.modeling import (
     BertPooler,
     BertSelfAttention,
     EncoderOutput,
+    LayerStack,
     init_bert_weights,
     key_padding_mask_of,
 )
@@ -42,8 +43,9 @@ class FactorizedWordEmbeddings(BertEmbeddings):
         return self.word_embeddings_2(self.word_embeddings(input_ids))
 
 
-class SharedLayerEncoder(nn.Module):
-    """brightmart albert_zh encoder: one BERT layer, `layer_shared`, applied num_hidden_layers times."""
+class SharedLayerEncoder(LayerStack):
+    """brightmart albert_zh encoder: one BERT layer, `layer_shared`, applied num_hidden_layers times
+    (with gradient checkpointing, each application is recomputed on its own)."""
 
     def __init__(self, config: AlbertConfig):
         super().__init__()
@@ -52,7 +54,7 @@ class SharedLayerEncoder(nn.Module):
 
     def forward(self, hidden_states, key_padding_mask):
         for _ in range(self.num_layers):
-            hidden_states = self.layer_shared(hidden_states, key_padding_mask)
+            hidden_states = self.run_layer(self.layer_shared, hidden_states, key_padding_mask)
         return hidden_states
 
 
@@ -100,8 +102,9 @@ class AlbertLayerGroup(nn.Module):
         return hidden_states
 
 
-class AlbertTransformer(nn.Module):
-    """Maps the E-wide embeddings to H, then runs num_hidden_layers layers drawn from the groups."""
+class AlbertTransformer(LayerStack):
+    """Maps the E-wide embeddings to H, then runs num_hidden_layers layers drawn from the groups
+    (with gradient checkpointing, each of those applications is recomputed on its own)."""
 
     def __init__(self, config: AlbertConfig):
         super().__init__()
@@ -116,7 +119,7 @@ class AlbertTransformer(nn.Module):
             # int(i / layers * groups), transformers int(i / (layers / groups)); all agree when the
             # groups divide the layers, as in every released checkpoint).
             group = self.albert_layer_groups[i * self.num_groups // self.num_layers]
-            hidden_states = group(hidden_states, key_padding_mask)
+            hidden_states = self.run_layer(group, hidden_states, key_padding_mask)
         return hidden_states
 
 

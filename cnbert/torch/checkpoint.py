@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -30,6 +28,7 @@ from cnbert.checkpoints import (
     read_pretrained_config,
 )
 from cnbert.config import AlbertConfig, BertConfig
+from cnbert.io_utils import atomic_directory
 from cnbert.torch.albert import AlbertForCJRC, AlbertForSpanExtraction
 from cnbert.torch.heads import BertForCJRC, BertForSpanExtraction
 
@@ -150,28 +149,10 @@ def save_pretrained(model: torch.nn.Module, directory, tokenizer_vocab) -> Path:
     """
     directory = Path(directory)
     check_vocab_size(tokenizer_vocab, model.config)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
-    try:
+    with atomic_directory(directory) as staging:
         architecture = getattr(model, "hf_architecture", "BertModel")
         model.config.to_json_file(staging / "config.json", architectures=[architecture])
         state = {name: t.detach().to("cpu").contiguous() for name, t in model.state_dict().items()}
         save_file(state, str(staging / "model.safetensors"), metadata={"format": "pt"})
         shutil.copyfile(tokenizer_vocab, staging / "vocab.txt")
-        _replace_directory(staging, directory)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return directory
-
-
-def _replace_directory(new: Path, target: Path) -> None:
-    if not target.exists():
-        os.replace(new, target)
-        return
-    if not target.is_dir():
-        raise FileExistsError(f"{target} exists and is not a directory")
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-    os.replace(target, old / target.name)
-    os.replace(new, target)
-    shutil.rmtree(old)

@@ -9,6 +9,7 @@ import functools
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from cnbert.config import AlbertConfig, BertConfig, ConfigError
 from cnbert.torch.attention import attention_function
@@ -167,15 +168,42 @@ class BertLayer(nn.Module):
         return self.output(self.intermediate(attended), attended)
 
 
-class BertEncoder(nn.Module):
+class LayerStack(nn.Module):
+    """Base of the encoders' layer loops (BERT's and both ALBERT layouts'). With
+    gradient_checkpointing (see set_gradient_checkpointing), a training forward pass keeps only each
+    layer's input; the backward pass recomputes the layer's activations from it."""
+
+    gradient_checkpointing = False
+
+    def run_layer(self, layer: nn.Module, hidden_states, key_padding_mask):
+        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            # Non-reentrant checkpointing restores the RNG state (preserve_rng_state=True by default)
+            # before recomputing, so dropout draws the same masks twice and the gradients are exact.
+            return checkpoint(layer, hidden_states, key_padding_mask, use_reentrant=False)
+        return layer(hidden_states, key_padding_mask)
+
+
+class BertEncoder(LayerStack):
     def __init__(self, config: BertConfig):
         super().__init__()
         self.layer = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
 
     def forward(self, hidden_states, key_padding_mask):
         for layer in self.layer:
-            hidden_states = layer(hidden_states, key_padding_mask)
+            hidden_states = self.run_layer(layer, hidden_states, key_padding_mask)
         return hidden_states
+
+
+def set_gradient_checkpointing(model: nn.Module, enabled: bool) -> None:
+    """Recompute each encoder layer in the backward pass while training (less activation memory,
+    about one more forward pass of compute), or stop doing so. Applies to every cnbert encoder
+    (BERT or ALBERT) inside `model`; as cnbert.tf.set_gradient_checkpointing does for Keras."""
+    stacks = [module for module in model.modules() if isinstance(module, LayerStack)]
+    if enabled and not stacks:
+        raise ValueError(f"gradient checkpointing needs a cnbert BERT or ALBERT encoder; "
+                         f"{type(model).__name__} has none")
+    for stack in stacks:
+        stack.gradient_checkpointing = enabled
 
 
 class BertPooler(nn.Module):

@@ -22,6 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from cnbert.torch.distributed import DistContext, all_gather_objects
+from cnbert.torch.modeling import set_gradient_checkpointing
 from cnbert.torch.optim import build_optimizer, build_scheduler
 from cnbert.training import TrainingConfig, eval_shard, global_batches, micro_batches
 
@@ -53,7 +54,8 @@ class Trainer:
 
     loss_fn(outputs, batch) -> per-example loss, shape [b], computed in float32.
     input_names: the arrays passed to the model as keyword arguments; the other arrays a batch
-    holds (labels) reach only loss_fn.
+    holds (labels) reach only loss_fn. config.gradient_checkpointing switches per-layer
+    recomputation on the model's encoder (set_gradient_checkpointing).
     """
 
     def __init__(
@@ -69,6 +71,7 @@ class Trainer:
         self.config = config
         self.ctx = ctx or DistContext()
         self.model = model.to(self.ctx.device)
+        set_gradient_checkpointing(self.model, config.gradient_checkpointing)
         self.loss_fn = loss_fn
         self.input_names = tuple(input_names)
         self.log_dir = log_dir
