@@ -16,6 +16,18 @@ import numpy as np
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 
+class NonFiniteLossError(RuntimeError):
+    """Training stopped because the loss stayed NaN/inf; earlier checkpoints are untouched."""
+
+
+@dataclasses.dataclass
+class FitResult:
+    best_metrics: dict | None
+    best_step: int | None
+    evaluations: list[dict]          # every evaluation, with its "step"
+    losses: list[tuple[int, float]]  # (optimizer step, mean training loss of that step)
+
+
 @dataclasses.dataclass
 class TrainingConfig:
     learning_rate: float = 3e-5

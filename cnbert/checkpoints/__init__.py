@@ -17,6 +17,7 @@ from cnbert.checkpoints.bert_layout import (
     PRETRAINING_HEAD_PREFIXES,
     CheckpointError,
     LoadPlan,
+    LoadReport,
     bert_parameter_shapes,
     normalize_checkpoint_names,
     plan_load,
@@ -39,7 +40,7 @@ from cnbert.checkpoints.google_tf import (
 )
 
 __all__ = [
-    "BERT_NAME", "ENCODER_PREFIX", "PRETRAINING_HEAD_PREFIXES", "CheckpointError", "LoadPlan",
+    "BERT_NAME", "ENCODER_PREFIX", "PRETRAINING_HEAD_PREFIXES", "CheckpointError", "LoadPlan", "LoadReport",
     "bert_parameter_shapes", "normalize_checkpoint_names", "plan_load", "WeightsFile", "check_vocab_size",
     "find_config", "find_weights", "read_pretrained_config", "TFConversion", "google_to_hf", "hf_to_google",
     "load_tf_checkpoint", "tf_checkpoint_prefix", "is_skipped_variable", "list_tf_variables",

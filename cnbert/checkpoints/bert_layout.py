@@ -72,6 +72,18 @@ def bert_parameter_shapes(config: BertConfig, add_pooling_layer: bool = True) ->
 
 
 @dataclasses.dataclass
+class LoadReport:
+    """What loading a checkpoint did (both frameworks): source, the weights file read; loaded, model
+    keys copied from it; initialised, task-head keys it lacked (left freshly initialised); ignored,
+    its keys deliberately unused (pretraining heads, an unused pooler)."""
+
+    source: str
+    loaded: list[str]
+    initialised: list[str]
+    ignored: list[str]
+
+
+@dataclasses.dataclass
 class LoadPlan:
     """What a strict load does. `tensors` maps model names to checkpoint values whose shapes match;
     `initialised` lists model keys of task heads absent from the checkpoint (left freshly

@@ -23,6 +23,7 @@ from safetensors.numpy import load_file, save_file
 from cnbert.checkpoints import (
     ENCODER_PREFIX,
     CheckpointError,
+    LoadReport,
     bert_parameter_shapes,
     check_vocab_size,
     find_weights,
@@ -38,18 +39,6 @@ from cnbert.tf.heads import TASK_MODELS
 from cnbert.tf.modeling import BertModel
 
 logger = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass
-class LoadReport:
-    """source: the weights file read; loaded: canonical names copied from it; initialised: task
-    head weights it lacked (left freshly initialised); ignored: its keys deliberately unused.
-    The same fields as cnbert.torch.LoadReport."""
-
-    source: str
-    loaded: list[str]
-    initialised: list[str]
-    ignored: list[str]
 
 
 @dataclasses.dataclass(frozen=True)

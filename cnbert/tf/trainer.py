@@ -14,7 +14,6 @@ before every on_new_best call and at the end of fit, as the PyTorch model is tra
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 from collections.abc import Callable, Mapping
@@ -28,23 +27,11 @@ from cnbert.tf.distribute import is_chief, make_strategy
 from cnbert.tf.heads import ANSWER_CLASSES, TASK_LABELS, TASK_MODELS, check_labels, task_loss
 from cnbert.tf.modeling import set_gradient_checkpointing, set_precision
 from cnbert.tf.optim import LinearWarmupDecay, build_optimizer
-from cnbert.training import TrainingConfig, global_batches, micro_batches
+from cnbert.training import FitResult, NonFiniteLossError, TrainingConfig, global_batches, micro_batches
 
 log = logging.getLogger(__name__)
 
 INPUT_NAMES = ("input_ids", "token_type_ids", "attention_mask")
-
-
-class NonFiniteLossError(RuntimeError):
-    """Training stopped because the loss stayed NaN/inf; earlier checkpoints are untouched."""
-
-
-@dataclasses.dataclass
-class FitResult:
-    best_metrics: dict | None
-    best_step: int | None
-    evaluations: list[dict]          # every evaluation, with its "step"
-    losses: list[tuple[int, float]]  # (optimizer step, mean training loss of that step)
 
 
 class Trainer:

@@ -8,7 +8,6 @@ a weights file. The matching rules (what is an error, what is ignored) live in c
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import shutil
 from pathlib import Path
@@ -17,6 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from cnbert.checkpoints import (
+    LoadReport,
     ENCODER_PREFIX,
     PRETRAINING_HEAD_PREFIXES,
     CheckpointError,
@@ -33,17 +33,6 @@ from cnbert.torch.albert import AlbertForCJRC, AlbertForSpanExtraction
 from cnbert.torch.heads import BertForCJRC, BertForSpanExtraction
 
 logger = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass
-class LoadReport:
-    """source: the weights file read; loaded: model keys copied from it; initialised: model keys
-    of task heads it lacked (left freshly initialised); ignored: its keys deliberately unused."""
-
-    source: str
-    loaded: list[str]
-    initialised: list[str]
-    ignored: list[str]
 
 
 def read_state_dict(source) -> tuple[dict[str, torch.Tensor], str]:

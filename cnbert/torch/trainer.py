@@ -8,7 +8,6 @@ lives here once.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import math
 import random
@@ -24,23 +23,11 @@ from tqdm.auto import tqdm
 from cnbert.torch.distributed import DistContext, all_gather_objects
 from cnbert.torch.modeling import set_gradient_checkpointing
 from cnbert.torch.optim import build_optimizer, build_scheduler
-from cnbert.training import TrainingConfig, eval_shard, global_batches, micro_batches
+from cnbert.training import FitResult, NonFiniteLossError, TrainingConfig, eval_shard, global_batches, micro_batches
 
 log = logging.getLogger(__name__)
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-class NonFiniteLossError(RuntimeError):
-    """Training stopped because the loss stayed NaN/inf; earlier checkpoints are untouched."""
-
-
-@dataclasses.dataclass
-class FitResult:
-    best_metrics: dict | None
-    best_step: int | None
-    evaluations: list[dict]          # every evaluation, with its "step"
-    losses: list[tuple[int, float]]  # (optimizer step, mean training loss of that step)
 
 
 def seed_everything(seed: int) -> None:
