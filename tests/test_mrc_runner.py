@@ -303,3 +303,25 @@ def test_runner_fine_tunes_an_albert_checkpoint(tmp_path):
     assert "freshly initialised task head (not in the checkpoint): qa_outputs.weight, qa_outputs.bias" in proc.stdout
     reloaded = transformers.AlbertForQuestionAnswering.from_pretrained(out / "seed_123" / "best_model")
     assert reloaded.config.embedding_size == 16
+
+
+def test_a_checkpoint_that_does_not_fit_fails_before_any_data_is_read(tmp_path, init_checkpoint):
+    """A config edited to hidden_size 66 no longer fits the saved 64-wide weights: the runner says
+    which tensor and both shapes, exits 1 without a traceback, before reading the (missing!) data,
+    and leaves no output directory behind."""
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(init_checkpoint, broken)
+    config = json.loads((broken / "config.json").read_text())
+    (broken / "config.json").write_text(json.dumps({**config, "hidden_size": 66}))
+    missing_data = tmp_path / "train.json"
+    missing_data.write_text("{not json", encoding="utf-8")  # would be a DataError if it were read
+    out = tmp_path / "out"
+    proc = run_cli(["--task=cmrc2018", f"--init_checkpoint={broken}", f"--train_file={missing_data}",
+                    f"--dev_file={missing_data}", f"--output_dir={out}", *SIZES], check=False)
+    assert proc.returncode == 1
+    assert "cnbert-mrc: error:" in proc.stderr and "Traceback" not in proc.stderr
+    assert "bert.embeddings.word_embeddings.weight: the checkpoint has shape (21128, 64) but the model expects " \
+           "(21128, 66)" in proc.stderr
+    assert not out.exists()

@@ -20,10 +20,11 @@ from pathlib import Path
 
 from absl import app, flags
 
-from cnbert.config import BertConfig, read_config
+from cnbert.checkpoints import check_vocab_size, find_weights, read_pretrained_config
+from cnbert.config import BertConfig, ConfigError, read_config
 from cnbert.data import FeatureConfig, MrcExample, build_features, postprocess_predictions
-from cnbert.io_utils import read_json_file
-from cnbert.io_utils import write_json, write_text
+from cnbert.errors import DataError
+from cnbert.io_utils import read_json_file, write_json, write_text
 from cnbert.report import format_markdown, summarize_seeds
 from cnbert.tasks import mrc as tasks
 from cnbert.tokenization import ChineseBertTokenizer, bundled_vocab_path
@@ -90,10 +91,6 @@ PATH_FLAGS = ("train_file", "dev_file", "test_file", "init_checkpoint", "bert_co
               "model_dir", "predict_file")
 
 
-class UsageError(app.UsageError):
-    pass
-
-
 def _expand_paths():
     # Flag files name data as $CNBERT_DATA/...; expand environment variables and ~ once, up front.
     for name in PATH_FLAGS:
@@ -105,34 +102,32 @@ def _expand_paths():
 def _require_file(name):
     path = getattr(FLAGS, name)
     if not path:
-        raise UsageError(f"--{name} is required here")
+        raise app.UsageError(f"--{name} is required here")
     if not Path(path).is_file():
-        raise UsageError(f"--{name}={path}: no such file")
+        raise app.UsageError(f"--{name}={path}: no such file")
 
 
 def _model_config() -> tuple[BertConfig, Path]:
     """The model config (with flag overrides) and the vocabulary file, validated together."""
     overrides = {k: getattr(FLAGS, k) for k in ("attention", "hidden_dropout_prob", "attention_probs_dropout_prob")
                  if getattr(FLAGS, k) is not None}
-    from cnbert.checkpoints import check_vocab_size, find_weights, read_pretrained_config
-
     if FLAGS.init_checkpoint:
         directory = Path(FLAGS.init_checkpoint)
         if not directory.is_dir():
-            raise UsageError(f"--init_checkpoint={directory}: not a directory")
+            raise app.UsageError(f"--init_checkpoint={directory}: not a directory")
         find_weights(directory)
         config = read_pretrained_config(directory, **overrides)  # BERT or ALBERT, any supported layout
         vocab = Path(FLAGS.vocab_file) if FLAGS.vocab_file else directory / "vocab.txt"
         if not vocab.is_file():
-            raise UsageError(f"--init_checkpoint={directory} has no vocab.txt; pass --vocab_file")
+            raise app.UsageError(f"--init_checkpoint={directory} has no vocab.txt; pass --vocab_file")
     elif FLAGS.bert_config_file:
         config = read_config(FLAGS.bert_config_file).replace(**overrides)
         vocab = Path(FLAGS.vocab_file) if FLAGS.vocab_file else bundled_vocab_path()
     else:
-        raise UsageError("pass --init_checkpoint (a pretrained model) or --bert_config_file (random initialisation)")
+        raise app.UsageError("pass --init_checkpoint (a pretrained model) or --bert_config_file (random initialisation)")
     check_vocab_size(vocab, config)
     if FLAGS.max_seq_length > config.max_position_embeddings:
-        raise UsageError(f"--max_seq_length={FLAGS.max_seq_length} exceeds the model's max_position_embeddings="
+        raise app.UsageError(f"--max_seq_length={FLAGS.max_seq_length} exceeds the model's max_position_embeddings="
                          f"{config.max_position_embeddings}")
     return config, vocab
 
@@ -142,7 +137,7 @@ def _feature_config() -> FeatureConfig:
         return FeatureConfig(max_seq_length=FLAGS.max_seq_length, max_query_length=FLAGS.max_query_length,
                              doc_stride=FLAGS.doc_stride)
     except ValueError as e:
-        raise UsageError(str(e)) from None
+        raise app.UsageError(str(e)) from None
 
 
 def _training_config(seed: int) -> TrainingConfig:
@@ -155,25 +150,25 @@ def _training_config(seed: int) -> TrainingConfig:
             precision=FLAGS.precision, seed=seed, eval_every=FLAGS.eval_every,
             gradient_checkpointing=FLAGS.gradient_checkpointing)
     except ValueError as e:
-        raise UsageError(str(e)) from None
+        raise app.UsageError(str(e)) from None
 
 
 def _seeds() -> list[int]:
     try:
         seeds = [int(s) for s in FLAGS.seeds]
     except ValueError:
-        raise UsageError(f"--seeds must be integers, got {','.join(FLAGS.seeds)}") from None
+        raise app.UsageError(f"--seeds must be integers, got {','.join(FLAGS.seeds)}") from None
     if not seeds or len(set(seeds)) != len(seeds):
-        raise UsageError(f"--seeds must be distinct integers, got {seeds}")
+        raise app.UsageError(f"--seeds must be distinct integers, got {seeds}")
     return seeds
 
 
 def _check_output_dir(rank0: bool):
     if not FLAGS.output_dir:
-        raise UsageError("--output_dir is required")
+        raise app.UsageError("--output_dir is required")
     out = Path(FLAGS.output_dir)
     if rank0 and out.exists() and any(out.iterdir()) and not FLAGS.overwrite_output_dir:
-        raise UsageError(f"--output_dir={out} is not empty; pass --overwrite_output_dir to reuse it")
+        raise app.UsageError(f"--output_dir={out} is not empty; pass --overwrite_output_dir to reuse it")
 
 
 def _backend():
@@ -208,7 +203,7 @@ def _load_splits(task: tasks.MrcTask):
     return train, dev, gold, gold_path
 
 
-def _predict_examples(backend, trainer, examples, features, task_name, gold=None, gold_path=None):
+def _predict_examples(trainer, examples, features, task_name, gold=None, gold_path=None):
     outputs = trainer.predict(features.model_arrays())
     predictions = postprocess_predictions(
         examples, features, outputs["start_logits"], outputs["end_logits"], class_logits=outputs.get("class_logits"),
@@ -225,9 +220,9 @@ def train_and_evaluate():
     _require_file("train_file")
     if FLAGS.cjrc_dev_fraction is not None:
         if FLAGS.task != "cjrc":
-            raise UsageError("--cjrc_dev_fraction applies to --task=cjrc only")
+            raise app.UsageError("--cjrc_dev_fraction applies to --task=cjrc only")
         if FLAGS.dev_file and Path(FLAGS.dev_file).resolve() != Path(FLAGS.train_file).resolve():
-            raise UsageError("with --cjrc_dev_fraction, dev questions come from --train_file; drop --dev_file or make it the same file")
+            raise app.UsageError("with --cjrc_dev_fraction, dev questions come from --train_file; drop --dev_file or make it the same file")
     else:
         _require_file("dev_file")
     if FLAGS.do_predict:
@@ -241,14 +236,23 @@ def train_and_evaluate():
     _check_output_dir(rank0)
     training_configs = {seed: _training_config(seed) for seed in seeds}
     out = Path(FLAGS.output_dir)
-    if rank0:
-        out.mkdir(parents=True, exist_ok=True)
-        write_text(out / "flags.txt", _effective_flags())
     if not FLAGS.init_checkpoint:
         print(f"NOTE: no --init_checkpoint: the model is RANDOMLY INITIALISED from {FLAGS.bert_config_file}; "
               "its scores say nothing about a pretrained model. Point --init_checkpoint at a pretrained Chinese "
               "BERT directory for real numbers.", flush=True)
 
+    def initial_model():
+        backend.seed_everything(FLAGS.init_seed)  # identical initial weights for every seed
+        model, load_report = backend.create_model(FLAGS.task, config, FLAGS.init_checkpoint, vocab)
+        if load_report and load_report.initialised and rank0:
+            print(f"freshly initialised task head (not in the checkpoint): {', '.join(load_report.initialised)}")
+        return model
+
+    # Load the checkpoint before reading data, so a checkpoint that does not fit fails at once.
+    first_model = initial_model()
+    if rank0:
+        out.mkdir(parents=True, exist_ok=True)
+        write_text(out / "flags.txt", _effective_flags())
     tokenizer = ChineseBertTokenizer(vocab, do_lower_case=FLAGS.do_lower_case)
     train_examples, dev_examples, dev_gold, gold_path = _load_splits(task)
     train_features = build_features(train_examples, tokenizer, feature_config, training=True,
@@ -261,17 +265,14 @@ def train_and_evaluate():
     per_seed, best_dirs = {}, {}
     for seed in seeds:
         seed_dir = out / f"seed_{seed}"
-        backend.seed_everything(FLAGS.init_seed)  # identical initial weights for every seed
-        model, load_report = backend.create_model(FLAGS.task, config, FLAGS.init_checkpoint, vocab)
-        if load_report and load_report.initialised and rank0:
-            print(f"freshly initialised task head (not in the checkpoint): {', '.join(load_report.initialised)}")
+        model = first_model if seed == seeds[0] else initial_model()
         kwargs = {"ctx": ctx} if FLAGS.framework == "torch" else {"strategy_name": FLAGS.distribution_strategy}
         trainer = backend.Trainer(model, training_configs[seed], FLAGS.task, log_dir=seed_dir / "tensorboard",
                                   show_progress=FLAGS.progress, **kwargs)
         latest = {}
 
         def evaluate():
-            latest["predictions"], metrics = _predict_examples(backend, trainer, dev_examples, dev_features,
+            latest["predictions"], metrics = _predict_examples(trainer, dev_examples, dev_features,
                                                                FLAGS.task, dev_gold, gold_path)
             return metrics
 
@@ -308,7 +309,7 @@ def _score_test(backend, task, model_dir, tokenizer, feature_config, ctx, out, r
     kwargs = {"ctx": ctx} if FLAGS.framework == "torch" else {"strategy_name": FLAGS.distribution_strategy}
     trainer = backend.Trainer(model, _training_config(0), FLAGS.task, show_progress=False, **kwargs)
     gold = read_json_file(FLAGS.test_file)
-    predictions, metrics = _predict_examples(backend, trainer, test.examples, features, FLAGS.task, gold,
+    predictions, metrics = _predict_examples(trainer, test.examples, features, FLAGS.task, gold,
                                              FLAGS.test_file)
     if rank0:
         test_dir = out / "test"
@@ -322,16 +323,16 @@ def _score_test(backend, task, model_dir, tokenizer, feature_config, ctx, out, r
 def predict():
     task = tasks.get_task(FLAGS.task)
     if not FLAGS.model_dir or not Path(FLAGS.model_dir).is_dir():
-        raise UsageError("--mode=predict needs --model_dir, a directory saved by cnbert")
+        raise app.UsageError("--mode=predict needs --model_dir, a directory saved by cnbert")
     single = FLAGS.question is not None or FLAGS.context is not None
     if single == bool(FLAGS.predict_file):
-        raise UsageError("--mode=predict needs either --predict_file or both --question and --context")
+        raise app.UsageError("--mode=predict needs either --predict_file or both --question and --context")
     if single and not (FLAGS.question and FLAGS.context):
-        raise UsageError("--question and --context go together and must not be empty")
+        raise app.UsageError("--question and --context go together and must not be empty")
     if FLAGS.predict_file:
         _require_file("predict_file")
         if not FLAGS.output_dir:
-            raise UsageError("--predict_file needs --output_dir for predictions.json")
+            raise app.UsageError("--predict_file needs --output_dir for predictions.json")
     backend = _backend()
     model = backend.load_finetuned(FLAGS.model_dir, FLAGS.task)
     tokenizer = ChineseBertTokenizer(Path(FLAGS.model_dir) / "vocab.txt", do_lower_case=FLAGS.do_lower_case)
@@ -343,7 +344,7 @@ def predict():
     features = build_features(examples, tokenizer, _feature_config(), training=False)
     kwargs = {"ctx": backend.init_distributed(FLAGS.device)} if FLAGS.framework == "torch" else {}
     trainer = backend.Trainer(model, _training_config(0), FLAGS.task, show_progress=False, **kwargs)
-    predictions, _ = _predict_examples(backend, trainer, examples, features, FLAGS.task)
+    predictions, _ = _predict_examples(trainer, examples, features, FLAGS.task)
     if single:
         print(json.dumps({"question": FLAGS.question, "answer": predictions.answers["question"]}, ensure_ascii=False))
     else:
@@ -353,15 +354,18 @@ def predict():
 
 def main(argv):
     if len(argv) > 1:
-        raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not FLAGS.task:
-        raise UsageError("--task is required")
+        raise app.UsageError("--task is required")
     _expand_paths()
-    if FLAGS.mode == "predict":
-        predict()
-    else:
-        train_and_evaluate()
+    try:
+        predict() if FLAGS.mode == "predict" else train_and_evaluate()
+    except (DataError, ConfigError) as e:
+        # bad input (a data file, a checkpoint, a config): the message names the file and the record
+        print(f"cnbert-mrc: error: {e}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def run():
