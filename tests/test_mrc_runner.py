@@ -151,6 +151,12 @@ def test_tensorflow_run_learns_like_the_pytorch_run_from_the_same_weights(traine
     assert abs(tf_best["F1"] - torch_best["F1"]) <= 10.0 and abs(tf_best["EM"] - torch_best["EM"]) <= 10.0
     # the TF run saved a directory the PyTorch side reads
     assert checkpoint_f1(tf_out / "seed_123" / "best_model", cmrc_slice) == pytest.approx(tf_best["F1"], abs=1e-6)
+    # and TF predict mode answers with it exactly as during training
+    answers = tmp_path_factory.mktemp("tf_predict")
+    run_cli(["--mode=predict", "--framework=tf", "--task=cmrc2018", f"--model_dir={tf_out / 'seed_123' / 'best_model'}",
+             *SIZES, f"--predict_file={cmrc_slice}", f"--output_dir={answers}"])
+    assert json.loads((answers / "predictions.json").read_text(encoding="utf-8")) == \
+        json.loads((tf_out / "seed_123" / "predictions.json").read_text(encoding="utf-8"))
 
 
 @pytest.mark.slow
@@ -222,7 +228,8 @@ def test_drcd_run_answers_in_the_original_traditional_text(tmp_path, tiny_config
     drcd = _slice("drcd/DRCD_dev.json", tmp_path, 2)
     out = tmp_path / "out"
     run_cli(["--task=drcd", f"--bert_config_file={tiny_config}", f"--train_file={drcd}", f"--dev_file={drcd}",
-             f"--output_dir={out}", *SIZES, "--num_train_epochs=1", "--train_batch_size=16", "--learning_rate=1e-3"])
+             f"--output_dir={out}", *SIZES, "--num_train_epochs=1", "--train_batch_size=16", "--learning_rate=1e-3",
+             "--seeds=123,456", "--do_predict", f"--test_file={drcd}"])
     predictions = json.loads((out / "seed_123" / "predictions.json").read_text(encoding="utf-8"))
     gold = json.loads(drcd.read_text(encoding="utf-8"))
     contexts = {qa["id"]: p["context"] for a in gold["data"] for p in a["paragraphs"] for qa in p["qas"]}
@@ -231,13 +238,22 @@ def test_drcd_run_answers_in_the_original_traditional_text(tmp_path, tiny_config
     assert all(answer in contexts[qid] for qid, answer in predictions.items())
     scored = json.loads((out / "seed_123" / "eval_results.json").read_text())
     assert scored["TOTAL"] == len(contexts) and scored["SKIP"] == 0
+    # --do_predict answered the test file once with the best seed's best model; the test file is
+    # the dev file here, so it must reproduce that seed's best dev scores exactly
+    report = json.loads((out / "report.json").read_text())
+    best = report["seeds"][str(report["best_seed"])]
+    test_results = json.loads((out / "test" / "test_results.json").read_text())
+    assert test_results["model_dir"].endswith(f"seed_{report['best_seed']}/best_model")
+    assert (test_results["F1"], test_results["EM"]) == pytest.approx((best["F1"], best["EM"]))
 
 
 @pytest.mark.data
-def test_cjrc_run_holds_out_passages_and_scores_with_the_cjrc_metric(tmp_path, tiny_config):
+@pytest.mark.parametrize("framework", ["torch", "tf"])
+def test_cjrc_run_holds_out_passages_and_scores_with_the_cjrc_metric(tmp_path, tiny_config, framework):
     cjrc = _slice("cjrc/dev_ground_truth.json", tmp_path, 20)
     out = tmp_path / "out"
-    run_cli(["--task=cjrc", f"--bert_config_file={tiny_config}", f"--train_file={cjrc}", "--cjrc_dev_fraction=0.2",
+    run_cli([f"--framework={framework}", "--task=cjrc", f"--bert_config_file={tiny_config}", f"--train_file={cjrc}",
+             "--cjrc_dev_fraction=0.2",
              f"--output_dir={out}", *SIZES, "--num_train_epochs=1", "--train_batch_size=16", "--learning_rate=1e-3"])
     gold = json.loads(cjrc.read_text(encoding="utf-8"))
     all_ids = [qa["id"] for a in gold["data"] for p in a["paragraphs"] for qa in p["qas"]]
