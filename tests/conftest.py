@@ -25,3 +25,15 @@ def data_file(relative):
             pytest.fail(reason)
         pytest.skip(reason)
     return path
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """For modules of tiny tensors (`pytestmark = pytest.mark.usefixtures("one_torch_thread")`): a second
+    thread only adds synchronisation (10x slower on a busy machine)."""
+    import torch  # here, so that the framework-neutral tests never import it
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

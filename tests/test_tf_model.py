@@ -1,7 +1,5 @@
 """The Keras model against the PyTorch model (and transformers): same logits, same loss and
 gradients, strict weight exchange both ways, Google names, HF directories, SavedModel export."""
-import json
-import shutil
 import subprocess
 import sys
 import types
@@ -20,6 +18,9 @@ from cnbert.tf import backend  # noqa: E402
 from cnbert.tf.modeling import BertLayer, Linear, set_gradient_checkpointing  # noqa: E402
 from cnbert.tokenization import bundled_vocab_path  # noqa: E402
 import cnbert.torch as cnbert_torch  # noqa: E402
+from model_helpers import google_config, padded_arrays, randomise, write_tf_checkpoint  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 TINY = dict(vocab_size=21128, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
             max_position_embeddings=40)
@@ -28,37 +29,8 @@ LOGIT_TOLERANCE = 1e-5     # fp32, absolute, on logits of magnitude ~1-10
 GRADIENT_TOLERANCE = 1e-5  # fp32, absolute, one backward pass (measured: < 3e-7)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def randomise(model, seed=0):
-    """Every parameter random (LayerNorm included), so a swapped or unloaded tensor changes the logits."""
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.normal_(0.0, 0.3)
-    return model.eval()
-
-
 def state_of(torch_model):
     return {name: t.detach().numpy().copy() for name, t in torch_model.state_dict().items()}
-
-
-def padded_batch(seed=1, batch=3, seq=20):
-    rng = np.random.default_rng(seed)
-    input_ids = rng.integers(1, TINY["vocab_size"], (batch, seq))
-    attention_mask = np.ones_like(input_ids)
-    attention_mask[1, 13:] = 0
-    attention_mask[2, 6:] = 0
-    input_ids[attention_mask == 0] = 0
-    token_type_ids = np.zeros_like(input_ids)
-    token_type_ids[:, 8:] = 1
-    return input_ids, attention_mask, token_type_ids
 
 
 def torch_outputs(model, input_ids, attention_mask, token_type_ids):
@@ -138,7 +110,7 @@ def test_encoder_and_pooler_match_pytorch_with_padding(hidden_act):
     model = ctf.BertModel(config)
     report = ctf.load_canonical_weights(model, state_of(reference))
     assert report.initialised == [] and report.ignored == []
-    batch = padded_batch()
+    batch = padded_arrays()
     assert_outputs_close(tf_outputs(model, *batch), torch_outputs(reference, *batch))
 
 
@@ -148,13 +120,13 @@ def test_task_heads_match_pytorch_with_padding(task):
     reference = randomise(torch_class(CONFIG))
     model, _ = backend.create_model(task, CONFIG, None)
     ctf.load_canonical_weights(model, state_of(reference), allow_fresh_heads=False)
-    batch = padded_batch()
+    batch = padded_arrays()
     assert_outputs_close(tf_outputs(model, *batch), torch_outputs(reference, *batch))
 
 
 def test_padding_does_not_leak_into_real_tokens_and_defaults_are_zero_token_types():
     model = ctf.BertForSpanExtraction(CONFIG.replace(initializer_range=0.2))
-    input_ids, attention_mask, token_type_ids = padded_batch()
+    input_ids, attention_mask, token_type_ids = padded_arrays()
     changed = np.where(attention_mask == 0, 777, input_ids)
     before = tf_outputs(model, input_ids, attention_mask, token_type_ids)["start_logits"]
     after = tf_outputs(model, changed, attention_mask, token_type_ids)["start_logits"]
@@ -176,7 +148,7 @@ def test_bad_shapes_raise():
 
 def test_dropout_is_seeded_per_step_and_off_in_inference():
     model = ctf.BertForSpanExtraction(CONFIG.replace(hidden_dropout_prob=0.3, attention_probs_dropout_prob=0.3))
-    batch = padded_batch()
+    batch = padded_arrays()
     first = tf_outputs(model, *batch, training=True, dropout_seed=[7, 1])["start_logits"]
     again = tf_outputs(model, *batch, training=True, dropout_seed=[7, 1])["start_logits"]
     other = tf_outputs(model, *batch, training=True, dropout_seed=[7, 2])["start_logits"]
@@ -190,7 +162,7 @@ def test_bf16_policy_runs_dense_layers_in_bf16_and_keeps_layer_norm_and_outputs_
     """bf16 has an 8-bit mantissa: through 2 layers the logits stay within 5 % of the largest
     |fp32 logit| (the PyTorch model's autocast bound)."""
     model = ctf.BertForSpanExtraction(CONFIG.replace(initializer_range=0.2))
-    batch = padded_batch()
+    batch = padded_arrays()
     fp32 = tf_outputs(model, *batch)
     ctf.set_precision(model, "bf16")
     layers = list(model._flatten_layers())
@@ -217,7 +189,7 @@ def test_one_training_step_gives_the_pytorch_loss_and_gradients(task):
     reference = randomise(torch_class(CONFIG)).train()
     model = ctf.BertForCJRC(CONFIG) if task == "cjrc" else ctf.BertForSpanExtraction(CONFIG)
     ctf.load_canonical_weights(model, state_of(reference), allow_fresh_heads=False)
-    input_ids, attention_mask, token_type_ids = padded_batch()
+    input_ids, attention_mask, token_type_ids = padded_arrays()
     labels = {"start_positions": np.array([3, 5, -100]), "end_positions": np.array([4, -100, 2]),
               "answer_class": np.array([0, -100, 3])}
 
@@ -270,7 +242,7 @@ def test_span_and_cjrc_losses_treat_ignored_terms_like_pytorch():
 
 def test_gradient_checkpointing_recomputes_layers_and_gives_the_same_gradients(monkeypatch):
     model = ctf.BertForCJRC(CONFIG.replace(hidden_dropout_prob=0.2, attention_probs_dropout_prob=0.2))
-    input_ids, attention_mask, token_type_ids = padded_batch()
+    input_ids, attention_mask, token_type_ids = padded_arrays()
     calls = []
     original_call = BertLayer.call
     monkeypatch.setattr(BertLayer, "call", lambda self, *a, **k: calls.append(self.name) or original_call(self, *a, **k))
@@ -331,24 +303,14 @@ def test_google_tf1_checkpoint_loads_by_name_through_create_model(tmp_path):
                               if name.startswith("bert.")})
     variables["bert/embeddings/word_embeddings/adam_m"] = np.zeros((21128, 32), np.float32)
     variables["cls/predictions/output_bias"] = np.zeros(21128, np.float32)
-    graph = tf.Graph()
-    with graph.as_default():
-        for name, value in variables.items():
-            tf.compat.v1.get_variable(name, initializer=value)
-        saver = tf.compat.v1.train.Saver()
-        with tf.compat.v1.Session(graph=graph) as session:
-            session.run(tf.compat.v1.global_variables_initializer())
-            saver.save(session, str(tmp_path / "bert_model.ckpt"))
-    google_config = {k: v for k, v in CONFIG.to_dict().items() if k not in ("model_type", "layer_norm_eps", "attention")}
-    (tmp_path / "bert_config.json").write_text(json.dumps(google_config))
-    shutil.copyfile(bundled_vocab_path(), tmp_path / "vocab.txt")
+    write_tf_checkpoint(tmp_path, variables, google_config(CONFIG), "bert_model.ckpt", "bert_config.json")
 
     model, report = backend.create_model("cmrc2018", CONFIG, str(tmp_path), bundled_vocab_path())
     assert report.initialised == ["qa_outputs.weight", "qa_outputs.bias"]
     assert report.source.endswith("bert_model.ckpt")
     model.qa_outputs.kernel.assign(reference.qa_outputs.weight.detach().numpy().T)
     model.qa_outputs.bias.assign(reference.qa_outputs.bias.detach().numpy())
-    batch = padded_batch()
+    batch = padded_arrays()
     assert_outputs_close(tf_outputs(model, *batch), torch_outputs(reference, *batch))
 
     # a mis-shaped variable in the TF checkpoint is named
@@ -366,7 +328,7 @@ def test_tf_fine_tuned_directory_loads_in_pytorch_and_back(tmp_path, task):
     torch_class = cnbert_torch.BertForCJRC if task == "cjrc" else cnbert_torch.BertForSpanExtraction
     torch_model, report = cnbert_torch.from_pretrained(torch_class, directory, attention="eager")
     assert report.initialised == [] and report.ignored == []
-    batch = padded_batch()
+    batch = padded_arrays()
     want = tf_outputs(model, *batch)
     assert_outputs_close(torch_outputs(torch_model.eval(), *batch), want)
     if task == "drcd":
@@ -390,7 +352,7 @@ def test_saved_model_serving_signature_reproduces_the_logits(tmp_path):
     assert (directory / "saved_model.pb").is_file()
     serve = tf.saved_model.load(str(directory)).signatures["serving_default"]
     assert set(serve.structured_input_signature[1]) == {"input_ids", "token_type_ids", "attention_mask"}
-    input_ids, attention_mask, token_type_ids = padded_batch(seq=12)
+    input_ids, attention_mask, token_type_ids = padded_arrays(seq_length=12)
     got = serve(input_ids=tf.constant(input_ids, tf.int32), token_type_ids=tf.constant(token_type_ids, tf.int32),
                 attention_mask=tf.constant(attention_mask, tf.int32))
     assert_outputs_close({k: v.numpy() for k, v in got.items()}, tf_outputs(model, input_ids, attention_mask,

@@ -23,20 +23,14 @@ from cnbert.training import TrainingConfig, global_batches, linear_warmup_decay 
 import cnbert.torch as cnbert_torch  # noqa: E402
 from cnbert.torch.trainer import Trainer as TorchTrainer  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
                     max_position_embeddings=32, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
                     attention="eager")
 LOSS_TOLERANCE = 1e-5    # per-step mean loss, absolute (measured: <= 1e-6 over 6 steps)
 WEIGHT_TOLERANCE = 2e-4  # after 6 AdamW steps of lr 2e-3, absolute (measured: 3e-5 to 4e-5)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def features(n=22, seq=16, seed=0, cjrc=True):

@@ -3,7 +3,6 @@ the brightmart albert_zh layout against an independent float64 numpy implementat
 strict loading from TF1 checkpoints, saving, the task heads, and choosing BERT or ALBERT from a config."""
 import json
 import math
-import shutil
 
 import numpy as np
 import pytest
@@ -43,12 +42,14 @@ from cnbert.torch import (
     model_class_for_task,
     model_for_task,
     save_pretrained,
-    span_loss,
 )
+from model_helpers import (VOCAB_SIZE, assert_same_logits, fixed_batch_losses, hf_logits, our_logits, padded_batch,
+                           random_transformers_model, randomise, save_hf, write_tf_checkpoint)
 
 transformers = pytest.importorskip("transformers")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-V = 21128  # the bundled vocabulary, so model directories carry a real vocab.txt
+V = VOCAB_SIZE
 SIZES = dict(vocab_size=V, embedding_size=16, hidden_size=64, num_hidden_layers=3, num_attention_heads=4,
              intermediate_size=128, max_position_embeddings=48)
 FACTORIZED = AlbertConfig(**SIZES, embedding_layout="factorized_word", hidden_dropout_prob=0.0,
@@ -57,63 +58,12 @@ PARITY_TOLERANCE = 1e-5  # fp32 against transformers, absolute, on logits of mag
 FLOAT64_TOLERANCE = 2e-5  # fp32 against the float64 reference, absolute, on values of magnitude ~1-3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are tiny: a second thread only adds synchronisation (10x slower on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def randomise(model, seed=0):
-    """Every parameter random (LayerNorm included), so a swapped or unloaded tensor changes the outputs."""
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.normal_(0.0, 0.3)
-    return model.eval()
-
-
 def hf_albert(attention="eager", model_class="AlbertForQuestionAnswering", **overrides):
-    config = transformers.AlbertConfig(**{**SIZES, **overrides})
-    return randomise(getattr(transformers, model_class)._from_config(config, attn_implementation=attention))
-
-
-def save_hf(model, directory):
-    model.save_pretrained(directory)
-    shutil.copyfile(bundled_vocab_path(), directory / "vocab.txt")
-    return directory
-
-
-def padded_batch(seed=1, batch=3, seq=20):
-    generator = torch.Generator().manual_seed(seed)
-    input_ids = torch.randint(1, V, (batch, seq), generator=generator)
-    attention_mask = torch.ones_like(input_ids)
-    attention_mask[1, 13:] = 0
-    attention_mask[2, 6:] = 0
-    input_ids[attention_mask == 0] = 0
-    token_type_ids = torch.zeros_like(input_ids)
-    token_type_ids[:, 8:] = 1
-    return input_ids, attention_mask, token_type_ids
-
-
-def hf_logits(model):
-    input_ids, attention_mask, token_type_ids = padded_batch()
-    with torch.no_grad():
-        out = model.eval()(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
-    return out.start_logits, out.end_logits
-
-
-def our_logits(model):
-    with torch.no_grad():
-        out = model.eval()(*padded_batch())
-    return out["start_logits"], out["end_logits"]
+    return random_transformers_model(model_class, attention, **{**SIZES, **overrides})
 
 
 def assert_same(got, expected, atol=PARITY_TOLERANCE):
-    for g, e in zip(got, expected):
-        torch.testing.assert_close(g, e, atol=atol, rtol=0)
+    assert_same_logits(got, expected, atol)
 
 
 # ---- Google / Hugging Face layout against transformers --------------------------------------------
@@ -371,25 +321,6 @@ def test_factorized_model_matches_the_float64_reference(attention):
     assert model_to_albert_tf(conversion.weights, "factorized_word").keys() == variables.keys()
 
 
-def write_tf_checkpoint(directory, variables, config, prefix="albert_model.ckpt",
-                        config_name="albert_config_large.json"):
-    """A TF1 checkpoint (tf.compat.v1 Saver, as brightmart and Google wrote theirs), its config and vocab."""
-    tf = pytest.importorskip("tensorflow")
-    directory.mkdir(parents=True, exist_ok=True)
-    graph = tf.Graph()
-    with graph.as_default():
-        for name, value in variables.items():
-            tf.compat.v1.get_variable(name, initializer=value)
-        tf.compat.v1.train.get_or_create_global_step()
-        saver = tf.compat.v1.train.Saver()
-        with tf.compat.v1.Session(graph=graph) as session:
-            session.run(tf.compat.v1.global_variables_initializer())
-            saver.save(session, str(directory / prefix))
-    (directory / config_name).write_text(json.dumps(config))
-    shutil.copyfile(bundled_vocab_path(), directory / "vocab.txt")
-    return directory
-
-
 # brightmart's albert_config_large.json keys (brightmart/albert_zh albert_config/), tiny sizes.
 BRIGHTMART_CONFIG = {
     "attention_probs_dropout_prob": 0.0, "directionality": "bidi", "hidden_act": "gelu", "hidden_dropout_prob": 0.0,
@@ -400,13 +331,18 @@ BRIGHTMART_CONFIG = {
 }
 
 
+def write_brightmart_checkpoint(directory, variables):
+    """A TF1 checkpoint named as brightmart's albert_large_zh release names it."""
+    return write_tf_checkpoint(directory, variables, BRIGHTMART_CONFIG, "albert_model.ckpt", "albert_config_large.json")
+
+
 @pytest.mark.slow
 def test_brightmart_tf_checkpoint_loads_strictly_matches_the_reference_and_round_trips(tmp_path):
     variables = brightmart_variables()
     pretraining = {"cls/predictions/output_bias": np.zeros(V, np.float32),
                    "cls/predictions/transform/dense/kernel": np.ones((64, 64), np.float32),
                    "cls/seq_relationship/output_weights": np.ones((2, 64), np.float32)}
-    directory = write_tf_checkpoint(tmp_path / "albert_large_zh", {**variables, **pretraining}, BRIGHTMART_CONFIG)
+    directory = write_brightmart_checkpoint(tmp_path / "albert_large_zh", {**variables, **pretraining})
 
     config = read_pretrained_config(directory)
     assert find_config(directory).name == "albert_config_large.json"
@@ -460,7 +396,7 @@ def test_brightmart_tf_checkpoint_loads_strictly_matches_the_reference_and_round
 def test_broken_brightmart_checkpoints_are_refused_naming_the_tensor(tmp_path, change, message):
     variables = brightmart_variables()
     change(variables)
-    directory = write_tf_checkpoint(tmp_path, variables, BRIGHTMART_CONFIG)
+    directory = write_brightmart_checkpoint(tmp_path, variables)
     with pytest.raises(CheckpointError, match=message) as info:
         load_for_task("cmrc2018", directory)
     assert "albert_model.ckpt" in str(info.value)
@@ -538,17 +474,7 @@ def test_padding_does_not_leak_into_real_tokens(attention):
 def test_a_fresh_factorized_model_learns_a_fixed_batch():
     torch.manual_seed(0)
     model = AlbertForSpanExtraction(FACTORIZED.replace(vocab_size=200)).train()
-    input_ids, attention_mask, token_type_ids = padded_batch()
-    input_ids = input_ids % 200
-    starts, ends = torch.tensor([9, 10, 2]), torch.tensor([11, 12, 4])
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    losses = []
-    for _ in range(30):
-        loss = span_loss(model(input_ids, attention_mask, token_type_ids), starts, ends)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = fixed_batch_losses(model)
     assert losses[0] > math.log(20) - 0.5 and losses[-1] < 0.3 * losses[0], losses
 
 

@@ -1,7 +1,6 @@
 """Strict loading of Hugging Face and Google TF checkpoints, and saving directories transformers reads."""
 import json
 import pickle
-import shutil
 
 import numpy as np
 import pytest
@@ -13,73 +12,28 @@ from cnbert.config import BertConfig
 from cnbert.tokenization import bundled_vocab_path
 from cnbert.torch import (BertForCJRC, BertForSpanExtraction, BertModel, from_pretrained, load_pretrained,
                           save_pretrained)
+from model_helpers import (TINY_BERT, assert_same_logits, google_config, hf_logits, our_logits, padded_batch,
+                           random_transformers_model, randomise, save_hf, write_tf_checkpoint)
 
 transformers = pytest.importorskip("transformers")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-TINY = dict(vocab_size=21128, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
-            max_position_embeddings=48)
-CONFIG = BertConfig(**TINY)
+CONFIG = BertConfig(**TINY_BERT)
 PARITY_TOLERANCE = 1e-5  # fp32, absolute, on logits of magnitude ~1
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are tiny: a second thread only adds synchronisation (10x slower on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def randomise(model, seed=0):
-    """Every parameter random (LayerNorm included), so a swapped or unloaded tensor changes the logits."""
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.normal_(0.0, 0.3)
-    return model.eval()
 
 
 @pytest.fixture(scope="module")
 def reference():
-    config = transformers.BertConfig(**TINY)
-    return randomise(transformers.BertForQuestionAnswering._from_config(config, attn_implementation="eager"))
+    return random_transformers_model("BertForQuestionAnswering", **TINY_BERT)
 
 
 @pytest.fixture
 def hf_dir(tmp_path, reference):
-    directory = tmp_path / "hf"
-    reference.save_pretrained(directory)
-    shutil.copyfile(bundled_vocab_path(), directory / "vocab.txt")
-    return directory
+    return save_hf(reference, tmp_path / "hf")
 
 
-def batch():
-    generator = torch.Generator().manual_seed(1)
-    input_ids = torch.randint(1, TINY["vocab_size"], (2, 16), generator=generator)
-    attention_mask = torch.ones_like(input_ids)
-    attention_mask[1, 9:] = 0
-    token_type_ids = torch.zeros_like(input_ids)
-    token_type_ids[:, 6:] = 1
-    return input_ids, attention_mask, token_type_ids
-
-
-def logits_of(model):
-    with torch.no_grad():
-        out = model.eval()(*batch())
-    return out["start_logits"], out["end_logits"]
-
-
-def reference_logits(model):
-    input_ids, attention_mask, token_type_ids = batch()
-    with torch.no_grad():
-        out = model.eval()(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
-    return out.start_logits, out.end_logits
-
-
-def assert_same_logits(got, expected):
-    for g, e in zip(got, expected):
-        torch.testing.assert_close(g, e, atol=PARITY_TOLERANCE, rtol=0)
+def assert_same(got, expected):
+    assert_same_logits(got, expected, atol=PARITY_TOLERANCE)
 
 
 def rewrite_weights(directory, change):
@@ -96,18 +50,18 @@ def test_pytorch_model_bin_from_bert_for_question_answering(tmp_path, hf_dir, re
     torch.save(reference.state_dict(), hf_dir / "pytorch_model.bin")
     model, report = from_pretrained(BertForSpanExtraction, hf_dir, attention="sdpa")
     assert report.source.endswith("pytorch_model.bin") and report.initialised == [] and report.ignored == []
-    assert_same_logits(logits_of(model), reference_logits(reference))
+    assert_same(our_logits(model), hf_logits(reference))
 
 
 def test_bert_model_state_dict_without_prefix_and_with_legacy_names(tmp_path, reference):
     """A BertModel state dict (no "bert." prefix, with pooler) as older conversions saved it: LayerNorm
     gamma/beta and the position_ids buffer. The span head is initialised fresh and reported."""
-    encoder = transformers.BertModel(transformers.BertConfig(**TINY)).eval()
+    encoder = transformers.BertModel(transformers.BertConfig(**TINY_BERT)).eval()
     encoder.load_state_dict(reference.bert.state_dict(), strict=False)  # the reference has no pooler
     randomise(encoder.pooler)
     state = {name.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): t
              for name, t in encoder.state_dict().items()}
-    state["embeddings.position_ids"] = torch.arange(TINY["max_position_embeddings"])[None]
+    state["embeddings.position_ids"] = torch.arange(TINY_BERT["max_position_embeddings"])[None]
     torch.save(state, tmp_path / "pytorch_model.bin")
 
     span = BertForSpanExtraction(CONFIG)
@@ -116,11 +70,11 @@ def test_bert_model_state_dict_without_prefix_and_with_legacy_names(tmp_path, re
     assert report.ignored == ["bert.embeddings.position_ids", "bert.pooler.dense.bias",
                                       "bert.pooler.dense.weight"]
     span.qa_outputs.load_state_dict(reference.qa_outputs.state_dict())
-    assert_same_logits(logits_of(span), reference_logits(reference))
+    assert_same(our_logits(span), hf_logits(reference))
 
     bare = BertModel(CONFIG)
     assert load_pretrained(bare, tmp_path / "pytorch_model.bin").ignored == ["embeddings.position_ids"]
-    input_ids, attention_mask, token_type_ids = batch()
+    input_ids, attention_mask, token_type_ids = padded_batch()
     with torch.no_grad():
         expected = encoder(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
         got = bare.eval()(input_ids, attention_mask, token_type_ids)
@@ -139,7 +93,7 @@ def test_pytorch_model_bin_is_read_with_weights_only(tmp_path):
 
 
 def test_pretraining_heads_are_ignored_and_reported(tmp_path):
-    pretrained = randomise(transformers.BertForPreTraining(transformers.BertConfig(**TINY)))
+    pretrained = randomise(transformers.BertForPreTraining(transformers.BertConfig(**TINY_BERT)))
     pretrained.save_pretrained(tmp_path)
     model, report = from_pretrained(BertForCJRC, tmp_path)
     assert report.initialised == ["qa_outputs.weight", "qa_outputs.bias", "answer_class.weight", "answer_class.bias"]
@@ -182,7 +136,7 @@ def test_vocab_size_disagreements(tmp_path, hf_dir):
 
 
 def test_directory_without_weights_is_an_error(tmp_path):
-    BertConfig(**TINY).to_json_file(tmp_path / "config.json")
+    BertConfig(**TINY_BERT).to_json_file(tmp_path / "config.json")
     with pytest.raises(CheckpointError, match="no weights found"):
         from_pretrained(BertForSpanExtraction, tmp_path)
     with pytest.raises(CheckpointError, match="no model config"):
@@ -197,7 +151,7 @@ def test_saved_directory_loads_in_transformers_with_the_same_logits(tmp_path, hf
     torch.manual_seed(5)
     with torch.no_grad():  # make the saved weights differ from the reference's
         model.qa_outputs.weight.normal_(0.0, 0.3)
-    expected = logits_of(model)
+    expected = our_logits(model)
     out = tmp_path / "saved"
     save_pretrained(model, out, bundled_vocab_path())
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors", "vocab.txt"]
@@ -206,10 +160,10 @@ def test_saved_directory_loads_in_transformers_with_the_same_logits(tmp_path, hf
     loaded, info = transformers.BertForQuestionAnswering.from_pretrained(
         out, attn_implementation=attention, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
-    assert_same_logits(reference_logits(loaded), expected)
+    assert_same(hf_logits(loaded), expected)
     again, report = from_pretrained(BertForSpanExtraction, out)
     assert report.initialised == [] and again.config == model.config
-    assert_same_logits(logits_of(again), expected)
+    assert_same(our_logits(again), expected)
 
 
 def test_save_replaces_an_existing_directory_atomically(tmp_path):
@@ -223,7 +177,7 @@ def test_save_replaces_an_existing_directory_atomically(tmp_path):
     reloaded, report = from_pretrained(BertForCJRC, out)
     assert report.initialised == []
     with torch.no_grad():
-        got, expected = reloaded.eval()(*batch()), second.eval()(*batch())
+        got, expected = reloaded.eval()(*padded_batch()), second.eval()(*padded_batch())
     for name in ("start_logits", "end_logits", "class_logits"):
         torch.testing.assert_close(got[name], expected[name], atol=0, rtol=0)
 
@@ -239,7 +193,7 @@ def numpy_state(module):
 
 
 def test_google_names_round_trip_exactly():
-    encoder = randomise(transformers.BertModel(transformers.BertConfig(**TINY)))
+    encoder = randomise(transformers.BertModel(transformers.BertConfig(**TINY_BERT)))
     weights = numpy_state(encoder)
     variables = hf_to_google(weights)
     layer = "bert/encoder/layer_1/"
@@ -259,7 +213,7 @@ def test_google_names_round_trip_exactly():
 
 
 def test_tf_kernels_compute_what_the_torch_linear_computes():
-    encoder = randomise(transformers.BertModel(transformers.BertConfig(**TINY)))
+    encoder = randomise(transformers.BertModel(transformers.BertConfig(**TINY_BERT)))
     variables = hf_to_google(numpy_state(encoder))
     x = torch.randn(5, 64)
     query = encoder.encoder.layer[0].attention.self.query
@@ -283,30 +237,17 @@ def test_optimizer_slots_and_heads_are_skipped_and_unknown_variables_refused():
 
 @pytest.mark.slow
 def test_tf1_checkpoint_directory_loads_like_the_reference(tmp_path, reference):
-    tf = pytest.importorskip("tensorflow")
     variables = hf_to_google({name.removeprefix("bert."): t.numpy() for name, t in reference.state_dict().items()
                               if name.startswith("bert.")})
     variables["bert/pooler/dense/kernel"] = np.ones((64, 64), np.float32)
     variables["bert/pooler/dense/bias"] = np.ones(64, np.float32)
     variables["bert/embeddings/word_embeddings/adam_m"] = np.zeros((21128, 64), np.float32)
     variables["cls/predictions/output_bias"] = np.zeros(21128, np.float32)
-    graph = tf.Graph()
-    with graph.as_default():
-        for name, value in variables.items():
-            tf.compat.v1.get_variable(name, initializer=value)
-        tf.compat.v1.train.get_or_create_global_step()
-        saver = tf.compat.v1.train.Saver()
-        with tf.compat.v1.Session(graph=graph) as session:
-            session.run(tf.compat.v1.global_variables_initializer())
-            saver.save(session, str(tmp_path / "bert_model.ckpt"))
-    google_config = {k: v for k, v in CONFIG.to_dict().items()
-                     if k not in ("model_type", "layer_norm_eps", "attention")}
-    (tmp_path / "bert_config.json").write_text(json.dumps(google_config))
-    shutil.copyfile(bundled_vocab_path(), tmp_path / "vocab.txt")
+    write_tf_checkpoint(tmp_path, variables, google_config(CONFIG), "bert_model.ckpt", "bert_config.json")
 
     assert set(load_tf_checkpoint(tmp_path / "bert_model.ckpt")) == {*variables, "global_step"}
     model, report = from_pretrained(BertForSpanExtraction, tmp_path)
     assert report.initialised == ["qa_outputs.weight", "qa_outputs.bias"]
     assert report.ignored == ["bert.pooler.dense.bias", "bert.pooler.dense.weight"]
     model.qa_outputs.load_state_dict(reference.qa_outputs.state_dict())
-    assert_same_logits(logits_of(model), reference_logits(reference))
+    assert_same(our_logits(model), hf_logits(reference))

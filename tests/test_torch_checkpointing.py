@@ -20,6 +20,9 @@ from cnbert.torch import (
 from cnbert.torch import modeling
 from cnbert.torch.trainer import Trainer
 from cnbert.training import TrainingConfig
+from model_helpers import padded_batch
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 DROPOUT = dict(hidden_dropout_prob=0.3, attention_probs_dropout_prob=0.3)
 BERT = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64,
@@ -32,23 +35,8 @@ ALBERT = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def batch(seed=1, size=3, seq=16):
-    generator = torch.Generator().manual_seed(seed)
-    input_ids = torch.randint(1, 100, (size, seq), generator=generator)
-    attention_mask = torch.ones_like(input_ids)
-    attention_mask[1, 11:] = 0
-    input_ids[attention_mask == 0] = 0
-    token_type_ids = torch.zeros_like(input_ids)
-    token_type_ids[:, 6:] = 1
-    return input_ids, attention_mask, token_type_ids
+def batch():
+    return padded_batch(vocab_size=100, lengths=(16, 11, 16), seq_length=16, segment_b_start=6)
 
 
 def cjrc_model(model_class, config):

@@ -1,13 +1,11 @@
 """The PyTorch encoder and heads against transformers' BertForQuestionAnswering (the reference)."""
 import math
-import shutil
 
 import pytest
 import torch
 
 from cnbert.checkpoints import bert_parameter_shapes
 from cnbert.config import BertConfig
-from cnbert.tokenization import bundled_vocab_path
 from cnbert.torch import (
     ANSWER_CLASSES,
     IGNORE_INDEX,
@@ -21,51 +19,20 @@ from cnbert.torch import (
     sdpa_attention,
     span_loss,
 )
+from model_helpers import (TINY_BERT, assert_same_logits, fixed_batch_losses, hf_logits, our_logits, padded_batch,
+                           random_transformers_model, save_hf)
 
 transformers = pytest.importorskip("transformers")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-TINY = dict(vocab_size=21128, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
-            max_position_embeddings=48)
 PARITY_TOLERANCE = 1e-5  # fp32, absolute, on logits of magnitude ~1
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are tiny: a second thread only adds synchronisation (10x slower on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def hf_reference(attention, seed=0, **overrides):
+def hf_reference(attention, **overrides):
     """A transformers BertForQuestionAnswering with every parameter random (LayerNorm included, so a
     swapped or unloaded tensor shows), in eval mode."""
-    torch.manual_seed(seed)
-    config = transformers.BertConfig(**{**TINY, **overrides})
-    model = transformers.BertForQuestionAnswering._from_config(config, attn_implementation=attention)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.normal_(0.0, 0.3)
-    return model.eval()
-
-
-def padded_batch(seed=1, batch=3, seq=20):
-    generator = torch.Generator().manual_seed(seed)
-    input_ids = torch.randint(1, TINY["vocab_size"], (batch, seq), generator=generator)
-    attention_mask = torch.ones_like(input_ids)
-    attention_mask[1, 13:] = 0
-    attention_mask[2, 6:] = 0
-    input_ids[attention_mask == 0] = 0
-    token_type_ids = torch.zeros_like(input_ids)
-    token_type_ids[:, 8:] = 1
-    return input_ids, attention_mask, token_type_ids
-
-
-def save_hf(model, directory):
-    model.save_pretrained(directory)
-    shutil.copyfile(bundled_vocab_path(), directory / "vocab.txt")
-    return directory
+    torch.manual_seed(0)  # before construction: these draws give start logits above the parity test's 0.5 floor
+    return random_transformers_model("BertForQuestionAnswering", attention, seed=None, **{**TINY_BERT, **overrides})
 
 
 @pytest.mark.parametrize("attention", ["eager", "sdpa", "fused"])
@@ -75,32 +42,27 @@ def test_logits_match_transformers(tmp_path, attention, hidden_act):
     reference = hf_reference("eager" if attention == "fused" else attention, hidden_act=hidden_act)
     model, report = from_pretrained(BertForSpanExtraction, save_hf(reference, tmp_path), attention=attention)
     assert report.initialised == [] and report.ignored == []
-    model.eval()
-    input_ids, attention_mask, token_type_ids = padded_batch()
-    with torch.no_grad():
-        expected = reference(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
-        got = model(input_ids, attention_mask, token_type_ids)
-    assert expected.start_logits.abs().max() > 0.5  # logits big enough for the tolerance to mean something
-    torch.testing.assert_close(got["start_logits"], expected.start_logits, atol=PARITY_TOLERANCE, rtol=0)
-    torch.testing.assert_close(got["end_logits"], expected.end_logits, atol=PARITY_TOLERANCE, rtol=0)
+    expected = hf_logits(reference)
+    assert expected[0].abs().max() > 0.5  # logits big enough for the tolerance to mean something
+    assert_same_logits(our_logits(model), expected, PARITY_TOLERANCE)
 
 
 def test_state_dict_names_and_shapes_are_transformers_bert_model():
-    config = BertConfig(**TINY)
+    config = BertConfig(**TINY_BERT)
     ours = {name: tuple(t.shape) for name, t in BertModel(config).state_dict().items()}
-    reference = transformers.BertModel(transformers.BertConfig(**TINY))
+    reference = transformers.BertModel(transformers.BertConfig(**TINY_BERT))
     assert ours == {name: tuple(t.shape) for name, t in reference.state_dict().items()}
     assert ours == bert_parameter_shapes(config)
     no_pooler = BertModel(config, add_pooling_layer=False).state_dict()
     assert set(no_pooler) == set(bert_parameter_shapes(config, add_pooling_layer=False))
     span_names = set(BertForSpanExtraction(config).state_dict())
-    assert span_names == set(transformers.BertForQuestionAnswering(transformers.BertConfig(**TINY)).state_dict())
+    assert span_names == set(transformers.BertForQuestionAnswering(transformers.BertConfig(**TINY_BERT)).state_dict())
 
 
 @pytest.mark.parametrize("attention", ["eager", "sdpa", "fused"])
 def test_padding_does_not_leak_into_real_tokens(attention):
     torch.manual_seed(0)
-    model = BertForSpanExtraction(BertConfig(**TINY, attention=attention, initializer_range=0.2)).eval()
+    model = BertForSpanExtraction(BertConfig(**TINY_BERT, attention=attention, initializer_range=0.2)).eval()
     input_ids, attention_mask, token_type_ids = padded_batch()
     changed = input_ids.clone()
     changed[attention_mask == 0] = 777
@@ -115,7 +77,7 @@ def test_padding_does_not_leak_into_real_tokens(attention):
 
 def test_default_token_types_are_zeros_and_positions_count_from_zero():
     torch.manual_seed(0)
-    model = BertModel(BertConfig(**TINY, initializer_range=0.2)).eval()
+    model = BertModel(BertConfig(**TINY_BERT, initializer_range=0.2)).eval()
     input_ids, attention_mask, _ = padded_batch()
     with torch.no_grad():
         default = model(input_ids, attention_mask).sequence_output
@@ -127,7 +89,7 @@ def test_default_token_types_are_zeros_and_positions_count_from_zero():
 
 
 def test_sequence_longer_than_position_table_raises():
-    model = BertModel(BertConfig(**TINY))
+    model = BertModel(BertConfig(**TINY_BERT))
     with pytest.raises(ValueError, match="sequence length 49 exceeds max_position_embeddings 48"):
         model(torch.ones(1, 49, dtype=torch.long))
     with pytest.raises(ValueError, match=r"attention_mask has shape \(1, 5\) but input_ids has \(1, 6\)"):
@@ -150,7 +112,7 @@ def test_bf16_autocast_stays_close_to_fp32_with_layer_norm_in_fp32():
     logit| (measured: 1.2-2.1 %)."""
     for attention in ("eager", "sdpa", "fused"):
         torch.manual_seed(0)
-        model = BertForSpanExtraction(BertConfig(**TINY, attention=attention, initializer_range=0.2)).eval()
+        model = BertForSpanExtraction(BertConfig(**TINY_BERT, attention=attention, initializer_range=0.2)).eval()
         input_ids, attention_mask, token_type_ids = padded_batch()
         norm_dtypes = []
         hooks = [m.register_forward_hook(lambda _m, _i, out: norm_dtypes.append(out.dtype))
@@ -175,7 +137,7 @@ def test_bf16_autocast_stays_close_to_fp32_with_layer_norm_in_fp32():
 
 def test_fresh_weights_follow_the_bert_initialisation():
     torch.manual_seed(0)
-    model = BertForCJRC(BertConfig(**TINY, initializer_range=0.05))
+    model = BertForCJRC(BertConfig(**TINY_BERT, initializer_range=0.05))
     state = model.state_dict()
     query = state["bert.encoder.layer.0.attention.self.query.weight"]
     assert abs(float(query.std()) - 0.05) < 0.005 and abs(float(query.mean())) < 0.005
@@ -190,25 +152,15 @@ def test_fresh_weights_follow_the_bert_initialisation():
 @pytest.mark.parametrize("attention", ["eager", "sdpa", "fused"])
 def test_a_fresh_model_learns_a_fixed_batch(attention):
     torch.manual_seed(0)
-    config = BertConfig(**{**TINY, "vocab_size": 200}, attention=attention)
+    config = BertConfig(**{**TINY_BERT, "vocab_size": 200}, attention=attention)
     model = BertForSpanExtraction(config).train()
-    input_ids, attention_mask, token_type_ids = padded_batch()
-    input_ids = input_ids % 200
-    starts, ends = torch.tensor([9, 10, 2]), torch.tensor([11, 12, 4])
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    losses = []
-    for _ in range(30):
-        loss = span_loss(model(input_ids, attention_mask, token_type_ids), starts, ends)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = fixed_batch_losses(model)
     assert losses[0] > math.log(20) - 0.5 and losses[-1] < 0.3 * losses[0], losses
 
 
 def test_dropout_only_in_training():
     torch.manual_seed(0)
-    model = BertForSpanExtraction(BertConfig(**TINY, hidden_dropout_prob=0.3, attention_probs_dropout_prob=0.3))
+    model = BertForSpanExtraction(BertConfig(**TINY_BERT, hidden_dropout_prob=0.3, attention_probs_dropout_prob=0.3))
     input_ids, attention_mask, token_type_ids = padded_batch()
     with torch.no_grad():
         model.train()
@@ -243,7 +195,7 @@ def test_span_loss_matches_transformers_and_ignores_unlabelled_features():
 
 def test_cjrc_head_and_loss():
     torch.manual_seed(0)
-    model = BertForCJRC(BertConfig(**TINY, initializer_range=0.2)).eval()
+    model = BertForCJRC(BertConfig(**TINY_BERT, initializer_range=0.2)).eval()
     input_ids, attention_mask, token_type_ids = padded_batch()
     logits = model(input_ids, attention_mask, token_type_ids)
     assert logits["start_logits"].shape == (3, 20) and logits["class_logits"].shape == (3, len(ANSWER_CLASSES))
@@ -288,7 +240,7 @@ def test_fused_mode_runs_the_kernels_and_matches_eager_values_and_gradients(monk
 
         monkeypatch.setattr(kernels, name, counting)
     torch.manual_seed(0)
-    eager = BertForSpanExtraction(BertConfig(**TINY, attention="eager", initializer_range=0.2,
+    eager = BertForSpanExtraction(BertConfig(**TINY_BERT, attention="eager", initializer_range=0.2,
                                              hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
     fused = BertForSpanExtraction(eager.config.replace(attention="fused"))
     fused.load_state_dict(eager.state_dict())
@@ -299,7 +251,7 @@ def test_fused_mode_runs_the_kernels_and_matches_eager_values_and_gradients(monk
         out = model(input_ids, attention_mask, token_type_ids)
         span_loss(out, starts, ends).backward()
         outputs[name] = out
-    assert calls == {"softmax": TINY["num_hidden_layers"], "bias_gelu": TINY["num_hidden_layers"]}
+    assert calls == {"softmax": TINY_BERT["num_hidden_layers"], "bias_gelu": TINY_BERT["num_hidden_layers"]}
     torch.testing.assert_close(outputs["fused"]["start_logits"], outputs["eager"]["start_logits"], atol=1e-5, rtol=0)
     for (name, p_eager), (_, p_fused) in zip(eager.named_parameters(), fused.named_parameters()):
         torch.testing.assert_close(p_fused.grad, p_eager.grad, atol=1e-5, rtol=1e-4, msg=name)

@@ -167,9 +167,9 @@ class AlbertModel(nn.Module):
         return EncoderOutput(sequence_output, pooled)
 
 
-class AlbertForSpanExtraction(BertForSpanExtraction):
-    """BertForSpanExtraction's head on ALBERT; in the "albert" layout its state dict is that of
-    transformers' AlbertForQuestionAnswering."""
+class _OnAlbertEncoder:
+    """Mixed in before a BERT task model: the same heads on an ALBERT encoder (no pooler), under the
+    name transformers' Albert* models give it."""
 
     base_model_prefix = "albert"
     pretraining_head_prefixes = ALBERT_PRETRAINING_HEAD_PREFIXES
@@ -177,6 +177,11 @@ class AlbertForSpanExtraction(BertForSpanExtraction):
     @staticmethod
     def build_encoder(config: AlbertConfig) -> nn.Module:
         return AlbertModel(config, add_pooling_layer=False)
+
+
+class AlbertForSpanExtraction(_OnAlbertEncoder, BertForSpanExtraction):
+    """BertForSpanExtraction's head on ALBERT; in the "albert" layout its state dict is that of
+    transformers' AlbertForQuestionAnswering."""
 
     @property
     def hf_architecture(self) -> str:
@@ -185,15 +190,8 @@ class AlbertForSpanExtraction(BertForSpanExtraction):
         return f"{_FACTORIZED_PREFIX}ForSpanExtraction"
 
 
-class AlbertForCJRC(BertForCJRC):
+class AlbertForCJRC(_OnAlbertEncoder, BertForCJRC):
     """BertForCJRC's span and answer-class heads on ALBERT."""
-
-    base_model_prefix = "albert"
-    pretraining_head_prefixes = ALBERT_PRETRAINING_HEAD_PREFIXES
-
-    @staticmethod
-    def build_encoder(config: AlbertConfig) -> nn.Module:
-        return AlbertModel(config, add_pooling_layer=False)
 
     @property
     def hf_architecture(self) -> str:

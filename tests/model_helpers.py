@@ -1,0 +1,123 @@
+"""What the model tests (PyTorch, TensorFlow, transformers parity) share: tiny sizes, random weights,
+padded batches, and model directories that carry the bundled vocabulary."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from cnbert.tokenization import bundled_vocab_path
+from cnbert.torch import span_loss
+
+VOCAB_SIZE = 21128  # the bundled vocabulary, so model directories carry a real vocab.txt
+TINY_BERT = dict(vocab_size=VOCAB_SIZE, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                 intermediate_size=128, max_position_embeddings=48)
+
+
+def randomise(model, seed=0):
+    """Every parameter random (LayerNorm included), so a swapped or unloaded tensor changes the outputs.
+    seed=None draws from the torch generator as the caller left it."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.normal_(0.0, 0.3)
+    return model.eval()
+
+
+def random_transformers_model(class_name, attention="eager", seed=0, **config):
+    """transformers.<class_name> built from `config` by its own config class, randomised (seed as in
+    randomise), in eval mode."""
+    import transformers  # optional: only the parity tests need it, and they skip without it
+
+    model_class = getattr(transformers, class_name)
+    model = model_class._from_config(model_class.config_class(**config), attn_implementation=attention)
+    return randomise(model, seed)
+
+
+def padded_arrays(vocab_size=VOCAB_SIZE, seed=1, lengths=(20, 13, 6), seq_length=20, segment_b_start=8):
+    """input_ids, attention_mask, token_type_ids (int64 numpy): row i holds lengths[i] random ids from 1
+    up, then padding (id 0, mask 0); positions from segment_b_start on are the second segment."""
+    input_ids = np.random.default_rng(seed).integers(1, vocab_size, (len(lengths), seq_length))
+    attention_mask = (np.arange(seq_length) < np.asarray(lengths)[:, None]).astype(np.int64)
+    input_ids[attention_mask == 0] = 0
+    token_type_ids = np.zeros_like(input_ids)
+    token_type_ids[:, segment_b_start:] = 1
+    return input_ids, attention_mask, token_type_ids
+
+
+def padded_batch(**kwargs):
+    """padded_arrays(**kwargs) as torch tensors."""
+    return tuple(torch.from_numpy(array) for array in padded_arrays(**kwargs))
+
+
+def fixed_batch_losses(model, steps=30):
+    """span_loss of a span model (vocab_size 200) over `steps` AdamW steps (lr 1e-3) on one padded batch."""
+    input_ids, attention_mask, token_type_ids = padded_batch()
+    input_ids = input_ids % 200
+    starts, ends = torch.tensor([9, 10, 2]), torch.tensor([11, 12, 4])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(steps):
+        loss = span_loss(model(input_ids, attention_mask, token_type_ids), starts, ends)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+def our_logits(model, batch=None):
+    """(start, end) logits of a cnbert model on `batch` (default: padded_batch()), in eval mode."""
+    with torch.no_grad():
+        out = model.eval()(*(padded_batch() if batch is None else batch))
+    return out["start_logits"], out["end_logits"]
+
+
+def hf_logits(model, batch=None):
+    """(start, end) logits of a transformers question-answering model, as our_logits."""
+    input_ids, attention_mask, token_type_ids = padded_batch() if batch is None else batch
+    with torch.no_grad():
+        out = model.eval()(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+    return out.start_logits, out.end_logits
+
+
+def assert_same_logits(got, expected, atol):
+    for g, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(g, e, atol=atol, rtol=0)
+
+
+def copy_bundled_vocab(directory):
+    shutil.copyfile(bundled_vocab_path(), directory / "vocab.txt")
+    return directory
+
+
+def save_hf(model, directory):
+    """A Hugging Face model directory (transformers' save_pretrained) with the bundled vocab."""
+    model.save_pretrained(directory)
+    return copy_bundled_vocab(directory)
+
+
+def google_config(config):
+    """The bert_config.json of Google's releases: cnbert's config without the keys they lack."""
+    return {k: v for k, v in config.to_dict().items() if k not in ("model_type", "layer_norm_eps", "attention")}
+
+
+def write_tf_checkpoint(directory, variables, config, prefix, config_name):
+    """A TF1 checkpoint (tf.compat.v1 Saver with a global_step, as Google and brightmart wrote theirs),
+    its config and the bundled vocab."""
+    tf = pytest.importorskip("tensorflow")
+
+    directory.mkdir(parents=True, exist_ok=True)
+    graph = tf.Graph()
+    with graph.as_default():
+        for name, value in variables.items():
+            tf.compat.v1.get_variable(name, initializer=value)
+        tf.compat.v1.train.get_or_create_global_step()
+        saver = tf.compat.v1.train.Saver()
+        with tf.compat.v1.Session(graph=graph) as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            saver.save(session, str(directory / prefix))
+    (directory / config_name).write_text(json.dumps(config))
+    return copy_bundled_vocab(directory)
