@@ -4,7 +4,6 @@ import json
 import shutil
 
 import numpy as np
-import pytest
 import torch
 
 from cnbert.tokenization import bundled_vocab_path
@@ -107,7 +106,7 @@ def google_config(config):
 def write_tf_checkpoint(directory, variables, config, prefix, config_name):
     """A TF1 checkpoint (tf.compat.v1 Saver with a global_step, as Google and brightmart wrote theirs),
     its config and the bundled vocab."""
-    tf = pytest.importorskip("tensorflow")
+    import tensorflow as tf
 
     directory.mkdir(parents=True, exist_ok=True)
     graph = tf.Graph()

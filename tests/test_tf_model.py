@@ -7,10 +7,10 @@ import types
 import numpy as np
 import pytest
 
-tf = pytest.importorskip("tensorflow")
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
-ctf = pytest.importorskip("cnbert.tf")
+import tensorflow as tf
+import torch
+import transformers
+import cnbert.tf as ctf
 
 from cnbert.checkpoints import CheckpointError, bert_parameter_shapes, hf_to_google  # noqa: E402
 from cnbert.config import AlbertConfig, BertConfig  # noqa: E402

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-tf = pytest.importorskip("tensorflow")
-torch = pytest.importorskip("torch")
-ctf = pytest.importorskip("cnbert.tf")
+import tensorflow as tf
+import torch
+import cnbert.tf as ctf
 
 from cnbert.config import BertConfig  # noqa: E402
 from cnbert.tf import backend  # noqa: E402

@@ -15,7 +15,7 @@ from cnbert.torch import (BertForCJRC, BertForSpanExtraction, BertModel, from_pr
 from model_helpers import (TINY_BERT, assert_same_logits, google_config, hf_logits, our_logits, padded_batch,
                            random_transformers_model, randomise, save_hf, write_tf_checkpoint)
 
-transformers = pytest.importorskip("transformers")
+import transformers
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 CONFIG = BertConfig(**TINY_BERT)
