@@ -9,9 +9,13 @@ the global-batch mean however the batch was split.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
+from collections.abc import Callable, Iterator
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -116,3 +120,78 @@ def eval_shard(num_examples: int, rank: int, world_size: int) -> slice:
     restores the original order."""
     per = math.ceil(num_examples / world_size)
     return slice(min(rank * per, num_examples), min((rank + 1) * per, num_examples))
+
+
+class TrainingRun:
+    """The bookkeeping both trainers share around their framework-specific steps: the step count,
+    the batch plan, the non-finite-loss guard, when to evaluate, and the best evaluation by one
+    criterion (never the best F1 and the best EM picked separately).
+
+    processes: the data-parallel workers that split each global batch (DDP processes or TF replicas).
+    """
+
+    def __init__(self, config: TrainingConfig, num_examples: int, processes: int,
+                 criterion: Callable[[dict], float] | None = None,
+                 on_new_best: Callable[[dict], None] | None = None):
+        accum = config.gradient_accumulation_steps
+        if num_examples < processes * accum:
+            raise ValueError(f"{num_examples} training features cannot fill {processes} processes × {accum} micro-steps")
+        if config.train_batch_size < processes * accum:
+            raise ValueError(f"train_batch_size {config.train_batch_size} is smaller than processes × accumulation "
+                             f"steps ({processes} × {accum})")
+        self.config = config
+        self.num_examples = num_examples
+        self.processes = processes
+        self.steps_per_epoch = config.steps_per_epoch(num_examples, processes)
+        self.total_steps = config.total_steps(num_examples, processes)
+        self.eval_interval = config.eval_interval(self.steps_per_epoch)
+        self.criterion = criterion
+        self.on_new_best = on_new_best
+        self.result = FitResult(None, None, [], [])
+        self._best_score = -math.inf
+        self._nonfinite_run = 0
+
+    def global_batches(self) -> Iterator[np.ndarray]:
+        """Each optimizer step's global batch, epoch after epoch, until the last step."""
+        step, epoch = 0, 0
+        while True:
+            for batch in global_batches(self.num_examples, self.config.train_batch_size, self.config.seed, epoch,
+                                        self.processes * self.config.gradient_accumulation_steps):
+                if step == self.total_steps:
+                    return
+                step += 1
+                yield batch
+            epoch += 1
+
+    def check_loss(self, step: int, loss: float) -> bool:
+        """Whether optimizer step `step` (1-based) had a finite loss; raises NonFiniteLossError when
+        the loss has been NaN/inf for max_consecutive_nonfinite steps in a row."""
+        if math.isfinite(loss):
+            self._nonfinite_run = 0
+            return True
+        self._nonfinite_run += 1
+        log.warning("non-finite training loss at step %d (%d in a row)", step, self._nonfinite_run)
+        if self._nonfinite_run >= self.config.max_consecutive_nonfinite:
+            raise NonFiniteLossError(
+                f"training loss was NaN/inf for {self._nonfinite_run} consecutive steps (last at step {step}); "
+                f"stopped. The best checkpoint saved so far (step {self.result.best_step}) is kept. "
+                "Try a lower learning rate, bf16 instead of fp16, or check the input data.")
+        return False
+
+    def record_loss(self, step: int, loss: float) -> None:
+        self.result.losses.append((step, loss))
+
+    def evaluation_due(self, step: int) -> bool:
+        return step == self.total_steps or bool(self.eval_interval and step % self.eval_interval == 0)
+
+    def record_evaluation(self, step: int, metrics: dict) -> dict:
+        """Keep an evaluation; a new best (ties keep the earlier) goes to on_new_best."""
+        metrics = dict(metrics, step=step)
+        self.result.evaluations.append(metrics)
+        score = self.criterion(metrics) if self.criterion else 0.0
+        if score > self._best_score:
+            self._best_score = score
+            self.result.best_metrics, self.result.best_step = metrics, step
+            if self.on_new_best:
+                self.on_new_best(metrics)
+        return metrics

@@ -264,7 +264,7 @@ def test_bad_features_are_rejected_before_anything_is_compiled():
         trainer.fit({k: v for k, v in arrays.items() if k != "answer_class"})
     with pytest.raises(ValueError, match=r"attention_mask has shape \(8, 15\), expected \(8, 16\)"):
         trainer.predict(dict(arrays, attention_mask=arrays["attention_mask"][:, 1:]))
-    with pytest.raises(ValueError, match="cannot fill 2 replicas|smaller than replicas"):
+    with pytest.raises(ValueError, match="cannot fill 2 processes|smaller than processes"):
         backend.Trainer(model, TrainingConfig(train_batch_size=1, gradient_accumulation_steps=2), "cjrc",
                         show_progress=False).fit(arrays)
     with pytest.raises(TypeError, match="task 'drcd' needs a BertForSpanExtraction, got BertForCJRC"):

@@ -7,7 +7,8 @@ import torch
 
 from cnbert.config import BertConfig
 from cnbert.torch import BertForSpanExtraction, span_loss
-from cnbert.torch.trainer import NonFiniteLossError, Trainer
+from cnbert.torch.trainer import Trainer
+from cnbert.training import NonFiniteLossError
 from cnbert.training import TrainingConfig
 
 TINY = BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,

@@ -69,3 +69,27 @@ def test_seed_report_mean_and_max():
     md = format_markdown(summary, "CMRC 2018 dev")
     assert "| mean (max) | 81.000 (82.000) | 59.500 (60.000) |" in md
     assert "| 456 | 82.000 | 59.000 |" in md
+
+
+def test_training_run_walks_the_batch_plan_across_epochs_and_keeps_the_best_evaluation():
+    from cnbert.training import NonFiniteLossError, TrainingRun
+
+    cfg = TrainingConfig(train_batch_size=4, num_train_epochs=1.5, eval_every=2, max_consecutive_nonfinite=2)
+    saved = []
+    run = TrainingRun(cfg, num_examples=10, processes=2, criterion=lambda m: m["F1"] + m["EM"], on_new_best=saved.append)
+    assert (run.steps_per_epoch, run.total_steps) == (3, 5)  # 4 + 4 + 2 per epoch; 1.5 epochs -> 5 steps
+    batches = list(run.global_batches())
+    epoch0 = global_batches(10, 4, seed=cfg.seed, epoch=0, min_size=2)
+    epoch1 = global_batches(10, 4, seed=cfg.seed, epoch=1, min_size=2)
+    assert [b.tolist() for b in batches] == [b.tolist() for b in (epoch0 + epoch1)[:5]]
+    assert [s for s in range(1, 6) if run.evaluation_due(s)] == [2, 4, 5]
+    run.record_evaluation(2, {"F1": 70.0, "EM": 10.0})
+    run.record_evaluation(4, {"F1": 50.0, "EM": 40.0})
+    run.record_evaluation(5, {"F1": 60.0, "EM": 30.0})  # ties with step 4: the earlier stays
+    assert [m["step"] for m in saved] == [2, 4] and run.result.best_step == 4
+    assert run.check_loss(1, 1.0) and not run.check_loss(2, float("nan")) and run.check_loss(3, 0.5)
+    assert not run.check_loss(4, float("inf"))
+    with pytest.raises(NonFiniteLossError, match=r"2 consecutive steps \(last at step 5\).*\(step 4\)"):
+        run.check_loss(5, float("nan"))
+    with pytest.raises(ValueError, match="cannot fill 2 processes × 3 micro-steps"):
+        TrainingRun(TrainingConfig(gradient_accumulation_steps=3), num_examples=5, processes=2)

@@ -62,7 +62,8 @@ from cnbert.tf.heads import (  # noqa: E402
     span_loss,
 )
 from cnbert.tf.modeling import BertModel, set_precision  # noqa: E402
-from cnbert.tf.trainer import FitResult, NonFiniteLossError, Trainer  # noqa: E402
+from cnbert.tf.trainer import Trainer  # noqa: E402
+from cnbert.training import FitResult, NonFiniteLossError  # noqa: E402
 
 __all__ = [
     "LoadReport", "canonical_variables", "canonical_weights", "load_canonical_weights", "load_finetuned",

@@ -27,7 +27,7 @@ from cnbert.tf.distribute import is_chief, make_strategy
 from cnbert.tf.heads import ANSWER_CLASSES, TASK_LABELS, TASK_MODELS, check_labels, task_loss
 from cnbert.tf.modeling import set_gradient_checkpointing, set_precision
 from cnbert.tf.optim import LinearWarmupDecay, build_optimizer
-from cnbert.training import FitResult, NonFiniteLossError, TrainingConfig, global_batches, micro_batches
+from cnbert.training import FitResult, TrainingConfig, TrainingRun, micro_batches
 
 log = logging.getLogger(__name__)
 
@@ -102,16 +102,15 @@ class Trainer:
         caller's model has received the current weights."""
         cfg, replicas = self.config, self.replicas
         arrays = self._checked_arrays(train, INPUT_NAMES + self.label_names)
-        num_examples = len(arrays["input_ids"])
         accum = cfg.gradient_accumulation_steps
-        if num_examples < replicas * accum:
-            raise ValueError(f"{num_examples} training features cannot fill {replicas} replicas × {accum} micro-steps")
-        if cfg.train_batch_size < replicas * accum:
-            raise ValueError(f"train_batch_size {cfg.train_batch_size} is smaller than replicas × accumulation "
-                             f"steps ({replicas} × {accum})")
-        steps_per_epoch = cfg.steps_per_epoch(num_examples, replicas)
-        total_steps = cfg.total_steps(num_examples, replicas)
-        eval_interval = cfg.eval_interval(steps_per_epoch)
+
+        def save_best(metrics):
+            self._copy_weights(self._model, self.model)  # the caller saves its own model object
+            on_new_best(metrics)
+
+        run = TrainingRun(cfg, len(arrays["input_ids"]), replicas, criterion,
+                          save_best if on_new_best and self.is_chief else None)
+        total_steps = run.total_steps
         schedule = LinearWarmupDecay(cfg.learning_rate, cfg.warmup_steps(total_steps), total_steps)
         micro_size = math.ceil(math.ceil(cfg.train_batch_size / replicas) / accum)
 
@@ -125,65 +124,39 @@ class Trainer:
         grad_step, apply_step = self._compile_train_step(optimizer, accum)
 
         writer = tf.summary.create_file_writer(str(self.log_dir)) if self.log_dir and self.is_chief else None
-        result = FitResult(None, None, [], [])
-        best_score = -math.inf
-        nonfinite_run = 0
         progress = tqdm(total=total_steps, desc="train", disable=not self.show_progress, dynamic_ncols=True)
         try:
-            step, epoch = 0, 0
-            while step < total_steps:
-                for batch_index in global_batches(num_examples, cfg.train_batch_size, cfg.seed, epoch, replicas * accum):
-                    batch, weights, seeds = self._replica_inputs(arrays, batch_index, step, micro_size)
-                    loss_sum, grads = grad_step(batch, weights, seeds, tf.constant(len(batch_index), tf.float32))
-                    loss_value = float(loss_sum) / len(batch_index)
-                    finite = math.isfinite(loss_value)
-                    if finite or cfg.precision == "fp16":  # with fp16 the loss-scale optimizer skips it and lowers the scale
-                        schedule_step.assign(step)
-                        apply_step(grads)
-                    if finite:
-                        nonfinite_run = 0
-                    else:
-                        nonfinite_run += 1
-                        log.warning("non-finite training loss at step %d (%d in a row)", step + 1, nonfinite_run)
-                        if nonfinite_run >= cfg.max_consecutive_nonfinite:
-                            raise NonFiniteLossError(
-                                f"training loss was NaN/inf for {nonfinite_run} consecutive steps (last at step {step + 1}); "
-                                f"stopped. The best checkpoint saved so far (step {result.best_step}) is kept. "
-                                "Try a lower learning rate, bf16 instead of fp16, or check the input data.")
-                    step += 1
-                    lr = cfg.learning_rate * schedule.multiplier(step)
-                    result.losses.append((step, loss_value))
-                    progress.update(1)
-                    progress.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
-                    if writer and (step % cfg.logging_steps == 0 or step == 1):
+            for step, batch_index in enumerate(run.global_batches(), start=1):
+                batch, weights, seeds = self._replica_inputs(arrays, batch_index, step - 1, micro_size)
+                loss_sum, grads = grad_step(batch, weights, seeds, tf.constant(len(batch_index), tf.float32))
+                loss_value = float(loss_sum) / len(batch_index)
+                # with fp16 the loss-scale optimizer skips a non-finite step itself and lowers the scale
+                if run.check_loss(step, loss_value) or cfg.precision == "fp16":
+                    schedule_step.assign(step - 1)
+                    apply_step(grads)
+                lr = cfg.learning_rate * schedule.multiplier(step)
+                run.record_loss(step, loss_value)
+                progress.update(1)
+                progress.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
+                if writer and (step % cfg.logging_steps == 0 or step == 1):
+                    with writer.as_default():
+                        tf.summary.scalar("train/loss", loss_value, step=step)
+                        tf.summary.scalar("train/learning_rate", lr, step=step)
+                if evaluate and run.evaluation_due(step):
+                    metrics = evaluate()
+                    if writer:
                         with writer.as_default():
-                            tf.summary.scalar("train/loss", loss_value, step=step)
-                            tf.summary.scalar("train/learning_rate", lr, step=step)
-                    last = step == total_steps
-                    if evaluate and (last or (eval_interval and step % eval_interval == 0)):
-                        metrics = dict(evaluate(), step=step)
-                        result.evaluations.append(metrics)
-                        score = criterion(metrics) if criterion else 0.0
-                        if writer:
-                            with writer.as_default():
-                                for key, value in metrics.items():
-                                    if isinstance(value, (int, float)) and key != "step":
-                                        tf.summary.scalar(f"eval/{key}", value, step=step)
-                        if score > best_score:
-                            best_score, result.best_metrics, result.best_step = score, metrics, step
-                            if on_new_best and self.is_chief:
-                                self._copy_weights(self._model, self.model)
-                                on_new_best(metrics)
-                    if last:
-                        break
-                epoch += 1
+                            for key, value in metrics.items():
+                                if isinstance(value, (int, float)):
+                                    tf.summary.scalar(f"eval/{key}", value, step=step)
+                    run.record_evaluation(step, metrics)
         finally:
             self._fitting = False
             progress.close()
             if writer:
                 writer.close()
             self._copy_weights(self._model, self.model)
-        return result
+        return run.result
 
     def _replica_inputs(self, arrays, batch_index, step: int, micro_size: int):
         """Per-replica [accum, micro_size, ...] arrays of this step's micro-batches (zero rows of

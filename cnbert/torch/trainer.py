@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import random
 import sys
 import types
@@ -23,7 +22,7 @@ from tqdm.auto import tqdm
 from cnbert.torch.distributed import DistContext, all_gather_objects
 from cnbert.torch.modeling import set_gradient_checkpointing
 from cnbert.torch.optim import build_optimizer, build_scheduler
-from cnbert.training import FitResult, NonFiniteLossError, TrainingConfig, eval_shard, global_batches, micro_batches
+from cnbert.training import FitResult, TrainingConfig, TrainingRun, eval_shard, micro_batches
 
 log = logging.getLogger(__name__)
 
@@ -84,78 +83,44 @@ class Trainer:
         same metrics everywhere; the best evaluation is the one with the highest `criterion`
         (ties keep the earlier); `on_new_best(metrics)` runs on the main process only."""
         cfg, ctx = self.config, self.ctx
-        num_examples = len(next(iter(train.values())))
-        accum = cfg.gradient_accumulation_steps
-        if num_examples < ctx.world_size * accum:
-            raise ValueError(f"{num_examples} training features cannot fill {ctx.world_size} processes × {accum} micro-steps")
-        if cfg.train_batch_size < ctx.world_size * accum:
-            raise ValueError(f"train_batch_size {cfg.train_batch_size} is smaller than processes × accumulation steps ({ctx.world_size} × {accum})")
-        steps_per_epoch = cfg.steps_per_epoch(num_examples, ctx.world_size)
-        total_steps = cfg.total_steps(num_examples, ctx.world_size)
-        eval_interval = cfg.eval_interval(steps_per_epoch)
-
+        run = TrainingRun(cfg, len(next(iter(train.values()))), ctx.world_size, criterion,
+                          on_new_best if ctx.is_main else None)
         seed_everything(cfg.seed + ctx.rank)  # dropout streams differ per process, as with any DDP run
         model = self.model
         model.train()
         wrapped = DistributedDataParallel(model) if ctx.distributed else model
         optimizer = build_optimizer(model, cfg)
-        scheduler = build_scheduler(optimizer, cfg.warmup_steps(total_steps), total_steps)
+        scheduler = build_scheduler(optimizer, cfg.warmup_steps(run.total_steps), run.total_steps)
         scaler = torch.amp.GradScaler(ctx.device.type, enabled=cfg.precision == "fp16")
         writer = self._summary_writer()
-        result = FitResult(None, None, [], [])
-        best_score = -math.inf
-        nonfinite_run = 0
-        progress = tqdm(total=total_steps, desc="train", disable=not self.show_progress, dynamic_ncols=True)
+        progress = tqdm(total=run.total_steps, desc="train", disable=not self.show_progress, dynamic_ncols=True)
         try:
-            step, epoch = 0, 0
-            while step < total_steps:
-                for batch_index in global_batches(num_examples, cfg.train_batch_size, cfg.seed, epoch, ctx.world_size * accum):
-                    loss_value = self._accumulate(wrapped, train, batch_index, scaler)
-                    if math.isfinite(loss_value):
-                        nonfinite_run = 0
-                        self._optimizer_step(model, optimizer, scaler)
-                    else:
-                        nonfinite_run += 1
-                        if scaler.is_enabled():
-                            self._optimizer_step(model, optimizer, scaler)  # the scaler skips it and lowers the scale
-                        optimizer.zero_grad(set_to_none=True)
-                        log.warning("non-finite training loss at step %d (%d in a row)", step + 1, nonfinite_run)
-                        if nonfinite_run >= cfg.max_consecutive_nonfinite:
-                            raise NonFiniteLossError(
-                                f"training loss was NaN/inf for {nonfinite_run} consecutive steps (last at step {step + 1}); "
-                                f"stopped. The best checkpoint saved so far (step {result.best_step}) is kept. "
-                                "Try a lower learning rate, bf16 instead of fp16, or check the input data.")
-                    scheduler.step()
-                    step += 1
-                    lr = scheduler.get_last_lr()[0]
-                    result.losses.append((step, loss_value))
-                    progress.update(1)
-                    progress.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
-                    if writer and (step % cfg.logging_steps == 0 or step == 1):
-                        writer.add_scalar("train/loss", loss_value, step)
-                        writer.add_scalar("train/learning_rate", lr, step)
-                    last = step == total_steps
-                    if evaluate and (last or (eval_interval and step % eval_interval == 0)):
-                        metrics = dict(evaluate(), step=step)
-                        model.train()
-                        result.evaluations.append(metrics)
-                        score = criterion(metrics) if criterion else 0.0
-                        if writer:
-                            for key, value in metrics.items():
-                                if isinstance(value, (int, float)) and key != "step":
-                                    writer.add_scalar(f"eval/{key}", value, step)
-                        if score > best_score:
-                            best_score, result.best_metrics, result.best_step = score, metrics, step
-                            if on_new_best and ctx.is_main:
-                                on_new_best(metrics)
-                    if last:
-                        break
-                epoch += 1
+            for step, batch_index in enumerate(run.global_batches(), start=1):
+                loss_value = self._accumulate(wrapped, train, batch_index, scaler)
+                if run.check_loss(step, loss_value) or scaler.is_enabled():
+                    self._optimizer_step(model, optimizer, scaler)  # with fp16 the scaler skips a non-finite step
+                optimizer.zero_grad(set_to_none=True)
+                scheduler.step()
+                lr = scheduler.get_last_lr()[0]
+                run.record_loss(step, loss_value)
+                progress.update(1)
+                progress.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
+                if writer and (step % cfg.logging_steps == 0 or step == 1):
+                    writer.add_scalar("train/loss", loss_value, step)
+                    writer.add_scalar("train/learning_rate", lr, step)
+                if evaluate and run.evaluation_due(step):
+                    metrics = evaluate()
+                    model.train()
+                    if writer:
+                        for key, value in metrics.items():
+                            if isinstance(value, (int, float)):
+                                writer.add_scalar(f"eval/{key}", value, step)
+                    run.record_evaluation(step, metrics)
         finally:
             progress.close()
             if writer:
                 writer.close()
-        return result
+        return run.result
 
     def _accumulate(self, wrapped, train, batch_index, scaler) -> float:
         """Forward/backward over this process's micro-batches of one global batch; returns the
@@ -184,7 +149,6 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(model.parameters(), self.config.max_grad_norm)
         scaler.step(optimizer)
         scaler.update()
-        optimizer.zero_grad(set_to_none=True)
 
     @torch.no_grad()
     def predict(self, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
