@@ -15,12 +15,7 @@ TINY = BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1, num_attent
                   max_position_embeddings=32, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def loss_fn(outputs, batch):
