@@ -120,3 +120,18 @@ def write_tf_checkpoint(directory, variables, config, prefix, config_name):
             saver.save(session, str(directory / prefix))
     (directory / config_name).write_text(json.dumps(config))
     return copy_bundled_vocab(directory)
+
+
+def assert_padding_does_not_leak(model, batch=None):
+    """Changing padded tokens leaves the real tokens' start logits alone (within 1e-6), and
+    dropping the mask does not: the mask is what keeps them equal."""
+    input_ids, attention_mask, token_type_ids = batch if batch is not None else padded_batch()
+    changed = input_ids.clone()
+    changed[attention_mask == 0] = 777
+    with torch.no_grad():
+        before = model(input_ids, attention_mask, token_type_ids)["start_logits"]
+        after = model(changed, attention_mask, token_type_ids)["start_logits"]
+        unmasked = model(changed, None, token_type_ids)["start_logits"]
+    real = attention_mask.bool()
+    torch.testing.assert_close(after[real], before[real], atol=1e-6, rtol=0)
+    assert (unmasked[real] - before[real]).abs().max() > 1e-3

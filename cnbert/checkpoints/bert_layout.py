@@ -6,6 +6,8 @@ their names and `.shape` are used here, so the PyTorch and TensorFlow models sha
 """
 from __future__ import annotations
 
+import logging
+
 import dataclasses
 import re
 from typing import Any, Mapping
@@ -34,6 +36,8 @@ BERT_NAME = re.compile(
 )
 
 _MAX_NAMES_SHOWN = 12
+
+logger = logging.getLogger(__name__)
 
 
 class CheckpointError(DataError):
@@ -81,6 +85,16 @@ class LoadReport:
     loaded: list[str]
     initialised: list[str]
     ignored: list[str]
+
+    @classmethod
+    def of(cls, plan: "LoadPlan", source: str) -> "LoadReport":
+        """The report of a carried-out LoadPlan, logged (freshly initialised heads as a warning)."""
+        report = cls(source=source, loaded=sorted(plan.tensors), initialised=plan.initialised,
+                     ignored=sorted(plan.ignored))
+        logger.info("%s: loaded %d tensors; ignored %s", source, len(report.loaded), report.ignored or "nothing")
+        if report.initialised:
+            logger.warning("%s: freshly initialised (not in the checkpoint): %s", source, report.initialised)
+        return report
 
 
 @dataclasses.dataclass

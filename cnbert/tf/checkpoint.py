@@ -95,12 +95,7 @@ def load_canonical_weights(model: keras.Model, state: Mapping[str, np.ndarray], 
         slot = slots[name]
         array = np.asarray(value, dtype=np.float32)
         slot.variable.assign(array.T if slot.transposed else array)
-    report = LoadReport(source=source, loaded=sorted(plan.tensors), initialised=plan.initialised,
-                        ignored=sorted(plan.ignored))
-    logger.info("%s: loaded %d tensors; ignored %s", source, len(report.loaded), report.ignored or "nothing")
-    if report.initialised:
-        logger.warning("%s: freshly initialised (not in the checkpoint): %s", source, report.initialised)
-    return report
+    return LoadReport.of(plan, source)
 
 
 def read_canonical_weights(source) -> tuple[dict[str, np.ndarray], str]:

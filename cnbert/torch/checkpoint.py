@@ -80,12 +80,7 @@ def load_pretrained(model: torch.nn.Module, source, vocab_file=None) -> LoadRepo
     with torch.no_grad():
         for name, value in plan.tensors.items():
             model_state[name].copy_(value)  # state_dict tensors share storage with the parameters
-    report = LoadReport(source=path, loaded=sorted(plan.tensors), initialised=plan.initialised,
-                        ignored=sorted(plan.ignored))
-    logger.info("%s: loaded %d tensors; ignored %s", path, len(report.loaded), report.ignored or "nothing")
-    if report.initialised:
-        logger.warning("%s: freshly initialised (not in the checkpoint): %s", path, report.initialised)
-    return report
+    return LoadReport.of(plan, path)
 
 
 def from_pretrained(model_class, directory, vocab_file=None, **config_overrides):
