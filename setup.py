@@ -9,15 +9,51 @@ Environment:
                            1: CUDA kernels or fail; 0: CPU kernels only.
     TORCH_CUDA_ARCH_LIST   GPU architectures to compile for (default "8.0;9.0+PTX").
     MAX_JOBS               parallel compile jobs (ninja).
+    CUDA_HOME              the CUDA toolkit's root (found from nvcc or /usr/local/cuda if unset).
 """
 import os
+import shutil
 import sys
 from pathlib import Path
 
 from setuptools import setup
 
-import torch
-from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+
+def is_cuda_toolkit(root: Path) -> bool:
+    """A toolkit root holds nvcc, the runtime's header and its shared library."""
+    return (
+        (root / "bin" / "nvcc").is_file()
+        and (root / "include" / "cuda_runtime.h").is_file()
+        and any(any((root / lib).glob("libcudart.so*")) for lib in ("lib64", "lib"))
+    )
+
+
+def locate_cuda_toolkit() -> None:
+    """Sets CUDA_HOME when it is unset and torch's guess would be wrong.
+
+    torch takes the parent of the folder holding the first `nvcc` on PATH as the toolkit root.
+    For a wrapper such as /usr/local/bin/nvcc (`exec /usr/local/cuda-13.0/bin/nvcc "$@"`) that
+    gives /usr/local, where compiling works but linking fails after minutes with
+    `cannot find -lcudart`. This must run before torch.utils.cpp_extension is imported: it reads
+    CUDA_HOME once, at import.
+    """
+    if os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH"):
+        return
+    nvcc = shutil.which("nvcc")
+    candidates = [Path(nvcc).parent.parent, Path(os.path.realpath(nvcc)).parent.parent] if nvcc else []
+    candidates.append(Path("/usr/local/cuda"))
+    for root in candidates:
+        if is_cuda_toolkit(root):
+            if nvcc and root != Path(nvcc).parent.parent:
+                print(f"cnbert: {nvcc} is not inside a CUDA toolkit; using CUDA_HOME={root}", file=sys.stderr)
+            os.environ["CUDA_HOME"] = str(root)
+            return
+
+
+locate_cuda_toolkit()
+
+import torch  # noqa: E402  (after locate_cuda_toolkit, see there)
+from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_CUDA_ARCHS = "8.0;9.0+PTX"
@@ -32,8 +68,12 @@ def want_cuda() -> bool:
     reasons = []
     if torch.version.cuda is None:
         reasons.append(f"torch {torch.__version__} was built without CUDA")
-    if CUDA_HOME is None:
+    toolkit = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")  # what torch will use
+    if not toolkit:
         reasons.append("no CUDA toolkit found (set CUDA_HOME or put nvcc on PATH)")
+    elif not is_cuda_toolkit(Path(toolkit)):
+        reasons.append(f"CUDA_HOME={toolkit} is not a CUDA toolkit root (it needs bin/nvcc, "
+                       "include/cuda_runtime.h and lib64/libcudart.so); point CUDA_HOME at one")
     if not reasons:
         return True
     if mode == "1":

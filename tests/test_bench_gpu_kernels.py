@@ -1,0 +1,93 @@
+"""bench/gpu_kernels.py is run on a GPU machine once, in a short lease: these tests keep it working
+between those runs. They run its --smoke mode (every section, on the CPU, at toy sizes) and show
+that its check section catches a kernel that is wrong."""
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import cnbert.kernels as k
+from kernel_testing import needs_extension
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "bench" / "gpu_kernels.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_gpu_kernels", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@needs_extension
+def test_smoke_run_covers_every_section(tmp_path):
+    out = tmp_path / "gpu_kernels.json"
+    run = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--json", str(out)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert results["errors"] == {}
+    assert results["env"]["extension_loaded"] is True
+    # 3 dtypes x 3 GELU forms x 2 shapes x 2 alignments x 5 comparisons, plus
+    # 3 dtypes x 7 mask kinds x 4 Sk x 3 layouts x 2 comparisons.
+    assert results["check"] == {"cases": 180 + 504, "failures": []}
+    assert [row["shape"] for row in results["softmax"]] == [[2, 2, 16, 16], [1, 2, 8, 40]]
+    assert all(row["check"] == "ok" for row in results["softmax"] + results["gelu"])
+    assert [row["op"] for row in results["gelu"]] == ["gelu", "bias_gelu"]
+    for row in results["softmax"]:
+        assert set(row["timings"]) == {"cnbert", "eager", "compile"}
+        assert row["timings"]["cnbert"]["bwd_op_ms"] > 0
+        assert len(row["targets"]) == 6
+    attentions = [(row["model"].split()[0], row["attention"]) for row in results["training"]]
+    assert attentions == [("cnbert", "sdpa"), ("cnbert", "fused"), ("transformers", "sdpa")]
+    assert all(row["ms_per_step"] > 0 for row in results["training"])
+    assert "| softmax shape | impl |" in run.stdout and "| model | attention |" in run.stdout
+
+
+@needs_extension
+def test_check_section_reports_a_wrong_softmax(bench, monkeypatch):
+    right = k.scaled_masked_softmax
+
+    def off_by_a_little(scores, mask, scale):  # 5 % too large, for Sk = 300 only
+        y = right(scores, mask, scale)
+        return y * 1.05 if scores.shape[-1] == 300 else y
+
+    monkeypatch.setattr(k, "scaled_masked_softmax", off_by_a_little)
+    results, failures = [], []
+    bench.check_softmax_ops("cpu", results, failures, smoke=True)
+    assert len(results) == 504
+    assert failures and all("Sk=300" in f for f in failures)
+    for dtype in ("float32", "float16", "bfloat16"):
+        assert any(f.startswith(f"softmax torch.{dtype} ") for f in failures), dtype
+
+
+@needs_extension
+def test_check_section_reports_a_wrong_bias_gradient(bench, monkeypatch):
+    right = k.bias_gelu
+
+    class WrongBiasGrad(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, bias, approximate):
+            ctx.save_for_backward(x, bias)
+            ctx.approximate = approximate
+            return right(x, bias, approximate)
+
+        @staticmethod
+        def backward(ctx, grad):
+            x, bias = ctx.saved_tensors
+            with torch.enable_grad():
+                x_, bias_ = x.detach().requires_grad_(True), bias.detach().requires_grad_(True)
+                grad_x, grad_bias = torch.autograd.grad(right(x_, bias_, ctx.approximate), (x_, bias_), grad)
+            return grad_x, grad_bias * 0.9, None  # 10 % off
+
+    monkeypatch.setattr(k, "bias_gelu", lambda x, bias, approximate="none": WrongBiasGrad.apply(x, bias, approximate))
+    results, failures = [], []
+    bench.check_gelu_ops("cpu", results, failures, smoke=True)
+    # Every dtype, GELU form, shape and alignment: 3 x 3 x 2 x 2 cases, and nothing else.
+    assert len(failures) == 36 and all(f.startswith("bias_gelu grad bias ") for f in failures)
