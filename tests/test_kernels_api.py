@@ -75,11 +75,12 @@ class TinyEncoderLayer(torch.nn.Module):
 
 @needs_extension
 @pytest.mark.slow
-def test_compiled_model_fullgraph_matches_eager():
+@pytest.mark.parametrize("device", DEVICES)
+def test_compiled_model_fullgraph_matches_eager(device):
     torch.manual_seed(0)
-    model = TinyEncoderLayer()
-    x = torch.randn(2, 6, 32)
-    keep = torch.ones(2, 6, dtype=torch.bool)
+    model = TinyEncoderLayer().to(device)
+    x = torch.randn(2, 6, 32, device=device)
+    keep = torch.ones(2, 6, dtype=torch.bool, device=device)
     keep[1, 4:] = False
 
     def run(fn):
@@ -140,3 +141,51 @@ def test_require_kernels_makes_a_missing_extension_an_error():
     result = _run_python(code, CNBERT_REQUIRE_KERNELS="1")
     assert result.returncode != 0
     assert "CNBERT_REQUIRE_KERNELS=1" in result.stderr and "could not be imported" in result.stderr
+
+
+needs_cuda_kernels = pytest.mark.skipif(not k.cuda_available(), reason=f"needs a GPU and CUDA kernels: {k.extension_status()}")
+
+
+@needs_cuda_kernels
+def test_cuda_kernels_run_on_the_current_stream():
+    # The side stream sleeps before it writes x: a kernel launched on the default stream instead
+    # would read x before it is written, and rarely get the right answer by chance.
+    from cnbert.kernels import reference
+
+    x_ready = torch.randn(2, 3, 40, 512, device="cuda", dtype=torch.bfloat16)
+    bias = torch.randn(512, device="cuda", dtype=torch.bfloat16)
+    grad = torch.randn_like(x_ready)
+    torch.cuda.synchronize()
+    side = torch.cuda.Stream()
+    with torch.cuda.stream(side):
+        torch.cuda._sleep(100_000_000)
+        x = x_ready * 2
+        probs = k.scaled_masked_softmax(x, None, 0.5)
+        probs_grad = torch.ops.cnbert.scaled_masked_softmax_backward(grad, probs, 0.5)
+        activation = k.bias_gelu(x, bias)
+        grad_x, grad_bias = torch.ops.cnbert.bias_gelu_backward(grad, x, bias, "none")
+    torch.cuda.synchronize()
+    x64 = (x_ready * 2).double().requires_grad_(True)
+    b64 = bias.double().requires_grad_(True)
+    want_probs = reference.scaled_masked_softmax(x64, None, 0.5)
+    assert_close(probs, want_probs, torch.bfloat16, what="softmax")
+    (want_probs_grad,) = torch.autograd.grad(want_probs, x64, grad.double())
+    assert_close(probs_grad, want_probs_grad, torch.bfloat16, atol=2e-2 * float(grad.abs().max()), what="softmax grad")
+    want_activation = reference.bias_gelu(x64, b64)
+    assert_close(activation, want_activation, torch.bfloat16, what="bias_gelu")
+    want_grad_x, want_grad_bias = torch.autograd.grad(want_activation, (x64, b64), grad.double())
+    assert_close(grad_x, want_grad_x, torch.bfloat16, what="bias_gelu grad x")
+    assert_close(grad_bias, want_grad_bias, torch.bfloat16, atol=1e-5 * float(want_grad_x.abs().sum(0).max()),
+                 what="bias_gelu grad bias")
+
+
+@needs_cuda_kernels
+def test_cuda_kernel_image_is_reported_for_the_device():
+    from cnbert import _C
+
+    major, minor = torch.cuda.get_device_capability(0)
+    image = _C.cuda_kernel_image(0)
+    # Machine code for this capability, or PTX for an older one that the driver compiled.
+    assert 0 < image <= 10 * major + minor
+    with pytest.raises(RuntimeError, match="no CUDA device"):
+        _C.cuda_kernel_image(torch.cuda.device_count())
