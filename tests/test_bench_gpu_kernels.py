@@ -44,9 +44,11 @@ def test_smoke_run_covers_every_section(tmp_path):
         assert set(row["timings"]) == {"cnbert", "eager", "compile"}
         assert row["timings"]["cnbert"]["bwd_op_ms"] > 0
         assert len(row["targets"]) == 6
+        assert row["byte_bounds"] == {"fwd_vs_eager": 3.0, "bwd_vs_eager": 5 / 3}
     attentions = [(row["model"].split()[0], row["attention"]) for row in results["training"]]
     assert attentions == [("cnbert", "sdpa"), ("cnbert", "fused"), ("transformers", "sdpa")]
     assert all(row["ms_per_step"] > 0 for row in results["training"])
+    assert "bytes allow 1.67x" in run.stdout
     assert "| softmax shape | impl |" in run.stdout and "| model | attention |" in run.stdout
 
 
