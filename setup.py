@@ -73,7 +73,7 @@ def want_cuda() -> bool:
         reasons.append("no CUDA toolkit found (set CUDA_HOME or put nvcc on PATH)")
     elif not is_cuda_toolkit(Path(toolkit)):
         reasons.append(f"CUDA_HOME={toolkit} is not a CUDA toolkit root (it needs bin/nvcc, "
-                       "include/cuda_runtime.h and lib64/libcudart.so); point CUDA_HOME at one")
+                       "include/cuda_runtime.h and libcudart.so in lib64/ or lib/); point CUDA_HOME at one")
     if not reasons:
         return True
     if mode == "1":

@@ -6,13 +6,16 @@ import torch
 import cnbert.kernels as k
 from cnbert.kernels.testing import TOLERANCE, assert_close
 
-__all__ = ["DEVICES", "DTYPES", "TOLERANCE", "as_float64", "assert_close", "needs_extension"]
+__all__ = ["DEVICES", "DTYPES", "TOLERANCE", "as_float64", "assert_close", "needs_cuda_kernels", "needs_extension"]
 
 DEVICES = ["cpu"] + (["cuda"] if k.cuda_available() else [])
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 
 needs_extension = pytest.mark.skipif(
     not k.is_available(), reason=f"extension not built: {k.extension_status()}"
+)
+needs_cuda_kernels = pytest.mark.skipif(
+    not k.cuda_available(), reason=f"needs a GPU and CUDA kernels: {k.extension_status()}"
 )
 
 

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from torch.library import opcheck
 
 import cnbert.kernels as k
-from kernel_testing import DEVICES, assert_close, needs_extension
+from cnbert.kernels import reference
+from kernel_testing import DEVICES, assert_close, needs_cuda_kernels, needs_extension
 
 
 def test_extension_is_built():
@@ -143,15 +144,10 @@ def test_require_kernels_makes_a_missing_extension_an_error():
     assert "CNBERT_REQUIRE_KERNELS=1" in result.stderr and "could not be imported" in result.stderr
 
 
-needs_cuda_kernels = pytest.mark.skipif(not k.cuda_available(), reason=f"needs a GPU and CUDA kernels: {k.extension_status()}")
-
-
 @needs_cuda_kernels
 def test_cuda_kernels_run_on_the_current_stream():
     # The side stream sleeps before it writes x: a kernel launched on the default stream instead
     # would read x before it is written, and rarely get the right answer by chance.
-    from cnbert.kernels import reference
-
     x_ready = torch.randn(2, 3, 40, 512, device="cuda", dtype=torch.bfloat16)
     bias = torch.randn(512, device="cuda", dtype=torch.bfloat16)
     grad = torch.randn_like(x_ready)
