@@ -472,40 +472,43 @@ def _free(device: str) -> None:
         torch.cuda.empty_cache()
 
 
+def _markdown_table(header: list, rows: list) -> list:
+    return ["| " + " | ".join(cells) + " |" for cells in [header, ["---"] * len(header), *rows]] + [""]
+
+
+def _shape(row: dict) -> str:
+    return "x".join(map(str, row["shape"]))
+
+
 def summary_tables(results: dict) -> str:
     """Markdown tables of the timed sections, in PERF.md's style."""
     lines = []
     if results.get("copy"):
         lines += [f"copy: {results['copy']['gbps']:.0f} GB/s", ""]
     if results.get("softmax"):
-        lines += ["| softmax shape | impl | fwd ms | fwd GB/s | fwd % copy | bwd ms | bwd GB/s | bwd % copy | fwd+bwd ms |",
-                  "|---|---|---|---|---|---|---|---|---|"]
-        for row in results["softmax"]:
-            for name, t in row["timings"].items():
-                bwd = t.get("bwd_op_ms", t["bwd_ms"])
-                lines.append(f"| {'x'.join(map(str, row['shape']))} | {name} | {t['fwd_ms']:.3f} | {t['fwd_gbps']:.0f} | "
-                             f"{t['fwd_of_copy']:.0%} | {bwd:.3f} | {t['bwd_gbps']:.0f} | {t['bwd_of_copy']:.0%} | "
-                             f"{t['fwd_bwd_ms']:.3f} |")
-        lines.append("")
+        lines += _markdown_table(
+            ["softmax shape", "impl", "fwd ms", "fwd GB/s", "fwd % copy", "bwd ms", "bwd GB/s", "bwd % copy", "fwd+bwd ms"],
+            [[_shape(row), name, f"{t['fwd_ms']:.3f}", f"{t['fwd_gbps']:.0f}", f"{t['fwd_of_copy']:.0%}",
+              f"{t.get('bwd_op_ms', t['bwd_ms']):.3f}", f"{t['bwd_gbps']:.0f}", f"{t['bwd_of_copy']:.0%}",
+              f"{t['fwd_bwd_ms']:.3f}"]
+             for row in results["softmax"] for name, t in row["timings"].items()])
     if results.get("gelu"):
-        lines += ["| op | shape | impl | fwd ms | fwd GB/s | fwd % copy | fwd+bwd ms | fwd+bwd GB/s | fwd+bwd % copy |",
-                  "|---|---|---|---|---|---|---|---|---|"]
-        for row in results["gelu"]:
-            for name, t in row["timings"].items():
-                lines.append(f"| {row['op']} | {'x'.join(map(str, row['shape']))} | {name} | {t['fwd_ms']:.3f} | "
-                             f"{t['fwd_gbps']:.0f} | {t['fwd_of_copy']:.0%} | {t['fwd_bwd_ms']:.3f} | "
-                             f"{t['fwd_bwd_gbps']:.0f} | {t['fwd_bwd_of_copy']:.0%} |")
-        lines.append("")
+        lines += _markdown_table(
+            ["op", "shape", "impl", "fwd ms", "fwd GB/s", "fwd % copy", "fwd+bwd ms", "fwd+bwd GB/s", "fwd+bwd % copy"],
+            [[row["op"], _shape(row), name, f"{t['fwd_ms']:.3f}", f"{t['fwd_gbps']:.0f}", f"{t['fwd_of_copy']:.0%}",
+              f"{t['fwd_bwd_ms']:.3f}", f"{t['fwd_bwd_gbps']:.0f}", f"{t['fwd_bwd_of_copy']:.0%}"]
+             for row in results["gelu"] for name, t in row["timings"].items()])
     if results.get("training"):
-        lines += ["| model | attention | batch x length | ms/step | seq/s | model TFLOP/s | peak GiB |",
-                  "|---|---|---|---|---|---|---|"]
+        cells = []
         for row in results["training"]:
-            shape = f"{row['batch']} x {row['length']}"
+            first = [row["model"], row["attention"], f"{row['batch']} x {row['length']}"]
             if "skipped" in row:
-                lines.append(f"| {row['model']} | {row['attention']} | {shape} | skipped: {row['skipped']} | | | |")
+                cells.append(first + [f"skipped: {row['skipped']}", "", "", ""])
             else:
-                lines.append(f"| {row['model']} | {row['attention']} | {shape} | {row['ms_per_step']:.1f} | "
-                             f"{row['seq_per_s']:.0f} | {row['model_tflops']:.0f} | {row['peak_gib']:.2f} |")
+                cells.append(first + [f"{row['ms_per_step']:.1f}", f"{row['seq_per_s']:.0f}",
+                                      f"{row['model_tflops']:.0f}", f"{row['peak_gib']:.2f}"])
+        lines += _markdown_table(
+            ["model", "attention", "batch x length", "ms/step", "seq/s", "model TFLOP/s", "peak GiB"], cells)
     return "\n".join(lines)
 
 
