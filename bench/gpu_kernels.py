@@ -3,7 +3,8 @@
 Sections, each reported even if another fails:
   env        card, torch, how the extension was built, which kernel image the card runs
   check      every CUDA op against its float64 reference (float32/float16/bfloat16), outputs
-             allocated over NaN-poisoned memory so an unwritten element shows up
+             allocated over NaN-poisoned memory so an unwritten element shows up;
+             `--check-set paths` keeps one case per kernel path, for compute-sanitizer runs
   copy       device-to-device copy bandwidth, the ceiling the kernels are measured against
   softmax    ours vs softmax(x * scale + mask) eager vs torch.compile of it
   gelu       GELU and bias + GELU, ours vs F.gelu (x + b then F.gelu) vs torch.compile
@@ -42,6 +43,18 @@ CHECK_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 APPROXIMATIONS = ("none", "tanh", "sigmoid")
 CHECK_SK = (1, 7, 33, 64, 256, 384, 500, 512, 1000, 1024, 1025, 2048, 3000, 4096, 8192, 9000, 16384)
 MASK_KINDS = ("none", "bool_keys", "additive_keys_f32", "additive_keys_own", "bool_full", "additive_shared", "neg_inf_rows")
+LAYOUTS = ("contiguous", "misaligned", "transposed")
+# The check section's cases. "full" for the check proper; "paths" for runs under compute-sanitizer
+# (10-100x slower), which look at memory accesses, not values: every Sk and alignment (so every
+# kernel and launch branch), both pack widths (4- and 2-byte elements), every mask element type
+# (none, bool, float32, the scores' dtype) and every mask broadcast ([B,1,Sq,Sk], [B,1,1,Sk],
+# [1,1,Sq,Sk]); transposed inputs are made contiguous before any kernel sees them.
+CHECK_SETS = {
+    "full": {"dtypes": CHECK_DTYPES, "approximations": APPROXIMATIONS, "masks": MASK_KINDS, "layouts": LAYOUTS},
+    "paths": {"dtypes": (torch.float32, torch.bfloat16), "approximations": ("none",),
+              "masks": ("none", "bool_full", "additive_keys_f32", "additive_keys_own", "additive_shared"),
+              "layouts": ("contiguous", "misaligned")},
+}
 TARGET_OF_COPY = 0.80
 
 
@@ -118,11 +131,11 @@ def _record(results: list, failures: list, what: str, problem: str) -> None:
         failures.append(f"{what}: {problem}")
 
 
-def check_gelu_ops(device: str, results: list, failures: list, smoke: bool) -> None:
+def check_gelu_ops(device: str, results: list, failures: list, smoke: bool, cases: dict = CHECK_SETS["full"]) -> None:
     shapes = [(1,), (7,), (33, 1000), (8, 1003), (2048, 3072)] if not smoke else [(7,), (5, 33)]
     gen = torch.Generator(device="cpu").manual_seed(0)
-    for dtype in CHECK_DTYPES:
-        for approximate in APPROXIMATIONS:
+    for dtype in cases["dtypes"]:
+        for approximate in cases["approximations"]:
             for shape in shapes:
                 for misaligned in (False, True):
                     n = math.prod(shape)
@@ -176,13 +189,13 @@ def make_mask(kind: str, b: int, sq: int, sk: int, dtype: torch.dtype, device: s
     return mask.to(device)
 
 
-def check_softmax_ops(device: str, results: list, failures: list, smoke: bool) -> None:
+def check_softmax_ops(device: str, results: list, failures: list, smoke: bool, cases: dict = CHECK_SETS["full"]) -> None:
     gen = torch.Generator(device="cpu").manual_seed(1)
     sks = CHECK_SK if not smoke else (1, 7, 33, 300)
-    for dtype in CHECK_DTYPES:
-        for kind in MASK_KINDS:
+    for dtype in cases["dtypes"]:
+        for kind in cases["masks"]:
             for sk in sks:
-                for layout in ("contiguous", "misaligned", "transposed"):
+                for layout in cases["layouts"]:
                     b, h, sq = 2, 2, 3
                     if layout == "misaligned":
                         flat = torch.randn(1 + b * h * sq * sk, generator=gen) * 4
@@ -208,12 +221,12 @@ def check_softmax_ops(device: str, results: list, failures: list, smoke: bool) -
                     _record(results, failures, f"softmax grad {tag}", mismatch(gx, gx64, dtype, atol=4 * rtol * SCALE * g_scale))
 
 
-def section_check(device: str, smoke: bool) -> dict:
+def section_check(device: str, smoke: bool, check_set: str = "full") -> dict:
     if device == "cuda" and not k.cuda_available():
         raise RuntimeError(f"no CUDA kernels to check: {k.extension_status()}")
     results, failures = [], []
-    check_gelu_ops(device, results, failures, smoke)
-    check_softmax_ops(device, results, failures, smoke)
+    check_gelu_ops(device, results, failures, smoke, CHECK_SETS[check_set])
+    check_softmax_ops(device, results, failures, smoke, CHECK_SETS[check_set])
     print(f"  {len(results) - len(failures)} of {len(results)} checks passed")
     for failure in failures[:40]:
         print(f"  FAIL {failure}")
@@ -521,6 +534,8 @@ def main(argv=None) -> int:
     parser.add_argument("--sections", default="env,check,copy,softmax,gelu,training",
                         help="comma-separated subset of: env,check,copy,softmax,gelu,training")
     parser.add_argument("--iters", type=int, default=30, help="timed calls per measurement (median)")
+    parser.add_argument("--check-set", choices=sorted(CHECK_SETS), default="full",
+                        help="the check section's cases: full, or paths (each kernel path once, for compute-sanitizer)")
     parser.add_argument("--smoke", action="store_true", help="CPU, toy sizes: checks the script, times nothing real")
     args = parser.parse_args(argv)
 
@@ -542,7 +557,7 @@ def main(argv=None) -> int:
                 for key, value in results["env"].items():
                     print(f"  {key}: {value}")
             elif section == "check":
-                results["check"] = section_check(device, args.smoke)
+                results["check"] = section_check(device, args.smoke, args.check_set)
                 failed |= bool(results["check"]["failures"])
             elif section == "copy":
                 results["copy"] = section_copy(device, timer, args.smoke)

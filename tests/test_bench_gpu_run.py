@@ -1,0 +1,79 @@
+"""bench/gpu_run.sh runs once per GPU lease, where a mistake costs device time: its step handling
+and its compute-sanitizer step are run here against a stand-in sanitizer that records how it was
+called and answers as the real one does (exit 3 on errors, given --error-exitcode 3)."""
+import os
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "bench" / "gpu_run.sh"
+
+STAND_IN = """#!/usr/bin/env bash
+tool=memcheck
+args=("$@")
+for ((i = 0; i < ${#args[@]}; i++)); do [ "${args[i]}" = --tool ] && tool=${args[i + 1]}; done
+echo "$*" >> "$CALLS"
+rc_var=RC_$tool
+echo "========= ERROR SUMMARY: ${!rc_var:-0} errors"
+[ "${!rc_var:-0}" = 0 ] || exit 3
+"""
+
+
+def run_script(tmp_path: Path, *steps: str, **env: str) -> tuple[subprocess.CompletedProcess, list[str]]:
+    sanitizer = tmp_path / "compute-sanitizer"
+    sanitizer.write_text(STAND_IN)
+    sanitizer.chmod(0o755)
+    calls = tmp_path / "calls.txt"
+    out = tmp_path / "out"
+    environment = {**os.environ, "OUT": str(out), "COMPUTE_SANITIZER": str(sanitizer), "CALLS": str(calls),
+                   **env}
+    run = subprocess.run(["bash", str(SCRIPT), *steps], cwd=ROOT, env=environment, capture_output=True, text=True,
+                         timeout=120)
+    return run, calls.read_text().splitlines() if calls.exists() else []
+
+
+def test_sanitize_runs_each_tool_on_cnbert_kernels_and_fails_on_errors(tmp_path):
+    run, calls = run_script(tmp_path, "sanitize", RC_racecheck="2")
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert [call.split()[1] for call in calls] == ["memcheck", "racecheck", "initcheck", "synccheck"]
+    for call in calls:
+        assert "--kernel-name kns=cnbert --error-exitcode 3" in call
+        assert call.endswith("python3 bench/gpu_kernels.py --sections check --check-set paths "
+                             f"--json /tmp/sanitize_{call.split()[1]}.json")
+    assert ("--padding 512" in calls[0]) and not any("--padding" in call for call in calls[1:])
+    assert "memcheck: no errors" in run.stdout and "racecheck: ERRORS" in run.stdout
+    assert "synccheck: no errors" in run.stdout and "4 of 4 tools ran to the end" in run.stdout
+    log = (tmp_path / "out" / "sanitize.log").read_text()
+    assert "== racecheck\n========= ERROR SUMMARY: 2 errors" in log
+    assert run.stdout.rstrip().endswith("sanitize exit 1")
+
+
+def test_sanitize_skips_tools_that_cannot_finish_before_the_deadline(tmp_path):
+    run, calls = run_script(tmp_path, "sanitize", GPU_RUN_SECONDS="60")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert calls == []
+    assert run.stdout.count("skipped") == 4 and "run 'bash bench/gpu_run.sh sanitize' next" in run.stdout
+    assert "0 of 4 tools ran to the end" in run.stdout and run.stderr == ""
+
+
+def test_unknown_step_is_refused_before_anything_runs(tmp_path):
+    run, calls = run_script(tmp_path, "sanitize", "benchmark")
+    assert run.returncode == 2
+    assert "unknown step 'benchmark'" in run.stdout
+    assert calls == []
+
+
+def test_a_failed_build_stops_the_steps_after_it(tmp_path):
+    # With no GPU visible, reading the card's compute capability (the build's first act) fails.
+    run, calls = run_script(tmp_path, "build", "sanitize", TORCH_CUDA_ARCH_LIST="", CUDA_VISIBLE_DEVICES="")
+    assert run.returncode == 1
+    assert run.stdout.rstrip().endswith("build exit 1")
+    assert calls == []
+
+
+def test_tests_step_fails_without_cuda_kernels_instead_of_passing_on_skips(tmp_path):
+    run, _ = run_script(tmp_path, "tests", CUDA_VISIBLE_DEVICES="")
+    assert run.returncode == 1
+    assert "no CUDA kernels: " in run.stderr
+    assert run.stdout.rstrip().endswith("tests exit 1")
+    assert not (tmp_path / "out" / "cuda_tests.log").exists()
