@@ -3,6 +3,7 @@ and its compute-sanitizer step are run here against a stand-in sanitizer that re
 called and answers as the real one does (exit 3 on errors, given --error-exitcode 3)."""
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,8 +26,10 @@ def run_script(tmp_path: Path, *steps: str, **env: str) -> tuple[subprocess.Comp
     sanitizer.chmod(0o755)
     calls = tmp_path / "calls.txt"
     out = tmp_path / "out"
-    environment = {**os.environ, "OUT": str(out), "COMPUTE_SANITIZER": str(sanitizer), "CALLS": str(calls),
-                   **env}
+    # The script calls python3: let that be this interpreter (make test runs .venv/bin/python unactivated).
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    environment = {**os.environ, "PATH": path, "OUT": str(out), "COMPUTE_SANITIZER": str(sanitizer),
+                   "CALLS": str(calls), **env}
     run = subprocess.run(["bash", str(SCRIPT), *steps], cwd=ROOT, env=environment, capture_output=True, text=True,
                          timeout=120)
     return run, calls.read_text().splitlines() if calls.exists() else []
