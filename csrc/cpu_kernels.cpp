@@ -139,7 +139,7 @@ void softmax_row(const scalar_t* x, const mask_t* m, scalar_t* y, int64_t sk, ac
       v += static_cast<acc_t>(m[k]);
     }
     row[k] = v;
-    max_value = std::max(max_value, v);
+    max_value = max_keeping_nan(max_value, v);
   }
   if (max_value == kNegInf) {  // every key masked: the row is all zeros, not NaN
     std::fill(y, y + sk, static_cast<scalar_t>(0));

@@ -27,6 +27,15 @@ struct MaskRows {
   }
 };
 
+// The larger of a and b, and NaN when either is NaN: the row maximum of the softmax kernels.
+// std::max and fmaxf drop a NaN, and a row whose only unmasked logit is NaN would then look fully
+// masked and come out as zeros, hiding a diverged run; with this it comes out NaN, as from
+// torch.softmax.
+template <typename T>
+C10_HOST_DEVICE inline T max_keeping_nan(T a, T b) {
+  return (a > b || a != a) ? a : b;
+}
+
 // Tag type for "no mask" in the templated softmax kernels.
 struct NoMask {};
 

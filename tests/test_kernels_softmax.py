@@ -108,6 +108,33 @@ def test_fully_masked_rows_are_zero_without_nan(device, dtype):
         check_softmax(scores, mask, 0.3, what="fully masked rows")
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("sk", [7, 64, 2048, 9000])
+def test_rows_holding_nan_come_out_nan(device, dtype, sk):
+    # A NaN logit is no masked key: its row is NaN, as from torch.softmax and the reference, so a
+    # diverged run reaches the NaN-loss guard. A row whose only kept logit is NaN must not be taken
+    # for a fully masked row and zeroed. Sk reaches every CUDA kernel family (warp with one element
+    # per access, vectorised warp, block, online).
+    nan = float("nan")
+    scores = torch.randn(1, 1, 5, sk)
+    scores[0, 0, 0, sk // 2] = nan  # among finite logits
+    scores[0, 0, 1, sk - 1] = nan  # the only key the mask keeps in this row
+    scores[0, 0, 2] = nan  # every logit
+    scores[0, 0, 3, 0] = nan  # under a masked key: removed, the row stays finite
+    keep = torch.ones(1, 1, 5, sk, dtype=torch.bool)
+    keep[0, 0, 1, : sk - 1] = False
+    keep[0, 0, 3, 0] = False
+    x = scores.to(device=device, dtype=dtype).requires_grad_(True)
+    mask = keep.to(device)
+    y = k.scaled_masked_softmax(x, mask, 0.5)
+    y.backward(torch.ones_like(y))
+    assert y[0, 0, :3].isnan().all() and x.grad[0, 0, :3].isnan().all()
+    assert torch.isfinite(y[0, 0, 3:]).all() and torch.isfinite(x.grad[0, 0, 3:]).all()
+    assert_close(y[..., 3:, :], reference.scaled_masked_softmax(as_float64(x)[..., 3:, :], mask[..., 3:, :], 0.5),
+                 dtype, what="finite rows beside NaN rows")
+
+
 def test_finite_additive_mask_never_masks_a_row_fully():
     # -10000 on every key shifts a row uniformly: softmax is unchanged, as in the unfused chain.
     scores = torch.randn(1, 1, 2, 8, dtype=torch.float64)

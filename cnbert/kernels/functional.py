@@ -93,6 +93,7 @@ def scaled_masked_softmax(scores: torch.Tensor, mask: torch.Tensor | None, scale
     Fully masked rows (every logit -inf, e.g. a boolean mask with no True in the row) give all
     zeros instead of NaN, with zero gradient. A finite additive mask such as -10000 never masks a
     row fully: such a row is the ordinary softmax of its (equal) logits, as in the unfused chain.
+    A row holding a NaN logit (one the mask does not remove) comes out NaN, as from torch.softmax.
     The backward pass needs only the output; the mask receives no gradient.
     """
     _check_floating("scores", scores)

@@ -35,6 +35,7 @@ def scaled_masked_softmax(scores: torch.Tensor, mask: torch.Tensor | None, scale
     """softmax(scores * scale + mask) over the last axis; a boolean mask keeps True positions.
 
     Rows whose logits are all -inf (every key masked) come out as zeros, with zero gradient.
+    A row holding a NaN logit comes out NaN.
     """
     dtype = compute_dtype(scores.dtype)
     logits = scores.to(dtype) * scale

@@ -9,6 +9,8 @@
 
 #include <cstdint>
 
+#include "../kernels.h"
+
 #define CNBERT_DISPATCH_CUDA_TYPES(TYPE, NAME, ...)                 \
   AT_DISPATCH_SWITCH(TYPE, NAME,                                    \
                      AT_DISPATCH_CASE(at::ScalarType::Float, __VA_ARGS__) \
@@ -49,7 +51,7 @@ inline int multiprocessor_count() {
 }
 
 struct MaxOp {
-  __device__ __forceinline__ float operator()(float a, float b) const { return fmaxf(a, b); }
+  __device__ __forceinline__ float operator()(float a, float b) const { return max_keeping_nan(a, b); }
 };
 struct SumOp {
   __device__ __forceinline__ float operator()(float a, float b) const { return a + b; }

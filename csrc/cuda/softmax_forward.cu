@@ -1,6 +1,6 @@
 // softmax(scores * scale + mask) over the last axis on CUDA. Each row is read once (the
 // register-resident kernels) and written once, in float32; the mask is read through its strides.
-// A row with every key masked (all logits -inf) is written as zeros.
+// A row with every key masked (all logits -inf) is written as zeros; a row holding a NaN logit as NaN.
 #include <ATen/ATen.h>
 
 #include <climits>
@@ -101,7 +101,7 @@ __device__ __forceinline__ float local_max(const float (&v)[ITERS][V]) {
 #pragma unroll
   for (int it = 0; it < ITERS; ++it) {
 #pragma unroll
-    for (int j = 0; j < V; ++j) m = fmaxf(m, v[it][j]);
+    for (int j = 0; j < V; ++j) m = max_keeping_nan(m, v[it][j]);
   }
   return m;
 }
@@ -156,9 +156,10 @@ __global__ void __launch_bounds__(kRowThreads)
   }
 }
 
-// (max, sum of exp(v - max)) pairs, merged; -inf entries contribute nothing.
+// (max, sum of exp(v - max)) pairs, merged; -inf entries contribute nothing, and a NaN max
+// (a NaN logit) makes both NaN.
 __device__ __forceinline__ void merge(float& m, float& s, float m2, float s2) {
-  const float merged = fmaxf(m, m2);
+  const float merged = max_keeping_nan(m, m2);
   if (merged == -INFINITY) {
     s = 0.f;
   } else {
@@ -191,7 +192,7 @@ __global__ void __launch_bounds__(kOnlineThreads)
   for (int64_t c = threadIdx.x; c < sk; c += kOnlineThreads) {
     const float v = logit(x, row_mask, c, scale);
     if (v == -INFINITY) continue;
-    if (v > m) {
+    if (v > m || v != v) {  // a NaN logit becomes the max, so that the row comes out NaN
       s = s * expf(m - v) + 1.f;
       m = v;
     } else {
