@@ -83,13 +83,24 @@ class TrainingConfig:
     def warmup_steps(self, total_steps: int) -> int:
         return int(total_steps * self.warmup_proportion)
 
-    def eval_interval(self, steps_per_epoch: int) -> int:
-        """Optimizer steps between evaluations (0: evaluate only at the end)."""
+    def evaluation_steps(self, steps_per_epoch: int, total_steps: int) -> list[int]:
+        """The optimizer steps after which to evaluate; the last step always.
+
+        A fraction f of an epoch means the steps nearest to f, 2f, 3f, ... epochs, so that f = 0.5
+        evaluates mid-epoch and at every epoch's end whatever the number of steps per epoch (a
+        fixed interval of round(f * steps_per_epoch) steps would drift off the epoch ends).
+        """
         if self.eval_every == 0:
-            return 0
-        if self.eval_every < 1:
-            return max(1, round(steps_per_epoch * self.eval_every))
-        return int(self.eval_every)
+            points = []
+        elif self.eval_every >= 1:
+            points = range(int(self.eval_every), total_steps, int(self.eval_every))
+        else:
+            span = steps_per_epoch * self.eval_every  # steps per evaluation, not a whole number
+            if span <= 1:
+                points = range(1, total_steps)
+            else:
+                points = [math.floor(k * span + 0.5) for k in range(1, math.ceil(total_steps / span))]
+        return sorted({step for step in points if step < total_steps} | {total_steps})
 
 
 def linear_warmup_decay(step: int, warmup_steps: int, total_steps: int) -> float:
@@ -144,7 +155,7 @@ class TrainingRun:
         self.processes = processes
         self.steps_per_epoch = config.steps_per_epoch(num_examples, processes)
         self.total_steps = config.total_steps(num_examples, processes)
-        self.eval_interval = config.eval_interval(self.steps_per_epoch)
+        self.evaluation_steps = frozenset(config.evaluation_steps(self.steps_per_epoch, self.total_steps))
         self.criterion = criterion
         self.on_new_best = on_new_best
         self.result = FitResult(None, None, [], [])
@@ -182,7 +193,7 @@ class TrainingRun:
         self.result.losses.append((step, loss))
 
     def evaluation_due(self, step: int) -> bool:
-        return step == self.total_steps or bool(self.eval_interval and step % self.eval_interval == 0)
+        return step in self.evaluation_steps
 
     def record_evaluation(self, step: int, metrics: dict) -> dict:
         """Keep an evaluation; a new best (ties keep the earlier) goes to on_new_best."""

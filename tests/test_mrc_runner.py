@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -24,13 +25,16 @@ TINY = {"model_type": "bert", "vocab_size": 21128, "hidden_size": 64, "num_hidde
 SIZES = ["--max_seq_length=128", "--doc_stride=64", "--max_query_length=32"]
 
 
-def run_cli(args, torchrun_procs=0, check=True):
+def run_cli(args, torchrun_procs=0, check=True, script=None):
+    """cnbert-mrc with `args`, under torchrun when `torchrun_procs`; `script`: a Python file that runs
+    the runner instead of `-m cnbert.runners.mrc`."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    program = [str(script)] if script else ["-m", "cnbert.runners.mrc"]
     if torchrun_procs:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={torchrun_procs}",
-               "-m", "cnbert.runners.mrc"]
+               *program]
     else:
-        cmd = [sys.executable, "-m", "cnbert.runners.mrc"]
+        cmd = [sys.executable, *program]
     proc = subprocess.run(cmd + ["--noprogress", "--device=cpu"] + args, capture_output=True, text=True, env=env,
                           cwd=REPO, timeout=900)
     if check and proc.returncode != 0:
@@ -179,8 +183,56 @@ def test_two_ddp_processes_match_one_process_with_the_same_global_batch(tmp_path
         json.loads((tmp_path / "one" / "report.json").read_text())["seeds"]
 
 
+@pytest.mark.slow
+def test_ddp_test_scoring_waits_for_the_best_model_being_saved(tmp_path, tiny_config):
+    """--do_predict under two processes: only rank 0 saves best_model, so rank 1 must wait for the save
+    before it loads the model to score the test file. A save slowed down by 3 s (a large checkpoint)
+    would otherwise let rank 1 read no model, or the previous best one."""
+    script = tmp_path / "slow_save_runner.py"
+    script.write_text(textwrap.dedent("""
+        import time
+
+        from cnbert.runners import mrc
+        from cnbert.torch import backend
+
+        save = backend.save_pretrained
+
+        def slow_save(*args, **kwargs):
+            time.sleep(3)
+            save(*args, **kwargs)
+
+        backend.save_pretrained = slow_save
+        mrc.run()
+    """))
+    sample = REPO / "tests" / "fixtures" / "mrc_cmrc2018_sample.json"
+    out = tmp_path / "out"
+    run_cli(["--task=cmrc2018", f"--bert_config_file={tiny_config}", f"--train_file={sample}", f"--dev_file={sample}",
+             *SIZES, "--num_train_epochs=1", "--train_batch_size=8", "--learning_rate=2e-3", "--seeds=123",
+             "--do_predict", f"--test_file={sample}", f"--output_dir={out}"], torchrun_procs=2, script=script)
+    # the test file is the dev file: the best model must reproduce its best dev scores
+    best = json.loads((out / "report.json").read_text())["seeds"]["123"]
+    test_results = json.loads((out / "test" / "test_results.json").read_text())
+    assert (test_results["F1"], test_results["EM"]) == pytest.approx((best["F1"], best["EM"]))
+
+
+def test_training_history_writes_non_finite_losses_as_null():
+    from cnbert.runners.mrc import training_history
+    from cnbert.training import FitResult
+
+    history = training_history(FitResult(None, None, [{"step": 2, "F1": 1.0}], [(1, 0.5), (2, float("nan")),
+                                                                                 (3, float("inf"))]))
+    assert history["losses"] == [(1, 0.5), (2, None), (3, None)]
+    json.dumps(history, allow_nan=False)
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--doc_stride=200"], "doc_stride"),
+    (["--train_batch_size=2", "--gradient_accumulation_steps=4"], "--train_batch_size=2 cannot be split over 1 "
+                                                                    "process(es) x 4 accumulation steps"),
+    (["--seeds=123,-1"], "--seeds must be in [0, 2147483648), got [123, -1]"),
+    (["--init_seed=5000000000"], "--init_seed must be in [0, 2147483648)"),
+    (["--cjrc_dev_fraction=0"], "--cjrc_dev_fraction must be in (0, 1), got 0.0"),
+    (["--cjrc_dev_fraction=1.5"], "--cjrc_dev_fraction must be in (0, 1), got 1.5"),
     (["--max_seq_length=256", "--doc_stride=64"], "exceeds the model's max_position_embeddings=128"),
     (["--seeds=1,x"], "--seeds must be integers"),
     (["--train_file=/nonexistent.json"], "--train_file=/nonexistent.json: no such file"),
@@ -195,6 +247,15 @@ def test_bad_flags_fail_before_any_work(tmp_path, tiny_config, extra, message):
     assert proc.returncode != 0
     assert message in proc.stderr + proc.stdout
     assert not (tmp_path / "out").exists()
+
+
+def test_predict_mode_refuses_windows_longer_than_the_model_takes(init_checkpoint):
+    # the model has 128 positions; the default --max_seq_length is 512
+    proc = run_cli(["--mode=predict", "--task=cmrc2018", f"--model_dir={init_checkpoint}", "--question=谁？",
+                    "--context=范廷颂是越南罗马天主教枢机。"], check=False)
+    assert proc.returncode != 0
+    assert "--max_seq_length=512 exceeds the model's max_position_embeddings=128" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_non_empty_output_dir_and_checkpoint_without_vocab_are_refused(tmp_path, tiny_config):

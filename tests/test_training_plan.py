@@ -50,8 +50,20 @@ def test_steps_and_eval_interval():
     assert cfg.steps_per_epoch(100) == 4          # 32+32+32+4
     assert cfg.total_steps(100) == 8
     assert cfg.warmup_steps(8) == 0
-    assert cfg.eval_interval(4) == 2
-    assert TrainingConfig(eval_every=50).eval_interval(4) == 50
+    assert cfg.evaluation_steps(4, 8) == [2, 4, 6, 8]
+    assert TrainingConfig(eval_every=50).evaluation_steps(4, 120) == [50, 100, 120]
+    assert TrainingConfig(eval_every=0).evaluation_steps(4, 8) == [8]
+    assert TrainingConfig(eval_every=0.5).evaluation_steps(1, 3) == [1, 2, 3]
+
+
+@pytest.mark.parametrize("steps_per_epoch, expected", [
+    (5, [3, 5, 8, 10]),  # an interval of round(2.5) = 2 steps would give 2, 4, 6, 8, 10: no epoch end but the last
+    (7, [4, 7, 11, 14]),  # an interval of round(3.5) = 4 would give 4, 8, 12, 14
+])
+def test_fractional_eval_every_lands_on_epoch_ends(steps_per_epoch, expected):
+    config = TrainingConfig(eval_every=0.5)
+    assert config.evaluation_steps(steps_per_epoch, 2 * steps_per_epoch) == expected
+    assert TrainingConfig(eval_every=1 / 3).evaluation_steps(steps_per_epoch, steps_per_epoch)[-1] == steps_per_epoch
     assert TrainingConfig(num_train_epochs=0.5, train_batch_size=10).total_steps(100) == 5
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -87,6 +88,7 @@ flags.DEFINE_string("predict_file", None, "predict: questions to answer (SQuAD-s
 flags.DEFINE_string("question", None, "predict: one question (with --context).")
 flags.DEFINE_string("context", None, "predict: the passage for --question.")
 
+SEED_LIMIT = 2**31
 PATH_FLAGS = ("train_file", "dev_file", "test_file", "init_checkpoint", "bert_config_file", "vocab_file", "output_dir",
               "model_dir", "predict_file")
 
@@ -160,6 +162,10 @@ def _seeds() -> list[int]:
         raise app.UsageError(f"--seeds must be integers, got {','.join(FLAGS.seeds)}") from None
     if not seeds or len(set(seeds)) != len(seeds):
         raise app.UsageError(f"--seeds must be distinct integers, got {seeds}")
+    for name, values in (("seeds", seeds), ("init_seed", [FLAGS.init_seed])):
+        # every process seeds numpy with seed + rank, which must stay below 2**32
+        if not all(0 <= value < SEED_LIMIT for value in values):
+            raise app.UsageError(f"--{name} must be in [0, {SEED_LIMIT}), got {values}")
     return seeds
 
 
@@ -193,7 +199,7 @@ def _effective_flags() -> str:
 def _load_splits(task: tasks.MrcTask):
     """(train examples, dev examples, dev gold JSON restricted to dev, dev gold path)."""
     train_result = task.read(FLAGS.train_file)  # readers log their repair / consistency report
-    if FLAGS.cjrc_dev_fraction:
+    if FLAGS.cjrc_dev_fraction is not None:
         train, dev = tasks.split_by_passage(train_result.examples, FLAGS.cjrc_dev_fraction)
         gold_path = FLAGS.train_file
     else:
@@ -219,6 +225,8 @@ def train_and_evaluate():
     task = tasks.get_task(FLAGS.task)
     _require_file("train_file")
     if FLAGS.cjrc_dev_fraction is not None:
+        if not 0 < FLAGS.cjrc_dev_fraction < 1:
+            raise app.UsageError(f"--cjrc_dev_fraction must be in (0, 1), got {FLAGS.cjrc_dev_fraction}")
         if FLAGS.task != "cjrc":
             raise app.UsageError("--cjrc_dev_fraction applies to --task=cjrc only")
         if FLAGS.dev_file and Path(FLAGS.dev_file).resolve() != Path(FLAGS.train_file).resolve():
@@ -235,6 +243,10 @@ def train_and_evaluate():
     rank0 = ctx is None or ctx.is_main
     _check_output_dir(rank0)
     training_configs = {seed: _training_config(seed) for seed in seeds}
+    processes = ctx.world_size if ctx is not None else 1
+    if FLAGS.train_batch_size < processes * FLAGS.gradient_accumulation_steps:
+        raise app.UsageError(f"--train_batch_size={FLAGS.train_batch_size} cannot be split over {processes} "
+                             f"process(es) x {FLAGS.gradient_accumulation_steps} accumulation steps")
     out = Path(FLAGS.output_dir)
     if not FLAGS.init_checkpoint:
         print(f"NOTE: no --init_checkpoint: the model is RANDOMLY INITIALISED from {FLAGS.bert_config_file}; "
@@ -283,7 +295,7 @@ def train_and_evaluate():
 
         result = trainer.fit(train_arrays, evaluate=evaluate, criterion=tasks.criterion, on_new_best=on_new_best)
         if rank0:
-            write_json(seed_dir / "training_history.json", {"evaluations": result.evaluations, "losses": result.losses})
+            write_json(seed_dir / "training_history.json", training_history(result))
             print(f"seed {seed}: best dev at step {result.best_step}: "
                   + ", ".join(f"{m} {result.best_metrics[m]:.3f}" for m in tasks.METRIC_NAMES), flush=True)
         per_seed[seed] = result.best_metrics
@@ -299,7 +311,15 @@ def train_and_evaluate():
         write_json(out / "report.json", summary)
         print(markdown, flush=True)
     if FLAGS.do_predict:
+        if ctx is not None:
+            backend.barrier(ctx)  # rank 0 alone saves best_model: no process may read it before it is complete
         _score_test(backend, task, best_dirs[best_seed], tokenizer, feature_config, ctx, out, rank0)
+
+
+def training_history(result) -> dict:
+    """training_history.json of a FitResult. JSON has no NaN: a non-finite loss is written as null."""
+    losses = [(step, loss if math.isfinite(loss) else None) for step, loss in result.losses]
+    return {"evaluations": result.evaluations, "losses": losses}
 
 
 def _score_test(backend, task, model_dir, tokenizer, feature_config, ctx, out, rank0):
@@ -333,6 +353,10 @@ def predict():
         _require_file("predict_file")
         if not FLAGS.output_dir:
             raise app.UsageError("--predict_file needs --output_dir for predictions.json")
+    config = read_pretrained_config(FLAGS.model_dir)
+    if FLAGS.max_seq_length > config.max_position_embeddings:
+        raise app.UsageError(f"--max_seq_length={FLAGS.max_seq_length} exceeds the model's max_position_embeddings="
+                             f"{config.max_position_embeddings}; pass the --max_seq_length it was trained with")
     backend = _backend()
     model = backend.load_finetuned(FLAGS.model_dir, FLAGS.task)
     tokenizer = ChineseBertTokenizer(Path(FLAGS.model_dir) / "vocab.txt", do_lower_case=FLAGS.do_lower_case)

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from cnbert.config import BertConfig
 from cnbert.torch.checkpoint import load_for_task, load_pretrained, model_for_task, save_pretrained
-from cnbert.torch.distributed import DistContext, init_distributed
+from cnbert.torch.distributed import DistContext, barrier, init_distributed
 from cnbert.torch.heads import cjrc_loss, span_loss
 from cnbert.torch.trainer import Trainer as _Trainer
 from cnbert.torch.trainer import seed_everything
 from cnbert.training import TrainingConfig
 
-__all__ = ["create_model", "load_finetuned", "save_pretrained", "Trainer", "init_distributed", "seed_everything"]
+__all__ = ["create_model", "load_finetuned", "save_pretrained", "Trainer", "barrier", "init_distributed",
+           "seed_everything"]
 
 
 def create_model(task: str, config: BertConfig, init_checkpoint=None, vocab_file=None):
