@@ -55,12 +55,12 @@ def test_smoke_run_covers_every_section(tmp_path):
 @needs_extension
 def test_paths_check_set_keeps_each_kernel_path_in_fewer_cases(tmp_path):
     # The cases compute-sanitizer reruns (bench/gpu_run.sh): 2 dtypes x 1 GELU form x 2 shapes x
-    # 2 alignments x 5 comparisons, plus 2 dtypes x 5 mask kinds x 4 Sk x 2 layouts x 2 comparisons.
+    # 2 alignments x 5 comparisons, plus 2 dtypes x 6 mask kinds x 4 Sk x 2 layouts x 2 comparisons.
     out = tmp_path / "check.json"
     run = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--sections", "check", "--check-set", "paths",
                           "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert json.loads(out.read_text())["check"] == {"cases": 40 + 160, "failures": []}
+    assert json.loads(out.read_text())["check"] == {"cases": 40 + 192, "failures": []}
 
 
 @needs_extension

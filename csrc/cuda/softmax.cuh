@@ -45,7 +45,9 @@ void launch_softmax_rows(const Launch& l, bool vectorised) {
 }
 
 inline unsigned warp_kernel_blocks(int64_t rows) {
-  return static_cast<unsigned>((rows + kWarpRowsPerBlock - 1) / kWarpRowsPerBlock);
+  const int64_t blocks = (rows + kWarpRowsPerBlock - 1) / kWarpRowsPerBlock;
+  TORCH_CHECK(blocks <= 0x7fffffff, "cnbert softmax: ", rows, " rows exceed the CUDA grid");
+  return static_cast<unsigned>(blocks);
 }
 
 inline unsigned row_kernel_blocks(int64_t rows) {
