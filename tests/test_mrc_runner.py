@@ -249,6 +249,23 @@ def test_bad_flags_fail_before_any_work(tmp_path, tiny_config, extra, message):
     assert not (tmp_path / "out").exists()
 
 
+def test_overwrite_replaces_this_runs_outputs_and_keeps_other_files(tmp_path, tiny_config):
+    sample = REPO / "tests" / "fixtures" / "mrc_cmrc2018_sample.json"
+    out = tmp_path / "out"
+    stale_events = out / "seed_123" / "tensorboard" / "events.out.tfevents.earlier"
+    stale_events.parent.mkdir(parents=True)
+    stale_events.write_text("an earlier run's curves")
+    (out / "test").mkdir()
+    (out / "test" / "predictions.json").write_text("{}")
+    (out / "notes.txt").write_text("mine")
+    run_cli(["--task=cmrc2018", f"--bert_config_file={tiny_config}", f"--train_file={sample}", f"--dev_file={sample}",
+             *SIZES, "--num_train_epochs=1", "--train_batch_size=8", "--seeds=123", f"--output_dir={out}",
+             "--overwrite_output_dir"])
+    assert not stale_events.exists() and not (out / "test").exists()
+    assert list((out / "seed_123" / "tensorboard").glob("events.out.tfevents.*"))
+    assert (out / "notes.txt").read_text() == "mine"
+
+
 def test_predict_mode_refuses_windows_longer_than_the_model_takes(init_checkpoint):
     # the model has 128 positions; the default --max_seq_length is 512
     proc = run_cli(["--mode=predict", "--task=cmrc2018", f"--model_dir={init_checkpoint}", "--question=谁？",

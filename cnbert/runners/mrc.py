@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -177,6 +178,15 @@ def _check_output_dir(rank0: bool):
         raise app.UsageError(f"--output_dir={out} is not empty; pass --overwrite_output_dir to reuse it")
 
 
+def _remove_earlier_outputs(out: Path, seeds: list[int]) -> None:
+    """With --overwrite_output_dir: delete what this run is about to write, so that no file of an
+    earlier run (a TensorBoard event file, a test prediction) is mistaken for this run's."""
+    for name in [f"seed_{seed}" for seed in seeds] + ["test"]:
+        if (out / name).exists():
+            print(f"--overwrite_output_dir: removing {out / name} of an earlier run", flush=True)
+            shutil.rmtree(out / name)
+
+
 def _backend():
     if FLAGS.framework == "tf":
         from cnbert.tf import backend
@@ -264,6 +274,7 @@ def train_and_evaluate():
     first_model = initial_model()
     if rank0:
         out.mkdir(parents=True, exist_ok=True)
+        _remove_earlier_outputs(out, seeds)
         write_text(out / "flags.txt", _effective_flags())
     tokenizer = ChineseBertTokenizer(vocab, do_lower_case=FLAGS.do_lower_case)
     train_examples, dev_examples, dev_gold, gold_path = _load_splits(task)
