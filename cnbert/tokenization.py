@@ -9,6 +9,7 @@ text as given, so an answer is always sliced from the original context, never re
 from __future__ import annotations
 
 import dataclasses
+import unicodedata
 from importlib import resources
 from pathlib import Path
 
@@ -49,6 +50,21 @@ def load_vocab(path) -> dict[str, int]:
         if special not in vocab:
             raise DataError(path, "", f"vocabulary lacks the special token {special}")
     return vocab
+
+
+def _cover_trailing_marks(text: str, offsets) -> list[tuple[int, int]]:
+    """Offsets with each token's end moved past the combining marks (Unicode category M) right
+    after it that no token covers. Accent stripping drops such marks, so a token's end offset stops
+    before them, and an answer sliced from the text would lose a final accent or vowel point
+    (google-research/bert maps answers back to whole whitespace-separated words, which keep them)."""
+    widened = [tuple(o) for o in offsets]
+    next_starts = [start for start, _ in widened[1:]] + [len(text)]
+    for i, ((start, end), next_start) in enumerate(zip(widened, next_starts)):
+        if end < next_start:  # a gap: whitespace, or characters that normalisation removed
+            while end < next_start and unicodedata.category(text[end]).startswith("M"):
+                end += 1
+            widened[i] = (start, end)
+    return widened
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,13 +121,12 @@ class ChineseBertTokenizer:
         return self.vocab[PAD]
 
     def encode(self, text: str) -> Encoded:
-        enc = self._tokenizer.encode(text, add_special_tokens=False)
-        return Encoded(list(enc.ids), list(enc.tokens), [tuple(o) for o in enc.offsets])
+        return self.encode_batch([text])[0]
 
     def encode_batch(self, texts: list[str]) -> list[Encoded]:
         return [
-            Encoded(list(e.ids), list(e.tokens), [tuple(o) for o in e.offsets])
-            for e in self._tokenizer.encode_batch(texts, add_special_tokens=False)
+            Encoded(list(e.ids), list(e.tokens), _cover_trailing_marks(text, e.offsets))
+            for text, e in zip(texts, self._tokenizer.encode_batch(texts, add_special_tokens=False))
         ]
 
     def convert_ids_to_tokens(self, ids) -> list[str]:

@@ -54,6 +54,21 @@ def test_best_span_across_windows_is_sliced_from_the_context(tokenizer):
     assert predictions.kinds == {"q": AnswerKind.SPAN} and predictions.class_scores == {}
 
 
+def test_an_answer_ending_in_a_combining_mark_keeps_it(tokenizer):
+    # Accent stripping drops combining marks, so a piece's end offset would stop before a final one
+    # (CMRC 2018 trial question TRIAL_161_QUERY_2's answer ends in U+05BC, a Hebrew vowel point).
+    context = "先知耶利米（יִרְמְיָהוּ）的书"
+    answer = "יִרְמְיָהוּ"
+    examples = [MrcExample("q", "谁", context, (MrcAnswer(answer, context.index(answer)),))]
+    features = features_of(tokenizer, examples)
+    start, end = flat_logits(features)
+    piece = position(features, 0, context.index(answer))
+    start[0, piece], end[0, piece] = 5, 5
+    assert postprocess_predictions(examples, features, start, end).answers == {"q": answer}
+    trained = build_features(examples, tokenizer, CONFIG, training=True)
+    assert (trained.start_positions[0], trained.end_positions[0]) == (piece, piece)
+
+
 def test_spans_too_long_or_starting_outside_their_max_context_window_are_not_candidates(tokenizer):
     examples = [example()]
     features = features_of(tokenizer, examples)

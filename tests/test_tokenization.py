@@ -166,6 +166,12 @@ def test_ids_and_offsets_match_the_reference_on_fixtures_and_tricky_text(tokeniz
     assert tokenizer.encode(TRICKY_TEXTS[1]) == tokenizer.encode_batch([TRICKY_TEXTS[1]])[0]
 
 
+def test_a_token_ends_after_the_combining_marks_that_follow_it(tokenizer):
+    # accent stripping removes the marks from the tokens, but a slice must keep them
+    assert tokenizer.encode("ee\u0301 x\u0301\u0302 \u0301").offsets == [(0, 3), (4, 7)]
+    assert tokenizer.encode("中\u0301文").offsets == [(0, 2), (2, 3)]
+
+
 def test_hangul_pieces_share_the_offsets_of_their_syllable(tokenizer):
     encoded = tokenizer.encode("한국")
     assert encoded.tokens == ["ᄒ", "##ᅡ", "##ᆫ", "##ᄀ", "##ᅮ", "##ᆨ"]
