@@ -28,6 +28,16 @@ def test_a_real_length_changing_phrase_falls_back_to_per_character_conversion():
     assert len(converted) == len(text)
 
 
+def test_a_shrinking_and_a_growing_phrase_of_equal_total_length_fall_back_too():
+    text = "肯亞的網際網路"
+    # 肯亞 -> 肯尼亚 grows by one and 網際網路 -> 互联网 shrinks by one: same length, but 的 moves.
+    whole = opencc.OpenCC("tw2sp").convert(text)
+    assert whole == "肯尼亚的互联网" and whole.index("的") != text.index("的")
+    converted, fell_back = TraditionalToSimplified("tw2sp").convert(text)
+    assert (converted, fell_back) == ("肯亚的网际网路", True)
+    assert converted.index("的") == text.index("的")
+
+
 class _StubOpenCC:
     """Maps whole texts as a table says, else character by character; a character mapped to two
     characters stands for a dictionary entry that changes length."""

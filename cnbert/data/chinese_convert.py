@@ -7,14 +7,19 @@ character for character with the original: character i of the copy stands for ch
 original, and an answer's character offsets in the copy slice the original directly.
 
 OpenCC converts phrase by phrase and a phrase may convert to a different number of characters (the
-`tw2sp` configuration turns 網際網路 into 互联网). The length of every converted text is therefore
-checked; when it changed, the text is converted again one character at a time, keeping the original
-character wherever the single-character conversion is not exactly one character. (OpenCC 1.4.2's
-`t2s` dictionaries contain no length-changing entry, so with `t2s` the whole-text conversion, with
-its phrase-level choices such as 計畫 → 计划, is always kept; the check guards other configurations
-and other dictionary versions.)
+`tw2sp` configuration turns 網際網路 into 互联网 and 肯亞 into 肯尼亚). So every converted text is
+compared with the text converted one character at a time (keeping the original character wherever
+a single character does not convert to exactly one): the whole-text conversion is kept only where
+the two differ by same-length replacements alone, the phrase-level choices such as 計畫 → 计划.
+Otherwise the character-by-character conversion is used. Comparing lengths alone would not do: a
+phrase that shrinks and another that grows leave the length unchanged and shift every character
+between them. (OpenCC 1.4.2's `t2s` dictionaries contain no length-changing entry, so with `t2s`
+the whole-text conversion is always kept; the check guards other configurations and other
+dictionary versions.)
 """
 from __future__ import annotations
+
+import difflib
 
 import opencc
 
@@ -30,9 +35,10 @@ class TraditionalToSimplified:
     def convert(self, text: str) -> tuple[str, bool]:
         """(converted text of the same length, whether the character-by-character fallback was used)."""
         converted = self._opencc.convert(text)
-        if len(converted) == len(text):
+        by_character = "".join(self._convert_character(ch) for ch in text)
+        if converted == by_character or _same_length_replacements(by_character, converted):
             return converted, False
-        return "".join(self._convert_character(ch) for ch in text), True
+        return by_character, True
 
     def _convert_character(self, ch: str) -> str:
         if ch not in self._character_cache:
@@ -42,3 +48,13 @@ class TraditionalToSimplified:
 
     def __repr__(self):
         return f"TraditionalToSimplified({self.config!r})"
+
+
+def _same_length_replacements(a: str, b: str) -> bool:
+    """Whether b is a with some runs of characters replaced by runs of the same length, so that
+    character i of b still stands for character i of a."""
+    if len(a) != len(b):
+        return False
+    opcodes = difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes()
+    return all(tag == "equal" or (tag == "replace" and a_end - a_start == b_end - b_start)
+               for tag, a_start, a_end, b_start, b_end in opcodes)
