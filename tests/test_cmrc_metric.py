@@ -118,12 +118,27 @@ def test_evaluate_counts_every_gold_question_and_skips_missing_predictions():
         "AVERAGE": "29.167", "F1": "33.333", "EM": "25.000", "TOTAL": 4, "SKIP": 1, "FILE": "p.json"}
 
 
+def test_integer_gold_ids_match_predictions_keyed_by_their_strings():
+    # the MRC readers accept integer ids too, and prediction files (JSON objects) key them as strings
+    gold = {"data": [{"paragraphs": [{"qas": [{"id": 7, "answers": [{"text": "北京"}]},
+                                              {"id": "8", "answers": [{"text": "上海"}]}]}]}]}
+    scores = evaluate_cmrc(gold, {"7": "北京", "8": "广州"})
+    assert (scores["TOTAL"], scores["SKIP"], scores["EM"]) == (2, 0, 50.0)
+    # and restricting a gold file to a split's (string) ids keeps integer-id questions
+    from cnbert.tasks.mrc import restrict_gold
+
+    kept = restrict_gold(gold, {"7"})["data"][0]["paragraphs"][0]["qas"]
+    assert [qa["id"] for qa in kept] == [7]
+
+
 @pytest.mark.parametrize("gold, problem", [
     ([], 'expected a JSON object with a "data" list'),
     ({"data": [{"title": "no paragraphs"}]}, 'data[0]: missing "paragraphs" list'),
     ({"data": [{"paragraphs": [{"context": ""}]}]}, 'data[0].paragraphs[0]: missing "qas" list'),
     ({"data": [{"paragraphs": [{"qas": [{"question": "?"}]}]}]},
-     'data[0].paragraphs[0].qas[0]: missing string "id"'),
+     'data[0].paragraphs[0].qas[0]: missing "id" (a string or an integer)'),
+    ({"data": [{"paragraphs": [{"qas": [{"id": True, "answers": [{"text": "a"}]}]}]}]},
+     'data[0].paragraphs[0].qas[0]: missing "id" (a string or an integer)'),
     ({"data": [{"paragraphs": [{"qas": [{"id": "q9"}]}]}]}, "question 'q9': missing \"answers\" list"),
     ({"data": [{"paragraphs": [{"qas": [{"id": "q9", "answers": [{"answer_start": 3}]}]}]}]},
      "question 'q9': answers[0] has no string \"text\""),

@@ -176,7 +176,7 @@ def test_bad_input_exits_1_naming_file_and_entry(tmp_path, task, gold_text, pred
     ('[["a", "x"]]', "entry 0", "expected {\"id\": ..., \"answer\": ...}, got list"),
     ('[{"id": "a"}]', "entry 0", "missing field 'answer'"),
     ('[{"answer": "x"}]', "entry 0", "missing field 'id'"),
-    ('[{"id": 7, "answer": "x"}]', "entry 0", "id must be a string, got int"),
+    ('[{"id": 7.5, "answer": "x"}]', "entry 0", "id must be a string or an integer, got float"),
     ('[{"id": "a", "answer": null}]', "entry 0 (id 'a')", "answer must be a string, got NoneType"),
     ('[{"id": "a", "answer": "x"}, {"id": "a", "answer": "y"}]', "entry 1 (id 'a')", "id appears twice"),
 ])

@@ -37,15 +37,15 @@ def _predictions_from_list(path, entries):
         for field in ("id", "answer"):
             if field not in entry:
                 raise DataError(path, where, f"missing field {field!r}")
-        question_id, answer = entry["id"], entry["answer"]
-        if not isinstance(question_id, str):
-            raise DataError(path, where, f"id must be a string, got {type(question_id).__name__}")
-        where = f"entry {index} (id {question_id!r})"
+        qas_id, answer = question_id(entry["id"]), entry["answer"]
+        if qas_id is None:
+            raise DataError(path, where, f"id must be a string or an integer, got {type(entry['id']).__name__}")
+        where = f"entry {index} (id {qas_id!r})"
         if not isinstance(answer, str):
             raise DataError(path, where, f"answer must be a string, got {type(answer).__name__}")
-        if question_id in predictions:
+        if qas_id in predictions:
             raise DataError(path, where, "id appears twice")
-        predictions[question_id] = answer
+        predictions[qas_id] = answer
     return predictions
 
 
@@ -86,10 +86,21 @@ def read_gold_questions(gold_data, source):
     return questions
 
 
+def question_id(value) -> str | None:
+    """A question id as cnbert keys it: a string, or an integer id written as a string (the MRC
+    readers accept both, and prediction files are keyed by strings); None for anything else."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
 def _read_gold_question(qa, domain, source, position):
-    if not isinstance(qa, dict) or not isinstance(qa.get("id"), str):
-        raise DataError(source, position, 'missing string "id"')
-    where = f"question {qa['id']!r}"
+    qas_id = question_id(qa.get("id")) if isinstance(qa, dict) else None
+    if qas_id is None:
+        raise DataError(source, position, 'missing "id" (a string or an integer)')
+    where = f"question {qas_id!r}"
     answers = qa.get("answers")
     if not isinstance(answers, list):
         raise DataError(source, where, 'missing "answers" list')
@@ -99,4 +110,4 @@ def _read_gold_question(qa, domain, source, position):
         if not isinstance(text, str):
             raise DataError(source, where, f'answers[{n}] has no string "text"')
         texts.append(text)
-    return GoldQuestion(qa["id"], tuple(texts), domain)
+    return GoldQuestion(qas_id, tuple(texts), domain)

@@ -14,6 +14,7 @@ import numpy as np
 from cnbert.data import MrcExample, ReadResult, read_cjrc, read_cmrc2018, read_drcd
 from cnbert.eval.cjrc_metric import evaluate_cjrc
 from cnbert.eval.cmrc_metric import evaluate_cmrc
+from cnbert.eval.predictions import question_id
 
 METRIC_NAMES = ("F1", "EM")
 
@@ -65,7 +66,7 @@ def restrict_gold(gold_data: Mapping, keep_ids: Collection[str]) -> dict:
     for article in gold_data["data"]:
         paragraphs = []
         for paragraph in article["paragraphs"]:
-            qas = [qa for qa in paragraph["qas"] if qa["id"] in keep_ids]
+            qas = [qa for qa in paragraph["qas"] if question_id(qa["id"]) in keep_ids]
             if qas:
                 paragraphs.append({**paragraph, "qas": qas})
         if paragraphs:
