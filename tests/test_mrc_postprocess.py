@@ -202,6 +202,19 @@ def test_cjrc_class_decision_and_threshold(one_window, row, threshold, answer, k
     assert predictions.nbest["c"][0].text == "餐馆"  # the span n-best is kept whatever the class
 
 
+@pytest.mark.parametrize("row, answer, kind", [
+    (class_row(span=3, yes=1), "YES", AnswerKind.YES),
+    (class_row(span=3, no=0.5, unknown=1), "", AnswerKind.UNKNOWN),
+])
+def test_cjrc_span_class_without_a_valid_span_yields_to_the_next_class(one_window, row, answer, kind):
+    examples, features, start, end = one_window
+    start, end = flat_logits(features)
+    start[0, position(features, 0, 6)], end[0, position(features, 0, 0)] = 5, 5  # the best end precedes the best start
+    predictions = postprocess_predictions(examples, features, start, end, class_logits=np.array([row]), n_best_size=1)
+    assert predictions.nbest == {"c": []}
+    assert predictions.answers == {"c": answer} and predictions.kinds == {"c": kind}
+
+
 def test_cjrc_unknown_needs_every_window_and_answers_need_one(tokenizer):
     examples = [example("c")]
     features = features_of(tokenizer, examples)

@@ -110,7 +110,7 @@ def postprocess_predictions(examples: Sequence[MrcExample], features: MrcFeature
         if class_logits is not None and feature_ids:
             scores = _class_scores(class_logits[feature_ids])
             class_scores[example.qas_id] = scores.tolist()
-            kind = _choose_kind(scores, null_score_threshold)
+            kind = _choose_kind(scores, null_score_threshold, can_span=bool(spans))
         kinds[example.qas_id] = kind
         answers[example.qas_id] = {AnswerKind.SPAN: spans[0].text if spans else "", AnswerKind.YES: "YES",
                                    AnswerKind.NO: "NO", AnswerKind.UNKNOWN: ""}[kind]
@@ -182,8 +182,9 @@ def _class_scores(class_logits: np.ndarray) -> np.ndarray:
     return scores
 
 
-def _choose_kind(scores: np.ndarray, null_score_threshold: float) -> AnswerKind:
-    answering = (AnswerKind.SPAN, AnswerKind.YES, AnswerKind.NO)
+def _choose_kind(scores: np.ndarray, null_score_threshold: float, can_span: bool) -> AnswerKind:
+    # Without a valid span candidate the span class cannot answer: the choice is among the others.
+    answering = (AnswerKind.SPAN, AnswerKind.YES, AnswerKind.NO) if can_span else (AnswerKind.YES, AnswerKind.NO)
     best = max(answering, key=lambda kind: scores[kind])
     if scores[AnswerKind.UNKNOWN] - scores[best] > null_score_threshold:
         return AnswerKind.UNKNOWN
