@@ -28,4 +28,8 @@ def format_markdown(summary: dict, title: str, decimals: int = 3) -> str:
         lines.append(f"| {seed} | " + " | ".join(fmt.format(row[m]) for m in metrics) + " |")
     lines.append("| mean (max) | " + " | ".join(
         f"{fmt.format(summary['mean'][m])} ({fmt.format(summary['max'][m])})" for m in metrics) + " |")
+    stopped = summary.get("stopped_seeds", {})
+    if stopped:
+        lines += ["", "Seeds stopped before the end of training, left out of the mean (max):"]
+        lines += [f"- {seed}: {reason}" for seed, reason in stopped.items()]
     return "\n".join(lines) + "\n"

@@ -21,7 +21,12 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 class NonFiniteLossError(RuntimeError):
-    """Training stopped because the loss stayed NaN/inf; earlier checkpoints are untouched."""
+    """Training stopped because the loss stayed NaN/inf; earlier checkpoints are untouched.
+    `result` holds the run's evaluations and losses up to the stop."""
+
+    def __init__(self, message: str, result: "FitResult | None" = None):
+        super().__init__(message)
+        self.result = result
 
 
 @dataclasses.dataclass
@@ -186,7 +191,7 @@ class TrainingRun:
             raise NonFiniteLossError(
                 f"training loss was NaN/inf for {self._nonfinite_run} consecutive steps (last at step {step}); "
                 f"stopped. The best checkpoint saved so far (step {self.result.best_step}) is kept. "
-                "Try a lower learning rate, bf16 instead of fp16, or check the input data.")
+                "Try a lower learning rate, bf16 instead of fp16, or check the input data.", self.result)
         return False
 
     def record_loss(self, step: int, loss: float) -> None:

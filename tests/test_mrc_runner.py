@@ -215,6 +215,38 @@ def test_ddp_test_scoring_waits_for_the_best_model_being_saved(tmp_path, tiny_co
     assert (test_results["F1"], test_results["EM"]) == pytest.approx((best["F1"], best["EM"]))
 
 
+def test_a_diverging_seed_stops_alone_and_the_report_names_it(tmp_path, tiny_config):
+    """Seed 456's loss is NaN from the first step (patched in): after 5 such steps that seed stops,
+    seed 123 still trains, the report covers seed 123 and names 456, and the exit status is 1."""
+    script = tmp_path / "nan_runner.py"
+    script.write_text(textwrap.dedent("""
+        from cnbert.runners import mrc
+        from cnbert.training import TrainingRun
+
+        check_loss = TrainingRun.check_loss
+
+        def nan_for_seed_456(self, step, loss):
+            return check_loss(self, step, float("nan") if self.config.seed == 456 else loss)
+
+        TrainingRun.check_loss = nan_for_seed_456
+        mrc.run()
+    """))
+    sample = REPO / "tests" / "fixtures" / "mrc_cmrc2018_sample.json"
+    out = tmp_path / "out"
+    proc = run_cli(["--task=cmrc2018", f"--bert_config_file={tiny_config}", f"--train_file={sample}",
+                    f"--dev_file={sample}", *SIZES, "--num_train_epochs=1", "--train_batch_size=4",
+                    "--seeds=456,123", f"--output_dir={out}"], check=False, script=script)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "seed(s) 456 stopped before the end of training" in proc.stderr and "Traceback" not in proc.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert list(report["seeds"]) == ["123"] and report["best_seed"] == 123
+    assert "5 consecutive steps" in report["stopped_seeds"]["456"]
+    assert "- 456: training loss was NaN/inf for 5 consecutive steps" in (out / "report.md").read_text()
+    history = json.loads((out / "seed_456" / "training_history.json").read_text())
+    # steps 1 to 4 went on (their real losses recorded); the fifth non-finite step stopped the seed
+    assert [step for step, _ in history["losses"]] == [1, 2, 3, 4] and "5 consecutive" in history["stopped"]
+
+
 def test_training_history_writes_non_finite_losses_as_null():
     from cnbert.runners.mrc import training_history
     from cnbert.training import FitResult

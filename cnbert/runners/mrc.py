@@ -30,7 +30,7 @@ from cnbert.io_utils import read_json_file, write_json, write_text
 from cnbert.report import format_markdown, summarize_seeds
 from cnbert.tasks import mrc as tasks
 from cnbert.tokenization import ChineseBertTokenizer, bundled_vocab_path
-from cnbert.training import TrainingConfig
+from cnbert.training import NonFiniteLossError, TrainingConfig
 
 FLAGS = flags.FLAGS
 log = logging.getLogger("cnbert.mrc")
@@ -285,7 +285,7 @@ def train_and_evaluate():
              len(train_features), len(dev_examples), len(dev_features))
     train_arrays = train_features.model_arrays()
 
-    per_seed, best_dirs = {}, {}
+    per_seed, best_dirs, stopped = {}, {}, {}
     for seed in seeds:
         seed_dir = out / f"seed_{seed}"
         model = first_model if seed == seeds[0] else initial_model()
@@ -304,7 +304,15 @@ def train_and_evaluate():
             latest["predictions"].write(seed_dir)
             write_json(seed_dir / "eval_results.json", metrics)
 
-        result = trainer.fit(train_arrays, evaluate=evaluate, criterion=tasks.criterion, on_new_best=on_new_best)
+        try:
+            result = trainer.fit(train_arrays, evaluate=evaluate, criterion=tasks.criterion, on_new_best=on_new_best)
+        except NonFiniteLossError as error:
+            # a diverged seed stops alone: the others still run, and the report names it
+            stopped[seed] = str(error)
+            if rank0:
+                write_json(seed_dir / "training_history.json", training_history(error.result, stopped=str(error)))
+                print(f"seed {seed}: stopped: {error}", file=sys.stderr, flush=True)
+            continue
         if rank0:
             write_json(seed_dir / "training_history.json", training_history(result))
             print(f"seed {seed}: best dev at step {result.best_step}: "
@@ -312,9 +320,13 @@ def train_and_evaluate():
         per_seed[seed] = result.best_metrics
         best_dirs[seed] = seed_dir / "best_model"
 
+    if not per_seed:
+        raise TrainingStopped(f"every seed stopped before the end of training: {stopped}")
     summary = summarize_seeds(per_seed, tasks.METRIC_NAMES)
     best_seed = max(per_seed, key=lambda s: tasks.criterion(per_seed[s]))
     summary["best_seed"] = best_seed
+    if stopped:
+        summary["stopped_seeds"] = {str(seed): reason for seed, reason in stopped.items()}
     if rank0:
         title = f"{task.title} dev ({Path(FLAGS.init_checkpoint).name if FLAGS.init_checkpoint else 'random init'})"
         markdown = format_markdown(summary, title)
@@ -325,12 +337,23 @@ def train_and_evaluate():
         if ctx is not None:
             backend.barrier(ctx)  # rank 0 alone saves best_model: no process may read it before it is complete
         _score_test(backend, task, best_dirs[best_seed], tokenizer, feature_config, ctx, out, rank0)
+    if stopped:
+        raise TrainingStopped(f"seed(s) {', '.join(map(str, stopped))} stopped before the end of training; "
+                              f"the report covers the others")
 
 
-def training_history(result) -> dict:
-    """training_history.json of a FitResult. JSON has no NaN: a non-finite loss is written as null."""
+class TrainingStopped(RuntimeError):
+    """A seed's training stopped (its loss stayed NaN/inf); the runner exits with status 1."""
+
+
+def training_history(result, stopped: str | None = None) -> dict:
+    """training_history.json of a FitResult (with why training stopped early, if it did). JSON has
+    no NaN: a non-finite loss is written as null."""
     losses = [(step, loss if math.isfinite(loss) else None) for step, loss in result.losses]
-    return {"evaluations": result.evaluations, "losses": losses}
+    history = {"evaluations": result.evaluations, "losses": losses}
+    if stopped:
+        history["stopped"] = stopped
+    return history
 
 
 def _score_test(backend, task, model_dir, tokenizer, feature_config, ctx, out, rank0):
@@ -396,8 +419,9 @@ def main(argv):
     _expand_paths()
     try:
         predict() if FLAGS.mode == "predict" else train_and_evaluate()
-    except (DataError, ConfigError) as e:
-        # bad input (a data file, a checkpoint, a config): the message names the file and the record
+    except (DataError, ConfigError, TrainingStopped) as e:
+        # bad input (a data file, a checkpoint, a config), the message naming the file and the
+        # record; or a seed whose training diverged, after the other seeds' report was written
         print(f"cnbert-mrc: error: {e}", file=sys.stderr)
         return 1
     return 0
