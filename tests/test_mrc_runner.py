@@ -135,6 +135,23 @@ def test_fine_tuning_on_real_cmrc_data_lowers_the_loss_and_lifts_training_f1(tra
 
 @pytest.mark.data
 @pytest.mark.slow
+def test_predict_mode_cuts_windows_as_the_training_run_did(trained_run, cmrc_slice, tmp_path):
+    # No window flags given: predict mode takes the training run's (128 / 64 / 32, not the defaults
+    # 512 / 128 / 64, which this 128-position model could not even take), and answers as in training.
+    out, _ = trained_run
+    proc = run_cli(["--mode=predict", "--task=cmrc2018", f"--model_dir={out / 'seed_123' / 'best_model'}",
+                    f"--predict_file={cmrc_slice}", f"--output_dir={tmp_path}"])
+    assert "--max_seq_length=128, --doc_stride=64, --max_query_length=32" in proc.stdout
+    assert json.loads((tmp_path / "predictions.json").read_text(encoding="utf-8")) == \
+        json.loads((out / "seed_123" / "predictions.json").read_text(encoding="utf-8"))
+    # a flag given on the command line wins
+    proc = run_cli(["--mode=predict", "--task=cmrc2018", f"--model_dir={out / 'seed_123' / 'best_model'}",
+                    "--max_seq_length=112", "--question=谁？", "--context=范廷颂是越南罗马天主教枢机。"])
+    assert "--max_seq_length" not in proc.stdout.split("as in training")[1].splitlines()[0]
+
+
+@pytest.mark.data
+@pytest.mark.slow
 def test_tensorflow_run_learns_like_the_pytorch_run_from_the_same_weights(trained_run, tmp_path_factory,
                                                                          init_checkpoint, cmrc_slice):
     """--framework=tf on the same data, flags and initial weights (dropout off): it learns, and lands

@@ -90,6 +90,9 @@ flags.DEFINE_string("question", None, "predict: one question (with --context).")
 flags.DEFINE_string("context", None, "predict: the passage for --question.")
 
 SEED_LIMIT = 2**31
+# Saved beside each best model, so that predict mode cuts and decodes as the training run did.
+PREDICT_SETTINGS = ("max_seq_length", "doc_stride", "max_query_length", "max_answer_length", "do_lower_case")
+PREDICT_SETTINGS_FILE = "cnbert_mrc_settings.json"
 PATH_FLAGS = ("train_file", "dev_file", "test_file", "init_checkpoint", "bert_config_file", "vocab_file", "output_dir",
               "model_dir", "predict_file")
 
@@ -301,6 +304,8 @@ def train_and_evaluate():
 
         def on_new_best(metrics, seed_dir=seed_dir, model=model, latest=latest):
             backend.save_pretrained(model, seed_dir / "best_model", vocab)
+            write_json(seed_dir / "best_model" / PREDICT_SETTINGS_FILE,
+                       {name: getattr(FLAGS, name) for name in PREDICT_SETTINGS})
             latest["predictions"].write(seed_dir)
             write_json(seed_dir / "eval_results.json", metrics)
 
@@ -387,6 +392,7 @@ def predict():
         _require_file("predict_file")
         if not FLAGS.output_dir:
             raise app.UsageError("--predict_file needs --output_dir for predictions.json")
+    _use_training_settings(Path(FLAGS.model_dir))
     config = read_pretrained_config(FLAGS.model_dir)
     if FLAGS.max_seq_length > config.max_position_embeddings:
         raise app.UsageError(f"--max_seq_length={FLAGS.max_seq_length} exceeds the model's max_position_embeddings="
@@ -408,6 +414,20 @@ def predict():
     else:
         paths = predictions.write(FLAGS.output_dir)
         print(f"wrote {paths[0]} and {paths[1]} ({len(examples)} questions)")
+
+
+def _use_training_settings(model_dir: Path) -> None:
+    """Window and decoding flags not given on the command line take the values the model was
+    trained with (saved beside it by the training run)."""
+    path = model_dir / PREDICT_SETTINGS_FILE
+    if not path.is_file():
+        return
+    saved = read_json_file(path)
+    taken = {name: saved[name] for name in PREDICT_SETTINGS if name in saved and not FLAGS[name].present}
+    for name, value in taken.items():
+        setattr(FLAGS, name, value)
+    if taken:
+        print("as in training (" + path.name + "): " + ", ".join(f"--{k}={v}" for k, v in taken.items()), flush=True)
 
 
 def main(argv):
