@@ -315,8 +315,9 @@ def train_and_evaluate():
             # a diverged seed stops alone: the others still run, and the report names it
             stopped[seed] = str(error)
             if rank0:
-                write_json(seed_dir / "training_history.json", training_history(error.result, stopped=str(error)))
                 print(f"seed {seed}: stopped: {error}", file=sys.stderr, flush=True)
+                if error.result is not None:
+                    write_json(seed_dir / "training_history.json", training_history(error.result, stopped=str(error)))
             continue
         if rank0:
             write_json(seed_dir / "training_history.json", training_history(result))
