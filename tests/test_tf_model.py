@@ -81,6 +81,12 @@ def test_fresh_weights_follow_the_bert_initialisation():
     assert np.all(state["bert.embeddings.LayerNorm.weight"] == 1)
     assert np.all(state["bert.embeddings.word_embeddings.weight"][0] == 0)  # pad_token_id row
     assert np.abs(state["bert.embeddings.word_embeddings.weight"][1]).max() > 0
+    # three independent draws: a shared Keras initializer would repeat its values in every table
+    words, positions, types = (state[f"bert.embeddings.{table}_embeddings.weight"]
+                               for table in ("word", "position", "token_type"))
+    rows = positions.shape[0]
+    assert not np.allclose(words[1:rows], positions[1:rows]) and not np.allclose(types[0], positions[0])
+    assert not np.allclose(types[1], words[1])
 
 
 def test_seeded_fresh_models_repeat_and_albert_configs_are_refused():

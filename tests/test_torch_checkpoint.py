@@ -10,8 +10,8 @@ from safetensors.torch import load_file, save_file
 from cnbert.checkpoints import CheckpointError, google_to_hf, hf_to_google, load_tf_checkpoint
 from cnbert.config import BertConfig
 from cnbert.tokenization import bundled_vocab_path
-from cnbert.torch import (BertForCJRC, BertForSpanExtraction, BertModel, from_pretrained, load_pretrained,
-                          save_pretrained)
+from cnbert.torch import (BertForCJRC, BertForSpanExtraction, BertModel, backend, from_pretrained, load_for_task,
+                          load_pretrained, save_pretrained)
 from model_helpers import (TINY_BERT, assert_same_logits, google_config, hf_logits, our_logits, padded_batch,
                            random_transformers_model, randomise, save_hf, write_tf_checkpoint)
 
@@ -233,6 +233,30 @@ def test_optimizer_slots_and_heads_are_skipped_and_unknown_variables_refused():
         google_to_hf({"bert/encoder/layer_0/attention/self/query/gain": np.zeros(4)})
     with pytest.raises(CheckpointError, match="looks like an ALBERT checkpoint"):
         google_to_hf({"bert/encoder/layer_shared/attention/self/query/kernel": np.zeros((4, 4))})
+
+
+def test_a_fine_tuned_model_must_carry_its_task_heads(tmp_path, hf_dir):
+    # a pretrained encoder directory may start a fine-tuning run, with fresh heads ...
+    model, report = load_for_task("cmrc2018", hf_dir)
+    assert report.initialised == []  # hf_dir holds BertForQuestionAnswering, heads included
+    encoder_only = tmp_path / "encoder"
+    save_pretrained(model.bert, encoder_only, bundled_vocab_path())
+    assert load_for_task("cmrc2018", encoder_only)[1].initialised == ["qa_outputs.weight", "qa_outputs.bias"]
+    # ... but is no fine-tuned model to answer with
+    with pytest.raises(CheckpointError, match="qa_outputs.weight"):
+        backend.load_finetuned(encoder_only, "cmrc2018")
+
+
+def test_a_bfloat16_tf1_checkpoint_loads(tmp_path, reference):
+    import ml_dtypes
+
+    encoder = {name.removeprefix("bert."): t.numpy() for name, t in reference.state_dict().items()
+               if name.startswith("bert.")}
+    variables = {name: array.astype(ml_dtypes.bfloat16) for name, array in hf_to_google(encoder).items()}
+    write_tf_checkpoint(tmp_path, variables, google_config(CONFIG), "bert_model.ckpt", "bert_config.json")
+    model, _ = from_pretrained(BertForSpanExtraction, tmp_path)
+    word = variables["bert/embeddings/word_embeddings"].astype(np.float32)
+    np.testing.assert_array_equal(model.bert.embeddings.word_embeddings.weight.detach().numpy(), word)
 
 
 @pytest.mark.slow

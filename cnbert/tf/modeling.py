@@ -79,13 +79,18 @@ class BertEmbeddings(keras.layers.Layer):
 
     def build(self, input_shape=None):
         c = self.config
-        normal = keras.initializers.RandomNormal(stddev=c.initializer_range)
+        # One initializer per table: a Keras initializer fixes its seed when it is made, so a shared one
+        # would give the three tables the same values (token id i and position i alike).
+        def normal():
+            return keras.initializers.RandomNormal(stddev=c.initializer_range)
+
         self.word_embeddings = self.add_weight(name="word_embeddings", shape=(c.vocab_size, c.hidden_size),
-                                               initializer=normal)
+                                               initializer=normal())
         self.token_type_embeddings = self.add_weight(name="token_type_embeddings",
-                                                     shape=(c.type_vocab_size, c.hidden_size), initializer=normal)
+                                                     shape=(c.type_vocab_size, c.hidden_size), initializer=normal())
         self.position_embeddings = self.add_weight(name="position_embeddings",
-                                                   shape=(c.max_position_embeddings, c.hidden_size), initializer=normal)
+                                                   shape=(c.max_position_embeddings, c.hidden_size),
+                                                   initializer=normal())
         self.LayerNorm.build((None, None, c.hidden_size))
 
     def call(self, input_ids, token_type_ids, seed=None):

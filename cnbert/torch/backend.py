@@ -25,8 +25,9 @@ def create_model(task: str, config: BertConfig, init_checkpoint=None, vocab_file
 
 
 def load_finetuned(directory, task: str, **config_overrides):
-    """A model fine-tuned by cnbert (its saved directory) for inference."""
-    model, _ = load_for_task(task, directory, **config_overrides)
+    """A model fine-tuned by cnbert (its saved directory) for inference: every weight, the task
+    heads included, must be in the directory."""
+    model, _ = load_for_task(task, directory, allow_fresh_heads=False, **config_overrides)
     return model
 
 

@@ -53,18 +53,22 @@ def read_state_dict(source) -> tuple[dict[str, torch.Tensor], str]:
     if conversion.skipped:
         logger.info("%s: skipped %d TF variables (optimizer slots, global_step, cls/* heads)",
                     path, len(conversion.skipped))
-    return {name: torch.from_numpy(array) for name, array in conversion.weights.items()}, path
+    # torch.from_numpy cannot take ml_dtypes' bfloat16 (a TF checkpoint saved in bf16): widen it,
+    # losslessly, to float32
+    return {name: torch.from_numpy(array.astype("float32") if array.dtype.name == "bfloat16" else array)
+            for name, array in conversion.weights.items()}, path
 
 
-def load_pretrained(model: torch.nn.Module, source, vocab_file=None) -> LoadReport:
+def load_pretrained(model: torch.nn.Module, source, vocab_file=None, allow_fresh_heads: bool = True) -> LoadReport:
     """Copy pretrained weights into `model` (BertModel, AlbertModel or a task model of either) strictly.
 
     Missing encoder weights, unexpected keys (other than the pretraining heads, cls.predictions.* /
     cls.seq_relationship.* for BERT and predictions.* / sop_classifier.* for ALBERT, and the pooler
     when the model has none) and shape mismatches raise CheckpointError naming them. Task heads
     named by `model.head_prefixes` may be absent: they keep their fresh initialisation and are
-    listed in the report. The vocabulary (`vocab_file`, else vocab.txt in a source directory when
-    present) must have config.vocab_size entries.
+    listed in the report, unless `allow_fresh_heads` is False (a fine-tuned model must have them).
+    The vocabulary (`vocab_file`, else vocab.txt in a source directory when present) must have
+    config.vocab_size entries.
     """
     source = Path(source)
     if vocab_file is None and source.is_dir() and (source / "vocab.txt").is_file():
@@ -74,7 +78,7 @@ def load_pretrained(model: torch.nn.Module, source, vocab_file=None) -> LoadRepo
     state, path = read_state_dict(source)
     model_state = model.state_dict()
     plan = plan_load({name: tuple(t.shape) for name, t in model_state.items()}, state,
-                     head_prefixes=getattr(model, "head_prefixes", ()), source=path,
+                     head_prefixes=getattr(model, "head_prefixes", ()) if allow_fresh_heads else (), source=path,
                      model_prefix=getattr(model, "base_model_prefix", ENCODER_PREFIX.rstrip(".")) + ".",
                      pretraining_head_prefixes=getattr(model, "pretraining_head_prefixes", PRETRAINING_HEAD_PREFIXES))
     with torch.no_grad():
@@ -114,12 +118,13 @@ def model_for_task(task: str, config: BertConfig) -> torch.nn.Module:
     return model_class_for_task(task, config)(config)
 
 
-def load_for_task(task: str, directory, vocab_file=None, **config_overrides):
+def load_for_task(task: str, directory, vocab_file=None, allow_fresh_heads: bool = True, **config_overrides):
     """The model for `task` that the directory's config describes (BERT or ALBERT, any layout), with
-    its weights loaded strictly; returns (model, LoadReport)."""
+    its weights loaded strictly (task heads included unless `allow_fresh_heads`); returns
+    (model, LoadReport)."""
     config = read_pretrained_config(directory, **config_overrides)
     model = model_for_task(task, config)
-    return model, load_pretrained(model, directory, vocab_file=vocab_file)
+    return model, load_pretrained(model, directory, vocab_file=vocab_file, allow_fresh_heads=allow_fresh_heads)
 
 
 def save_pretrained(model: torch.nn.Module, directory, tokenizer_vocab) -> Path:
