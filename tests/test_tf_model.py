@@ -354,7 +354,10 @@ def test_tf_fine_tuned_directory_loads_in_pytorch_and_back(tmp_path, task):
 
 def test_saved_model_serving_signature_reproduces_the_logits(tmp_path):
     model = randomise_tf(ctf.BertForCJRC(CONFIG))
+    ctf.set_precision(model, "bf16")  # as a mixed-precision run leaves it: the export still computes in fp32
     directory = backend.export_saved_model(model, tmp_path / "served")
+    assert model.qa_outputs.compute_dtype == "bfloat16"  # and the model is left as it was
+    ctf.set_precision(model, "fp32")
     assert (directory / "saved_model.pb").is_file()
     serve = tf.saved_model.load(str(directory)).signatures["serving_default"]
     assert set(serve.structured_input_signature[1]) == {"input_ids", "token_type_ids", "attention_mask"}

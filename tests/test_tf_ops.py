@@ -99,6 +99,12 @@ def test_masked_scaled_softmax_matches_float64_values_and_gradients():
     np.testing.assert_array_equal(ops.softmax(x.astype(np.float32), scale, mask.astype(np.int32)).numpy(), got)
     uniform = ops.softmax(tf.ones((1, 4)), 1.0, tf.zeros((1, 4), tf.bool)).numpy()
     np.testing.assert_allclose(uniform, 0.25)
+    # its scores were replaced by a constant, so no gradient reaches them (autodiff of the
+    # composition agrees: tf.where passes none to the masked branch)
+    dead = np.zeros((1, 4), bool)
+    weights = np.array([[1.0, -2.0, 3.0, 0.5]], np.float32)
+    _, (grad,) = value_and_grad(lambda v: ops.softmax(v, 1.0, dead), np.arange(4, dtype=np.float32)[None], upstream=weights)
+    np.testing.assert_array_equal(grad, 0.0)
 
 
 def test_half_precision_inputs_are_computed_in_float32_and_returned_in_their_dtype():

@@ -57,6 +57,13 @@ def test_schedule_mirrors_the_framework_neutral_definition():
             assert float(schedule(step)) == pytest.approx(2.0 * linear_warmup_decay(step, warmup, total), abs=1e-7)
 
 
+def test_fp16_loss_scaling_starts_and_grows_as_torch_grad_scaler_does():
+    optimizer = build_optimizer(TrainingConfig(precision="fp16"), [tf.Variable(np.zeros(3, np.float32))], 1e-3)
+    scaler = torch.amp.GradScaler("cpu")
+    assert float(optimizer.dynamic_scale.numpy()) == scaler.get_scale() == 2.0**16
+    assert optimizer.dynamic_growth_steps == scaler.get_growth_interval() == 2000
+
+
 def test_adamw_with_clipping_and_decay_takes_torch_adamw_steps():
     rng = np.random.default_rng(0)
     matrix, bias = rng.normal(size=(4, 3)).astype(np.float32), rng.normal(size=3).astype(np.float32)

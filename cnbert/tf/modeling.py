@@ -16,6 +16,8 @@ exactly the masks of the first pass, and a run's masks depend only on its seeds.
 """
 from __future__ import annotations
 
+import contextlib
+
 import keras
 import tensorflow as tf
 
@@ -311,6 +313,20 @@ def set_precision(model: keras.Model, precision: str) -> None:
         raise ValueError(f"precision must be one of {', '.join(PRECISION_POLICIES)}, got {precision!r}") from None
     for layer in model._flatten_layers(include_self=False, recursive=True):
         if isinstance(layer, Linear):
+            layer.dtype_policy = policy
+
+
+@contextlib.contextmanager
+def precision_scope(model: keras.Model, precision: str):
+    """set_precision(model, precision) inside a with block; the dense layers' previous policies
+    come back after it."""
+    layers = [layer for layer in model._flatten_layers(include_self=False, recursive=True) if isinstance(layer, Linear)]
+    before = [layer.dtype_policy for layer in layers]
+    set_precision(model, precision)
+    try:
+        yield model
+    finally:
+        for layer, policy in zip(layers, before):
             layer.dtype_policy = policy
 
 

@@ -128,6 +128,8 @@ def softmax(x, scale: float = 1.0, mask=None):
             # Only y (in the input dtype, the tensor the forward hands on anyway) is kept.
             probs, dy = tf.cast(y, dtype), tf.cast(dy, dtype)
             dx = tf.constant(scale, dtype) * probs * (dy - tf.reduce_sum(dy * probs, axis=-1, keepdims=True))
+            if mask is not None:  # masked scores were replaced by a constant: no gradient reaches them
+                dx = tf.where(mask, dx, tf.zeros((), dtype))
             return tf.cast(dx, x.dtype)
 
         return y, grad

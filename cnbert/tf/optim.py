@@ -68,6 +68,7 @@ def build_optimizer(config: TrainingConfig, variables, learning_rate):
                       epsilon=config.adam_epsilon, global_clipnorm=config.max_grad_norm or None)
     optimizer.exclude_from_weight_decay(var_list=[v for v in variables if len(v.shape) == 1])
     if config.precision == "fp16":
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        # torch.amp.GradScaler's defaults, so that both frameworks skip the same overflowing steps
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer, initial_scale=2.0**16, dynamic_growth_steps=2000)
     optimizer.build(variables)
     return optimizer
