@@ -42,6 +42,14 @@ def run_cli(args, torchrun_procs=0, check=True, script=None):
     return proc
 
 
+def patched_runner(directory, patch):
+    """A script for run_cli(script=...): runs cnbert-mrc after `patch` (Python source) has replaced
+    one of its parts, to slow down or break one step of a real run."""
+    script = directory / "patched_runner.py"
+    script.write_text(textwrap.dedent(patch) + "\nfrom cnbert.runners import mrc\n\nmrc.run()\n")
+    return script
+
+
 @pytest.fixture(scope="module")
 def tiny_config(tmp_path_factory):
     path = tmp_path_factory.mktemp("cfg") / "tiny_bert_config.json"
@@ -205,11 +213,9 @@ def test_ddp_test_scoring_waits_for_the_best_model_being_saved(tmp_path, tiny_co
     """--do_predict under two processes: only rank 0 saves best_model, so rank 1 must wait for the save
     before it loads the model to score the test file. A save slowed down by 3 s (a large checkpoint)
     would otherwise let rank 1 read no model, or the previous best one."""
-    script = tmp_path / "slow_save_runner.py"
-    script.write_text(textwrap.dedent("""
+    script = patched_runner(tmp_path, """
         import time
 
-        from cnbert.runners import mrc
         from cnbert.torch import backend
 
         save = backend.save_pretrained
@@ -219,8 +225,7 @@ def test_ddp_test_scoring_waits_for_the_best_model_being_saved(tmp_path, tiny_co
             save(*args, **kwargs)
 
         backend.save_pretrained = slow_save
-        mrc.run()
-    """))
+    """)
     sample = REPO / "tests" / "fixtures" / "mrc_cmrc2018_sample.json"
     out = tmp_path / "out"
     run_cli(["--task=cmrc2018", f"--bert_config_file={tiny_config}", f"--train_file={sample}", f"--dev_file={sample}",
@@ -235,9 +240,7 @@ def test_ddp_test_scoring_waits_for_the_best_model_being_saved(tmp_path, tiny_co
 def test_a_diverging_seed_stops_alone_and_the_report_names_it(tmp_path, tiny_config):
     """Seed 456's loss is NaN from the first step (patched in): after 5 such steps that seed stops,
     seed 123 still trains, the report covers seed 123 and names 456, and the exit status is 1."""
-    script = tmp_path / "nan_runner.py"
-    script.write_text(textwrap.dedent("""
-        from cnbert.runners import mrc
+    script = patched_runner(tmp_path, """
         from cnbert.training import TrainingRun
 
         check_loss = TrainingRun.check_loss
@@ -246,8 +249,7 @@ def test_a_diverging_seed_stops_alone_and_the_report_names_it(tmp_path, tiny_con
             return check_loss(self, step, float("nan") if self.config.seed == 456 else loss)
 
         TrainingRun.check_loss = nan_for_seed_456
-        mrc.run()
-    """))
+    """)
     sample = REPO / "tests" / "fixtures" / "mrc_cmrc2018_sample.json"
     out = tmp_path / "out"
     proc = run_cli(["--task=cmrc2018", f"--bert_config_file={tiny_config}", f"--train_file={sample}",
