@@ -85,6 +85,14 @@ class TrainingConfig:
     def total_steps(self, num_examples: int, world_size: int = 1) -> int:
         return max(1, math.ceil(self.steps_per_epoch(num_examples, world_size) * self.num_train_epochs))
 
+    def check_batch_split(self, processes: int) -> None:
+        """Raise ValueError when a global batch cannot give each of `processes` data-parallel workers
+        an example for every accumulation micro-step."""
+        accum = self.gradient_accumulation_steps
+        if self.train_batch_size < processes * accum:
+            raise ValueError(f"train_batch_size {self.train_batch_size} is smaller than processes × accumulation "
+                             f"steps ({processes} × {accum})")
+
     def warmup_steps(self, total_steps: int) -> int:
         return int(total_steps * self.warmup_proportion)
 
@@ -152,9 +160,7 @@ class TrainingRun:
         accum = config.gradient_accumulation_steps
         if num_examples < processes * accum:
             raise ValueError(f"{num_examples} training features cannot fill {processes} processes × {accum} micro-steps")
-        if config.train_batch_size < processes * accum:
-            raise ValueError(f"train_batch_size {config.train_batch_size} is smaller than processes × accumulation "
-                             f"steps ({processes} × {accum})")
+        config.check_batch_split(processes)
         self.config = config
         self.num_examples = num_examples
         self.processes = processes

@@ -6,9 +6,8 @@ their names and `.shape` are used here, so the PyTorch and TensorFlow models sha
 """
 from __future__ import annotations
 
-import logging
-
 import dataclasses
+import logging
 import re
 from typing import Any, Mapping
 

@@ -257,9 +257,11 @@ def train_and_evaluate():
     _check_output_dir(rank0)
     training_configs = {seed: _training_config(seed) for seed in seeds}
     processes = ctx.world_size if ctx is not None else 1
-    if FLAGS.train_batch_size < processes * FLAGS.gradient_accumulation_steps:
+    try:
+        training_configs[seeds[0]].check_batch_split(processes)
+    except ValueError:
         raise app.UsageError(f"--train_batch_size={FLAGS.train_batch_size} cannot be split over {processes} "
-                             f"process(es) x {FLAGS.gradient_accumulation_steps} accumulation steps")
+                             f"process(es) x {FLAGS.gradient_accumulation_steps} accumulation steps") from None
     out = Path(FLAGS.output_dir)
     if not FLAGS.init_checkpoint:
         print(f"NOTE: no --init_checkpoint: the model is RANDOMLY INITIALISED from {FLAGS.bert_config_file}; "

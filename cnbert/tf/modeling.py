@@ -304,6 +304,11 @@ def zero_padding_row(model: BertModel) -> None:
         table.assign(tf.tensor_scatter_nd_update(table.value, [[pad]], tf.zeros([1, table.shape[1]], table.dtype)))
 
 
+def _dense_layers(model: keras.Model) -> list:
+    """The layers whose compute dtype set_precision chooses."""
+    return [layer for layer in model._flatten_layers(include_self=False, recursive=True) if isinstance(layer, Linear)]
+
+
 def set_precision(model: keras.Model, precision: str) -> None:
     """Run the model's dense layers in `precision` ("fp32", "bf16", "fp16") through Keras
     mixed-precision policies (variables stay float32); everything else stays float32."""
@@ -311,16 +316,15 @@ def set_precision(model: keras.Model, precision: str) -> None:
         policy = PRECISION_POLICIES[precision]
     except KeyError:
         raise ValueError(f"precision must be one of {', '.join(PRECISION_POLICIES)}, got {precision!r}") from None
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if isinstance(layer, Linear):
-            layer.dtype_policy = policy
+    for layer in _dense_layers(model):
+        layer.dtype_policy = policy
 
 
 @contextlib.contextmanager
 def precision_scope(model: keras.Model, precision: str):
     """set_precision(model, precision) inside a with block; the dense layers' previous policies
     come back after it."""
-    layers = [layer for layer in model._flatten_layers(include_self=False, recursive=True) if isinstance(layer, Linear)]
+    layers = _dense_layers(model)
     before = [layer.dtype_policy for layer in layers]
     set_precision(model, precision)
     try:
