@@ -123,8 +123,7 @@ def poison(nbytes: int, device: str) -> None:
     """Fill a freed block of the caching allocator with NaN bytes; the next allocation of this size
     reuses it, so an element a kernel forgets to write reads as NaN."""
     if device == "cuda" and nbytes:
-        block = torch.empty(nbytes, dtype=torch.uint8, device=device).fill_(0xFF)
-        del block
+        torch.empty(nbytes, dtype=torch.uint8, device=device).fill_(0xFF)  # freed at once
 
 
 def _record(results: list, failures: list, what: str, problem: str) -> None:

@@ -52,14 +52,6 @@ def all_gather_objects(obj, ctx: DistContext) -> list:
     return out
 
 
-def broadcast_object(obj, ctx: DistContext, src: int = 0):
-    if not ctx.distributed:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
-
-
 def barrier(ctx: DistContext) -> None:
     if ctx.distributed:
         dist.barrier()
