@@ -19,11 +19,13 @@ written once). `--smoke` runs every section on the CPU at toy sizes, to check th
 from __future__ import annotations
 
 import argparse
+import gc
 import math
 import statistics
 import sys
 import time
 import traceback
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -132,6 +134,51 @@ def _record(results: list, failures: list, what: str, problem: str) -> None:
         failures.append(f"{what}: {problem}")
 
 
+def compare_gelu(x: torch.Tensor, grad: torch.Tensor, approximate: str, device: str) -> tuple[str, str]:
+    """Problems ('' if none) of k.gelu's output and input gradient against float64."""
+    x = x.detach().requires_grad_(True)
+    x64 = x.detach().double().requires_grad_(True)
+    poison(x.nbytes, device)
+    y = k.gelu(x, approximate)
+    poison(x.nbytes, device)
+    (gx,) = torch.autograd.grad(y, x, grad)
+    y64 = reference.gelu(x64, approximate)
+    (gx64,) = torch.autograd.grad(y64, x64, grad.double())
+    return mismatch(y, y64, x.dtype), mismatch(gx, gx64, x.dtype)
+
+
+def compare_bias_gelu(x: torch.Tensor, bias: torch.Tensor, grad: torch.Tensor, approximate: str,
+                      device: str) -> tuple[str, str, str]:
+    """Problems of k.bias_gelu's output and its x and bias gradients against float64. The bias
+    gradient sums a column of every row, so its tolerance grows with that sum."""
+    x, bias = x.detach().requires_grad_(True), bias.detach().requires_grad_(True)
+    x64, b64 = x.detach().double().requires_grad_(True), bias.detach().double().requires_grad_(True)
+    poison(x.nbytes, device)
+    y = k.bias_gelu(x, bias, approximate)
+    poison(x.nbytes, device)
+    gx, gb = torch.autograd.grad(y, (x, bias), grad)
+    y64 = reference.bias_gelu(x64, b64, approximate)
+    gx64, gb64 = torch.autograd.grad(y64, (x64, b64), grad.double())
+    sum_scale = float(gx64.abs().reshape(-1, x.shape[-1]).sum(0).max())
+    return (mismatch(y, y64, x.dtype), mismatch(gx, gx64, x.dtype),
+            mismatch(gb, gb64, x.dtype, atol=sum_scale * 2e-6))
+
+
+def compare_softmax(scores: torch.Tensor, mask, grad: torch.Tensor, device: str) -> tuple[str, str]:
+    """Problems of k.scaled_masked_softmax's output and scores gradient against float64."""
+    x = scores.detach().requires_grad_(True)
+    x64 = x.detach().double().requires_grad_(True)
+    poison(x.nbytes, device)
+    y = k.scaled_masked_softmax(x, mask, SCALE)
+    poison(x.nbytes, device)
+    (gx,) = torch.autograd.grad(y, x, grad)
+    y64 = reference.scaled_masked_softmax(x64, mask, SCALE)
+    (gx64,) = torch.autograd.grad(y64, x64, grad.double())
+    g_scale = float(grad.abs().max())
+    return (mismatch(y, y64, x.dtype),
+            mismatch(gx, gx64, x.dtype, atol=4 * TOLERANCE[x.dtype][0] * SCALE * g_scale))
+
+
 def check_gelu_ops(device: str, results: list, failures: list, smoke: bool, cases: dict = CHECK_SETS["full"]) -> None:
     shapes = [(1,), (7,), (33, 1000), (8, 1003), (2048, 3072)] if not smoke else [(7,), (5, 33)]
     gen = torch.Generator(device="cpu").manual_seed(0)
@@ -141,32 +188,17 @@ def check_gelu_ops(device: str, results: list, failures: list, smoke: bool, case
                 for misaligned in (False, True):
                     n = math.prod(shape)
                     base = (torch.randn(n + 1, generator=gen) * 3).to(device=device, dtype=dtype)
-                    x = (base[1:] if misaligned else base[:n]).view(shape).requires_grad_(True)
-                    bias = torch.randn(shape[-1], generator=gen).to(device=device, dtype=dtype).requires_grad_(True)
+                    x = (base[1:] if misaligned else base[:n]).view(shape)
+                    bias = torch.randn(shape[-1], generator=gen).to(device=device, dtype=dtype)
                     grad = torch.randn(shape, generator=gen).to(device=device, dtype=dtype)
                     tag = f"{dtype} {approximate} {shape}{' misaligned' if misaligned else ''}"
-                    x64, b64 = x.detach().double().requires_grad_(True), bias.detach().double().requires_grad_(True)
-
-                    poison(x.nbytes, device)
-                    y = k.gelu(x, approximate)
-                    poison(x.nbytes, device)
-                    (gx,) = torch.autograd.grad(y, x, grad)
-                    y64 = reference.gelu(x64, approximate)
-                    (gx64,) = torch.autograd.grad(y64, x64, grad.double())
-                    _record(results, failures, f"gelu {tag}", mismatch(y, y64, dtype))
-                    _record(results, failures, f"gelu grad {tag}", mismatch(gx, gx64, dtype))
-
-                    poison(x.nbytes, device)
-                    y = k.bias_gelu(x, bias, approximate)
-                    poison(x.nbytes, device)
-                    gx, gb = torch.autograd.grad(y, (x, bias), grad)
-                    y64 = reference.bias_gelu(x64, b64, approximate)
-                    gx64, gb64 = torch.autograd.grad(y64, (x64, b64), grad.double())
-                    rows = n // shape[-1]
-                    sum_scale = float(gx64.abs().reshape(rows, -1).sum(0).max())
-                    _record(results, failures, f"bias_gelu {tag}", mismatch(y, y64, dtype))
-                    _record(results, failures, f"bias_gelu grad x {tag}", mismatch(gx, gx64, dtype))
-                    _record(results, failures, f"bias_gelu grad bias {tag}", mismatch(gb, gb64, dtype, atol=sum_scale * 2e-6))
+                    values, grad_x = compare_gelu(x, grad, approximate, device)
+                    _record(results, failures, f"gelu {tag}", values)
+                    _record(results, failures, f"gelu grad {tag}", grad_x)
+                    values, grad_x, grad_bias = compare_bias_gelu(x, bias, grad, approximate, device)
+                    _record(results, failures, f"bias_gelu {tag}", values)
+                    _record(results, failures, f"bias_gelu grad x {tag}", grad_x)
+                    _record(results, failures, f"bias_gelu grad bias {tag}", grad_bias)
 
 
 def make_mask(kind: str, b: int, sq: int, sk: int, dtype: torch.dtype, device: str, gen: torch.Generator):
@@ -206,20 +238,11 @@ def check_softmax_ops(device: str, results: list, failures: list, smoke: bool, c
                     else:
                         scores = (torch.randn(b, h, sq, sk, generator=gen) * 4).to(device=device, dtype=dtype)
                     mask = make_mask(kind, b, sq, sk, dtype, device, gen)
-                    x = scores.detach().requires_grad_(True)
                     grad = torch.randn(b, h, sq, sk, generator=gen).to(device=device, dtype=dtype)
                     tag = f"{dtype} {kind} Sk={sk} {layout}"
-                    poison(x.nbytes, device)
-                    y = k.scaled_masked_softmax(x, mask, SCALE)
-                    poison(x.nbytes, device)
-                    (gx,) = torch.autograd.grad(y, x, grad)
-                    x64 = x.detach().double().requires_grad_(True)
-                    y64 = reference.scaled_masked_softmax(x64, mask, SCALE)
-                    (gx64,) = torch.autograd.grad(y64, x64, grad.double())
-                    rtol = TOLERANCE[dtype][0]
-                    g_scale = float(grad.abs().max())
-                    _record(results, failures, f"softmax {tag}", mismatch(y, y64, dtype))
-                    _record(results, failures, f"softmax grad {tag}", mismatch(gx, gx64, dtype, atol=4 * rtol * SCALE * g_scale))
+                    values, grad_scores = compare_softmax(scores, mask, grad, device)
+                    _record(results, failures, f"softmax {tag}", values)
+                    _record(results, failures, f"softmax grad {tag}", grad_scores)
 
 
 def section_check(device: str, smoke: bool, check_set: str = "full") -> dict:
@@ -260,117 +283,157 @@ def _compiled(fn):
     return torch.compile(fn, dynamic=False)
 
 
-def section_softmax(device: str, timer: Timer, copy_gbps: float, smoke: bool) -> list:
-    rows = []
+class Budget:
+    """Time left for new timed rows. bench/gpu_run.sh passes what is left of the machine's per-call
+    limit, so that a slow run stops between rows, with its JSON written, instead of being killed."""
+
+    def __init__(self, seconds: float | None):
+        self.end = None if seconds is None else time.monotonic() + seconds
+
+    def spent(self) -> bool:
+        return self.end is not None and time.monotonic() >= self.end
+
+
+def timed_rows(rows: list, items: list, measure, describe, budget: Budget, save, device: str) -> bool:
+    """Appends measure(item) to rows for each item, saving after each. An item that raises leaves a
+    row with its traceback and the others still run, so one failure loses no other measurement.
+    True if any row failed: an error, a wrong result ('check' other than 'ok') or no time left."""
+    failed = False
+    for item in items:
+        if budget.spent():
+            row = {**describe(item), "skipped": "time limit reached"}
+            print(f"  {describe(item)}: skipped, time limit reached", flush=True)
+        else:
+            try:
+                row = measure(item)
+            except Exception:
+                row = {**describe(item), "error": traceback.format_exc()}
+                print(row["error"], file=sys.stderr, flush=True)
+        failed |= row.get("check", "ok") != "ok" or "error" in row or row.get("skipped") == "time limit reached"
+        rows.append(row)
+        save()
+        _free(device)
+    return failed
+
+
+def _problems(names: tuple, problems: tuple) -> str:
+    """'ok', or each comparison that failed, by name."""
+    return "; ".join(f"{name}: {problem}" for name, problem in zip(names, problems) if problem) or "ok"
+
+
+def softmax_row(shape: tuple, device: str, timer: Timer, copy_gbps: float) -> dict:
+    b, h, sq, sk = shape
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    for shape in SOFTMAX_SHAPES if not smoke else SMOKE_SOFTMAX_SHAPES:
-        b, h, sq, sk = shape
-        x = torch.randn(shape, device=device, dtype=dtype).requires_grad_(True)
-        keep = torch.ones(b, 1, 1, sk, dtype=torch.bool, device=device)
-        keep[..., sk - sk // 8:] = False  # 1/8 of each row padded
-        mask = ((1.0 - keep.to(dtype)) * -10000.0).to(dtype)  # the original list's additive mask
-        grad = torch.randn_like(x)
-        elem = x.numel() * x.element_size()
-        fwd_bytes = 2 * elem + mask.numel() * mask.element_size()
-        bwd_bytes = 3 * elem
+    x = torch.randn(shape, device=device, dtype=dtype).requires_grad_(True)
+    keep = torch.ones(b, 1, 1, sk, dtype=torch.bool, device=device)
+    keep[..., sk - sk // 8:] = False  # 1/8 of each row padded
+    mask = ((1.0 - keep.to(dtype)) * -10000.0).to(dtype)  # the original list's additive mask
+    grad = torch.randn_like(x)
+    elem = x.numel() * x.element_size()
+    fwd_bytes = 2 * elem + mask.numel() * mask.element_size()
+    bwd_bytes = 3 * elem
+    # At these sizes the grids are far larger than in the check section: check them here too.
+    check = _problems(("fwd", "bwd"), compare_softmax(x, mask, grad, device))
 
-        def chain(s, m):
-            return torch.softmax(s * SCALE + m, dim=-1)
+    def chain(s, m):
+        return torch.softmax(s * SCALE + m, dim=-1)
 
-        def ours(s, m):
-            return k.scaled_masked_softmax(s, m, SCALE)
+    def ours(s, m):
+        return k.scaled_masked_softmax(s, m, SCALE)
 
-        y = ours(x.detach(), mask)
-        problem = mismatch(y, chain(x.detach().double(), mask.double()), dtype)
-        impls = {"cnbert": ours, "eager": chain, "compile": _compiled(chain)}
-        timings = {}
-        for name, fn in impls.items():
-            fwd, both = _fwd_and_fwd_bwd(timer, fn, (x, mask), grad, (x,))
-            timings[name] = {"fwd_ms": fwd, "fwd_bwd_ms": both, "bwd_ms": both - fwd}
-        # Our backward kernel alone (needs only the output and its gradient).
-        out = y.detach()
-        timings["cnbert"]["bwd_op_ms"] = timer.median_ms(
-            lambda: torch.ops.cnbert.scaled_masked_softmax_backward(grad, out, SCALE))
-        for name, t in timings.items():
-            t["fwd_gbps"] = gbps(fwd_bytes, t["fwd_ms"])
-            t["bwd_gbps"] = gbps(bwd_bytes, t.get("bwd_op_ms", t["bwd_ms"]))
-            t["fwd_of_copy"] = t["fwd_gbps"] / copy_gbps
-            t["bwd_of_copy"] = t["bwd_gbps"] / copy_gbps
-        ours_t, eager_t, comp_t = timings["cnbert"], timings["eager"], timings["compile"]
-        targets = {
-            "fwd >= 80% copy": ours_t["fwd_of_copy"] >= TARGET_OF_COPY,
-            "bwd >= 80% copy": ours_t["bwd_of_copy"] >= TARGET_OF_COPY,
-            "fwd >= 2x eager": eager_t["fwd_ms"] >= 2 * ours_t["fwd_ms"],
-            "bwd >= 2x eager": eager_t["bwd_ms"] >= 2 * ours_t["bwd_ms"],  # both timed as fwd+bwd - fwd
-            "fwd <= compile": ours_t["fwd_ms"] <= comp_t["fwd_ms"],
-            "fwd+bwd <= compile": ours_t["fwd_bwd_ms"] <= comp_t["fwd_bwd_ms"],
-        }
-        # Full-size passes over memory (bench/README.md): eager is mul, add, softmax (6) forward and
-        # _softmax_backward_data, mul (5) backward; ours 2 and 3. The speed-up over eager is capped there.
-        bounds = {"fwd_vs_eager": 6 / 2, "bwd_vs_eager": 5 / 3}
-        rows.append({"shape": list(shape), "dtype": str(dtype), "fwd_bytes": fwd_bytes, "bwd_bytes": bwd_bytes,
-                     "check": problem or "ok", "timings": timings, "targets": targets, "byte_bounds": bounds})
-        print(f"  softmax {shape} {dtype}: check {problem or 'ok'}")
-        for name, t in timings.items():
-            print(f"    {name:8s} fwd {t['fwd_ms']:.3f} ms {t['fwd_gbps']:6.0f} GB/s ({t['fwd_of_copy']:.0%} of copy)"
-                  f" | bwd {t.get('bwd_op_ms', t['bwd_ms']):.3f} ms {t['bwd_gbps']:6.0f} GB/s ({t['bwd_of_copy']:.0%})"
-                  f" | fwd+bwd {t['fwd_bwd_ms']:.3f} ms")
-        print("    targets: " + ", ".join(f"{key} {'MET' if ok else 'MISSED'}" for key, ok in targets.items()))
-        print(f"    vs eager: fwd {eager_t['fwd_ms'] / ours_t['fwd_ms']:.2f}x (bytes allow {bounds['fwd_vs_eager']:.2f}x), "
-              f"bwd {eager_t['bwd_ms'] / ours_t['bwd_ms']:.2f}x (bytes allow {bounds['bwd_vs_eager']:.2f}x)")
-        del x, mask, grad, y, out
-    return rows
+    impls = {"cnbert": ours, "eager": chain, "compile": _compiled(chain)}
+    timings = {}
+    for name, fn in impls.items():
+        fwd, both = _fwd_and_fwd_bwd(timer, fn, (x, mask), grad, (x,))
+        timings[name] = {"fwd_ms": fwd, "fwd_bwd_ms": both, "bwd_ms": both - fwd}
+    # Our backward kernel alone (needs only the output and its gradient).
+    with torch.no_grad():
+        out = ours(x, mask)
+    timings["cnbert"]["bwd_op_ms"] = timer.median_ms(
+        lambda: torch.ops.cnbert.scaled_masked_softmax_backward(grad, out, SCALE))
+    for t in timings.values():
+        t["fwd_gbps"] = gbps(fwd_bytes, t["fwd_ms"])
+        t["bwd_gbps"] = gbps(bwd_bytes, t.get("bwd_op_ms", t["bwd_ms"]))
+        t["fwd_of_copy"] = t["fwd_gbps"] / copy_gbps
+        t["bwd_of_copy"] = t["bwd_gbps"] / copy_gbps
+    ours_t, eager_t, comp_t = timings["cnbert"], timings["eager"], timings["compile"]
+    # Backward is compared as fwd+bwd - fwd on every side: torch.compile fuses its backward into
+    # one graph, which cannot be called alone.
+    targets = {
+        "fwd >= 80% copy": ours_t["fwd_of_copy"] >= TARGET_OF_COPY,
+        "bwd >= 80% copy": ours_t["bwd_of_copy"] >= TARGET_OF_COPY,
+        "fwd >= 2x eager": eager_t["fwd_ms"] >= 2 * ours_t["fwd_ms"],
+        "bwd >= 2x eager": eager_t["bwd_ms"] >= 2 * ours_t["bwd_ms"],
+        "fwd <= compile": ours_t["fwd_ms"] <= comp_t["fwd_ms"],
+        "bwd <= compile": ours_t["bwd_ms"] <= comp_t["bwd_ms"],
+    }
+    # Full-size passes over memory (bench/README.md): eager is mul, add, softmax (6) forward and
+    # _softmax_backward_data, mul (5) backward; ours 2 and 3. The speed-up over eager is capped there.
+    bounds = {"fwd_vs_eager": 6 / 2, "bwd_vs_eager": 5 / 3}
+    print(f"  softmax {shape} {dtype}: check {check}")
+    for name, t in timings.items():
+        print(f"    {name:8s} fwd {t['fwd_ms']:.3f} ms {t['fwd_gbps']:6.0f} GB/s ({t['fwd_of_copy']:.0%} of copy)"
+              f" | bwd {t.get('bwd_op_ms', t['bwd_ms']):.3f} ms {t['bwd_gbps']:6.0f} GB/s ({t['bwd_of_copy']:.0%})"
+              f" | fwd+bwd {t['fwd_bwd_ms']:.3f} ms")
+    print("    targets: " + ", ".join(f"{key} {'MET' if ok else 'MISSED'}" for key, ok in targets.items()))
+    print(f"    vs eager: fwd {eager_t['fwd_ms'] / ours_t['fwd_ms']:.2f}x (bytes allow {bounds['fwd_vs_eager']:.2f}x), "
+          f"bwd {eager_t['bwd_ms'] / ours_t['bwd_ms']:.2f}x (bytes allow {bounds['bwd_vs_eager']:.2f}x)", flush=True)
+    return {"shape": list(shape), "dtype": str(dtype), "fwd_bytes": fwd_bytes, "bwd_bytes": bwd_bytes,
+            "check": check, "timings": timings, "targets": targets, "byte_bounds": bounds}
 
 
-def section_gelu(device: str, timer: Timer, copy_gbps: float, smoke: bool) -> list:
-    rows = []
+def _describe_softmax(shape: tuple) -> dict:
+    return {"shape": list(shape)}
+
+
+def _describe_gelu(item: tuple) -> dict:
+    return {"op": item[1], "shape": list(item[0])}
+
+
+def gelu_row(item: tuple, device: str, timer: Timer, copy_gbps: float) -> dict:
+    shape, op = item
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    for shape in GELU_SHAPES if not smoke else SMOKE_GELU_SHAPES:
-        x = torch.randn(shape, device=device, dtype=dtype).requires_grad_(True)
-        bias = torch.randn(shape[-1], device=device, dtype=dtype).requires_grad_(True)
-        grad = torch.randn_like(x)
-        elem = x.numel() * x.element_size()
-        fwd_bytes, bwd_bytes = 2 * elem, 3 * elem
+    x = torch.randn(shape, device=device, dtype=dtype).requires_grad_(True)
+    bias = torch.randn(shape[-1], device=device, dtype=dtype).requires_grad_(True)
+    grad = torch.randn_like(x)
+    elem = x.numel() * x.element_size()
+    fwd_bytes, bwd_bytes = 2 * elem, 3 * elem
+
+    def plain_bias_gelu(t, b):
+        return F.gelu(t + b)
+
+    if op == "gelu":
+        impls = {"cnbert": lambda t: k.gelu(t), "eager": lambda t: F.gelu(t), "compile": _compiled(lambda t: F.gelu(t))}
+        inputs, extra_fwd, extra_both = (x,), 0, 0
+        check = _problems(("fwd", "bwd"), compare_gelu(x, grad, "none", device))
+    else:
+        impls = {"cnbert": lambda t, b: k.bias_gelu(t, b), "eager": plain_bias_gelu, "compile": _compiled(plain_bias_gelu)}
+        inputs = (x, bias)
         bias_bytes = bias.numel() * bias.element_size()
-
-        def plain_bias_gelu(t, b):
-            return F.gelu(t + b)
-
-        cases = {
-            "gelu": ({"cnbert": lambda t: k.gelu(t), "eager": lambda t: F.gelu(t), "compile": _compiled(lambda t: F.gelu(t))},
-                     (x,), (x,), 0),
-            "bias_gelu": ({"cnbert": lambda t, b: k.bias_gelu(t, b), "eager": plain_bias_gelu,
-                           "compile": _compiled(plain_bias_gelu)}, (x, bias), (x, bias), bias_bytes),
+        extra_fwd, extra_both = bias_bytes, 2 * bias_bytes  # bias read (fwd) and its gradient written (bwd)
+        check = _problems(("fwd", "bwd x", "bwd bias"), compare_bias_gelu(x, bias, grad, "none", device))
+    timings = {}
+    for name, fn in impls.items():
+        fwd, both = _fwd_and_fwd_bwd(timer, fn, inputs, grad, inputs)
+        t = {"fwd_ms": fwd, "fwd_bwd_ms": both, "bwd_ms": both - fwd}
+        t["fwd_gbps"] = gbps(fwd_bytes + extra_fwd, fwd)
+        t["fwd_bwd_gbps"] = gbps(fwd_bytes + bwd_bytes + extra_both, both)
+        t["fwd_of_copy"] = t["fwd_gbps"] / copy_gbps
+        t["fwd_bwd_of_copy"] = t["fwd_bwd_gbps"] / copy_gbps
+        timings[name] = t
+    targets = {}
+    if op == "bias_gelu":
+        targets = {
+            "fwd+bwd >= 80% copy": timings["cnbert"]["fwd_bwd_of_copy"] >= TARGET_OF_COPY,
+            "fwd+bwd faster than x + b, F.gelu": timings["cnbert"]["fwd_bwd_ms"] < timings["eager"]["fwd_bwd_ms"],
         }
-        for op, (impls, inputs, wrt, extra) in cases.items():
-            with torch.no_grad():
-                expected = reference.bias_gelu(x.double(), bias.double()) if op == "bias_gelu" else reference.gelu(x.double())
-                problem = mismatch(impls["cnbert"](*inputs), expected, dtype)
-            timings = {}
-            for name, fn in impls.items():
-                fwd, both = _fwd_and_fwd_bwd(timer, fn, inputs, grad, wrt)
-                t = {"fwd_ms": fwd, "fwd_bwd_ms": both, "bwd_ms": both - fwd}
-                t["fwd_gbps"] = gbps(fwd_bytes + extra, fwd)
-                t["fwd_bwd_gbps"] = gbps(fwd_bytes + bwd_bytes + 2 * extra, both)
-                t["fwd_of_copy"] = t["fwd_gbps"] / copy_gbps
-                t["fwd_bwd_of_copy"] = t["fwd_bwd_gbps"] / copy_gbps
-                timings[name] = t
-            targets = {}
-            if op == "bias_gelu":
-                targets = {
-                    "fwd+bwd >= 80% copy": timings["cnbert"]["fwd_bwd_of_copy"] >= TARGET_OF_COPY,
-                    "fwd+bwd faster than x + b, F.gelu": timings["cnbert"]["fwd_bwd_ms"] < timings["eager"]["fwd_bwd_ms"],
-                }
-            rows.append({"op": op, "shape": list(shape), "dtype": str(dtype), "check": problem or "ok",
-                         "timings": timings, "targets": targets})
-            print(f"  {op} {shape} {dtype}: check {problem or 'ok'}")
-            for name, t in timings.items():
-                print(f"    {name:8s} fwd {t['fwd_ms']:.3f} ms {t['fwd_gbps']:6.0f} GB/s ({t['fwd_of_copy']:.0%} of copy)"
-                      f" | fwd+bwd {t['fwd_bwd_ms']:.3f} ms {t['fwd_bwd_gbps']:6.0f} GB/s ({t['fwd_bwd_of_copy']:.0%})")
-            if targets:
-                print("    targets: " + ", ".join(f"{key} {'MET' if ok else 'MISSED'}" for key, ok in targets.items()))
-        del x, bias, grad
-    return rows
+    print(f"  {op} {shape} {dtype}: check {check}")
+    for name, t in timings.items():
+        print(f"    {name:8s} fwd {t['fwd_ms']:.3f} ms {t['fwd_gbps']:6.0f} GB/s ({t['fwd_of_copy']:.0%} of copy)"
+              f" | fwd+bwd {t['fwd_bwd_ms']:.3f} ms {t['fwd_bwd_gbps']:6.0f} GB/s ({t['fwd_bwd_of_copy']:.0%})")
+    if targets:
+        print("    targets: " + ", ".join(f"{key} {'MET' if ok else 'MISSED'}" for key, ok in targets.items()))
+    return {"op": op, "shape": list(shape), "dtype": str(dtype), "check": check, "timings": timings, "targets": targets}
 
 
 def _training_inputs(batch: int, length: int, vocab: int, device: str, gen: torch.Generator) -> dict:
@@ -404,84 +467,89 @@ def _time_training(model, step_loss, timer: Timer, device: str, steps: int) -> d
         torch.cuda.reset_peak_memory_stats()
     ms = timer.median_ms(step, iters=steps)
     peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else float("nan")
-    del optimizer
     return {"ms_per_step": ms, "peak_gib": peak}
 
 
-def section_training(device: str, timer: Timer, smoke: bool) -> list:
+def _cnbert_model(attention: str, sizes: dict, vocab: int, inputs: dict):
+    """(name, model, loss function), or (name, reason it cannot run, None)."""
+    name = "cnbert BertForSpanExtraction"
+    try:
+        from cnbert.config import ATTENTION_IMPLEMENTATIONS, BertConfig
+        from cnbert.torch import BertForSpanExtraction, span_loss
+    except ImportError as error:
+        return name, f"cnbert.torch is not importable: {error}", None
+    if attention not in ATTENTION_IMPLEMENTATIONS:
+        return name, f"cnbert's model has no attention={attention!r} (has {', '.join(ATTENTION_IMPLEMENTATIONS)})", None
+    torch.manual_seed(0)
+    model = BertForSpanExtraction(BertConfig(vocab_size=vocab, attention=attention, **sizes))
+
+    def loss():
+        out = model(inputs["input_ids"], attention_mask=inputs["attention_mask"], token_type_ids=inputs["token_type_ids"])
+        return span_loss(out, inputs["start"], inputs["end"])
+
+    return name, model, loss
+
+
+def _transformers_model(sizes: dict, vocab: int, inputs: dict):
+    try:
+        import transformers
+    except ImportError as error:
+        return "transformers BertForQuestionAnswering", f"transformers is not installed: {error}", None
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=vocab, attn_implementation="sdpa", **sizes)
+    model = transformers.BertForQuestionAnswering(config)
+
+    def loss():
+        return model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                     token_type_ids=inputs["token_type_ids"], start_positions=inputs["start"],
+                     end_positions=inputs["end"]).loss
+
+    return f"transformers BertForQuestionAnswering (transformers {transformers.__version__})", model, loss
+
+
+TRAINING_MODELS = [("cnbert", "sdpa"), ("cnbert", "fused"), ("transformers", "sdpa")]
+
+
+def section_training(device: str, timer: Timer, smoke: bool, rows: list, budget: Budget, save) -> bool:
     batch, length = (32, 512) if not smoke else (2, 32)
     sizes = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
     if smoke:
         sizes = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128)
     vocab = 21128
     steps = 10 if not smoke else 2
-    gen = torch.Generator().manual_seed(0)
-    inputs = _training_inputs(batch, length, vocab, device, gen)
-    rows = []
+    inputs = _training_inputs(batch, length, vocab, device, torch.Generator().manual_seed(0))
 
-    def report(name: str, attention: str, result: dict | None, params: int | None, reason: str = "") -> None:
-        row = {"model": name, "attention": attention, "batch": batch, "length": length}
-        if result is None:
-            row["skipped"] = reason
-            print(f"  {name} ({attention}): skipped: {reason}")
+    def describe(item):
+        library, attention = item
+        return {"model": library, "attention": attention, "batch": batch, "length": length}
+
+    def measure(item):
+        library, attention = item
+        row = describe(item)
+        # Each model lives only inside this call, so the next one's peak memory does not count it.
+        if library == "cnbert":
+            name, model, loss = _cnbert_model(attention, sizes, vocab, inputs)
         else:
-            tokens = batch * length
-            flops = 6 * params * tokens + 12 * sizes["num_hidden_layers"] * batch * length**2 * sizes["hidden_size"]
-            result["seq_per_s"] = batch / (result["ms_per_step"] * 1e-3)
-            result["model_tflops"] = flops / (result["ms_per_step"] * 1e-3) / 1e12
-            row.update(result)
-            print(f"  {name} ({attention}): {result['ms_per_step']:.1f} ms/step, {result['seq_per_s']:.0f} seq/s, "
-                  f"{result['model_tflops']:.0f} model TFLOP/s, peak {result['peak_gib']:.2f} GiB")
-        rows.append(row)
+            name, model, loss = _transformers_model(sizes, vocab, inputs)
+        row["model"] = name
+        if loss is None:
+            row["skipped"] = model
+            print(f"  {name} ({attention}): skipped: {model}")
+            return row
+        params = sum(p.numel() for p in model.parameters())
+        row.update(_time_training(model.to(device), loss, timer, device, steps))
+        flops = 6 * params * batch * length + 12 * sizes["num_hidden_layers"] * batch * length**2 * sizes["hidden_size"]
+        row["seq_per_s"] = batch / (row["ms_per_step"] * 1e-3)
+        row["model_tflops"] = flops / (row["ms_per_step"] * 1e-3) / 1e12
+        print(f"  {name} ({attention}): {row['ms_per_step']:.1f} ms/step, {row['seq_per_s']:.0f} seq/s, "
+              f"{row['model_tflops']:.0f} model TFLOP/s, peak {row['peak_gib']:.2f} GiB", flush=True)
+        return row
 
-    for attention in ("sdpa", "fused"):
-        name = "cnbert BertForSpanExtraction"
-        try:
-            from cnbert.config import ATTENTION_IMPLEMENTATIONS, BertConfig
-            from cnbert.torch import BertForSpanExtraction, span_loss
-        except ImportError as error:
-            report(name, attention, None, None, f"cnbert.torch is not importable: {error}")
-            continue
-        if attention not in ATTENTION_IMPLEMENTATIONS:
-            report(name, attention, None, None,
-                   f"cnbert's model has no attention={attention!r} yet (has {', '.join(ATTENTION_IMPLEMENTATIONS)})")
-            continue
-        torch.manual_seed(0)
-        model = BertForSpanExtraction(BertConfig(vocab_size=vocab, attention=attention, **sizes)).to(device)
-
-        def cnbert_loss(model=model):
-            out = model(inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                        token_type_ids=inputs["token_type_ids"])
-            return span_loss(out, inputs["start"], inputs["end"])
-
-        report(name, attention, _time_training(model, cnbert_loss, timer, device, steps),
-               sum(p.numel() for p in model.parameters()))
-        del model
-        _free(device)
-
-    name = "transformers BertForQuestionAnswering"
-    try:
-        import transformers
-    except ImportError as error:
-        report(name, "sdpa", None, None, f"transformers is not installed: {error}")
-        return rows
-    torch.manual_seed(0)
-    config = transformers.BertConfig(vocab_size=vocab, attn_implementation="sdpa", **sizes)
-    model = transformers.BertForQuestionAnswering(config).to(device)
-
-    def hf_loss():
-        return model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                     token_type_ids=inputs["token_type_ids"], start_positions=inputs["start"],
-                     end_positions=inputs["end"]).loss
-
-    report(f"{name} (transformers {transformers.__version__})", "sdpa",
-           _time_training(model, hf_loss, timer, device, steps), sum(p.numel() for p in model.parameters()))
-    del model
-    _free(device)
-    return rows
+    return timed_rows(rows, TRAINING_MODELS, measure, describe, budget, save, device)
 
 
 def _free(device: str) -> None:
+    gc.collect()
     if device == "cuda":
         torch.cuda.empty_cache()
 
@@ -505,19 +573,20 @@ def summary_tables(results: dict) -> str:
             [[_shape(row), name, f"{t['fwd_ms']:.3f}", f"{t['fwd_gbps']:.0f}", f"{t['fwd_of_copy']:.0%}",
               f"{t.get('bwd_op_ms', t['bwd_ms']):.3f}", f"{t['bwd_gbps']:.0f}", f"{t['bwd_of_copy']:.0%}",
               f"{t['fwd_bwd_ms']:.3f}"]
-             for row in results["softmax"] for name, t in row["timings"].items()])
+             for row in results["softmax"] if "timings" in row for name, t in row["timings"].items()])
     if results.get("gelu"):
         lines += _markdown_table(
             ["op", "shape", "impl", "fwd ms", "fwd GB/s", "fwd % copy", "fwd+bwd ms", "fwd+bwd GB/s", "fwd+bwd % copy"],
             [[row["op"], _shape(row), name, f"{t['fwd_ms']:.3f}", f"{t['fwd_gbps']:.0f}", f"{t['fwd_of_copy']:.0%}",
               f"{t['fwd_bwd_ms']:.3f}", f"{t['fwd_bwd_gbps']:.0f}", f"{t['fwd_bwd_of_copy']:.0%}"]
-             for row in results["gelu"] for name, t in row["timings"].items()])
+             for row in results["gelu"] if "timings" in row for name, t in row["timings"].items()])
     if results.get("training"):
         cells = []
         for row in results["training"]:
             first = [row["model"], row["attention"], f"{row['batch']} x {row['length']}"]
-            if "skipped" in row:
-                cells.append(first + [f"skipped: {row['skipped']}", "", "", ""])
+            if "skipped" in row or "error" in row:
+                why = f"skipped: {row['skipped']}" if "skipped" in row else "failed (see errors)"
+                cells.append(first + [why, "", "", ""])
             else:
                 cells.append(first + [f"{row['ms_per_step']:.1f}", f"{row['seq_per_s']:.0f}",
                                       f"{row['model_tflops']:.0f}", f"{row['peak_gib']:.2f}"])
@@ -537,6 +606,8 @@ def main(argv=None) -> int:
     parser.add_argument("--iters", type=int, default=30, help="timed calls per measurement (median)")
     parser.add_argument("--check-set", choices=sorted(CHECK_SETS), default="full",
                         help="the check section's cases: full, or paths (each kernel path once, for compute-sanitizer)")
+    parser.add_argument("--time-limit", type=float, default=None,
+                        help="seconds after which no new timed row starts (the rest are reported as skipped)")
     parser.add_argument("--smoke", action="store_true", help="CPU, toy sizes: checks the script, times nothing real")
     args = parser.parse_args(argv)
 
@@ -545,9 +616,18 @@ def main(argv=None) -> int:
         print("no CUDA device: run on a GPU machine, or use --smoke to check the script on the CPU", file=sys.stderr)
         return 2
     timer = Timer(device, iters=args.iters if not args.smoke else 3, warmup=5 if not args.smoke else 1)
+    budget = Budget(args.time_limit)
     wanted = [s.strip() for s in args.sections.split(",") if s.strip()]
     results: dict = {"sections": wanted, "errors": {}}
-    copy_gbps = None
+
+    def save():
+        write_json(args.json, results)
+
+    def copy_gbps() -> float:
+        if "copy" not in results:
+            results["copy"] = section_copy(device, timer, args.smoke)
+        return results["copy"]["gbps"]
+
     failed = False
     for section in wanted:
         print(f"== {section}", flush=True)
@@ -561,31 +641,53 @@ def main(argv=None) -> int:
                 results["check"] = section_check(device, args.smoke, args.check_set)
                 failed |= bool(results["check"]["failures"])
             elif section == "copy":
-                results["copy"] = section_copy(device, timer, args.smoke)
-                copy_gbps = results["copy"]["gbps"]
+                copy_gbps()
             elif section in ("softmax", "gelu"):
                 if device == "cuda" and not k.cuda_available():  # else "cnbert" would time the reference
                     raise RuntimeError(f"no CUDA kernels to time: {k.extension_status()}")
-                if copy_gbps is None:
-                    results["copy"] = section_copy(device, timer, args.smoke)
-                    copy_gbps = results["copy"]["gbps"]
-                run = section_softmax if section == "softmax" else section_gelu
-                results[section] = run(device, timer, copy_gbps, args.smoke)
+                bandwidth = copy_gbps()
+                if section == "softmax":
+                    items = SOFTMAX_SHAPES if not args.smoke else SMOKE_SOFTMAX_SHAPES
+                    make_row, describe = softmax_row, _describe_softmax
+                else:
+                    items = [(shape, op) for shape in (GELU_SHAPES if not args.smoke else SMOKE_GELU_SHAPES)
+                             for op in ("gelu", "bias_gelu")]
+                    make_row, describe = gelu_row, _describe_gelu
+                measure = partial(make_row, device=device, timer=timer, copy_gbps=bandwidth)
+                results[section] = []
+                failed |= timed_rows(results[section], items, measure, describe, budget, save, device)
             elif section == "training":
-                results["training"] = section_training(device, timer, args.smoke)
+                results["training"] = []
+                failed |= section_training(device, timer, args.smoke, results["training"], budget, save)
             else:
                 raise ValueError(f"unknown section {section!r}")
         except Exception:  # report and go on to the next section; the exit status says it failed
             failed = True
             results["errors"][section] = traceback.format_exc()
             print(results["errors"][section], file=sys.stderr, flush=True)
-        print(f"   ({time.perf_counter() - start:.1f} s)", flush=True)
-        _free(device)
-        write_json(args.json, results)
+        finally:
+            print(f"   ({time.perf_counter() - start:.1f} s)", flush=True)
+            save()
+        try:
+            _free(device)
+        except Exception:  # after a kernel fault CUDA refuses even this; the next section says so too
+            failed = True
+            results["errors"][f"{section} (freeing memory)"] = traceback.format_exc()
+            save()
     print("== summary")
     print(summary_tables(results))
     if results["errors"]:
         print(f"sections that failed: {', '.join(results['errors'])}")
+    unfinished = [f"{section} {row.get('op', '')} {row['shape'] if 'shape' in row else row['model']}: "
+                  f"{row.get('skipped') or row['error'].strip().splitlines()[-1]}"
+                  for section in ("softmax", "gelu", "training") for row in results.get(section, [])
+                  if "error" in row or row.get("skipped") == "time limit reached"]
+    for line in unfinished:
+        print(f"not measured: {line}")
+    wrong = [f"{section} {row.get('op', '')} {row['shape']}: {row['check']}"
+             for section in ("softmax", "gelu") for row in results.get(section, []) if row.get("check", "ok") != "ok"]
+    for line in wrong:
+        print(f"WRONG RESULT at a timed shape: {line}")
     print(f"results written to {args.json}")
     return 1 if failed else 0
 

@@ -34,11 +34,17 @@ build() {
   fi
   export TORCH_CUDA_ARCH_LIST
   echo "== build for compute capability $TORCH_CUDA_ARCH_LIST"
-  local start=$SECONDS
-  if ! python3 setup.py build_ext --inplace > "$OUT/build.log" 2>&1; then
+  # Only the extension is built, from a copy of setup.py and csrc/ alone: pyproject.toml's
+  # metadata needs setuptools >= 77, and the machine's setuptools may be older.
+  local start=$SECONDS stage
+  stage=$(mktemp -d) || return 1
+  cp -r setup.py csrc "$stage"/ && mkdir "$stage/cnbert" || return 1
+  if ! (cd "$stage" && python3 setup.py build_ext --inplace) > "$OUT/build.log" 2>&1; then
     tail -40 "$OUT/build.log"
     return 1
   fi
+  rm -f cnbert/_C*.so
+  cp "$stage"/cnbert/_C*.so cnbert/ || return 1
   echo "   ($((SECONDS - start)) s)"
 }
 
@@ -56,7 +62,10 @@ tests() {
 }
 
 bench() {
-  python3 bench/gpu_kernels.py --json "$OUT/gpu_kernels.json" 2>&1 | tee "$OUT/gpu_kernels.log"
+  # No timed row starts in the last 75 s of the call (the longest row, compile included, takes
+  # about a minute), so the run ends with its tables and JSON rather than being killed.
+  python3 bench/gpu_kernels.py --json "$OUT/gpu_kernels.json" --time-limit "$((deadline - SECONDS - 75))" 2>&1 |
+    tee "$OUT/gpu_kernels.log"
   return "${PIPESTATUS[0]}"
 }
 

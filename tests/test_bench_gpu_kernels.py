@@ -1,6 +1,7 @@
 """bench/gpu_kernels.py is run on a GPU machine once, in a short lease: these tests keep it working
 between those runs. They run its --smoke mode (every section, on the CPU, at toy sizes) and show
 that its check section catches a kernel that is wrong."""
+import gc
 import importlib.util
 import json
 import subprocess
@@ -80,8 +81,8 @@ def test_check_section_reports_a_wrong_softmax(bench, monkeypatch):
         assert any(f.startswith(f"softmax torch.{dtype} ") for f in failures), dtype
 
 
-@needs_extension
-def test_check_section_reports_a_wrong_bias_gradient(bench, monkeypatch):
+def _wrong_bias_gelu():
+    """k.bias_gelu with a bias gradient 10 % off."""
     right = k.bias_gelu
 
     class WrongBiasGrad(torch.autograd.Function):
@@ -97,10 +98,62 @@ def test_check_section_reports_a_wrong_bias_gradient(bench, monkeypatch):
             with torch.enable_grad():
                 x_, bias_ = x.detach().requires_grad_(True), bias.detach().requires_grad_(True)
                 grad_x, grad_bias = torch.autograd.grad(right(x_, bias_, ctx.approximate), (x_, bias_), grad)
-            return grad_x, grad_bias * 0.9, None  # 10 % off
+            return grad_x, grad_bias * 0.9, None
 
-    monkeypatch.setattr(k, "bias_gelu", lambda x, bias, approximate="none": WrongBiasGrad.apply(x, bias, approximate))
+    return lambda x, bias, approximate="none": WrongBiasGrad.apply(x, bias, approximate)
+
+
+@needs_extension
+def test_check_section_reports_a_wrong_bias_gradient(bench, monkeypatch):
+    monkeypatch.setattr(k, "bias_gelu", _wrong_bias_gelu())
     results, failures = [], []
     bench.check_gelu_ops("cpu", results, failures, smoke=True)
     # Every dtype, GELU form, shape and alignment: 3 x 3 x 2 x 2 cases, and nothing else.
     assert len(failures) == 36 and all(f.startswith("bias_gelu grad bias ") for f in failures)
+
+
+@needs_extension
+def test_a_wrong_result_at_a_timed_shape_fails_the_run(bench, monkeypatch, tmp_path):
+    # The timed shapes are the only ones with thousands of rows, so they are checked too.
+    monkeypatch.setattr(k, "bias_gelu", _wrong_bias_gelu())
+    out = tmp_path / "gelu.json"
+    assert bench.main(["--smoke", "--sections", "gelu", "--json", str(out)]) == 1
+    checks = {row["op"]: row["check"] for row in json.loads(out.read_text())["gelu"]}
+    assert checks["gelu"] == "ok"
+    assert checks["bias_gelu"].startswith("bwd bias: off by ")
+
+
+@needs_extension
+def test_a_failing_model_loses_no_other_row_and_frees_its_model(bench, monkeypatch, tmp_path):
+    from cnbert.torch import BertForSpanExtraction
+
+    def broken(scores, mask, scale):
+        raise RuntimeError("kernel fault")
+
+    monkeypatch.setattr(k, "scaled_masked_softmax", broken)  # only attention="fused" calls it
+    live_cnbert_models = []
+    timed = bench._time_training
+
+    def counting(model, *args):
+        live_cnbert_models.append(sum(type(o) is BertForSpanExtraction for o in gc.get_objects()))
+        return timed(model, *args)
+
+    monkeypatch.setattr(bench, "_time_training", counting)
+    out = tmp_path / "training.json"
+    assert bench.main(["--smoke", "--sections", "training", "--json", str(out)]) == 1
+    rows = json.loads(out.read_text())["training"]
+    assert [row["attention"] for row in rows] == ["sdpa", "fused", "sdpa"]
+    assert rows[0]["ms_per_step"] > 0 and rows[2]["ms_per_step"] > 0
+    assert "RuntimeError: kernel fault" in rows[1]["error"] and "ms_per_step" not in rows[1]
+    # When Hugging Face's model is timed, no cnbert model is left to add to its peak memory.
+    assert live_cnbert_models == [1, 1, 0]
+
+
+@needs_extension
+def test_no_timed_row_starts_after_the_time_limit(bench, tmp_path):
+    out = tmp_path / "late.json"
+    assert bench.main(["--smoke", "--sections", "check,softmax,training", "--check-set", "paths",
+                       "--time-limit", "0", "--json", str(out)]) == 1
+    results = json.loads(out.read_text())
+    assert results["check"]["failures"] == []  # the time limit is for timed rows only
+    assert [row["skipped"] for row in results["softmax"] + results["training"]] == ["time limit reached"] * 5
