@@ -86,13 +86,15 @@ def test_exact_gelu_is_the_default_and_the_variants_differ_as_documented():
     assert_close(k.gelu(x, "sigmoid"), sigmoid_formula, torch.float64, what="x * sigmoid(1.702 x)")
 
 
+@pytest.mark.parametrize("ops", [k, reference], ids=["kernels", "reference"])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_large_magnitude_inputs_stay_finite(dtype):
+def test_large_magnitude_inputs_stay_finite(dtype, ops):
+    # The reference too: it is the fallback, and the tanh form's x^3 overflows in F.gelu's backward.
     big = 6.0e4 if dtype == torch.float16 else 1.0e30
     x = torch.tensor([-big, -1e4, -100.0, 100.0, 1e4, big]).to(dtype)
     for approximate in APPROX:
         xg = x.clone().requires_grad_(True)
-        y = k.gelu(xg, approximate)
+        y = ops.gelu(xg, approximate)
         y.backward(torch.ones_like(y))
         assert torch.isfinite(y).all() and torch.isfinite(xg.grad).all(), approximate
         # gelu(x) -> x for large positive x and -> 0 for large negative x; slopes -> 1 and 0.
@@ -101,7 +103,7 @@ def test_large_magnitude_inputs_stay_finite(dtype):
         assert torch.equal(xg.grad[x > 0].double(), torch.ones(3, dtype=torch.float64)), approximate
         assert (xg.grad[x < 0].double().abs() < 1e-30).all(), approximate
     bias = torch.zeros(6, dtype=dtype, requires_grad=True)
-    y = k.bias_gelu(x.clone().requires_grad_(True), bias)
+    y = ops.bias_gelu(x.clone().requires_grad_(True), bias, "tanh")
     y.sum().backward()
     assert torch.isfinite(y).all() and torch.isfinite(bias.grad).all()
 
@@ -190,3 +192,21 @@ def test_bad_arguments_are_rejected_with_clear_errors():
         torch.ops.cnbert.gelu(x, "erf")
     with pytest.raises(RuntimeError, match="bias must be 1-D of size 4"):
         torch.ops.cnbert.bias_gelu(x, torch.randn(3), "none")
+
+
+@pytest.mark.parametrize("approximate", APPROX)
+def test_second_derivatives_match_float64(approximate):
+    # A backward with create_graph=True (gradient penalties, Hessian-vector products) must give
+    # gradients that can be differentiated again, not the backward kernel's constant result.
+    generator = torch.Generator().manual_seed(5)
+    x = torch.randn(3, 7, generator=generator, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(7, generator=generator, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(lambda t: k.gelu(t, approximate), (x,))
+    assert torch.autograd.gradgradcheck(lambda t, b: k.bias_gelu(t, b, approximate), (x, bias))
+    # Only the bias requires grad: its second derivative still flows.
+    frozen = x.detach()
+    (grad_bias,) = torch.autograd.grad(k.bias_gelu(frozen, bias, approximate).pow(2).sum(), bias, create_graph=True)
+    bias64 = bias.detach().requires_grad_(True)
+    (want,) = torch.autograd.grad(reference.bias_gelu(frozen, bias64, approximate).pow(2).sum(), bias64, create_graph=True)
+    second = torch.autograd.grad(grad_bias.sum(), bias)[0]
+    assert_close(second, torch.autograd.grad(want.sum(), bias64)[0], torch.float64, what="d2/dbias2")

@@ -176,10 +176,11 @@ def test_non_contiguous_scores_and_masks(device):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("shape", [(0, 2, 3, 4), (2, 0, 3, 4), (2, 2, 0, 4), (2, 2, 3, 0)])
-def test_empty_tensors(device, shape):
+@pytest.mark.parametrize("ops", [k, reference], ids=["kernels", "reference"])
+def test_empty_tensors(device, shape, ops):
     scores = torch.randn(shape, device=device, requires_grad=True)
     mask = torch.ones(shape[0], 1, 1, shape[3], dtype=torch.bool, device=device)
-    y = k.scaled_masked_softmax(scores, mask, 0.5)
+    y = ops.scaled_masked_softmax(scores, mask, 0.5)
     y.sum().backward()
     assert y.shape == scores.shape and scores.grad.shape == scores.shape
 
@@ -192,6 +193,16 @@ def test_gradcheck_float64(kind):
     if mask is not None and mask.dtype == torch.bool and mask.shape[2] == 3:
         mask[0, 0, 1] = False  # include a fully masked row
     assert torch.autograd.gradcheck(lambda s: k.scaled_masked_softmax(s, mask, 0.7), (scores,))
+
+
+@pytest.mark.parametrize("kind", ["bool_keys", "additive_shared"])
+def test_second_derivatives_match_float64(kind):
+    # With create_graph=True the gradient is a graph in the output and the incoming gradient,
+    # so it can be differentiated again (gradient penalties, Hessian-vector products).
+    generator = torch.Generator().manual_seed(4)
+    scores = torch.randn(2, 2, 3, 9, generator=generator, dtype=torch.float64, requires_grad=True)
+    mask = make_mask(kind, 2, 3, 9, torch.float64, generator)
+    assert torch.autograd.gradgradcheck(lambda s: k.scaled_masked_softmax(s, mask, 0.7), (scores,))
 
 
 @settings(max_examples=40, deadline=None)

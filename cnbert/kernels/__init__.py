@@ -8,6 +8,9 @@ The compiled extension cnbert._C provides CPU and (when built with CUDA) CUDA ke
 as torch.ops.cnbert.* with fake implementations and autograd, so torch.compile(fullgraph=True)
 traces through them. Importing this package never fails for want of the extension: the pure-torch
 reference ops (cnbert.kernels.reference) take over, and `is_available()` says which is in use.
+
+Second derivatives work: a backward run with create_graph=True computes the gradients with the
+reference formulas, which autograd can differentiate again; ordinary training runs the kernels.
 """
 from . import reference
 from .functional import (

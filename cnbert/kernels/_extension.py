@@ -8,6 +8,8 @@ import os
 
 import torch
 
+from . import reference
+
 LOADED = False
 LOAD_ERROR = ""
 BUILD_INFO: dict = {}
@@ -66,12 +68,18 @@ def _register() -> None:
     def _(grad, output, scale):
         return _new_like(output)
 
+    # The backward kernels have no derivative of their own. A backward run with create_graph=True
+    # (grad mode on inside it: gradient penalties, Hessian-vector products) therefore computes the
+    # same gradients with the reference ops, so that they can be differentiated again. Under
+    # torch.compile and in plain training grad mode is off there, and the kernels run.
     def gelu_setup(ctx, inputs, output):
         x, ctx.approximate = inputs
         ctx.save_for_backward(x)
 
     def gelu_backward(ctx, grad):
         (x,) = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            return _differentiable_grads(reference.gelu, (x,), grad, ctx.approximate) + (None,)
         return torch.ops.cnbert.gelu_backward(grad, x, ctx.approximate), None
 
     lib.register_autograd("cnbert::gelu", gelu_backward, setup_context=gelu_setup)
@@ -84,6 +92,8 @@ def _register() -> None:
 
     def bias_gelu_backward(ctx, grad):
         x, bias = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            return _differentiable_grads(reference.bias_gelu, (x, bias), grad, ctx.approximate) + (None,)
         grad_x, grad_bias = torch.ops.cnbert.bias_gelu_backward(grad, x, bias, ctx.approximate)
         return grad_x, grad_bias, None
 
@@ -96,9 +106,20 @@ def _register() -> None:
 
     def softmax_backward(ctx, grad):
         (output,) = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            dtype = reference.compute_dtype(output.dtype)
+            y, g = output.to(dtype), grad.to(dtype)
+            return (ctx.scale * y * (g - (g * y).sum(-1, keepdim=True))).to(output.dtype), None, None
         return torch.ops.cnbert.scaled_masked_softmax_backward(grad, output, ctx.scale), None, None
 
     lib.register_autograd("cnbert::scaled_masked_softmax", softmax_backward, setup_context=softmax_setup)
+
+
+def _differentiable_grads(reference_op, inputs: tuple, grad: torch.Tensor, approximate: str) -> tuple:
+    """The gradients of reference_op(*inputs) for `grad`, as a graph that can be differentiated
+    again with respect to the inputs (those that require grad) and to `grad`."""
+    leaves = tuple(t if t.requires_grad else t.detach().requires_grad_(True) for t in inputs)
+    return torch.autograd.grad(reference_op(*leaves, approximate), leaves, grad, create_graph=True)
 
 
 if LOADED:

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 APPROXIMATIONS = ("none", "tanh", "sigmoid")
 SIGMOID_GELU_SLOPE = 1.702
+GELU_SATURATION = 40.0
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -18,11 +19,16 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
 def gelu(x: torch.Tensor, approximate: str = "none") -> torch.Tensor:
     """GELU: exact erf form ("none"), tanh approximation, or x*sigmoid(1.702x) ("sigmoid")."""
     v = x.to(compute_dtype(x.dtype))
+    # Beyond |x| = 40 every form equals max(x, 0) to well below float64 rounding, while the tanh
+    # form's gradient overflows (x^3) to NaN there: use max(x, 0), as the kernels in effect do.
+    # x = ±inf keeps F.gelu's results (gelu(-inf) is NaN), as the kernels do.
+    saturated = (v.abs() > GELU_SATURATION) & v.isfinite()
+    inner = v.masked_fill(saturated, 0.0)
     if approximate == "sigmoid":
-        y = v * torch.sigmoid(SIGMOID_GELU_SLOPE * v)
+        y = inner * torch.sigmoid(SIGMOID_GELU_SLOPE * inner)
     else:
-        y = F.gelu(v, approximate=approximate)
-    return y.to(x.dtype)
+        y = F.gelu(inner, approximate=approximate)
+    return torch.where(saturated, v.clamp(min=0.0), y).to(x.dtype)
 
 
 def bias_gelu(x: torch.Tensor, bias: torch.Tensor, approximate: str = "none") -> torch.Tensor:
@@ -44,7 +50,7 @@ def scaled_masked_softmax(scores: torch.Tensor, mask: torch.Tensor | None, scale
             logits = logits.masked_fill(~mask, float("-inf"))
         else:
             logits = logits + mask.to(_mask_dtype(mask.dtype, scores.dtype)).to(dtype)
-    live = logits.amax(dim=-1, keepdim=True) != float("-inf")
+    live = (logits != float("-inf")).any(dim=-1, keepdim=True)  # NaN counts as live; works for Sk = 0
     # Dead rows get finite logits before the softmax so that neither pass produces NaN.
     probs = torch.softmax(logits.masked_fill(~live, 0.0), dim=-1) * live
     return probs.to(scores.dtype)
