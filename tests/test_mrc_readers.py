@@ -79,6 +79,20 @@ def test_text_not_near_its_offset_is_reported_not_raised(tmp_path, caplog):
     assert "Q1#0" in caplog.text
 
 
+def test_an_offset_past_the_end_of_its_passage_is_repaired(tmp_path):
+    # An answer that ends its passage, recorded 1-2 characters late as in CMRC 2018 train, can
+    # have an answer_start at or past the passage's end; it is repaired like any other.
+    path = squad_file(tmp_path, [paragraph("北京是中国的首都", [
+        question("Q1", answers=[{"text": "首都", "answer_start": 8}]),
+        question("Q2", answers=[{"text": "首都", "answer_start": 7}]),
+        question("Q3", answers=[{"text": "上海", "answer_start": 9}]),
+    ])])
+    examples, report = read_cmrc2018(path)
+    assert [(r.qas_id, r.given_start, r.repaired_start) for r in report.repaired] == [("Q1", 8, 6), ("Q2", 7, 6)]
+    assert [example.training_answer.answer_start for example in examples[:2]] == [6, 6]
+    assert [(a.qas_id, a.given_start) for a in report.inconsistent] == [("Q3", 9)]
+
+
 def test_empty_question_is_kept_and_reported(tmp_path):
     path = squad_file(tmp_path, [paragraph(qas=[question(text="")])])
     examples, report = read_cmrc2018(path)
@@ -105,8 +119,9 @@ def test_empty_question_is_kept_and_reported(tmp_path):
      "'answer_start' must be an integer, got a string"),
     ([paragraph(qas=[question("Q7", answers=[{"text": "北京", "answer_start": True}])])], "question Q7 answers[0]",
      "'answer_start' must be an integer, got a boolean"),
-    ([paragraph(qas=[question("Q7", answers=[{"text": "北京", "answer_start": 9}])])], "question Q7 answers[0]",
-     r"answer_start 9 is outside the context \(9 characters\)"),
+    # Up to MAX_OFFSET_REPAIR (5) characters past the end can still be repaired; farther cannot.
+    ([paragraph(qas=[question("Q7", answers=[{"text": "北京", "answer_start": 14}])])], "question Q7 answers[0]",
+     r"answer_start 14 is outside the context \(9 characters\)"),
     ([paragraph(qas=[question("Q7", answers=[{"text": "北京", "answer_start": -2}])])], "question Q7 answers[0]",
      "answer_start -2 is outside the context"),
     ([paragraph(qas=[question("Q7", answers=[{"text": " ", "answer_start": 0}])])], "question Q7 answers[0]",
