@@ -143,5 +143,6 @@ def _layout_hint(names: list[str]) -> str:
     if any(mark in n for n in names for mark in albert_marks):
         return "; this looks like an ALBERT checkpoint: load it with the ALBERT model"
     if any(n.startswith("bert_model/") for n in names):
-        return "; this looks like a siBert checkpoint, which has its own layout"
+        return ("; this looks like a siBert checkpoint (ewrfcas/SiBert_tensorflow), which cnbert does not load "
+                "yet: its layout, activation (blocksparse fast_gelu) and tokenizer differ from BERT's (README)")
     return ""
