@@ -57,6 +57,13 @@ class TrainingConfig:
 
     def __post_init__(self):
         problems = []
+        real_valued = ("learning_rate", "num_train_epochs", "warmup_proportion", "weight_decay", "adam_epsilon",
+                       "max_grad_norm", "eval_every")
+        # NaN passes every comparison below as False, and inf makes a step count overflow.
+        problems += [f"{name} must be a finite number, got {getattr(self, name)}"
+                     for name in real_valued if not math.isfinite(getattr(self, name))]
+        if problems:
+            raise ValueError("invalid training settings: " + "; ".join(problems))
         if self.learning_rate <= 0:
             problems.append(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.num_train_epochs <= 0:

@@ -215,6 +215,8 @@ def test_cjrc_answer_kinds_domain_and_flags(tmp_path):
     ([cjrc_question("1_1", [("YES", -1)], impossible="maybe")], "civil", "is_impossible must be 'true' or 'false'"),
     ([cjrc_question("1_1", [("", 3)])], "civil", "empty answer text with an answer_start"),
     ([cjrc_question("1_1", []), cjrc_question("1_1", [])], "civil", "question id seen twice"),
+    # The scorer reports by domain: a misspelt one would otherwise fail the first evaluation, after training.
+    ([cjrc_question("1_1", [("YES", -1)])], "Civil", "domain 'Civil' is not one of civil, criminal"),
 ])
 def test_bad_cjrc_input(tmp_path, qas, domain, problem):
     with pytest.raises(DataError, match=problem):
@@ -272,3 +274,18 @@ def test_cjrc_dev_layout_counts():
     assert by_flag == {(False, AnswerKind.SPAN): 3977, (False, AnswerKind.YES): 410, (False, AnswerKind.NO): 193,
                        (True, AnswerKind.UNKNOWN): 1244, (True, AnswerKind.SPAN): 122, (True, AnswerKind.YES): 39,
                        (True, AnswerKind.NO): 15}
+
+
+def test_questions_to_answer_need_no_answers(tmp_path):
+    # Prediction files (an unreleased test set) carry questions only; answers, when present, are read.
+    path = squad_file(tmp_path, [paragraph(qas=[{"id": "Q1", "question": "首都？"},
+                                                {"id": "Q2", "question": "哪里？", "answers": []},
+                                                question("Q3")])])
+    with pytest.raises(DataError, match="missing field 'answers'"):
+        read_cmrc2018(path)
+    examples, _ = read_cmrc2018(path, labelled=False)
+    assert [(e.qas_id, e.gold_texts) for e in examples] == [("Q1", []), ("Q2", []), ("Q3", ["北京"])]
+    assert [e.qas_id for e in read_drcd(path, labelled=False).examples] == ["Q1", "Q2", "Q3"]
+    cjrc = cjrc_file(tmp_path, [{"id": "1_1", "question": "借款多少？"}], domain="unheard-of")
+    (example,) = read_cjrc(cjrc, labelled=False).examples
+    assert (example.qas_id, example.is_impossible, example.answers) == ("1_1", False, ())

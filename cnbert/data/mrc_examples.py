@@ -24,6 +24,7 @@ from typing import NamedTuple
 
 from cnbert.data.chinese_convert import TraditionalToSimplified
 from cnbert.errors import DataError
+from cnbert.eval.cjrc_metric import DOMAINS
 from cnbert.io_utils import read_json_file
 
 logger = logging.getLogger(__name__)
@@ -169,26 +170,27 @@ def locate_answer_start(context: str, text: str, given_start: int, max_shift: in
     return None
 
 
-def read_cmrc2018(path) -> ReadResult:
-    """CMRC 2018 (SQuAD layout, simplified Chinese)."""
-    return _read(path, cjrc=False)
+def read_cmrc2018(path, labelled: bool = True) -> ReadResult:
+    """CMRC 2018 (SQuAD layout, simplified Chinese). labelled=False: questions to answer, whose
+    `answers` may be missing or empty (prediction)."""
+    return _read(path, cjrc=False, labelled=labelled)
 
 
-def read_drcd(path, converter: TraditionalToSimplified | None = None) -> ReadResult:
+def read_drcd(path, converter: TraditionalToSimplified | None = None, labelled: bool = True) -> ReadResult:
     """DRCD (SQuAD layout v1.3, traditional Chinese). The model reads passages and questions
     converted by `converter` (default OpenCC t2s); answers and offsets stay in the original text."""
-    return _read(path, cjrc=False, converter=converter or TraditionalToSimplified())
+    return _read(path, cjrc=False, converter=converter or TraditionalToSimplified(), labelled=labelled)
 
 
-def read_cjrc(path) -> ReadResult:
-    """CJRC / CAIL2019 reading comprehension.
+def read_cjrc(path, labelled: bool = True) -> ReadResult:
+    """CJRC / CAIL2019 reading comprehension (labelled=False: questions to answer; see read_cmrc2018).
 
     Layout: {"data": [{"caseid", "domain", "paragraphs": [{"context", "casename", "qas": [{"id",
     "question", "is_impossible": "true"/"false", "answers": [{"text", "answer_start"}, ...]}]}]}]}.
     An answer {"text": "YES"|"NO", "answer_start": -1} is a YES / NO answer, {"text": "", ...} an
     unknown one; the dev file has three references per question, of mixed kinds at times.
     """
-    return _read(path, cjrc=True)
+    return _read(path, cjrc=True, labelled=labelled)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -196,9 +198,9 @@ def read_cjrc(path) -> ReadResult:
 # `is_impossible` per question, YES / NO / "" answers with answer_start -1, and questions that may
 # have no answers at all.
 
-def _read(path, cjrc: bool, converter: TraditionalToSimplified | None = None) -> ReadResult:
+def _read(path, cjrc: bool, converter: TraditionalToSimplified | None = None, labelled: bool = True) -> ReadResult:
     path = Path(path)
-    reader = _Reader(path, cjrc, converter)
+    reader = _Reader(path, cjrc, converter, labelled)
     examples = reader.read(read_json_file(path))
     report = ReadReport(str(path), len(examples), reader.span_answers, tuple(reader.repaired),
                         tuple(reader.inconsistent), reader.without_offset, reader.conversion_fallbacks,
@@ -226,9 +228,10 @@ def _json_type(value) -> str:
 
 
 class _Reader:
-    def __init__(self, path: Path, cjrc: bool, converter: TraditionalToSimplified | None):
+    def __init__(self, path: Path, cjrc: bool, converter: TraditionalToSimplified | None, labelled: bool):
         self.path = path
         self.cjrc = cjrc
+        self.labelled = labelled
         self.converter = converter
         self.seen_ids: set[str] = set()
         self.span_answers = 0
@@ -277,7 +280,7 @@ class _Reader:
         for article_index, article in enumerate(data):
             where = f"data[{article_index}]"
             paragraphs = self.field(article, "paragraphs", list, where)
-            domain = self.text_field(article, "domain", where) if self.cjrc else ""
+            domain = self.read_domain(article, where) if self.cjrc else ""
             for paragraph_index, paragraph in enumerate(paragraphs):
                 where_p = f"{where}.paragraphs[{paragraph_index}]"
                 if isinstance(paragraph, dict) and isinstance(paragraph.get("id"), str):
@@ -299,11 +302,16 @@ class _Reader:
             question = self.text_field(qa, "question", where_q, allow_empty=True)
             if not question.strip():
                 self.empty_questions.append(qas_id)
+            if self.labelled or (isinstance(qa, dict) and "answers" in qa):
+                answer_list = self.field(qa, "answers", list, where_q)
+            else:
+                answer_list = []
             answers = tuple(self.read_answer(answer, context, qas_id, answer_index)
-                            for answer_index, answer in enumerate(self.field(qa, "answers", list, where_q)))
-            if not answers and not self.cjrc:
+                            for answer_index, answer in enumerate(answer_list))
+            if not answers and not self.cjrc and self.labelled:
                 self.fail(where_q, "no answers")
-            is_impossible = self.read_is_impossible(qa, where_q) if self.cjrc else False
+            labelled_cjrc = self.cjrc and (self.labelled or "is_impossible" in qa)
+            is_impossible = self.read_is_impossible(qa, where_q) if labelled_cjrc else False
             examples.append(MrcExample(qas_id, question, context, answers, title=title, domain=domain,
                                        is_impossible=is_impossible, model_question=self.to_model_text(question),
                                        model_context=model_context))
@@ -316,6 +324,14 @@ class _Reader:
             self.fail(f"question {qas_id}", "question id seen twice")
         self.seen_ids.add(qas_id)
         return qas_id
+
+    def read_domain(self, article, where) -> str:
+        domain = self.text_field(article, "domain", where)
+        # The scorer reports by domain and knows these two; a labelled file is refused at once
+        # rather than at the first evaluation, after training.
+        if self.labelled and domain not in DOMAINS:
+            self.fail(where, f"domain {domain!r} is not one of {', '.join(DOMAINS)}")
+        return domain
 
     def read_is_impossible(self, qa, where) -> bool:
         value = self.field(qa, "is_impossible", (str, bool), where)

@@ -19,11 +19,12 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from absl import app, flags
 
 from cnbert.checkpoints import check_vocab_size, find_weights, read_pretrained_config
-from cnbert.config import BertConfig, ConfigError, read_config
+from cnbert.config import AlbertConfig, BertConfig, ConfigError, read_config
 from cnbert.data import FeatureConfig, MrcExample, build_features, postprocess_predictions
 from cnbert.errors import DataError
 from cnbert.io_utils import read_json_file, write_json, write_text
@@ -132,10 +133,25 @@ def _model_config() -> tuple[BertConfig, Path]:
     else:
         raise app.UsageError("pass --init_checkpoint (a pretrained model) or --bert_config_file (random initialisation)")
     check_vocab_size(vocab, config)
+    _check_model_fits_task(config, str(FLAGS.init_checkpoint or FLAGS.bert_config_file))
     if FLAGS.max_seq_length > config.max_position_embeddings:
         raise app.UsageError(f"--max_seq_length={FLAGS.max_seq_length} exceeds the model's max_position_embeddings="
                          f"{config.max_position_embeddings}")
     return config, vocab
+
+
+def _check_model_fits_task(config: BertConfig, source: str) -> None:
+    # A question and its passage are told apart by token types 0 and 1.
+    if config.type_vocab_size < 2:
+        raise app.UsageError(f"{source}: type_vocab_size is {config.type_vocab_size}, but reading comprehension "
+                             "needs token types 0 (question) and 1 (passage)")
+    _check_framework_takes(config)
+
+
+def _check_framework_takes(config: BertConfig) -> None:
+    if FLAGS.framework == "tf" and isinstance(config, AlbertConfig):
+        raise app.UsageError("--framework=tf implements BERT (and BERT-typed RoBERTa-wwm-ext) only, and this model "
+                             "is ALBERT: use --framework=torch")
 
 
 def _feature_config() -> FeatureConfig:
@@ -177,8 +193,23 @@ def _check_output_dir(rank0: bool):
     if not FLAGS.output_dir:
         raise app.UsageError("--output_dir is required")
     out = Path(FLAGS.output_dir)
+    _check_writable_directory("output_dir", out)
     if rank0 and out.exists() and any(out.iterdir()) and not FLAGS.overwrite_output_dir:
         raise app.UsageError(f"--output_dir={out} is not empty; pass --overwrite_output_dir to reuse it")
+
+
+def _check_writable_directory(name: str, path: Path) -> None:
+    """A directory, or a path whose nearest existing ancestor is one (so it can be created)."""
+    existing = next(p for p in [path, *path.parents] if p.exists() or p == Path(p.anchor))
+    if not existing.is_dir():
+        where = "is a file" if existing == path else f"is under {existing}, a file"
+        raise app.UsageError(f"--{name}={path} {where}; it must be a directory")
+
+
+def _check_decoding_flags() -> None:
+    for name in ("n_best_size", "max_answer_length"):
+        if getattr(FLAGS, name) < 1:
+            raise app.UsageError(f"--{name} must be at least 1, got {getattr(FLAGS, name)}")
 
 
 def _remove_earlier_outputs(out: Path, seeds: list[int]) -> None:
@@ -249,6 +280,7 @@ def train_and_evaluate():
     if FLAGS.do_predict:
         _require_file("test_file")
     seeds = _seeds()
+    _check_decoding_flags()
     feature_config = _feature_config()
     config, vocab = _model_config()
     backend = _backend()
@@ -275,20 +307,25 @@ def train_and_evaluate():
             print(f"freshly initialised task head (not in the checkpoint): {', '.join(load_report.initialised)}")
         return model
 
-    # Load the checkpoint before reading data, so a checkpoint that does not fit fails at once.
+    # Load the checkpoint, then read and featurise every data file (the test file too), before
+    # anything is written: bad input fails at once, and leaves an earlier run's outputs intact.
     first_model = initial_model()
-    if rank0:
-        out.mkdir(parents=True, exist_ok=True)
-        _remove_earlier_outputs(out, seeds)
-        write_text(out / "flags.txt", _effective_flags())
     tokenizer = ChineseBertTokenizer(vocab, do_lower_case=FLAGS.do_lower_case)
     train_examples, dev_examples, dev_gold, gold_path = _load_splits(task)
     train_features = build_features(train_examples, tokenizer, feature_config, training=True,
                                     answer_classes=task.answer_classes)
+    if len(train_features) == 0:
+        raise DataError(FLAGS.train_file, "", "no training features: no question has an answer that could be "
+                                              "located in its passage (see the warnings above)")
     dev_features = build_features(dev_examples, tokenizer, feature_config, training=False)
     log.info("%d train questions -> %d features; %d dev questions -> %d features", len(train_examples),
              len(train_features), len(dev_examples), len(dev_features))
     train_arrays = train_features.model_arrays()
+    test = _read_test_split(task, tokenizer, feature_config) if FLAGS.do_predict else None
+    if rank0:
+        out.mkdir(parents=True, exist_ok=True)
+        _remove_earlier_outputs(out, seeds)
+        write_text(out / "flags.txt", _effective_flags())
 
     per_seed, best_dirs, stopped = {}, {}, {}
     for seed in seeds:
@@ -344,7 +381,7 @@ def train_and_evaluate():
     if FLAGS.do_predict:
         if ctx is not None:
             backend.barrier(ctx)  # rank 0 alone saves best_model: no process may read it before it is complete
-        _score_test(backend, task, best_dirs[best_seed], tokenizer, feature_config, ctx, out, rank0)
+        _score_test(backend, test, best_dirs[best_seed], ctx, out, rank0)
     if stopped:
         raise TrainingStopped(f"seed(s) {', '.join(map(str, stopped))} stopped before the end of training; "
                               f"the report covers the others")
@@ -364,14 +401,23 @@ def training_history(result, stopped: str | None = None) -> dict:
     return history
 
 
-def _score_test(backend, task, model_dir, tokenizer, feature_config, ctx, out, rank0):
-    test = task.read(FLAGS.test_file)
-    features = build_features(test.examples, tokenizer, feature_config, training=False)
+class TestSplit(NamedTuple):
+    examples: list
+    features: object
+    gold: dict
+
+
+def _read_test_split(task, tokenizer, feature_config) -> TestSplit:
+    examples = task.read(FLAGS.test_file).examples  # labelled: it is scored
+    features = build_features(examples, tokenizer, feature_config, training=False)
+    return TestSplit(examples, features, read_json_file(FLAGS.test_file))
+
+
+def _score_test(backend, test: TestSplit, model_dir, ctx, out, rank0):
     model = backend.load_finetuned(model_dir, FLAGS.task)
     kwargs = {"ctx": ctx} if FLAGS.framework == "torch" else {"strategy_name": FLAGS.distribution_strategy}
     trainer = backend.Trainer(model, _training_config(0), FLAGS.task, show_progress=False, **kwargs)
-    gold = read_json_file(FLAGS.test_file)
-    predictions, metrics = _predict_examples(trainer, test.examples, features, FLAGS.task, gold,
+    predictions, metrics = _predict_examples(trainer, test.examples, test.features, FLAGS.task, test.gold,
                                              FLAGS.test_file)
     if rank0:
         test_dir = out / "test"
@@ -397,6 +443,10 @@ def predict():
             raise app.UsageError("--predict_file needs --output_dir for predictions.json")
     _use_training_settings(Path(FLAGS.model_dir))
     config = read_pretrained_config(FLAGS.model_dir)
+    _check_model_fits_task(config, FLAGS.model_dir)
+    _check_decoding_flags()
+    if FLAGS.output_dir:
+        _check_writable_directory("output_dir", Path(FLAGS.output_dir))
     if FLAGS.max_seq_length > config.max_position_embeddings:
         raise app.UsageError(f"--max_seq_length={FLAGS.max_seq_length} exceeds the model's max_position_embeddings="
                              f"{config.max_position_embeddings}; pass the --max_seq_length it was trained with")
@@ -407,7 +457,7 @@ def predict():
         examples = [MrcExample(qas_id="question", question_text=FLAGS.question, context_text=FLAGS.context,
                                answers=())]
     else:
-        examples = task.read(FLAGS.predict_file).examples
+        examples = task.read(FLAGS.predict_file, labelled=False).examples  # answers, if any, are not needed
     features = build_features(examples, tokenizer, _feature_config(), training=False)
     kwargs = {"ctx": backend.init_distributed(FLAGS.device)} if FLAGS.framework == "torch" else {}
     trainer = backend.Trainer(model, _training_config(0), FLAGS.task, show_progress=False, **kwargs)

@@ -1,0 +1,129 @@
+"""cnbert-mrc refuses bad input before it trains or writes anything: each case exits non-zero with
+a message naming the flag or file, without a traceback, and leaves the output directory as it was."""
+import json
+
+import pytest
+import torch
+
+from conftest import REPO
+from test_mrc_runner import SIZES, TINY, run_cli
+
+from cnbert.config import BertConfig
+from cnbert.torch import backend
+
+SAMPLE = REPO / "tests" / "fixtures" / "mrc_cmrc2018_sample.json"
+
+
+@pytest.fixture(scope="module")
+def tiny_config(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cfg") / "tiny_bert_config.json"
+    path.write_text(json.dumps(TINY))
+    return path
+
+
+def without_answers(tmp_path, name="questions.json"):
+    """The sample file with every question's answers removed (questions to answer, not to score)."""
+    data = json.loads(SAMPLE.read_text(encoding="utf-8"))
+    for article in data["data"]:
+        for paragraph in article["paragraphs"]:
+            for qa in paragraph["qas"]:
+                del qa["answers"]
+    path = tmp_path / name
+    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+def train_args(tiny_config, out, *extra):
+    return ["--task=cmrc2018", f"--bert_config_file={tiny_config}", f"--train_file={SAMPLE}", f"--dev_file={SAMPLE}",
+            f"--output_dir={out}", *SIZES, "--num_train_epochs=1", "--train_batch_size=8", "--seeds=123", *extra]
+
+
+def assert_refused(proc, message):
+    assert proc.returncode != 0
+    assert message in proc.stderr, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert "seed 123:" not in proc.stdout  # no training happened
+
+
+def test_bad_data_with_overwrite_leaves_the_earlier_run_as_it_was(tmp_path, tiny_config):
+    out = tmp_path / "out"
+    earlier = {"report.md": "earlier report", "flags.txt": "earlier flags", "seed_123/best_model/config.json": "{}"}
+    for name, text in earlier.items():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text(text)
+    bad_dev = without_answers(tmp_path, "dev.json")
+    proc = run_cli(train_args(tiny_config, out, f"--dev_file={bad_dev}", "--overwrite_output_dir"), check=False)
+    assert_refused(proc, f"{bad_dev}: question ")
+    assert "missing field 'answers'" in proc.stderr
+    assert {str(p.relative_to(out)): p.read_text() for p in out.rglob("*") if p.is_file()} == earlier
+
+
+def test_an_unlabelled_test_file_is_refused_before_training(tmp_path, tiny_config):
+    test_file = without_answers(tmp_path, "test.json")
+    out = tmp_path / "out"
+    proc = run_cli(train_args(tiny_config, out, "--do_predict", f"--test_file={test_file}"), check=False)
+    assert_refused(proc, f"{test_file}: question ")
+    assert not out.exists()
+
+
+def test_a_train_file_without_a_usable_answer_is_named(tmp_path, tiny_config):
+    data = json.loads(SAMPLE.read_text(encoding="utf-8"))
+    for article in data["data"]:
+        for paragraph in article["paragraphs"]:
+            for qa in paragraph["qas"]:
+                qa["answers"] = [{"text": "这段文字不在文章里", "answer_start": 0}]
+    train = tmp_path / "train.json"
+    train.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    out = tmp_path / "out"
+    proc = run_cli(train_args(tiny_config, out, f"--train_file={train}"), check=False)
+    assert_refused(proc, f"{train}: no training features")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--n_best_size=0"], "--n_best_size must be at least 1, got 0"),
+    (["--max_answer_length=-1"], "--max_answer_length must be at least 1, got -1"),
+    (["--num_train_epochs=nan"], "num_train_epochs must be a finite number, got nan"),
+    (["--learning_rate=inf"], "learning_rate must be a finite number, got inf"),
+])
+def test_bad_flags_are_refused_up_front(tmp_path, tiny_config, extra, message):
+    out = tmp_path / "out"
+    assert_refused(run_cli(train_args(tiny_config, out, *extra), check=False), message)
+    assert not out.exists()
+
+
+def test_an_output_dir_that_is_a_file_is_refused(tmp_path, tiny_config):
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    assert_refused(run_cli(train_args(tiny_config, afile), check=False),
+                   f"--output_dir={afile} is a file; it must be a directory")
+    assert_refused(run_cli(train_args(tiny_config, afile / "sub"), check=False),
+                   f"--output_dir={afile / 'sub'} is under {afile}, a file")
+    assert afile.read_text() == "mine"
+
+
+def test_configs_the_task_or_framework_cannot_use_are_refused(tmp_path):
+    one_type = tmp_path / "one_type.json"
+    one_type.write_text(json.dumps({**TINY, "type_vocab_size": 1}))
+    proc = run_cli(train_args(one_type, tmp_path / "out"), check=False)
+    assert_refused(proc, f"{one_type}: type_vocab_size is 1, but reading comprehension needs token types 0")
+    albert = tmp_path / "albert.json"
+    albert.write_text(json.dumps({**TINY, "model_type": "albert", "embedding_size": 16}))
+    proc = run_cli(train_args(albert, tmp_path / "out", "--framework=tf"), check=False)
+    assert_refused(proc, "--framework=tf implements BERT (and BERT-typed RoBERTa-wwm-ext) only, and this model is "
+                         "ALBERT: use --framework=torch")
+
+
+def test_predict_mode_answers_questions_without_answers(tmp_path):
+    model_dir = tmp_path / "model"
+    torch.manual_seed(0)
+    model, _ = backend.create_model("cmrc2018", BertConfig.from_dict(TINY))
+    backend.save_pretrained(model, model_dir, REPO / "cnbert" / "resources" / "vocab.txt")
+    questions = without_answers(tmp_path)
+    out = tmp_path / "answers"
+    run_cli(["--mode=predict", "--task=cmrc2018", f"--model_dir={model_dir}", f"--predict_file={questions}",
+             f"--output_dir={out}", *SIZES])
+    answers = json.loads((out / "predictions.json").read_text(encoding="utf-8"))
+    data = json.loads(questions.read_text(encoding="utf-8"))
+    ids = {qa["id"] for article in data["data"] for paragraph in article["paragraphs"] for qa in paragraph["qas"]}
+    assert set(answers) == ids and all(isinstance(text, str) for text in answers.values())
