@@ -14,7 +14,8 @@ import math
 from pathlib import Path
 from typing import Any, Mapping
 
-from cnbert.io_utils import write_json
+from cnbert.errors import DataError
+from cnbert.io_utils import read_text_file, write_json
 
 # "gelu" is the exact erf form (what Google/HIT configs mean); "gelu_new" and "gelu_pytorch_tanh"
 # are Hugging Face's names for the tanh approximation. Anything else is refused rather than guessed:
@@ -262,9 +263,9 @@ def read_config_dict(path) -> dict[str, Any]:
     """The JSON object in a config file; ConfigError naming the file when it is missing or not JSON."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
+        text = read_text_file(path, "config file")
+    except DataError as e:
+        raise ConfigError(str(e)) from e
     try:
         values = json.loads(text)
     except json.JSONDecodeError as e:

@@ -115,6 +115,19 @@ def _reject_duplicate_keys(pairs):
     return result
 
 
+def read_text_file(path, what: str = "file") -> str:
+    """A UTF-8 text file's content; any failure becomes a DataError naming the file."""
+    path = Path(path)
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(path, None, f"{what} not found") from None
+    except OSError as e:
+        raise DataError(path, None, f"cannot read the {what} ({e.strerror or e})") from e
+    except UnicodeDecodeError as e:
+        raise DataError(path, f"byte {e.start}", f"the {what} is not UTF-8 text") from e
+
+
 def read_json_file(path, reject_duplicate_keys=False):
     """Parse a UTF-8 JSON file; any failure becomes a DataError naming the file (and the line)."""
     path = Path(path)

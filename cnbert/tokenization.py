@@ -17,6 +17,7 @@ from tokenizers import Tokenizer, normalizers, pre_tokenizers
 from tokenizers.models import WordPiece
 
 from cnbert.errors import DataError
+from cnbert.io_utils import read_text_file
 
 CLS, SEP, PAD, UNK, MASK = "[CLS]", "[SEP]", "[PAD]", "[UNK]", "[MASK]"
 
@@ -33,11 +34,7 @@ def load_vocab(path) -> dict[str, int]:
     which `str.splitlines()` would treat as line breaks, shifting every later id.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(path, "", "vocabulary file not found") from None
-    lines = text.split("\n")
+    lines = read_text_file(path, "vocabulary file").split("\n")
     if lines and lines[-1] == "":
         lines.pop()
     vocab: dict[str, int] = {}

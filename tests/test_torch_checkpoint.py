@@ -88,8 +88,11 @@ class NotATensor:
 def test_pytorch_model_bin_is_read_with_weights_only(tmp_path):
     torch.save({"embeddings.word_embeddings.weight": torch.zeros(2), "evil": NotATensor()},
                tmp_path / "pytorch_model.bin")
-    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+    with pytest.raises(CheckpointError, match="refused it: Unsupported global: GLOBAL "
+                                              "test_torch_checkpoint.NotATensor was not an allowed global by "
+                                              "default.; cnbert reads only plain") as error:
         load_pretrained(BertModel(CONFIG), tmp_path / "pytorch_model.bin")
+    assert isinstance(error.value.__cause__, pickle.UnpicklingError)
 
 
 def test_pretraining_heads_are_ignored_and_reported(tmp_path):
@@ -277,3 +280,32 @@ def test_tf1_checkpoint_directory_loads_like_the_reference(tmp_path, reference):
     assert report.ignored == ["bert.pooler.dense.bias", "bert.pooler.dense.weight"]
     model.qa_outputs.load_state_dict(reference.qa_outputs.state_dict())
     assert_same(our_logits(model), hf_logits(reference))
+
+
+def test_damaged_weight_files_name_the_file(tmp_path, hf_dir):
+    # The readers' own errors (safetensors, torch's unpickler, TF's index reader) do not say which
+    # file they were reading, and torch's suggests weights_only=False, unsafe for an unknown file.
+    import shutil
+
+    from cnbert.tf.checkpoint import read_canonical_weights
+    from cnbert.torch.checkpoint import read_state_dict
+
+    truncated = tmp_path / "truncated"
+    shutil.copytree(hf_dir, truncated)
+    weights = truncated / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    for read in (read_state_dict, read_canonical_weights):
+        with pytest.raises(CheckpointError, match=f"{weights}: cannot read the weights \\(SafetensorError: "):
+            read(truncated)
+    garbage = tmp_path / "pytorch_model.bin"
+    garbage.write_bytes(pickle.dumps({"a": object()}))
+    with pytest.raises(CheckpointError, match=f"{garbage}: cannot read the weights \\(UnpicklingError: torch.load "
+                                              "with weights_only=True refused it: Unsupported operand") as error:
+        read_state_dict(garbage)
+    assert "weights_only` set to `False`" not in str(error.value)
+    tf_dir = tmp_path / "tf"
+    tf_dir.mkdir()
+    (tf_dir / "bert_model.ckpt.index").write_bytes(b"")
+    (tf_dir / "bert_model.ckpt.data-00000-of-00001").write_bytes(b"")
+    with pytest.raises(CheckpointError, match=f"{tf_dir / 'bert_model.ckpt'}: cannot read the weights"):
+        load_tf_checkpoint(tf_dir)

@@ -6,6 +6,7 @@ their names and `.shape` are used here, so the PyTorch and TensorFlow models sha
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import re
@@ -41,6 +42,32 @@ logger = logging.getLogger(__name__)
 
 class CheckpointError(DataError):
     """A checkpoint that does not fit the model: the message names the file and the tensors."""
+
+
+@contextlib.contextmanager
+def reading_weights(path):
+    """Turns the error a weights reader raises on a damaged file (a truncated safetensors file, a
+    pickle that is not a state dict, a TF checkpoint index cut short) into a CheckpointError naming
+    the file. Errors that are already CheckpointErrors, and MemoryError, pass unchanged."""
+    try:
+        yield
+    except (CheckpointError, MemoryError):
+        raise
+    except Exception as error:
+        raise CheckpointError(path, "", f"cannot read the weights ({_reader_problem(error)})") from error
+
+
+def _reader_problem(error: Exception) -> str:
+    text = str(error)
+    if "WeightsUnpickler error:" in text:
+        # torch.load(weights_only=True) leads with advice to load the file unsafely; keep only what
+        # it refused, and say why cnbert will not do otherwise.
+        refused = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation")[0]
+        refused = " ".join(refused.split()).split(" Please use")[0]
+        return (f"{type(error).__name__}: torch.load with weights_only=True refused it: {refused}; cnbert reads "
+                "only plain {name: tensor} state dicts and never unpickles other objects")
+    lines = [line.strip() for line in text.splitlines() if line.strip()] or [""]
+    return f"{type(error).__name__}: {lines[0]}"
 
 
 def bert_parameter_shapes(config: BertConfig, add_pooling_layer: bool = True) -> dict[str, tuple[int, ...]]:

@@ -19,7 +19,7 @@ from typing import Mapping
 
 import numpy as np
 
-from cnbert.checkpoints.bert_layout import BERT_NAME, CheckpointError
+from cnbert.checkpoints.bert_layout import BERT_NAME, CheckpointError, reading_weights
 
 _TF_PREFIX = "bert/"
 # Optimizer state and pretraining heads that fine-tuning never reads.
@@ -91,8 +91,9 @@ def load_tf_checkpoint(path) -> dict[str, np.ndarray]:
     prefix = tf_checkpoint_prefix(path)
     import tensorflow as tf  # heavy and optional: only this function needs it
 
-    reader = tf.train.load_checkpoint(str(prefix))
-    return {name: reader.get_tensor(name) for name in sorted(reader.get_variable_to_shape_map())}
+    with reading_weights(prefix):
+        reader = tf.train.load_checkpoint(str(prefix))
+        return {name: reader.get_tensor(name) for name in sorted(reader.get_variable_to_shape_map())}
 
 
 def list_tf_variables(path) -> dict[str, tuple[int, ...]]:
@@ -101,7 +102,8 @@ def list_tf_variables(path) -> dict[str, tuple[int, ...]]:
     prefix = tf_checkpoint_prefix(path)
     import tensorflow as tf  # heavy and optional: only this function needs it
 
-    return {name: tuple(shape) for name, shape in tf.train.list_variables(str(prefix))}
+    with reading_weights(prefix):
+        return {name: tuple(shape) for name, shape in tf.train.list_variables(str(prefix))}
 
 
 def tf_checkpoint_prefix(path) -> Path:

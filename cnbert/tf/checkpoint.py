@@ -32,6 +32,7 @@ from cnbert.checkpoints import (
     load_tf_checkpoint,
     plan_load,
     read_pretrained_config,
+    reading_weights,
 )
 from cnbert.config import AlbertConfig, BertConfig
 from cnbert.io_utils import atomic_directory
@@ -105,7 +106,8 @@ def read_canonical_weights(source) -> tuple[dict[str, np.ndarray], str]:
     weights = find_weights(source)
     path = str(weights.path)
     if weights.format == "safetensors":
-        state = load_file(path)
+        with reading_weights(path):
+            state = load_file(path)
     elif weights.format == "pytorch":
         state = _read_torch_state_dict(path)
     else:
@@ -123,7 +125,8 @@ def _read_torch_state_dict(path: str) -> dict[str, np.ndarray]:
     except ImportError:
         raise CheckpointError(path, "", "is a PyTorch pickle (pytorch_model.bin), which needs torch to read; "
                                         "install torch or convert it to model.safetensors") from None
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    with reading_weights(path):
+        state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(path, "", "expected a flat state dict {name: tensor} (as save_pretrained writes)")
     return {name: tensor.detach().float().numpy() for name, tensor in state.items()}

@@ -26,6 +26,7 @@ from cnbert.checkpoints import (
     load_tf_checkpoint,
     plan_load,
     read_pretrained_config,
+    reading_weights,
 )
 from cnbert.config import AlbertConfig, BertConfig
 from cnbert.io_utils import atomic_directory
@@ -42,9 +43,11 @@ def read_state_dict(source) -> tuple[dict[str, torch.Tensor], str]:
     weights = find_weights(source)
     path = str(weights.path)
     if weights.format == "safetensors":
-        return load_file(path, device="cpu"), path
+        with reading_weights(path):
+            return load_file(path, device="cpu"), path
     if weights.format == "pytorch":
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with reading_weights(path):
+            state = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
             raise CheckpointError(path, "", "expected a flat state dict {name: tensor} (as save_pretrained writes)")
         return state, path
