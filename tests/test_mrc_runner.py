@@ -266,6 +266,47 @@ def test_a_diverging_seed_stops_alone_and_the_report_names_it(tmp_path, tiny_con
     assert [step for step, _ in history["losses"]] == [1, 2, 3, 4] and "5 consecutive" in history["stopped"]
 
 
+def test_the_best_seed_is_the_highest_f1_plus_em_and_its_model_scores_the_test_file(tmp_path, tiny_config):
+    """Dev scores patched in per seed: 123 gets F1 60 + EM 30 = 90, 456 gets 70 + 35 = 105 and 789
+    gets 75 + 10 = 85 (the best F1 alone, the worst sum). The report must name 456, the seed with
+    the highest F1 + EM (neither the lowest nor the best F1), and --do_predict must score the test
+    file with seed 456's saved model (the test scoring itself runs unpatched)."""
+    script = patched_runner(tmp_path, """
+        from cnbert.runners import mrc
+
+        SCORES = {123: (60.0, 30.0), 456: (70.0, 35.0), 789: (75.0, 10.0)}
+        predict_examples = mrc._predict_examples
+
+        def fixed_dev_scores(trainer, *args, **kwargs):
+            predictions, metrics = predict_examples(trainer, *args, **kwargs)
+            if trainer.config.seed in SCORES:
+                metrics["F1"], metrics["EM"] = SCORES[trainer.config.seed]
+            return predictions, metrics
+
+        mrc._predict_examples = fixed_dev_scores
+    """)
+    sample = REPO / "tests" / "fixtures" / "mrc_cmrc2018_sample.json"
+    out = tmp_path / "out"
+    run_cli(["--task=cmrc2018", f"--bert_config_file={tiny_config}", f"--train_file={sample}", f"--dev_file={sample}",
+             *SIZES, "--num_train_epochs=1", "--train_batch_size=8", "--learning_rate=2e-3",
+             "--seeds=123,456,789", "--do_predict", f"--test_file={sample}", f"--output_dir={out}"], script=script)
+    report = json.loads((out / "report.json").read_text())
+    assert report["seeds"]["456"] == {"F1": 70.0, "EM": 35.0} and report["best_seed"] == 456
+    test_results = json.loads((out / "test" / "test_results.json").read_text())
+    assert Path(test_results["model_dir"]) == out / "seed_456" / "best_model"
+
+    def top_probabilities(directory):  # per question, in id order: the probability of its best answer
+        nbest = json.loads((directory / "nbest_predictions.json").read_text(encoding="utf-8"))
+        return np.array([nbest[qas_id][0]["probability"] for qas_id in sorted(nbest)])
+
+    # the test file is the dev file: seed 456's model gives its dev answers again (the seeds' models differ)
+    assert json.loads((out / "test" / "predictions.json").read_text(encoding="utf-8")) == \
+        json.loads((out / "seed_456" / "predictions.json").read_text(encoding="utf-8"))
+    np.testing.assert_allclose(top_probabilities(out / "test"), top_probabilities(out / "seed_456"), rtol=0, atol=1e-6)
+    assert np.abs(top_probabilities(out / "seed_123") - top_probabilities(out / "seed_456")).max() > 1e-4
+    assert np.abs(top_probabilities(out / "seed_789") - top_probabilities(out / "seed_456")).max() > 1e-4
+
+
 def test_training_history_writes_non_finite_losses_as_null():
     from cnbert.runners.mrc import training_history
     from cnbert.training import FitResult

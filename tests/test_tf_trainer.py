@@ -144,6 +144,43 @@ def test_fit_reproduces_the_pytorch_trainer_step_for_step(tmp_path):
     assert {"train/loss", "train/learning_rate", "eval/s"} <= tags
 
 
+def first_step_gradients(monkeypatch, model, **settings):
+    """The summed gradient the first optimizer step of a drcd run on `model` receives, as one flat
+    vector: the trainer's gradient step is wrapped to record what it hands to the optimizer."""
+    recorded = []
+    compile_train_step = backend.Trainer._compile_train_step
+
+    def recording_compile(self, optimizer, accum):
+        grad_step, apply_step = compile_train_step(self, optimizer, accum)
+
+        def recording_grad_step(*args):
+            loss_sum, grads = grad_step(*args)
+            recorded.append(np.concatenate([g.numpy().ravel() for g in grads]))
+            return loss_sum, grads
+
+        return recording_grad_step, apply_step
+
+    training = TrainingConfig(learning_rate=1e-3, num_train_epochs=1, train_batch_size=8, **settings)
+    with monkeypatch.context() as patch:
+        patch.setattr(backend.Trainer, "_compile_train_step", recording_compile)
+        backend.Trainer(model, training, "drcd", show_progress=False, jit_compile=False).fit(features(n=8, cjrc=False))
+    return recorded[0]
+
+
+def test_gradient_accumulation_hands_the_optimizer_the_one_big_batch_gradient(monkeypatch):
+    """The step-for-step test above cannot see the gradient's scale (AdamW is nearly scale-invariant,
+    clipping hides the rest). With clipping off, the summed gradient of step 1 (same weights, same
+    global batch of 8) must be the global-batch mean however it is split: 2 micro-batches of 4, each
+    divided by its own size instead of 8, would double it."""
+    model, _ = backend.create_model("drcd", CONFIG, None)
+    initial = [w.copy() for w in model.get_weights()]
+    one = first_step_gradients(monkeypatch, model, max_grad_norm=0.0)
+    model.set_weights(initial)
+    accumulated = first_step_gradients(monkeypatch, model, max_grad_norm=0.0, gradient_accumulation_steps=2)
+    assert np.abs(one).max() > 1e-3  # a real gradient, not zeros
+    np.testing.assert_allclose(accumulated, one, rtol=1e-5, atol=1e-7)
+
+
 DISTRIBUTED_CHILD = textwrap.dedent("""
     import json, sys
     import numpy as np

@@ -219,6 +219,76 @@ def test_google_albert_names_round_trip_exactly():
         albert_tf_to_model({**variables, "bert/encoder/transformer/extra": np.zeros(2)}, "albert")
 
 
+# Google ALBERT's TF variable names written out by hand from google-research/albert modeling.py (not
+# generated from cnbert's table, so that a swap inside that table cannot hide): `attention_ffn_block`
+# opens attention_1/{self,output} and then the first layer_norm (scope "LayerNorm", the attention
+# output norm), then ffn_1/intermediate/{dense,output/dense} and the second layer_norm ("LayerNorm_1",
+# the FFN output norm). transformers' load_tf_weights_in_albert maps them the same way
+# (LayerNorm_1 -> full_layer_layer_norm, LayerNorm -> attention.LayerNorm).
+GOOGLE_ALBERT_TF_TO_HF = {
+    "bert/embeddings/word_embeddings": "embeddings.word_embeddings.weight",
+    "bert/embeddings/position_embeddings": "embeddings.position_embeddings.weight",
+    "bert/embeddings/token_type_embeddings": "embeddings.token_type_embeddings.weight",
+    "bert/embeddings/LayerNorm/gamma": "embeddings.LayerNorm.weight",
+    "bert/embeddings/LayerNorm/beta": "embeddings.LayerNorm.bias",
+    "bert/encoder/embedding_hidden_mapping_in/kernel": "encoder.embedding_hidden_mapping_in.weight",
+    "bert/encoder/embedding_hidden_mapping_in/bias": "encoder.embedding_hidden_mapping_in.bias",
+    "bert/encoder/transformer/group_1/inner_group_0/attention_1/self/query/kernel":
+        "encoder.albert_layer_groups.1.albert_layers.0.attention.query.weight",
+    "bert/encoder/transformer/group_1/inner_group_0/attention_1/self/query/bias":
+        "encoder.albert_layer_groups.1.albert_layers.0.attention.query.bias",
+    "bert/encoder/transformer/group_1/inner_group_0/attention_1/self/key/kernel":
+        "encoder.albert_layer_groups.1.albert_layers.0.attention.key.weight",
+    "bert/encoder/transformer/group_1/inner_group_0/attention_1/self/key/bias":
+        "encoder.albert_layer_groups.1.albert_layers.0.attention.key.bias",
+    "bert/encoder/transformer/group_1/inner_group_0/attention_1/self/value/kernel":
+        "encoder.albert_layer_groups.1.albert_layers.0.attention.value.weight",
+    "bert/encoder/transformer/group_1/inner_group_0/attention_1/self/value/bias":
+        "encoder.albert_layer_groups.1.albert_layers.0.attention.value.bias",
+    "bert/encoder/transformer/group_1/inner_group_0/attention_1/output/dense/kernel":
+        "encoder.albert_layer_groups.1.albert_layers.0.attention.dense.weight",
+    "bert/encoder/transformer/group_1/inner_group_0/attention_1/output/dense/bias":
+        "encoder.albert_layer_groups.1.albert_layers.0.attention.dense.bias",
+    "bert/encoder/transformer/group_1/inner_group_0/LayerNorm/gamma":
+        "encoder.albert_layer_groups.1.albert_layers.0.attention.LayerNorm.weight",
+    "bert/encoder/transformer/group_1/inner_group_0/LayerNorm/beta":
+        "encoder.albert_layer_groups.1.albert_layers.0.attention.LayerNorm.bias",
+    "bert/encoder/transformer/group_1/inner_group_0/ffn_1/intermediate/dense/kernel":
+        "encoder.albert_layer_groups.1.albert_layers.0.ffn.weight",
+    "bert/encoder/transformer/group_1/inner_group_0/ffn_1/intermediate/dense/bias":
+        "encoder.albert_layer_groups.1.albert_layers.0.ffn.bias",
+    "bert/encoder/transformer/group_1/inner_group_0/ffn_1/intermediate/output/dense/kernel":
+        "encoder.albert_layer_groups.1.albert_layers.0.ffn_output.weight",
+    "bert/encoder/transformer/group_1/inner_group_0/ffn_1/intermediate/output/dense/bias":
+        "encoder.albert_layer_groups.1.albert_layers.0.ffn_output.bias",
+    "bert/encoder/transformer/group_1/inner_group_0/LayerNorm_1/gamma":
+        "encoder.albert_layer_groups.1.albert_layers.0.full_layer_layer_norm.weight",
+    "bert/encoder/transformer/group_1/inner_group_0/LayerNorm_1/beta":
+        "encoder.albert_layer_groups.1.albert_layers.0.full_layer_layer_norm.bias",
+    "bert/pooler/dense/kernel": "pooler.weight",
+    "bert/pooler/dense/bias": "pooler.bias",
+}
+
+
+def test_google_albert_names_map_as_in_googles_modeling_py():
+    # The round trip above is generated from cnbert's own table, so swapping two same-shaped entries
+    # (LayerNorm <-> LayerNorm_1, query <-> key) passes it; this checks every name against the
+    # hand-written list, both ways, and that kernels (only they) are transposed.
+    config = AlbertConfig(**{**SIZES, "num_hidden_layers": 4}, num_hidden_groups=2, inner_group_num=2)
+    shapes = albert_parameter_shapes(config)
+    assert set(GOOGLE_ALBERT_TF_TO_HF.values()) <= shapes.keys()
+    rng = np.random.default_rng(0)
+    for tf_name, hf_name in GOOGLE_ALBERT_TF_TO_HF.items():
+        value = rng.normal(size=shapes[hf_name]).astype(np.float32)
+        tf_value = value.T if tf_name.endswith("/kernel") else value
+        variables = model_to_albert_tf({hf_name: value}, "albert")
+        assert list(variables) == [tf_name], hf_name
+        np.testing.assert_array_equal(variables[tf_name], tf_value, err_msg=tf_name)
+        weights = albert_tf_to_model({tf_name: tf_value}, "albert").weights
+        assert list(weights) == [hf_name], tf_name
+        np.testing.assert_array_equal(weights[hf_name], value, err_msg=hf_name)
+
+
 # ---- brightmart albert_zh ---------------------------------------------------------------------------
 
 def brightmart_variables(seed=0, hidden=64, embedding=16, intermediate=128, positions=48):

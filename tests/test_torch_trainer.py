@@ -1,4 +1,5 @@
 """The PyTorch Trainer on a tiny model: reproducibility, accumulation, precision, non-finite loss."""
+import contextlib
 import math
 
 import numpy as np
@@ -7,6 +8,7 @@ import torch
 
 from cnbert.config import BertConfig
 from cnbert.torch import BertForSpanExtraction, span_loss
+from cnbert.torch.distributed import DistContext
 from cnbert.torch.trainer import Trainer
 from cnbert.training import NonFiniteLossError
 from cnbert.training import TrainingConfig
@@ -60,6 +62,36 @@ def test_gradient_accumulation_matches_one_big_batch():
     _, one = fit(fresh_model(), seed=3)
     _, accumulated = fit(fresh_model(), seed=3, gradient_accumulation_steps=2)
     np.testing.assert_allclose([l for _, l in accumulated.losses], [l for _, l in one.losses], rtol=1e-5, atol=1e-6)
+
+
+def flat_gradients_at_each_step(monkeypatch):
+    """Patches AdamW.step to record the gradient every optimizer step receives (all parameters,
+    flattened into one vector); returns the list it fills."""
+    seen = []
+    original = torch.optim.AdamW.step
+
+    def spy(self, *args, **kwargs):
+        seen.append(torch.cat([p.grad.detach().flatten().clone() for group in self.param_groups
+                               for p in group["params"] if p.grad is not None]))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", spy)
+    return seen
+
+
+def test_gradient_accumulation_hands_the_optimizer_the_one_big_batch_gradient(monkeypatch):
+    # The losses above cannot see the scale of the gradient: AdamW is nearly scale-invariant and
+    # clipping hides it too. With clipping off, the gradient the optimizer receives at step 1
+    # (identical starting weights) must be the global-batch mean however the batch was split:
+    # dividing each micro-batch by its own size instead of the global batch doubles it.
+    grads = flat_gradients_at_each_step(monkeypatch)
+    fit(fresh_model(), seed=3, max_grad_norm=0.0, num_train_epochs=1)
+    one = grads[0]
+    grads.clear()
+    fit(fresh_model(), seed=3, max_grad_norm=0.0, num_train_epochs=1, gradient_accumulation_steps=2)
+    accumulated = grads[0]
+    assert one.abs().max() > 1e-3  # a real gradient, not zeros
+    torch.testing.assert_close(accumulated, one, rtol=1e-5, atol=1e-7)
 
 
 def test_uneven_last_batch_is_a_true_global_mean():
@@ -116,6 +148,65 @@ def test_mixed_precision_trains_with_fp32_loss(precision):
     losses = [l for _, l in result.losses]
     assert all(math.isfinite(l) for l in losses)
     assert np.mean(losses[-3:]) < np.mean(losses[:3])
+
+
+def first_clipped_norm(monkeypatch, precision):
+    """The total gradient norm clip_grad_norm_ measures at the first optimizer step of a run."""
+    norms = []
+    original = torch.nn.utils.clip_grad_norm_
+
+    def spy(*args, **kwargs):
+        norms.append(float(original(*args, **kwargs)))
+        return norms[-1]
+
+    with monkeypatch.context() as patch:
+        patch.setattr(torch.nn.utils, "clip_grad_norm_", spy)
+        fit(fresh_model(), seed=1, precision=precision, num_train_epochs=1, max_grad_norm=1.0)
+    return norms[0]
+
+
+def test_fp16_clips_the_unscaled_gradient(monkeypatch):
+    # With fp16 the backward pass runs on the loss times the GradScaler's scale (2**16 at first);
+    # the gradients must be unscaled before clipping, or the norm is 65536x too large and every
+    # step is clipped to a near-zero update. Same weights and batch: the fp16 norm is the fp32 norm
+    # within half-precision rounding (1 %).
+    fp32 = first_clipped_norm(monkeypatch, "fp32")
+    fp16 = first_clipped_norm(monkeypatch, "fp16")
+    assert math.isfinite(fp16) and fp32 > 1e-3
+    assert fp16 == pytest.approx(fp32, rel=1e-2)
+
+
+class NoProcessGroup(torch.nn.Module):
+    """Stands in for DistributedDataParallel where no process group exists (one process playing rank 1)."""
+
+    def __init__(self, module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, *args, **kwargs):
+        return self.module(*args, **kwargs)
+
+    def no_sync(self):
+        return contextlib.nullcontext()
+
+
+def test_each_process_seeds_its_random_streams_with_seed_plus_rank(monkeypatch):
+    # dropout must differ between DDP processes: rank r seeds torch, numpy and random with seed + r.
+    # Rank 1 of 2 is played by one process, with DDP and the loss all-reduce stubbed out.
+    import cnbert.torch.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "DistributedDataParallel", NoProcessGroup)
+    monkeypatch.setattr(torch.distributed, "all_reduce", lambda tensor, *args, **kwargs: None)
+    cfg = TrainingConfig(learning_rate=1e-3, num_train_epochs=1, train_batch_size=8, seed=7)
+    seeds = {}
+    for rank in (0, 1):
+        def recording_loss(outputs, batch, rank=rank):
+            seeds.setdefault(rank, torch.initial_seed())  # the seed in force at the first forward pass
+            return loss_fn(outputs, batch)
+
+        ctx = DistContext(rank=rank, world_size=2)
+        Trainer(fresh_model(), cfg, recording_loss, ctx=ctx, show_progress=False).fit(toy_data())
+    assert seeds == {0: 7, 1: 8}
 
 
 def test_best_evaluation_uses_one_criterion_and_repeated_nan_loss_stops_keeping_the_best():

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from cnbert.report import format_markdown, summarize_seeds
-from cnbert.training import (TrainingConfig, eval_shard, global_batches, linear_warmup_decay,
+from cnbert.training import (TrainingConfig, TrainingRun, eval_shard, global_batches, linear_warmup_decay,
                              micro_batches)
 
 
@@ -81,6 +81,27 @@ def test_seed_report_mean_and_max():
     md = format_markdown(summary, "CMRC 2018 dev")
     assert "| mean (max) | 81.000 (82.000) | 59.500 (60.000) |" in md
     assert "| 456 | 82.000 | 59.000 |" in md
+
+
+def test_seed_report_mean_is_the_mean_not_the_median():
+    # with two seeds (above) mean and median agree; three skewed seeds tell them apart
+    summary = summarize_seeds({1: {"F1": 80.0, "EM": 60.0}, 2: {"F1": 81.0, "EM": 61.0}, 3: {"F1": 90.0, "EM": 71.0}},
+                              ["F1", "EM"])
+    assert summary["mean"]["F1"] == pytest.approx(251 / 3, abs=1e-9)  # 83.667; the median would be 81
+    assert summary["mean"]["EM"] == pytest.approx(64.0, abs=1e-9)  # the median would be 61
+    assert "| mean (max) | 83.667 (90.000) | 64.000 (71.000) |" in format_markdown(summary, "CMRC 2018 dev")
+
+
+def test_mrc_criterion_ranks_evaluations_by_f1_plus_em():
+    # the runner's one criterion: F1 + EM of the same evaluation, not F1 alone
+    from cnbert.tasks.mrc import criterion
+
+    assert criterion({"F1": 50.0, "EM": 40.0, "TOTAL": 10}) == 90.0
+    run = TrainingRun(TrainingConfig(train_batch_size=4, num_train_epochs=1), num_examples=8, processes=1,
+                      criterion=criterion)
+    run.record_evaluation(1, {"F1": 70.0, "EM": 10.0})  # the better F1 ...
+    run.record_evaluation(2, {"F1": 60.0, "EM": 35.0})  # ... but the better F1 + EM (95 > 80)
+    assert run.result.best_step == 2
 
 
 def test_training_run_walks_the_batch_plan_across_epochs_and_keeps_the_best_evaluation():
