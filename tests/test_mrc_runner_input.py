@@ -127,3 +127,51 @@ def test_predict_mode_answers_questions_without_answers(tmp_path):
     data = json.loads(questions.read_text(encoding="utf-8"))
     ids = {qa["id"] for article in data["data"] for paragraph in article["paragraphs"] for qa in paragraph["qas"]}
     assert set(answers) == ids and all(isinstance(text, str) for text in answers.values())
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--test_file={sample}"], "--test_file is scored only with --do_predict"),
+    (["--init_checkpoint={tmp}"], "--init_checkpoint brings its own config; --bert_config_file is for a randomly"),
+    (["--model_dir={tmp}"], "--model_dir applies to --mode=predict, and this run is --mode=train"),
+    (["--question=谁？"], "--question applies to --mode=predict, and this run is --mode=train"),
+    (["--distribution_strategy=mirrored"], "--distribution_strategy is for --framework=tf"),
+    (["--framework=tf", "--device=cuda"], "--device=cuda: device=cuda was asked for, but TensorFlow sees no GPU"),
+])
+def test_flags_the_run_would_ignore_are_refused(tmp_path, tiny_config, extra, message):
+    """A flag that would have no effect is an error, not a silent no-op (the user expects it to act)."""
+    extra = [e.format(sample=SAMPLE, tmp=tmp_path) for e in extra]
+    out = tmp_path / "out"
+    assert_refused(run_cli(train_args(tiny_config, out, *extra), check=False), message)
+    assert not out.exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine where torch sees no CUDA device")
+def test_device_cuda_without_a_gpu_is_a_usage_error(tmp_path, tiny_config):
+    # run_cli passes --device=cpu first; the later flag wins
+    proc = run_cli(train_args(tiny_config, tmp_path / "out", "--device=cuda"), check=False)
+    assert_refused(proc, "--device=cuda: device=cuda was asked for, but this torch")
+
+
+def test_training_flags_are_refused_in_predict_mode(tmp_path):
+    proc = run_cli(["--mode=predict", "--task=cmrc2018", f"--model_dir={tmp_path}", "--question=谁？",
+                    "--context=范廷颂是越南罗马天主教枢机。", f"--train_file={SAMPLE}"], check=False)
+    assert_refused(proc, "--train_file applies to --mode=train, and this run is --mode=predict")
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"max_seq_length": "128"}, "max_seq_length must be an integer, got '128'"),
+    ({"doc_stride": True}, "doc_stride must be an integer, got True"),
+    ({"do_lower_case": 1}, "do_lower_case must be true or false, got 1"),
+    ([128, 64], "expected a JSON object of training settings, got list"),
+])
+def test_a_damaged_settings_file_beside_the_model_is_named(tmp_path, settings, message):
+    settings_file = tmp_path / "cnbert_mrc_settings.json"
+    settings_file.write_text(json.dumps(settings))
+    proc = run_cli(["--mode=predict", "--task=cmrc2018", f"--model_dir={tmp_path}", "--question=谁？",
+                    "--context=范廷颂是越南罗马天主教枢机。"], check=False)
+    assert_refused(proc, f"{settings_file}: {message}")
+
+
+def test_dev_file_equal_to_train_file_is_warned_about(tmp_path, tiny_config):
+    proc = run_cli(train_args(tiny_config, tmp_path / "out", "--num_train_epochs=0.1"))
+    assert "WARNING: --dev_file is --train_file" in proc.stdout

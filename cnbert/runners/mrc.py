@@ -222,11 +222,40 @@ def _remove_earlier_outputs(out: Path, seeds: list[int]) -> None:
 
 
 def _backend():
+    """The framework's backend, with --device checked (and, for TensorFlow, applied) before the
+    framework touches a device."""
     if FLAGS.framework == "tf":
         from cnbert.tf import backend
     else:
         from cnbert.torch import backend
+    try:
+        backend.use_device(FLAGS.device)
+    except ValueError as e:
+        raise app.UsageError(f"--device={FLAGS.device}: {e}") from None
     return backend
+
+
+TRAIN_ONLY_FLAGS = ("train_file", "dev_file", "test_file", "do_predict", "cjrc_dev_fraction", "init_checkpoint",
+                    "bert_config_file", "init_seed", "vocab_file", "seeds")
+PREDICT_ONLY_FLAGS = ("model_dir", "predict_file", "question", "context")
+
+
+def _check_flag_combinations() -> None:
+    """Refuse flags this run would silently ignore: a user who passes them expects them to act."""
+    ignored = TRAIN_ONLY_FLAGS if FLAGS.mode == "predict" else PREDICT_ONLY_FLAGS
+    other = "train" if FLAGS.mode == "predict" else "predict"
+    for name in ignored:
+        if FLAGS[name].present:  # on the command line or in a flag file
+            raise app.UsageError(f"--{name} applies to --mode={other}, and this run is --mode={FLAGS.mode}")
+    if FLAGS.mode == "train":
+        if FLAGS.test_file and not FLAGS.do_predict:
+            raise app.UsageError("--test_file is scored only with --do_predict: pass --do_predict, or drop --test_file")
+        if FLAGS.init_checkpoint and FLAGS.bert_config_file:
+            raise app.UsageError("--init_checkpoint brings its own config; --bert_config_file is for a randomly "
+                                 "initialised model: pass one of them")
+    if FLAGS.framework == "torch" and FLAGS.distribution_strategy != "one_device":
+        raise app.UsageError("--distribution_strategy is for --framework=tf; with torch, start one process per GPU "
+                             "with torchrun (see README)")
 
 
 def _effective_flags() -> str:
@@ -277,6 +306,9 @@ def train_and_evaluate():
             raise app.UsageError("with --cjrc_dev_fraction, dev questions come from --train_file; drop --dev_file or make it the same file")
     else:
         _require_file("dev_file")
+        if Path(FLAGS.dev_file).resolve() == Path(FLAGS.train_file).resolve():
+            print("WARNING: --dev_file is --train_file: dev scores (and the best-model choice) will be measured on "
+                  "training data", flush=True)
     if FLAGS.do_predict:
         _require_file("test_file")
     seeds = _seeds()
@@ -476,8 +508,15 @@ def _use_training_settings(model_dir: Path) -> None:
     if not path.is_file():
         return
     saved = read_json_file(path)
+    if not isinstance(saved, dict):
+        raise ConfigError(f"{path}: expected a JSON object of training settings, got {type(saved).__name__}")
     taken = {name: saved[name] for name in PREDICT_SETTINGS if name in saved and not FLAGS[name].present}
     for name, value in taken.items():
+        expected = bool if isinstance(FLAGS[name].default, bool) else int
+        # bool is an int in Python; a saved true must not pass for a window length, nor 1 for a bool
+        if type(value) is not expected:
+            raise ConfigError(f"{path}: {name} must be {'true or false' if expected is bool else 'an integer'}, "
+                              f"got {value!r}")
         setattr(FLAGS, name, value)
     if taken:
         print("as in training (" + path.name + "): " + ", ".join(f"--{k}={v}" for k, v in taken.items()), flush=True)
@@ -490,6 +529,7 @@ def main(argv):
     if not FLAGS.task:
         raise app.UsageError("--task is required")
     _expand_paths()
+    _check_flag_combinations()
     try:
         predict() if FLAGS.mode == "predict" else train_and_evaluate()
     except (DataError, ConfigError, TrainingStopped) as e:

@@ -8,6 +8,20 @@ import tensorflow as tf
 STRATEGIES = ("one_device", "mirrored", "multi_worker_mirrored")
 
 
+def use_device(device: str) -> None:
+    """Where this process runs: "cpu" hides the GPUs from TensorFlow, "cuda" requires one, "auto"
+    leaves TensorFlow's choice (the first GPU when there is one). Call before TensorFlow touches a
+    device; raises ValueError when "cuda" is asked for and there is no GPU."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
+    gpus = tf.config.list_physical_devices("GPU")
+    if device == "cuda" and not gpus:
+        raise ValueError("device=cuda was asked for, but TensorFlow sees no GPU"
+                         + ("" if tf.test.is_built_with_cuda() else ": it is a CPU-only build"))
+    if device == "cpu" and gpus:
+        tf.config.set_visible_devices([], "GPU")
+
+
 @functools.lru_cache(maxsize=None)
 def make_strategy(name: str) -> tf.distribute.Strategy:
     """one_device: TF's default strategy (the first GPU when there is one, else the CPU; models

@@ -6,14 +6,20 @@ from __future__ import annotations
 
 from cnbert.config import BertConfig
 from cnbert.torch.checkpoint import load_for_task, load_pretrained, model_for_task, save_pretrained
-from cnbert.torch.distributed import DistContext, barrier, init_distributed
+from cnbert.torch.distributed import DistContext, barrier, check_device, init_distributed
 from cnbert.torch.heads import cjrc_loss, span_loss
 from cnbert.torch.trainer import Trainer as _Trainer
 from cnbert.torch.trainer import seed_everything
 from cnbert.training import TrainingConfig
 
 __all__ = ["create_model", "load_finetuned", "save_pretrained", "Trainer", "barrier", "init_distributed",
-           "seed_everything"]
+           "seed_everything", "use_device"]
+
+
+def use_device(device: str) -> None:
+    """Check that `device` ("auto", "cpu", "cuda") can be used; init_distributed then places the
+    process on it. Raises ValueError before any work when it cannot."""
+    check_device(device)
 
 
 def create_model(task: str, config: BertConfig, init_checkpoint=None, vocab_file=None):

@@ -24,6 +24,15 @@ class DistContext:
         return self.world_size > 1
 
 
+def check_device(device: str) -> None:
+    """Raise ValueError when `device` ("auto", "cpu" or "cuda") cannot be used here."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device=cuda was asked for, but this torch ({torch.__version__}) sees no CUDA device"
+                         + ("" if torch.version.cuda else ": it is a CPU-only build"))
+
+
 def init_distributed(device: str = "auto") -> DistContext:
     """Read torchrun's environment; start the process group when there is more than one process.
 
@@ -32,9 +41,8 @@ def init_distributed(device: str = "auto") -> DistContext:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    check_device(device)
     use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
-    if use_cuda and not torch.cuda.is_available():
-        raise RuntimeError("device=cuda was asked for but torch sees no CUDA device")
     dev = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
     if use_cuda:
         torch.cuda.set_device(dev)
