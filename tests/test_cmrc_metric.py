@@ -131,6 +131,13 @@ def test_integer_gold_ids_match_predictions_keyed_by_their_strings():
     assert [qa["id"] for qa in kept] == [7]
 
 
+def test_gold_ids_are_stripped_before_the_lookup_as_in_the_official_scorer():
+    # the official: query_id = qas['id'].strip(); prediction keys are used as they are
+    gold = _gold([(" Q1 ", ["北京"]), ("Q2", ["上海"])])
+    scores = evaluate_cmrc(gold, {"Q1": "北京", " Q2": "上海"})
+    assert (scores["TOTAL"], scores["SKIP"], scores["EM"]) == (2, 1, 50.0)
+
+
 @pytest.mark.parametrize("gold, problem", [
     ([], 'expected a JSON object with a "data" list'),
     ({"data": [{"title": "no paragraphs"}]}, 'data[0]: missing "paragraphs" list'),

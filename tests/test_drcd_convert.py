@@ -56,6 +56,28 @@ def test_fallback_keeps_a_character_whose_conversion_is_not_one_character(monkey
     assert converter.convert("中國") == ("中国", False)
 
 
+class _PhraseStubOpenCC:
+    """Replaces phrases as a table says (longest first), like OpenCC's phrase dictionaries."""
+
+    def __init__(self, phrases):
+        self.phrases = sorted(phrases.items(), key=lambda item: -len(item[0]))
+
+    def convert(self, text):
+        for phrase, replacement in self.phrases:
+            text = text.replace(phrase, replacement)
+        return text
+
+
+def test_adjacent_shrinking_and_growing_phrases_in_one_replaced_run_fall_back(monkeypatch):
+    # 甲乙 -> 丙 shrinks and 丁 -> 戊己 grows, side by side: 甲乙丁 -> 丙戊己 has the right length and
+    # is one same-length replacement, yet 丁's place now holds 己 (half of 丁's conversion).
+    converter = TraditionalToSimplified()
+    monkeypatch.setattr(converter, "_opencc", _PhraseStubOpenCC({"甲乙": "丙", "丁": "戊己", "計畫": "计划"}))
+    assert converter.convert("說甲乙丁了") == ("說甲乙丁了", True)
+    # a same-length phrase in the same text converts whole when nothing hides a length change
+    assert converter.convert("說計畫了") == ("說计划了", False)
+
+
 def test_read_drcd_fixture_keeps_answers_in_traditional_text():
     examples, report = read_drcd(FIXTURES / "mrc_drcd_sample.json")
     assert report.questions == 6 and report.conversion_fallbacks == 0

@@ -129,6 +129,7 @@ def test_empty_question_is_kept_and_reported(tmp_path):
     ([paragraph(qas=[question("Q7"), question("Q7")])], "question Q7", "question id seen twice"),
     ([paragraph(qas=[question("Q7")]), paragraph(qas=[question("Q7")])], "question Q7", "question id seen twice"),
     ([paragraph(qas=["Q7"])], "data[0].paragraphs[0].qas[0]", "expected a JSON object, got a string"),
+    ([paragraph(qas=[question("Q7 ")])], "question 'Q7 '", "id has surrounding whitespace"),
 ])
 def test_bad_squad_input_raises_data_error_naming_file_and_record(tmp_path, paragraphs, where, problem):
     path = squad_file(tmp_path, paragraphs)

@@ -10,10 +10,13 @@ OpenCC converts phrase by phrase and a phrase may convert to a different number 
 `tw2sp` configuration turns 網際網路 into 互联网 and 肯亞 into 肯尼亚). So every converted text is
 compared with the text converted one character at a time (keeping the original character wherever
 a single character does not convert to exactly one): the whole-text conversion is kept only where
-the two differ by same-length replacements alone, the phrase-level choices such as 計畫 → 计划.
-Otherwise the character-by-character conversion is used. Comparing lengths alone would not do: a
-phrase that shrinks and another that grows leave the length unchanged and shift every character
-between them. (OpenCC 1.4.2's `t2s` dictionaries contain no length-changing entry, so with `t2s`
+the two differ by same-length replacements alone, the phrase-level choices such as 計畫 → 计划,
+and no replaced run hides a length change: no split of the run's original characters converts
+to a different length on either side (OpenCC turning 甲乙 into one character and 丁 into two
+would replace 甲乙丁 by three characters, yet 丁 would no longer stand at 丁's place). Otherwise
+the character-by-character conversion is used. Comparing lengths alone would not do: a phrase
+that shrinks and another that grows leave the length unchanged and shift every character between
+them. (OpenCC 1.4.2's `t2s` dictionaries contain no length-changing entry, so with `t2s`
 the whole-text conversion is always kept; the check guards other configurations and other
 dictionary versions.)
 """
@@ -36,9 +39,20 @@ class TraditionalToSimplified:
         """(converted text of the same length, whether the character-by-character fallback was used)."""
         converted = self._opencc.convert(text)
         by_character = "".join(self._convert_character(ch) for ch in text)
-        if converted == by_character or _same_length_replacements(by_character, converted):
+        if converted == by_character:
+            return converted, False
+        runs = _same_length_replacements(by_character, converted)
+        if runs is not None and all(self._keeps_length_at_every_split(text[start:end]) for start, end in runs):
             return converted, False
         return by_character, True
+
+    def _keeps_length_at_every_split(self, original: str) -> bool:
+        """Whether both sides of every split of `original` convert to their own length: a run
+        whose conversion has the right total length but hides a shrinking phrase beside a
+        growing one fails at the split between them."""
+        return all(len(self._opencc.convert(original[:k])) == k
+                   and len(self._opencc.convert(original[k:])) == len(original) - k
+                   for k in range(1, len(original)))
 
     def _convert_character(self, ch: str) -> str:
         if ch not in self._character_cache:
@@ -50,11 +64,16 @@ class TraditionalToSimplified:
         return f"TraditionalToSimplified({self.config!r})"
 
 
-def _same_length_replacements(a: str, b: str) -> bool:
-    """Whether b is a with some runs of characters replaced by runs of the same length, so that
-    character i of b still stands for character i of a."""
+def _same_length_replacements(a: str, b: str) -> list[tuple[int, int]] | None:
+    """The replaced runs [start, end) when b is a with some runs of characters replaced by runs of
+    the same length (so that character i of b stands at character i of a); None otherwise."""
     if len(a) != len(b):
-        return False
-    opcodes = difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes()
-    return all(tag == "equal" or (tag == "replace" and a_end - a_start == b_end - b_start)
-               for tag, a_start, a_end, b_start, b_end in opcodes)
+        return None
+    runs = []
+    for tag, a_start, a_end, b_start, b_end in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+        if tag == "equal":
+            continue
+        if tag != "replace" or (a_start, a_end) != (b_start, b_end):
+            return None
+        runs.append((a_start, a_end))
+    return runs

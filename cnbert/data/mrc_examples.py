@@ -318,8 +318,11 @@ class _Reader:
         return examples
 
     def question_id(self, qa, where) -> str:
-        qas_id = self.field(qa, "id", (str, int), where)
-        qas_id = str(qas_id)
+        qas_id = str(self.field(qa, "id", (str, int), where))
+        if not self.cjrc and qas_id != qas_id.strip():
+            # The official CMRC 2018 / DRCD scorer looks predictions up by the stripped id, so a
+            # prediction keyed by this id would never be found.
+            self.fail(f"question {qas_id!r}", "id has surrounding whitespace, which the official scorer strips")
         if qas_id in self.seen_ids:
             self.fail(f"question {qas_id}", "question id seen twice")
         self.seen_ids.add(qas_id)

@@ -113,10 +113,11 @@ def evaluate_cmrc(gold_data, predictions, source="<gold data>"):
         if not question.answers:
             # The official takes max() over an empty list here and crashes.
             raise DataError(source, f"question {question.id!r}", "has no gold answers")
-        if question.id not in predictions:
+        query_id = question.id.strip()  # as the official: a gold id " Q1" looks up "Q1"
+        if query_id not in predictions:
             skipped += 1
             continue
-        prediction = predictions[question.id]
+        prediction = predictions[query_id]
         f1_sum += cmrc_f1(prediction, question.answers)
         em_sum += cmrc_em(prediction, question.answers)
     f1 = 100.0 * f1_sum / len(questions)
