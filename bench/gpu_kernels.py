@@ -43,7 +43,7 @@ SMOKE_GELU_SHAPES = [(64, 48)]
 SCALE = 0.125
 CHECK_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 APPROXIMATIONS = ("none", "tanh", "sigmoid")
-CHECK_SK = (1, 7, 33, 64, 256, 384, 500, 512, 1000, 1024, 1025, 2048, 3000, 4096, 8192, 9000, 16384)
+CHECK_SK = (1, 7, 33, 64, 100, 256, 384, 500, 512, 1000, 1024, 1025, 2048, 3000, 4096, 8192, 9000, 16384)
 MASK_KINDS = ("none", "bool_keys", "additive_keys_f32", "additive_keys_own", "bool_full", "additive_shared", "neg_inf_rows")
 LAYOUTS = ("contiguous", "misaligned", "transposed")
 # The check section's cases. "full" for the check proper; "paths" for runs under compute-sanitizer
@@ -164,8 +164,19 @@ def compare_bias_gelu(x: torch.Tensor, bias: torch.Tensor, grad: torch.Tensor, a
             mismatch(gb, gb64, x.dtype, atol=sum_scale * 2e-6))
 
 
-def compare_softmax(scores: torch.Tensor, mask, grad: torch.Tensor, device: str) -> tuple[str, str]:
-    """Problems of k.scaled_masked_softmax's output and scores gradient against float64."""
+def softmax_backward_op(grad: torch.Tensor, output: torch.Tensor, scale: float) -> torch.Tensor:
+    """The extension's softmax backward, which the op's autograd formula calls."""
+    return torch.ops.cnbert.scaled_masked_softmax_backward(grad, output, scale)
+
+
+def compare_softmax(scores: torch.Tensor, mask, grad: torch.Tensor, device: str) -> tuple[str, str, str]:
+    """Problems of k.scaled_masked_softmax's output, its scores gradient end to end, and the
+    backward op alone, against float64.
+
+    End to end, a 16-bit gradient carries the rounding of y, which the backward reads, so its
+    tolerance (eps * scale * max|g|) is loose next to gradients of order scale * y; the backward
+    op alone is therefore also compared with the float64 formula evaluated at the op's own
+    output, to a tolerance that only fp32 accumulation needs (as tests/test_kernels_softmax.py)."""
     x = scores.detach().requires_grad_(True)
     x64 = x.detach().double().requires_grad_(True)
     poison(x.nbytes, device)
@@ -174,9 +185,14 @@ def compare_softmax(scores: torch.Tensor, mask, grad: torch.Tensor, device: str)
     (gx,) = torch.autograd.grad(y, x, grad)
     y64 = reference.scaled_masked_softmax(x64, mask, SCALE)
     (gx64,) = torch.autograd.grad(y64, x64, grad.double())
-    g_scale = float(grad.abs().max())
+    g_scale = float(grad.abs().max()) if grad.numel() else 0.0
+    y_own, g64 = y.detach().double(), grad.double()
+    expected = SCALE * y_own * (g64 - (g64 * y_own).sum(-1, keepdim=True))
+    poison(x.nbytes, device)
+    backward_op = softmax_backward_op(grad, y.detach(), SCALE)
     return (mismatch(y, y64, x.dtype),
-            mismatch(gx, gx64, x.dtype, atol=4 * TOLERANCE[x.dtype][0] * SCALE * g_scale))
+            mismatch(gx, gx64, x.dtype, atol=4 * TOLERANCE[x.dtype][0] * SCALE * g_scale),
+            mismatch(backward_op, expected, x.dtype, atol=1e-6 * SCALE * g_scale))
 
 
 def check_gelu_ops(device: str, results: list, failures: list, smoke: bool, cases: dict = CHECK_SETS["full"]) -> None:
@@ -240,9 +256,10 @@ def check_softmax_ops(device: str, results: list, failures: list, smoke: bool, c
                     mask = make_mask(kind, b, sq, sk, dtype, device, gen)
                     grad = torch.randn(b, h, sq, sk, generator=gen).to(device=device, dtype=dtype)
                     tag = f"{dtype} {kind} Sk={sk} {layout}"
-                    values, grad_scores = compare_softmax(scores, mask, grad, device)
+                    values, grad_scores, backward_op = compare_softmax(scores, mask, grad, device)
                     _record(results, failures, f"softmax {tag}", values)
                     _record(results, failures, f"softmax grad {tag}", grad_scores)
+                    _record(results, failures, f"softmax backward op {tag}", backward_op)
 
 
 def section_check(device: str, smoke: bool, check_set: str = "full") -> dict:
@@ -333,7 +350,7 @@ def softmax_row(shape: tuple, device: str, timer: Timer, copy_gbps: float) -> di
     fwd_bytes = 2 * elem + mask.numel() * mask.element_size()
     bwd_bytes = 3 * elem
     # At these sizes the grids are far larger than in the check section: check them here too.
-    check = _problems(("fwd", "bwd"), compare_softmax(x, mask, grad, device))
+    check = _problems(("fwd", "bwd", "bwd op"), compare_softmax(x, mask, grad, device))
 
     def chain(s, m):
         return torch.softmax(s * SCALE + m, dim=-1)

@@ -36,8 +36,8 @@ def test_smoke_run_covers_every_section(tmp_path):
     assert results["errors"] == {}
     assert results["env"]["extension_loaded"] is True
     # 3 dtypes x 3 GELU forms x 2 shapes x 2 alignments x 5 comparisons, plus
-    # 3 dtypes x 7 mask kinds x 4 Sk x 3 layouts x 2 comparisons.
-    assert results["check"] == {"cases": 180 + 504, "failures": []}
+    # 3 dtypes x 7 mask kinds x 4 Sk x 3 layouts x 3 comparisons.
+    assert results["check"] == {"cases": 180 + 756, "failures": []}
     assert [row["shape"] for row in results["softmax"]] == [[2, 2, 16, 16], [1, 2, 8, 40]]
     assert all(row["check"] == "ok" for row in results["softmax"] + results["gelu"])
     assert [row["op"] for row in results["gelu"]] == ["gelu", "bias_gelu"]
@@ -56,14 +56,15 @@ def test_smoke_run_covers_every_section(tmp_path):
 @needs_extension
 def test_paths_check_set_keeps_each_kernel_path_in_fewer_cases(tmp_path):
     # The cases compute-sanitizer reruns (bench/gpu_run.sh): 2 dtypes x 1 GELU form x 2 shapes x
-    # 2 alignments x 5 comparisons, plus 2 dtypes x 6 mask kinds x 4 Sk x 2 layouts x 2 comparisons.
+    # 2 alignments x 5 comparisons, plus 2 dtypes x 6 mask kinds x 4 Sk x 2 layouts x 3 comparisons.
     out = tmp_path / "check.json"
     run = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--sections", "check", "--check-set", "paths",
                           "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert json.loads(out.read_text())["check"] == {"cases": 40 + 192, "failures": []}
+    assert json.loads(out.read_text())["check"] == {"cases": 40 + 288, "failures": []}
 
 
+@needs_extension
 @needs_extension
 def test_check_section_reports_a_wrong_softmax(bench, monkeypatch):
     right = k.scaled_masked_softmax
@@ -75,10 +76,33 @@ def test_check_section_reports_a_wrong_softmax(bench, monkeypatch):
     monkeypatch.setattr(k, "scaled_masked_softmax", off_by_a_little)
     results, failures = [], []
     bench.check_softmax_ops("cpu", results, failures, smoke=True)
-    assert len(results) == 504
+    # 3 dtypes x 7 masks x 4 Sk x 3 layouts, each checked for value, gradient and backward op
+    assert len(results) == 756
     assert failures and all("Sk=300" in f for f in failures)
     for dtype in ("float32", "float16", "bfloat16"):
         assert any(f.startswith(f"softmax torch.{dtype} ") for f in failures), dtype
+
+
+@needs_extension
+def test_check_section_reports_a_16_bit_softmax_backward_without_its_sum_term(bench, monkeypatch):
+    # scale * y * g instead of scale * y * (g - sum(g * y)): about 5 % off. End to end, the
+    # 16-bit tolerance must allow for y's rounding and lets this through; the backward op's own
+    # comparison (at the op's own output) must not.
+    right = bench.softmax_backward_op
+
+    def without_sum_term(grad, output, scale):
+        wrong = (scale * output.float() * grad.float()).to(output.dtype)
+        return wrong if output.dtype != torch.float32 else right(grad, output, scale)
+
+    monkeypatch.setattr(bench, "softmax_backward_op", without_sum_term)
+    results, failures = [], []
+    bench.check_softmax_ops("cpu", results, failures, smoke=True)
+    flagged = {f.split(":")[0] for f in failures}
+    assert all(f.startswith("softmax backward op torch.") for f in flagged)
+    for dtype in ("float16", "bfloat16"):
+        cases = [r["case"] for r in results if r["case"].startswith(f"softmax backward op torch.{dtype} ")
+                 and "Sk=1 " not in r["case"] and "neg_inf_rows" not in r["case"]]
+        assert cases and all(case in flagged for case in cases), dtype
 
 
 def _wrong_bias_gelu():
