@@ -95,10 +95,13 @@ def test_masked_scaled_softmax_matches_float64_values_and_gradients():
     np.testing.assert_allclose(got, want, rtol=0, atol=FLOAT32_TOLERANCE)
     np.testing.assert_allclose(got_grad, want_grad, rtol=0, atol=FLOAT32_TOLERANCE)
     assert (got[np.broadcast_to(~mask, got.shape)] == 0).all()
-    # a 0/1 integer mask means the same; a fully masked row is uniform, never NaN
+    # a 0/1 integer mask means the same; a fully masked row is all zeros (as the PyTorch model and
+    # cnbert.kernels give), never NaN, and the other rows are untouched
     np.testing.assert_array_equal(ops.softmax(x.astype(np.float32), scale, mask.astype(np.int32)).numpy(), got)
-    uniform = ops.softmax(tf.ones((1, 4)), 1.0, tf.zeros((1, 4), tf.bool)).numpy()
-    np.testing.assert_allclose(uniform, 0.25)
+    rows = np.array([[False] * 4, [True, False, True, True]])
+    partly = ops.softmax(tf.ones((2, 4)), 1.0, rows).numpy()
+    np.testing.assert_array_equal(partly[0], 0.0)
+    np.testing.assert_allclose(partly[1], [1 / 3, 0, 1 / 3, 1 / 3], rtol=1e-6)
     # its scores were replaced by a constant, so no gradient reaches them (autodiff of the
     # composition agrees: tf.where passes none to the masked branch)
     dead = np.zeros((1, 4), bool)

@@ -89,13 +89,20 @@ def test_sequence_longer_than_position_table_raises():
 
 def test_attention_implementations_agree_in_float64():
     generator = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(2, 3, 7, 8, generator=generator, dtype=torch.float64) * 3 for _ in range(3))
-    mask = torch.tensor([[True] * 7, [True] * 4 + [False] * 3])
+    q, k, v = (torch.randn(3, 3, 7, 8, generator=generator, dtype=torch.float64) * 3 for _ in range(3))
+    mask = torch.tensor([[True] * 7, [True] * 4 + [False] * 3, [False] * 7])  # the last: all padding
     expected = torch.softmax((q @ k.transpose(-1, -2) / math.sqrt(8)).masked_fill(~mask[:, None, None], -math.inf),
                              dim=-1) @ v
+    expected[2] = 0.0  # a row of padded keys attends to nothing, in every implementation
     for attend in (eager_attention, sdpa_attention, fused_attention):
         got = attend(q.float(), k.float(), v.float(), mask, dropout_p=0.0, scale=8 ** -0.5)
-        torch.testing.assert_close(got.double(), expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(got.double(), expected, atol=1e-5, rtol=1e-5)  # float32 rounding
+        # a float64 model stays float64 (no implementation drops to float32 inside)
+        got = attend(q, k, v, mask, dropout_p=0.0, scale=8 ** -0.5)
+        assert got.dtype == torch.float64
+        torch.testing.assert_close(got, expected, atol=1e-12, rtol=1e-12)
+    inputs = tuple(t[:2, :1, :4, :3].clone().requires_grad_(True) for t in (q, k, v))
+    assert torch.autograd.gradcheck(lambda *t: eager_attention(*t, mask[:2, :4], dropout_p=0.0, scale=0.5), inputs)
 
 
 def test_bf16_autocast_stays_close_to_fp32_with_layer_norm_in_fp32():

@@ -106,8 +106,8 @@ def softmax(x, scale: float = 1.0, mask=None):
     probability 0.
 
     mask: broadcastable to x (e.g. [batch, 1, 1, keys] for attention scores [batch, heads,
-    queries, keys]). Masked scores are set to the compute dtype's most negative value, as the
-    PyTorch model does, so a row with every entry masked comes out uniform instead of NaN.
+    queries, keys]). A row with every entry masked gives all zeros (never NaN), as the PyTorch
+    model does with every attention implementation and as cnbert.kernels' softmax does.
     The backward keeps only the output y.
     """
     x = tf.convert_to_tensor(x)
@@ -120,9 +120,11 @@ def softmax(x, scale: float = 1.0, mask=None):
     def _softmax(x):
         dtype = _compute_dtype(x.dtype)
         scores = tf.cast(x, dtype) * tf.constant(scale, dtype)
-        if mask is not None:
-            scores = tf.where(mask, scores, tf.constant(dtype.min, dtype))
-        y = tf.cast(tf.nn.softmax(scores, axis=-1), x.dtype)
+        probs = tf.nn.softmax(scores if mask is None else tf.where(mask, scores, tf.constant(dtype.min, dtype)),
+                              axis=-1)
+        if mask is not None:  # a fully masked row came out uniform: zero it
+            probs = tf.where(tf.reduce_any(mask, axis=-1, keepdims=True), probs, tf.zeros((), dtype))
+        y = tf.cast(probs, x.dtype)
 
         def grad(dy):
             # Only y (in the input dtype, the tensor the forward hands on anyway) is kept.

@@ -22,15 +22,20 @@ def eager_attention(query, key, value, key_padding_mask, *, dropout_p: float, sc
     """Explicit matmul + softmax, the readable reference.
 
     Scores, mask and softmax are computed in float32 even under bf16/fp16 autocast (the original
-    list's half-precision softmax is one of its defects). Padded keys get float32's most negative
-    value (as transformers does) rather than the original list's -10000·(1-mask): both give padded
-    keys exactly zero probability in float32 here, but the dtype minimum stays correct whatever the
-    score scale.
+    list's half-precision softmax is one of its defects), and in float64 for a float64 model.
+    Padded keys get the compute dtype's most negative value (as transformers does) rather than the
+    original list's -10000·(1-mask): both give padded keys exactly zero probability here, but the
+    dtype minimum stays correct whatever the score scale. A row whose keys are all padding gives
+    zeros, as sdpa and fused do (transformers' eager path gives it uniform weights instead).
     """
-    scores = torch.matmul(query, key.transpose(-1, -2)).float() * scale
+    compute_dtype = torch.promote_types(query.dtype, torch.float32)
+    scores = torch.matmul(query, key.transpose(-1, -2)).to(compute_dtype) * scale
     if key_padding_mask is not None:
-        scores = scores.masked_fill(~key_padding_mask[:, None, None, :], torch.finfo(torch.float32).min)
+        keep = key_padding_mask[:, None, None, :]
+        scores = scores.masked_fill(~keep, torch.finfo(compute_dtype).min)
     probs = torch.softmax(scores, dim=-1)
+    if key_padding_mask is not None:
+        probs = probs.masked_fill(~keep.any(-1, keepdim=True), 0.0)
     if dropout_p > 0.0:
         probs = F.dropout(probs, p=dropout_p)
     return torch.matmul(probs.to(value.dtype), value)
@@ -48,7 +53,8 @@ def fused_attention(query, key, value, key_padding_mask, *, dropout_p: float, sc
     The kernel reads the [batch, 1, 1, seq] keep-mask in place and never materialises the scaled,
     masked scores; it accumulates in fp32 and returns probabilities in the scores' dtype, so under
     bf16/fp16 autocast the saved probabilities take half the memory of the eager path's fp32 ones.
-    Unlike eager, a row whose keys are all padding gives zeros (never the case with a [CLS] token).
+    A row whose keys are all padding gives zeros, as in every attention implementation here (never
+    the case with a [CLS] token).
     """
     from cnbert import kernels  # imported on first use: eager / sdpa models never load the extension
 
