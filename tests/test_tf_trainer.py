@@ -137,11 +137,18 @@ def test_fit_reproduces_the_pytorch_trainer_step_for_step(tmp_path):
     assert [step for step, _ in best_seen] == new_bests and new_bests[-1] == got.best_step
     assert np.abs(best_seen[0][1]["qa_outputs.weight"] - final["qa_outputs.weight"]).max() > 1e-3
 
-    tags = set()
+    tags, logged_lr = set(), {}
     for event_file in (tmp_path / "logs").iterdir():
         for record in tf.compat.v1.train.summary_iterator(str(event_file)):
             tags.update(value.tag for value in record.summary.value)
+            logged_lr.update({record.step: float(tf.make_ndarray(value.tensor)) for value in record.summary.value
+                              if value.tag == "train/learning_rate"})
     assert {"train/loss", "train/learning_rate", "eval/s"} <= tags
+    # the rate each step used: 0 at the first (warm-up starts there), the peak right after warm-up
+    total = max(logged_lr)
+    assert sorted(logged_lr) == list(range(1, total + 1))
+    assert logged_lr[1] == 0.0
+    assert logged_lr[training.warmup_steps(total) + 1] == pytest.approx(2e-3)
 
 
 def first_step_gradients(monkeypatch, model, **settings):

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from cnbert.config import BertConfig
 from cnbert.torch import BertForSpanExtraction, span_loss
@@ -111,10 +112,11 @@ def test_uneven_last_batch_is_a_true_global_mean():
     assert result.losses[-1][1] == pytest.approx(expected, rel=1e-5)
 
 
-def test_learning_rate_follows_warmup_then_linear_decay():
+def test_learning_rate_follows_warmup_then_linear_decay(tmp_path):
     model = fresh_model()
-    cfg = TrainingConfig(learning_rate=1e-3, num_train_epochs=10, train_batch_size=8, warmup_proportion=0.2)
-    trainer = Trainer(model, cfg, loss_fn, show_progress=False)
+    cfg = TrainingConfig(learning_rate=1e-3, num_train_epochs=10, train_batch_size=8, warmup_proportion=0.2,
+                         logging_steps=1)
+    trainer = Trainer(model, cfg, loss_fn, show_progress=False, log_dir=tmp_path)
     seen = []
     original = torch.optim.AdamW.step
 
@@ -130,6 +132,12 @@ def test_learning_rate_follows_warmup_then_linear_decay():
     # 30 steps, 6 warm-up steps: lr at step s (0-based) is s/6 then (30-s)/24, times 1e-3
     expected = [1e-3 * (s / 6 if s < 6 else (30 - s) / 24) for s in range(30)]
     np.testing.assert_allclose(seen, expected, rtol=1e-6)
+    # TensorBoard logs, for each step, the rate that step used
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    logged = [(event.step, event.value) for event in events.Scalars("train/learning_rate")]
+    assert [step for step, _ in logged] == list(range(1, 31))
+    np.testing.assert_allclose([value for _, value in logged], expected, rtol=1e-6, atol=1e-12)
 
 
 def test_weight_decay_skips_biases_and_layer_norm():

@@ -134,7 +134,7 @@ class Trainer:
                 if run.check_loss(step, loss_value) or cfg.precision == "fp16":
                     schedule_step.assign(step - 1)
                     apply_step(grads)
-                lr = cfg.learning_rate * schedule.multiplier(step)
+                lr = cfg.learning_rate * schedule.multiplier(step - 1)  # the rate this step used
                 run.record_loss(step, loss_value)
                 progress.update(1)
                 progress.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")

@@ -100,8 +100,8 @@ class Trainer:
                 if run.check_loss(step, loss_value) or scaler.is_enabled():
                     self._optimizer_step(model, optimizer, scaler)  # with fp16 the scaler skips a non-finite step
                 optimizer.zero_grad(set_to_none=True)
+                lr = scheduler.get_last_lr()[0]  # the rate this step used, before the schedule moves on
                 scheduler.step()
-                lr = scheduler.get_last_lr()[0]
                 run.record_loss(step, loss_value)
                 progress.update(1)
                 progress.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
