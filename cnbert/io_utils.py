@@ -4,7 +4,9 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,6 +48,51 @@ def atomic_directory(target) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+@contextlib.contextmanager
+def replaced_together(directory) -> Iterator[Path]:
+    """Yield an empty staging directory inside `directory` to write a set of outputs into (files
+    and directories). When the block succeeds each entry replaces its namesake in `directory`,
+    by renames alone and with Ctrl-C and SIGTERM held back until the last is in place, so an
+    interrupted run leaves the earlier set or the new one, never a mix of the two (only a hard
+    kill during those renames could). On an exception the staging directory is removed and
+    `directory` is left as it was."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staged-", dir=directory))
+    try:
+        yield staging
+        entries = sorted(staging.iterdir())
+        with _interrupts_held():
+            for entry in entries:
+                if entry.is_dir():
+                    replace_directory(entry, directory / entry.name)
+                else:
+                    os.replace(entry, directory / entry.name)
+        staging.rmdir()
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+@contextlib.contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """SIGINT and SIGTERM arriving in the block take effect when it ends. Python runs signal
+    handlers in the main thread only, so outside it nothing can be held back (nor raised)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = {signum: signal.signal(signum, lambda received, frame: caught.append(received))
+                for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        if caught:
+            signal.raise_signal(caught[0])
 
 
 def _umask() -> int:

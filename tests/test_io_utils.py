@@ -117,3 +117,55 @@ def test_outputs_get_the_usual_permissions_not_temporary_file_ones(tmp_path):
     assert stat.S_IMODE((tmp_path / "r.json").stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "model").stat().st_mode) == 0o755
     assert stat.S_IMODE((tmp_path / "model" / "weights.bin").stat().st_mode) == 0o644
+
+
+def write_set(directory, version):
+    write_model_directory(directory / "best_model", version)
+    write_json(directory / "predictions.json", {"q": version})
+    write_json(directory / "eval_results.json", {"version": version})
+
+
+def read_set(directory):
+    return ((directory / "best_model" / "model.bin").read_text(), read_json_file(directory / "predictions.json")["q"],
+            read_json_file(directory / "eval_results.json")["version"])
+
+
+def test_replaced_together_replaces_a_whole_set_and_keeps_other_files(tmp_path):
+    write_set(tmp_path, "v1")
+    (tmp_path / "tensorboard").mkdir()
+    with io_utils.replaced_together(tmp_path) as staging:
+        write_set(staging, "v2")
+    assert read_set(tmp_path) == ("v2", "v2", "v2")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best_model", "eval_results.json", "predictions.json",
+                                                          "tensorboard"]
+
+
+def test_a_failure_while_staging_leaves_the_earlier_set(tmp_path):
+    write_set(tmp_path, "v1")
+    with pytest.raises(KeyboardInterrupt):
+        with io_utils.replaced_together(tmp_path) as staging:
+            write_model_directory(staging / "best_model", "v2")
+            raise KeyboardInterrupt
+    assert read_set(tmp_path) == ("v1", "v1", "v1")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best_model", "eval_results.json", "predictions.json"]
+
+
+def test_ctrl_c_during_the_renames_takes_effect_once_the_whole_set_is_in_place(tmp_path, monkeypatch):
+    import signal
+
+    write_set(tmp_path, "v1")
+    real_replace, renames = os.replace, []
+
+    def interrupted_replace(src, dst):  # Ctrl-C arrives right after the first rename
+        real_replace(src, dst)
+        renames.append(dst)
+        if len(renames) == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        with io_utils.replaced_together(tmp_path) as staging:
+            write_set(staging, "v2")
+            monkeypatch.setattr(io_utils.os, "replace", interrupted_replace)  # from the renames into place on
+    assert read_set(tmp_path) == ("v2", "v2", "v2")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

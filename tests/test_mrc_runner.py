@@ -465,6 +465,12 @@ def test_ctrl_c_leaves_only_complete_files(tmp_path, tiny_config):
         json.loads(path.read_text(encoding="utf-8"))
     model = backend.load_finetuned(out / "seed_123" / "best_model", "cmrc2018")
     assert sum(p.numel() for p in model.parameters()) > 0
+    # the seed's outputs are one evaluation's: its model (with its settings) answers as predictions.json says
+    assert (out / "seed_123" / "best_model" / "cnbert_mrc_settings.json").is_file()
+    run_cli(["--mode=predict", "--task=cmrc2018", f"--model_dir={out / 'seed_123' / 'best_model'}",
+             f"--predict_file={sample}", f"--output_dir={tmp_path / 'again'}"])
+    assert (tmp_path / "again" / "predictions.json").read_text(encoding="utf-8") == \
+        (out / "seed_123" / "predictions.json").read_text(encoding="utf-8")
 
 
 def test_runner_fine_tunes_an_albert_checkpoint(tmp_path):

@@ -127,6 +127,27 @@ def test_predict_mode_answers_questions_without_answers(tmp_path):
     data = json.loads(questions.read_text(encoding="utf-8"))
     ids = {qa["id"] for article in data["data"] for paragraph in article["paragraphs"] for qa in paragraph["qas"]}
     assert set(answers) == ids and all(isinstance(text, str) for text in answers.values())
+    # the decoding settings saved beside the model are used too, n-best size included
+    nbest = json.loads((out / "nbest_predictions.json").read_text(encoding="utf-8"))
+    assert max(len(candidates) for candidates in nbest.values()) > 2
+    (model_dir / "cnbert_mrc_settings.json").write_text(json.dumps({"n_best_size": 2, "null_score_threshold": 1.5}))
+    proc = run_cli(["--mode=predict", "--task=cmrc2018", f"--model_dir={model_dir}", f"--predict_file={questions}",
+                    f"--output_dir={out}", *SIZES])
+    assert "as in training (cnbert_mrc_settings.json): --n_best_size=2, --null_score_threshold=1.5" in proc.stdout
+    nbest = json.loads((out / "nbest_predictions.json").read_text(encoding="utf-8"))
+    assert max(len(candidates) for candidates in nbest.values()) == 2
+
+
+def test_overwrite_removes_an_earlier_report_before_training(tmp_path):
+    # were this run to stop early, a report of the earlier run's seeds must not sit beside its files
+    from cnbert.runners import mrc
+
+    out = tmp_path / "out"
+    for name in ("report.md", "report.json", "notes.txt", "seed_123/eval_results.json", "seed_7/eval_results.json"):
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text("earlier")
+    mrc._remove_earlier_outputs(out, [123])
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == ["notes.txt", "seed_7", "seed_7/eval_results.json"]
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -162,6 +183,7 @@ def test_training_flags_are_refused_in_predict_mode(tmp_path):
     ({"max_seq_length": "128"}, "max_seq_length must be an integer, got '128'"),
     ({"doc_stride": True}, "doc_stride must be an integer, got True"),
     ({"do_lower_case": 1}, "do_lower_case must be true or false, got 1"),
+    ({"null_score_threshold": "0.5"}, "null_score_threshold must be a finite number, got '0.5'"),
     ([128, 64], "expected a JSON object of training settings, got list"),
 ])
 def test_a_damaged_settings_file_beside_the_model_is_named(tmp_path, settings, message):

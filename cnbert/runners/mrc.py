@@ -27,7 +27,7 @@ from cnbert.checkpoints import check_vocab_size, find_weights, read_pretrained_c
 from cnbert.config import AlbertConfig, BertConfig, ConfigError, read_config
 from cnbert.data import FeatureConfig, MrcExample, build_features, postprocess_predictions
 from cnbert.errors import DataError
-from cnbert.io_utils import read_json_file, write_json, write_text
+from cnbert.io_utils import read_json_file, replaced_together, write_json, write_text
 from cnbert.report import format_markdown, summarize_seeds
 from cnbert.tasks import mrc as tasks
 from cnbert.tokenization import ChineseBertTokenizer, bundled_vocab_path
@@ -92,7 +92,8 @@ flags.DEFINE_string("context", None, "predict: the passage for --question.")
 
 SEED_LIMIT = 2**31
 # Saved beside each best model, so that predict mode cuts and decodes as the training run did.
-PREDICT_SETTINGS = ("max_seq_length", "doc_stride", "max_query_length", "max_answer_length", "do_lower_case")
+PREDICT_SETTINGS = ("max_seq_length", "doc_stride", "max_query_length", "max_answer_length", "do_lower_case",
+                    "n_best_size", "null_score_threshold")
 PREDICT_SETTINGS_FILE = "cnbert_mrc_settings.json"
 PATH_FLAGS = ("train_file", "dev_file", "test_file", "init_checkpoint", "bert_config_file", "vocab_file", "output_dir",
               "model_dir", "predict_file")
@@ -214,11 +215,16 @@ def _check_decoding_flags() -> None:
 
 def _remove_earlier_outputs(out: Path, seeds: list[int]) -> None:
     """With --overwrite_output_dir: delete what this run is about to write, so that no file of an
-    earlier run (a TensorBoard event file, a test prediction) is mistaken for this run's."""
-    for name in [f"seed_{seed}" for seed in seeds] + ["test"]:
-        if (out / name).exists():
-            print(f"--overwrite_output_dir: removing {out / name} of an earlier run", flush=True)
-            shutil.rmtree(out / name)
+    earlier run (a TensorBoard event file, a test prediction, a report of other seeds) is mistaken
+    for this run's, even if this run stops early."""
+    for name in [f"seed_{seed}" for seed in seeds] + ["test", "report.md", "report.json"]:
+        path = out / name
+        if path.exists():
+            print(f"--overwrite_output_dir: removing {path} of an earlier run", flush=True)
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
 
 
 def _backend():
@@ -374,11 +380,14 @@ def train_and_evaluate():
             return metrics
 
         def on_new_best(metrics, seed_dir=seed_dir, model=model, latest=latest):
-            backend.save_pretrained(model, seed_dir / "best_model", vocab)
-            write_json(seed_dir / "best_model" / PREDICT_SETTINGS_FILE,
-                       {name: getattr(FLAGS, name) for name in PREDICT_SETTINGS})
-            latest["predictions"].write(seed_dir)
-            write_json(seed_dir / "eval_results.json", metrics)
+            # the model, its settings, predictions and scores of one evaluation, replaced as a set:
+            # a Ctrl-C never leaves a model beside another evaluation's predictions or scores
+            with replaced_together(seed_dir) as staging:
+                backend.save_pretrained(model, staging / "best_model", vocab)
+                write_json(staging / "best_model" / PREDICT_SETTINGS_FILE,
+                           {name: getattr(FLAGS, name) for name in PREDICT_SETTINGS})
+                latest["predictions"].write(staging)
+                write_json(staging / "eval_results.json", metrics)
 
         try:
             result = trainer.fit(train_arrays, evaluate=evaluate, criterion=tasks.criterion, on_new_best=on_new_best)
@@ -452,9 +461,9 @@ def _score_test(backend, test: TestSplit, model_dir, ctx, out, rank0):
     predictions, metrics = _predict_examples(trainer, test.examples, test.features, FLAGS.task, test.gold,
                                              FLAGS.test_file)
     if rank0:
-        test_dir = out / "test"
-        predictions.write(test_dir)
-        write_json(test_dir / "test_results.json", {**metrics, "model_dir": str(model_dir)})
+        with replaced_together(out / "test") as staging:
+            predictions.write(staging)
+            write_json(staging / "test_results.json", {**metrics, "model_dir": str(model_dir)})
         print("test: " + ", ".join(f"{m} {metrics[m]:.3f}" for m in tasks.METRIC_NAMES), flush=True)
 
 
@@ -512,11 +521,16 @@ def _use_training_settings(model_dir: Path) -> None:
         raise ConfigError(f"{path}: expected a JSON object of training settings, got {type(saved).__name__}")
     taken = {name: saved[name] for name in PREDICT_SETTINGS if name in saved and not FLAGS[name].present}
     for name, value in taken.items():
-        expected = bool if isinstance(FLAGS[name].default, bool) else int
         # bool is an int in Python; a saved true must not pass for a window length, nor 1 for a bool
-        if type(value) is not expected:
-            raise ConfigError(f"{path}: {name} must be {'true or false' if expected is bool else 'an integer'}, "
-                              f"got {value!r}")
+        default = FLAGS[name].default
+        if isinstance(default, bool):
+            expected, ok = "true or false", type(value) is bool
+        elif isinstance(default, int):
+            expected, ok = "an integer", type(value) is int
+        else:
+            expected, ok = "a finite number", type(value) in (int, float) and math.isfinite(value)
+        if not ok:
+            raise ConfigError(f"{path}: {name} must be {expected}, got {value!r}")
         setattr(FLAGS, name, value)
     if taken:
         print("as in training (" + path.name + "): " + ", ".join(f"--{k}={v}" for k, v in taken.items()), flush=True)
