@@ -147,7 +147,19 @@ std::optional<at::Tensor> prepare_mask(const at::Tensor& scores, const std::opti
   TORCH_CHECK(dtype == at::kBool || at::isFloatingType(dtype), op,
               ": mask must be bool (True = attend) or an additive floating mask, got ", dtype,
               "; convert 0/1 integer masks with mask.bool()");
+  // Never materialise a broadcast mask (e.g. mask.expand(B, 1, Sq, Sk) from [B, 1, 1, Sk]): a
+  // stride-0 dimension of size > 1 holds one distinct slice, so narrow it to size 1 before any
+  // cast or copy below (rows.stride_* treat size-1 dimensions as broadcast). The kernels read a
+  // mask row as Sk contiguous elements, so a stride-0 last dimension is narrowed too, cast, and
+  // only then expanded back and copied: one Sk-long row per distinct mask row, never a copy along
+  // a broadcast dimension.
+  for (int d = 0; d < 3; ++d) {
+    if (m.size(d) > 1 && m.stride(d) == 0) m = m.narrow(d, 0, 1);
+  }
+  const bool broadcast_keys = m.size(3) > 1 && m.stride(3) == 0;
+  if (broadcast_keys) m = m.narrow(3, 0, 1);
   if (dtype != at::kBool && dtype != at::kFloat && dtype != scores.scalar_type()) m = m.to(at::kFloat);
+  if (broadcast_keys) m = m.expand({m.size(0), m.size(1), m.size(2), scores.size(3)});
   if (m.size(3) > 1 && m.stride(3) != 1) m = m.contiguous();
   rows.stride_b = m.size(0) == 1 ? 0 : m.stride(0);
   rows.stride_h = m.size(1) == 1 ? 0 : m.stride(1);

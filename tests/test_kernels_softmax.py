@@ -244,3 +244,61 @@ def test_bad_arguments_are_rejected_with_clear_errors():
         torch.ops.cnbert.scaled_masked_softmax(scores, torch.ones(2, 2, 1, 5, dtype=torch.bool), 1.0)
     with pytest.raises(RuntimeError, match="integer masks"):
         torch.ops.cnbert.scaled_masked_softmax(scores, torch.ones(2, 1, 1, 5, dtype=torch.int32), 1.0)
+
+
+def _bytes_allocated(fn, device) -> tuple[int, torch.Tensor]:
+    """Bytes fn() allocates on device (the sum of all its allocations on the CPU, measured with the
+    profiler; the peak above the start on CUDA) and its result."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+        start = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        out = fn()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - start, out
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        out = fn()
+    return sum(max(e.self_cpu_memory_usage, 0) for e in prof.key_averages()), out
+
+
+B, H, SQ, SK = 4, 2, 128, 128
+_KEYS = torch.rand(B, 1, 1, SK, generator=torch.Generator().manual_seed(3)) > 0.3
+_KEYS[..., 0] = True
+BROADCAST_MASKS = {  # expanded (stride-0) masks whose dtype or last-axis stride the op must fix up
+    "f64 keys expanded over Sq": lambda: _KEYS.double().sub(1).mul(1e4).expand(B, 1, SQ, SK),
+    "f16 keys expanded over Sq": lambda: _KEYS.half().sub(1).mul(1e4).expand(B, 1, SQ, SK),
+    "f64 [1,1,1,Sk] expanded over B, H, Sq": lambda: _KEYS[:1].double().sub(1).mul(1e4).expand(B, H, SQ, SK),
+    "bool [B,1,1,1] expanded over Sq, Sk": lambda: _KEYS[..., :1].expand(B, 1, SQ, SK),
+    "f64 [B,1,1,1] expanded over Sq, Sk": lambda: torch.randn(B, 1, 1, 1, dtype=torch.float64).expand(B, 1, SQ, SK),
+}
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", list(BROADCAST_MASKS))
+def test_broadcast_masks_are_never_materialised(device, name):
+    """A stride-0 mask is read through broadcasting even when its dtype must be converted (float64,
+    or float16 with float32 scores) or its last axis has stride 0: besides the output the op
+    allocates at most a few [B, 1, 1, Sk] rows, never the [B, 1, Sq, Sk] expansion."""
+    mask = BROADCAST_MASKS[name]().to(device)
+    scores = torch.randn(B, H, SQ, SK, generator=torch.Generator().manual_seed(5)).to(device)
+    k.scaled_masked_softmax(scores, mask, 0.1)  # warm-up (first-call allocations)
+    used, out = _bytes_allocated(lambda: k.scaled_masked_softmax(scores, mask, 0.1), device)
+    extra = used - out.numel() * out.element_size()
+    expanded_bool_bytes = B * SQ * SK  # the smallest full expansion of the mask: bool
+    assert extra <= expanded_bool_bytes // 8, f"{name}: {extra} bytes besides the output"
+    want = reference.scaled_masked_softmax(scores.double(), mask.contiguous(), 0.1)
+    assert_close(out, want, torch.float32, what=name)
+
+
+@pytest.mark.parametrize("name", list(BROADCAST_MASKS))
+def test_reference_does_not_materialise_broadcast_masks(name):
+    """The pure-torch fallback allocates no more for an expanded mask than for its compact form."""
+    expanded = BROADCAST_MASKS[name]()
+    compact = expanded[tuple(slice(0, 1) if s == 0 else slice(None) for s in expanded.stride())].clone()
+    scores = torch.randn(B, H, SQ, SK, generator=torch.Generator().manual_seed(5))
+    used_expanded, got = _bytes_allocated(lambda: reference.scaled_masked_softmax(scores, expanded, 0.1), "cpu")
+    used_compact, want = _bytes_allocated(lambda: reference.scaled_masked_softmax(scores, compact, 0.1), "cpu")
+    assert used_expanded <= used_compact + 4 * B * SK * 8, name
+    torch.testing.assert_close(got, want, atol=0, rtol=0)

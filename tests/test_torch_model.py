@@ -253,3 +253,80 @@ def test_fused_mode_runs_the_kernels_and_matches_eager_values_and_gradients(monk
     torch.testing.assert_close(outputs["fused"]["start_logits"], outputs["eager"]["start_logits"], atol=1e-5, rtol=0)
     for (name, p_eager), (_, p_fused) in zip(eager.named_parameters(), fused.named_parameters()):
         torch.testing.assert_close(p_fused.grad, p_eager.grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def _count_kernel_calls(monkeypatch, names=("scaled_masked_softmax", "bias_gelu")):
+    import cnbert.kernels as kernels
+
+    calls = dict.fromkeys(names, 0)
+    for name in names:
+        def counting(*args, _original=getattr(kernels, name), _name=name, **kwargs):
+            calls[_name] += 1
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(kernels, name, counting)
+    return calls
+
+
+def test_fused_ffn_falls_back_to_eager_where_the_kernels_do_not_run(monkeypatch):
+    """Where the compiled kernels do not run (extension missing or stale, or a device it has no
+    kernels for), the fused model's FFN is the eager Linear + GELU, not bias_gelu's pure-torch
+    reference (which keeps several activation-sized float32 tensors for backward); the softmax
+    still goes through cnbert.kernels (its reference keeps what eager attention keeps)."""
+    from cnbert.kernels import _extension
+
+    calls = _count_kernel_calls(monkeypatch)
+    monkeypatch.setattr(_extension, "LOADED", False)  # as when cnbert._C is absent or stale
+    torch.manual_seed(0)
+    eager = BertForSpanExtraction(BertConfig(**TINY_BERT, attention="eager", initializer_range=0.2,
+                                             hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
+    fused = BertForSpanExtraction(eager.config.replace(attention="fused"))
+    fused.load_state_dict(eager.state_dict())
+    input_ids, attention_mask, token_type_ids = padded_batch()
+    starts, ends = torch.tensor([9, 10, 2]), torch.tensor([11, 12, 4])
+    outputs = {}
+    for name, model in (("eager", eager), ("fused", fused)):
+        out = model(input_ids, attention_mask, token_type_ids)
+        span_loss(out, starts, ends).backward()
+        outputs[name] = out
+    assert calls == {"scaled_masked_softmax": TINY_BERT["num_hidden_layers"], "bias_gelu": 0}
+    torch.testing.assert_close(outputs["fused"]["start_logits"], outputs["eager"]["start_logits"], atol=1e-5, rtol=0)
+    for (name, p_eager), (_, p_fused) in zip(eager.named_parameters(), fused.named_parameters()):
+        torch.testing.assert_close(p_fused.grad, p_eager.grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_fused_ffn_needs_kernels_for_the_tensors_device(monkeypatch):
+    """The decision is per tensor (cnbert.kernels.runs_on): a device the build has no kernels for
+    gets the eager FFN. Simulated on the CPU by making runs_on say no for it."""
+    import cnbert.kernels as kernels
+    from cnbert.torch.modeling import BertIntermediate
+
+    layer = BertIntermediate(BertConfig(**TINY_BERT, attention="fused"))
+    x = torch.randn(2, 5, TINY_BERT["hidden_size"])
+    calls = _count_kernel_calls(monkeypatch, ("bias_gelu",))
+    with torch.no_grad():
+        if kernels.is_available():
+            layer(x)
+            assert calls["bias_gelu"] == 1
+        monkeypatch.setattr(kernels, "runs_on", lambda t: False)
+        calls["bias_gelu"] = 0
+        torch.testing.assert_close(layer(x), torch.nn.functional.gelu(layer.dense(x)), atol=0, rtol=0)
+    assert calls["bias_gelu"] == 0
+
+
+def test_fused_model_traces_with_fullgraph():
+    """The FFN's kernels-or-eager choice causes no graph break (dynamo only: backend="eager")."""
+    import cnbert.kernels as kernels
+
+    if not kernels.is_available():
+        pytest.skip(f"extension not built: {kernels.extension_status()}")
+    torch.manual_seed(0)
+    model = BertModel(BertConfig(**TINY_BERT, attention="fused")).eval()
+    input_ids, attention_mask, token_type_ids = padded_batch()
+    torch._dynamo.reset()
+    compiled = torch.compile(model, fullgraph=True, backend="eager")
+    with torch.no_grad():
+        got = compiled(input_ids, attention_mask, token_type_ids).sequence_output
+        want = model(input_ids, attention_mask, token_type_ids).sequence_output
+    torch._dynamo.reset()
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=0)

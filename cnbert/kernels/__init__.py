@@ -8,6 +8,8 @@ The compiled extension cnbert._C provides CPU and (when built with CUDA) CUDA ke
 as torch.ops.cnbert.* with fake implementations and autograd, so torch.compile(fullgraph=True)
 traces through them. Importing this package never fails for want of the extension: the pure-torch
 reference ops (cnbert.kernels.reference) take over, and `is_available()` says which is in use.
+`runs_on(tensor)` says whether the compiled kernels run for that tensor's device and dtype (False
+without the extension, or for a CUDA tensor when the extension was built without CUDA kernels).
 
 Second derivatives work: a backward run with create_graph=True computes the gradients with the
 reference formulas, which autograd can differentiate again; ordinary training runs the kernels.
@@ -19,6 +21,7 @@ from .functional import (
     extension_status,
     gelu,
     is_available,
+    runs_on,
     scaled_masked_softmax,
 )
 
@@ -29,5 +32,6 @@ __all__ = [
     "gelu",
     "is_available",
     "reference",
+    "runs_on",
     "scaled_masked_softmax",
 ]

@@ -33,7 +33,14 @@ def extension_status() -> str:
     return f"cnbert._C loaded with {kind} kernels (built against torch {_extension.BUILD_INFO['torch_version']})"
 
 
-def _use_kernels(t: torch.Tensor) -> bool:
+def runs_on(t: torch.Tensor) -> bool:
+    """True when the compiled kernels run for a tensor like `t` (its device and dtype): the
+    extension loaded, and has kernels for that device (CPU always; CUDA when built with CUDA) and
+    dtype. When False, the ops here run the pure-torch reference, which is correct but keeps more
+    activations for backward than the unfused torch chain: callers choosing between a fused op and
+    their own eager code (cnbert.torch's attention="fused" FFN) take the fused op only when this
+    is True. Reads only the tensor's metadata and import-time constants, so
+    torch.compile(fullgraph=True) traces it without a graph break."""
     if not _extension.LOADED or t.dtype not in _DTYPES:
         return False
     if t.device.type == "cpu":
@@ -60,7 +67,7 @@ def gelu(x: torch.Tensor, approximate: str = "none") -> torch.Tensor:
     openai/blocksparse's `fast_gelu` (up to 2e-2 away from exact), used only when asked for."""
     _check_approximate(approximate)
     _check_floating("x", x)
-    if _use_kernels(x):
+    if runs_on(x):
         return torch.ops.cnbert.gelu(x, approximate)
     return reference.gelu(x, approximate)
 
@@ -77,7 +84,7 @@ def bias_gelu(x: torch.Tensor, bias: torch.Tensor, approximate: str = "none") ->
     if bias.device != x.device:
         raise ValueError(f"x is on {x.device} but bias is on {bias.device}")
     bias = bias.to(x.dtype)
-    if _use_kernels(x):
+    if runs_on(x):
         return torch.ops.cnbert.bias_gelu(x, bias, approximate)
     return reference.bias_gelu(x, bias, approximate)
 
@@ -101,7 +108,7 @@ def scaled_masked_softmax(scores: torch.Tensor, mask: torch.Tensor | None, scale
         raise ValueError(f"scores must be 4-D [B, H, Sq, Sk], got shape {tuple(scores.shape)}")
     if mask is not None:
         _check_mask(scores, mask)
-    if _use_kernels(scores):
+    if runs_on(scores):
         return torch.ops.cnbert.scaled_masked_softmax(scores, mask, float(scale))
     return reference.scaled_masked_softmax(scores, mask, float(scale))
 

@@ -46,6 +46,7 @@ def scaled_masked_softmax(scores: torch.Tensor, mask: torch.Tensor | None, scale
     dtype = compute_dtype(scores.dtype)
     logits = scores.to(dtype) * scale
     if mask is not None:
+        mask = _unbroadcast(mask)
         if mask.dtype == torch.bool:
             logits = logits.masked_fill(~mask, float("-inf"))
         else:
@@ -54,6 +55,16 @@ def scaled_masked_softmax(scores: torch.Tensor, mask: torch.Tensor | None, scale
     # Dead rows get finite logits before the softmax so that neither pass produces NaN.
     probs = torch.softmax(logits.masked_fill(~live, 0.0), dim=-1) * live
     return probs.to(scores.dtype)
+
+
+def _unbroadcast(mask: torch.Tensor) -> torch.Tensor:
+    """The mask with each stride-0 dimension of size > 1 (an expanded mask, such as
+    mask.expand(B, 1, Sq, Sk) of a [B, 1, 1, Sk] one) narrowed to size 1: the same values under
+    broadcasting, so the casts and negation below never copy the broadcast in memory."""
+    for d in range(mask.dim()):
+        if mask.shape[d] > 1 and mask.stride(d) == 0:
+            mask = mask.narrow(d, 0, 1)
+    return mask
 
 
 def _mask_dtype(mask_dtype: torch.dtype, scores_dtype: torch.dtype) -> torch.dtype:

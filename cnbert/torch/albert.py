@@ -23,6 +23,8 @@ from cnbert.torch.modeling import (
     BertSelfAttention,
     EncoderOutput,
     LayerStack,
+    dense_activation,
+    fused_gelu_form,
     init_bert_weights,
     key_padding_mask_of,
 )
@@ -81,13 +83,15 @@ class AlbertLayer(nn.Module):
         self.ffn = nn.Linear(config.hidden_size, config.intermediate_size)
         self.ffn_output = nn.Linear(config.intermediate_size, config.hidden_size)
         self.activation = ACTIVATIONS[config.hidden_act]
+        # attention="fused" also fuses the bias add into the GELU where the kernels run, as in BERT.
+        self.fused_gelu = fused_gelu_form(config)
         # Google ALBERT drops out the FFN output before the residual (attention_ffn_block);
         # transformers leaves it out. Both agree outside training.
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden_states, key_padding_mask):
         attended = self.attention(hidden_states, key_padding_mask)
-        ffn_output = self.ffn_output(self.activation(self.ffn(attended)))
+        ffn_output = self.ffn_output(dense_activation(self.ffn, self.activation, self.fused_gelu, attended))
         return self.full_layer_layer_norm(self.dropout(ffn_output) + attended)
 
 

@@ -24,6 +24,30 @@ ACTIVATIONS = {
 FUSED_GELU_FORMS = {"gelu": "none", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh"}
 
 
+def fused_gelu_form(config: BertConfig) -> str | None:
+    """The `approximate` form in which the FFN fuses its bias add into the GELU
+    (cnbert.kernels.bias_gelu): only with attention="fused" (the explicit opt-in to cnbert's
+    kernels) and a GELU-family hidden_act; None otherwise."""
+    return FUSED_GELU_FORMS.get(config.hidden_act) if config.attention == "fused" else None
+
+
+def dense_activation(dense: nn.Linear, activation, fused_form: str | None, hidden_states):
+    """activation(dense(hidden_states)), the FFN's first half (BERT's intermediate, ALBERT's ffn).
+
+    With a fused_form (see fused_gelu_form) and the compiled kernels running on this tensor's
+    device and dtype (cnbert.kernels.runs_on), the bias add and the GELU are one kernel: one pass
+    over the [tokens, intermediate] activations instead of two, keeping only the matmul output and
+    the bias for backward. Otherwise the eager modules run, never the kernels' pure-torch reference
+    fallback, which would keep several activation-sized float32 tensors for backward. The choice
+    reads only tensor metadata and import-time constants: no graph break under torch.compile."""
+    if fused_form is not None:
+        from cnbert import kernels  # imported on first use: eager / sdpa models never load the extension
+
+        if kernels.runs_on(hidden_states):
+            return kernels.bias_gelu(F.linear(hidden_states, dense.weight), dense.bias, approximate=fused_form)
+    return activation(dense(hidden_states))
+
+
 @dataclasses.dataclass
 class EncoderOutput:
     """sequence_output: [batch, seq, hidden]; pooled_output: [batch, hidden] (None without a pooler)."""
@@ -132,17 +156,11 @@ class BertIntermediate(nn.Module):
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
         self.activation = ACTIVATIONS[config.hidden_act]
-        # attention="fused" also fuses the bias add into the GELU (cnbert.kernels.bias_gelu): one
-        # pass over the [tokens, intermediate] activations instead of two, on the GPU's hot path.
-        self.fused_gelu = FUSED_GELU_FORMS.get(config.hidden_act) if config.attention == "fused" else None
+        # attention="fused" also fuses the bias add into the GELU where the kernels run (dense_activation).
+        self.fused_gelu = fused_gelu_form(config)
 
     def forward(self, hidden_states):
-        if self.fused_gelu is not None:
-            from cnbert import kernels
-
-            return kernels.bias_gelu(F.linear(hidden_states, self.dense.weight), self.dense.bias,
-                                     approximate=self.fused_gelu)
-        return self.activation(self.dense(hidden_states))
+        return dense_activation(self.dense, self.activation, self.fused_gelu, hidden_states)
 
 
 class BertOutput(nn.Module):
