@@ -7,6 +7,7 @@ import types
 import numpy as np
 import pytest
 
+import keras
 import tensorflow as tf
 import torch
 import transformers
@@ -15,7 +16,7 @@ import cnbert.tf as ctf
 from cnbert.checkpoints import CheckpointError, bert_parameter_shapes, hf_to_google  # noqa: E402
 from cnbert.config import AlbertConfig, BertConfig  # noqa: E402
 from cnbert.tf import backend  # noqa: E402
-from cnbert.tf.modeling import BertLayer, Linear, set_gradient_checkpointing  # noqa: E402
+from cnbert.tf.modeling import BertLayer, BertResidualOutput, Linear, set_gradient_checkpointing  # noqa: E402
 from cnbert.tokenization import bundled_vocab_path  # noqa: E402
 import cnbert.torch as cnbert_torch  # noqa: E402
 from model_helpers import google_config, padded_arrays, randomise, write_tf_checkpoint  # noqa: E402
@@ -184,6 +185,61 @@ def test_bf16_policy_runs_dense_layers_in_bf16_and_keeps_layer_norm_and_outputs_
         error = np.abs(bf16[name] - fp32[name]).max()
         assert 0 < error < 0.05 * scale, (name, error, scale)
     np.testing.assert_array_equal(tf_outputs(model, *batch)["start_logits"], fp32["start_logits"])
+
+
+@pytest.fixture
+def set_global_policy():
+    """keras.mixed_precision.set_global_policy, with the global policy restored after the test."""
+    before = keras.mixed_precision.global_policy()
+    try:
+        yield keras.mixed_precision.set_global_policy
+    finally:
+        keras.mixed_precision.set_global_policy(before)
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_a_global_keras_policy_changes_nothing_set_precision_alone_chooses(policy, set_global_policy, monkeypatch):
+    """A model built under a global mixed-precision policy gives exactly the logits of one built
+    without it, in fp32 and in bf16, and under bf16 its residual stream and LayerNorms stay float32."""
+    config = CONFIG.replace(initializer_range=0.2)
+    batch = padded_arrays()
+    reference = ctf.BertForCJRC(config)
+    want = {}
+    for precision in ("fp32", "bf16"):
+        ctf.set_precision(reference, precision)
+        want[precision] = tf_outputs(reference, *batch)
+
+    set_global_policy(policy)
+    model = ctf.BertForCJRC(config)
+    for variable, value in zip(model.weights, reference.weights, strict=True):
+        assert variable.path == value.path
+        variable.assign(value)
+    assert {v.dtype for v in model.weights} == {"float32"}
+
+    ctf.set_precision(model, "fp32")
+    assert {layer.dtype_policy.name for layer in model._flatten_layers()} == {"float32"}
+    got = tf_outputs(model, *batch)
+    for name in want["fp32"]:
+        np.testing.assert_array_equal(got[name], want["fp32"][name], err_msg=name)
+
+    seen = []  # (residual dtype, LayerNorm output dtype) of every residual block
+    original_call = BertResidualOutput.call
+
+    def recording_call(self, hidden_states, residual, seed=None):
+        output = original_call(self, hidden_states, residual, seed)
+        seen.append((residual.dtype, output.dtype))
+        return output
+
+    monkeypatch.setattr(BertResidualOutput, "call", recording_call)
+    ctf.set_precision(model, "bf16")
+    layers = list(model._flatten_layers())
+    assert {layer.compute_dtype for layer in layers if isinstance(layer, Linear)} == {"bfloat16"}
+    assert {layer.compute_dtype for layer in layers if not isinstance(layer, Linear)} == {"float32"}
+    got = tf_outputs(model, *batch)
+    assert len(seen) == 2 * config.num_hidden_layers and set(seen) == {(tf.float32, tf.float32)}
+    for name in want["bf16"]:
+        assert np.abs(want["bf16"][name] - want["fp32"][name]).max() > 0, name  # bf16 really ran
+        np.testing.assert_array_equal(got[name], want["bf16"][name], err_msg=name)
 
 
 # ---- losses and gradients -----------------------------------------------------------------------

@@ -34,7 +34,7 @@ class _TaskModel(keras.Model):
     head_prefixes: tuple[str, ...] = ()
 
     def __init__(self, config: BertConfig, gradient_checkpointing: bool = False, name: str | None = None):
-        super().__init__(name=name)
+        super().__init__(name=name, dtype="float32")  # see cnbert.tf.modeling.set_precision
         self.config = config
         self.bert = BertModel(config, add_pooling_layer=False, gradient_checkpointing=gradient_checkpointing)
         self.qa_outputs = Linear(2, config.initializer_range, name="qa_outputs")

@@ -8,11 +8,17 @@ bert/pooler/dense/bias, ...), kernels [in, out]. cnbert.tf.checkpoint maps them 
 
 Precision follows PyTorch autocast: under bf16/fp16 only the dense layers (`Linear`) and the two
 attention matmuls run in half precision; embeddings, LayerNorm, softmax, the residual stream and
-the losses stay float32 (see set_precision).
+the losses stay float32 (see set_precision). Every layer and model here is built with a float32
+dtype policy, so a global Keras policy (keras.mixed_precision.set_global_policy) changes nothing:
+set_precision alone chooses the dense layers' precision.
 
 Dropout is stateless: a model called with training=True takes an integer `dropout_seed` [2] and
 derives one seed per dropout site from it, so a recomputed layer (gradient checkpointing) draws
-exactly the masks of the first pass, and a run's masks depend only on its seeds.
+exactly the masks of the first pass. The masks depend on the seeds and on how the call is compiled:
+XLA (tf.function(jit_compile=True)) draws different masks from eager and plain tf.function code for
+the same seed (TensorFlow's stateless RNG does not match across the two), so a seeded run is
+reproduced only with the same jit_compile setting (the Trainer turns XLA off for replicas on CPUs:
+see Trainer.jit_compile).
 """
 from __future__ import annotations
 
@@ -48,6 +54,7 @@ class Linear(keras.layers.Layer):
     activation: "gelu" (exact erf) and "gelu_tanh" through ops.bias_gelu, or "relu"."""
 
     def __init__(self, units: int, initializer_range: float, activation: str | None = None, **kwargs):
+        kwargs.setdefault("dtype", "float32")  # not the global policy: set_precision chooses
         super().__init__(**kwargs)
         self.units = units
         self.initializer_range = initializer_range
@@ -110,7 +117,7 @@ class BertEmbeddings(keras.layers.Layer):
 
 class BertSelfAttention(keras.layers.Layer):
     def __init__(self, config: BertConfig, site: int, **kwargs):
-        super().__init__(name="self", **kwargs)
+        super().__init__(name="self", dtype="float32", **kwargs)
         self.config = config
         self.site = site
         self.query = Linear(config.hidden_size, config.initializer_range, name="query")
@@ -142,7 +149,7 @@ class BertResidualOutput(keras.layers.Layer):
     autocast promotes the sum); named "output" under both attention and layer."""
 
     def __init__(self, config: BertConfig, site: int, **kwargs):
-        super().__init__(name="output", **kwargs)
+        super().__init__(name="output", dtype="float32", **kwargs)
         self.config = config
         self.site = site
         self.dense = Linear(config.hidden_size, config.initializer_range, name="dense")
@@ -159,7 +166,7 @@ class BertResidualOutput(keras.layers.Layer):
 
 class BertAttention(keras.layers.Layer):
     def __init__(self, config: BertConfig, site: int, **kwargs):
-        super().__init__(name="attention", **kwargs)
+        super().__init__(name="attention", dtype="float32", **kwargs)
         self.self_attention = BertSelfAttention(config, site)
         self.self_output = BertResidualOutput(config, site + 1)
 
@@ -173,7 +180,7 @@ class BertAttention(keras.layers.Layer):
 
 class BertIntermediate(keras.layers.Layer):
     def __init__(self, config: BertConfig, **kwargs):
-        super().__init__(name="intermediate", **kwargs)
+        super().__init__(name="intermediate", dtype="float32", **kwargs)
         self.dense = Linear(config.intermediate_size, config.initializer_range,
                             activation=_ACTIVATIONS[config.hidden_act], name="dense")
 
@@ -186,7 +193,7 @@ class BertIntermediate(keras.layers.Layer):
 
 class BertLayer(keras.layers.Layer):
     def __init__(self, config: BertConfig, index: int, **kwargs):
-        super().__init__(name=f"layer_{index}", **kwargs)
+        super().__init__(name=f"layer_{index}", dtype="float32", **kwargs)
         self.config = config
         site = 1 + _SITES_PER_LAYER * index
         self.attention = BertAttention(config, site)
@@ -208,7 +215,7 @@ class BertEncoder(keras.layers.Layer):
     the backward pass (tf.recompute_grad) instead of kept: memory per layer drops to its input."""
 
     def __init__(self, config: BertConfig, gradient_checkpointing: bool = False, **kwargs):
-        super().__init__(name="encoder", **kwargs)
+        super().__init__(name="encoder", dtype="float32", **kwargs)
         self.layers_ = [BertLayer(config, i) for i in range(config.num_hidden_layers)]
         self.gradient_checkpointing = gradient_checkpointing
 
@@ -230,7 +237,7 @@ class BertPooler(keras.layers.Layer):
     """tanh(dense(hidden state of [CLS]))."""
 
     def __init__(self, config: BertConfig, **kwargs):
-        super().__init__(name="pooler", **kwargs)
+        super().__init__(name="pooler", dtype="float32", **kwargs)
         self.dense = Linear(config.hidden_size, config.initializer_range, name="dense")
 
     def build(self, input_shape):
@@ -249,7 +256,7 @@ class BertModel(keras.Model):
     """
 
     def __init__(self, config: BertConfig, add_pooling_layer: bool = True, gradient_checkpointing: bool = False):
-        super().__init__(name="bert")
+        super().__init__(name="bert", dtype="float32")
         self.config = config
         self.embeddings = BertEmbeddings(config)
         self.encoder = BertEncoder(config, gradient_checkpointing)
@@ -311,7 +318,8 @@ def _dense_layers(model: keras.Model) -> list:
 
 def set_precision(model: keras.Model, precision: str) -> None:
     """Run the model's dense layers in `precision` ("fp32", "bf16", "fp16") through Keras
-    mixed-precision policies (variables stay float32); everything else stays float32."""
+    mixed-precision policies (variables stay float32); everything else stays float32, as every
+    layer is built with a float32 policy whatever Keras's global policy is."""
     try:
         policy = PRECISION_POLICIES[precision]
     except KeyError:

@@ -39,7 +39,9 @@ class Trainer:
 
     task: "cmrc2018", "drcd" or "cjrc" (chooses the loss and the label arrays). strategy_name:
     "one_device", "mirrored" or "multi_worker_mirrored". jit_compile: compile the training and
-    prediction steps with XLA (one replica, or replicas on GPUs).
+    prediction steps with XLA (one replica, or replicas on GPUs); the attribute `jit_compile` is
+    the setting in effect, which fit logs. XLA draws other dropout masks than non-XLA code for the
+    same seed, so a seeded run is reproduced only with the same setting in effect.
 
     The model's dense layers are switched to training_config.precision (Keras mixed-precision
     policies; variables stay float32) and stay so after training: `set_precision(model, "fp32")`
@@ -114,6 +116,7 @@ class Trainer:
         schedule = LinearWarmupDecay(cfg.learning_rate, cfg.warmup_steps(total_steps), total_steps)
         micro_size = math.ceil(math.ceil(cfg.train_batch_size / replicas) / accum)
 
+        log.info("training %d steps with jit_compile=%s (dropout masks depend on it)", total_steps, self.jit_compile)
         self._copy_weights(self.model, self._model)
         self._fitting = True
         with self.strategy.scope():
