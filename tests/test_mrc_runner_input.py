@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import REPO
-from test_mrc_runner import SIZES, TINY, run_cli
+from test_mrc_runner import SIZES, TINY, patched_runner, run_cli
 
 from cnbert.config import BertConfig
 from cnbert.torch import backend
@@ -131,8 +131,13 @@ def test_predict_mode_answers_questions_without_answers(tmp_path):
     nbest = json.loads((out / "nbest_predictions.json").read_text(encoding="utf-8"))
     assert max(len(candidates) for candidates in nbest.values()) > 2
     (model_dir / "cnbert_mrc_settings.json").write_text(json.dumps({"n_best_size": 2, "null_score_threshold": 1.5}))
-    proc = run_cli(["--mode=predict", "--task=cmrc2018", f"--model_dir={model_dir}", f"--predict_file={questions}",
-                    f"--output_dir={out}", *SIZES])
+    again = ["--mode=predict", "--task=cmrc2018", f"--model_dir={model_dir}", f"--predict_file={questions}",
+             f"--output_dir={out}", *SIZES]
+    # the earlier answers are kept unless the user says to replace them
+    earlier = (out / "predictions.json").read_bytes()
+    assert_refused(run_cli(again, check=False), f"--output_dir={out} is not empty; pass --overwrite_output_dir")
+    assert (out / "predictions.json").read_bytes() == earlier
+    proc = run_cli(again + ["--overwrite_output_dir"])
     assert "as in training (cnbert_mrc_settings.json): --n_best_size=2, --null_score_threshold=1.5" in proc.stdout
     nbest = json.loads((out / "nbest_predictions.json").read_text(encoding="utf-8"))
     assert max(len(candidates) for candidates in nbest.values()) == 2
@@ -173,10 +178,75 @@ def test_device_cuda_without_a_gpu_is_a_usage_error(tmp_path, tiny_config):
     assert_refused(proc, "--device=cuda: device=cuda was asked for, but this torch")
 
 
-def test_training_flags_are_refused_in_predict_mode(tmp_path):
+@pytest.mark.parametrize("extra, message", [
+    (["--train_file={sample}"], "--train_file applies to --mode=train, and this run is --mode=predict"),
+    (["--learning_rate=1e-5"], "--learning_rate applies to --mode=train, and this run is --mode=predict"),
+    (["--hidden_dropout_prob=0"], "--hidden_dropout_prob applies to --mode=train, and this run is --mode=predict"),
+    (["--output_dir={tmp}/answers"], "--output_dir is for --predict_file; --question/--context print the answer"),
+    (["--framework=tf", "--attention=fused"], "--attention chooses among the PyTorch implementations"),
+    (["--null_score_threshold=5"], "--null_score_threshold applies to tasks with unanswerable questions (cjrc), "
+                                   "and --task=cmrc2018 has none"),
+])
+def test_flags_predict_mode_would_ignore_are_refused(tmp_path, extra, message):
+    extra = [e.format(sample=SAMPLE, tmp=tmp_path) for e in extra]
     proc = run_cli(["--mode=predict", "--task=cmrc2018", f"--model_dir={tmp_path}", "--question=谁？",
-                    "--context=范廷颂是越南罗马天主教枢机。", f"--train_file={SAMPLE}"], check=False)
-    assert_refused(proc, "--train_file applies to --mode=train, and this run is --mode=predict")
+                    "--context=范廷颂是越南罗马天主教枢机。", *extra], check=False)
+    assert_refused(proc, message)
+    assert not (tmp_path / "answers").exists()
+
+
+def test_a_missing_model_dir_is_named(tmp_path):
+    proc = run_cli(["--mode=predict", "--task=cmrc2018", f"--model_dir={tmp_path / 'nomodel'}", "--question=谁？",
+                    "--context=范廷颂是越南罗马天主教枢机。"], check=False)
+    assert_refused(proc, f"--model_dir={tmp_path / 'nomodel'}: not a directory")
+
+
+def test_a_usage_error_is_one_short_message_under_python_m(tmp_path, tiny_config):
+    # absl would print the module docstring and every flag's help when the runner is __main__
+    out = tmp_path / "out"
+    (out / "seed_123").mkdir(parents=True)
+    proc = run_cli(train_args(tiny_config, out), check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [f"cnbert-mrc: error: --output_dir={out} is not empty; pass "
+                                        "--overwrite_output_dir to reuse it", "(cnbert-mrc --help lists the flags)"]
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--no_such_flag=1", "Unknown command line flag 'no_such_flag'"),
+    ("--precision=fp8", "flag --precision=fp8: value should be one of <fp32|bf16|fp16>"),
+])
+def test_a_flag_absl_cannot_parse_is_a_usage_error_too(tmp_path, tiny_config, flag, message):
+    proc = run_cli(train_args(tiny_config, tmp_path / "out", flag), check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("cnbert-mrc: error: ") and message in proc.stderr, proc.stderr
+    assert proc.stderr.rstrip().endswith("(cnbert-mrc --help lists the flags)")
+
+
+def test_ctrl_c_during_training_ends_with_a_message_and_status_130(tmp_path, tiny_config):
+    """Ctrl-C at the third optimizer step (raised where SIGINT would raise it): no traceback, exit
+    status 130, and nothing of the interrupted seed beyond complete outputs."""
+    script = patched_runner(tmp_path, """
+        from cnbert.training import TrainingRun
+
+        check_loss = TrainingRun.check_loss
+
+        def interrupt_at_step_3(self, step, loss):
+            if step == 3:
+                raise KeyboardInterrupt
+            return check_loss(self, step, loss)
+
+        TrainingRun.check_loss = interrupt_at_step_3
+    """)
+    out = tmp_path / "out"
+    proc = run_cli(train_args(tiny_config, out, "--eval_every=1", "--train_batch_size=2"), check=False,
+                   script=script)
+    assert proc.returncode == 130, proc.stderr[-3000:]
+    assert "cnbert-mrc: interrupted; every output already written is complete" in proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert not (out / "report.md").exists()
+    written = {str(p.relative_to(out)) for p in out.rglob("*")}
+    assert "seed_123/best_model/cnbert_mrc_settings.json" in written  # evaluated at steps 1 and 2
+    assert not [name for name in written if ".tmp" in name], written
 
 
 @pytest.mark.parametrize("settings, message", [
@@ -197,3 +267,26 @@ def test_a_damaged_settings_file_beside_the_model_is_named(tmp_path, settings, m
 def test_dev_file_equal_to_train_file_is_warned_about(tmp_path, tiny_config):
     proc = run_cli(train_args(tiny_config, tmp_path / "out", "--num_train_epochs=0.1"))
     assert "WARNING: --dev_file is --train_file" in proc.stdout
+
+
+def test_tf_predict_mode_uses_the_distribution_strategy_asked_for(tmp_path):
+    script = patched_runner(tmp_path, """
+        from cnbert.tf.trainer import Trainer
+
+        init = Trainer.__init__
+
+        def reporting_init(self, *args, **kwargs):
+            init(self, *args, **kwargs)
+            print("strategy replicas:", type(self.strategy).__name__, self.replicas)
+
+        Trainer.__init__ = reporting_init
+    """)
+    model_dir = tmp_path / "model"
+    torch.manual_seed(0)
+    model, _ = backend.create_model("cmrc2018", BertConfig.from_dict(TINY))
+    backend.save_pretrained(model, model_dir, REPO / "cnbert" / "resources" / "vocab.txt")
+    proc = run_cli(["--mode=predict", "--task=cmrc2018", "--framework=tf", "--distribution_strategy=mirrored",
+                    f"--model_dir={model_dir}", "--question=谁？", "--context=范廷颂是越南罗马天主教枢机。", *SIZES],
+                   script=script)
+    assert "strategy replicas: MirroredStrategy 1" in proc.stdout, proc.stdout[-2000:]
+    assert '"answer":' in proc.stdout

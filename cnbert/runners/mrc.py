@@ -242,8 +242,13 @@ def _backend():
 
 
 TRAIN_ONLY_FLAGS = ("train_file", "dev_file", "test_file", "do_predict", "cjrc_dev_fraction", "init_checkpoint",
-                    "bert_config_file", "init_seed", "vocab_file", "seeds")
+                    "bert_config_file", "init_seed", "vocab_file", "seeds", "learning_rate", "num_train_epochs",
+                    "train_batch_size", "gradient_accumulation_steps", "warmup_proportion", "weight_decay",
+                    "adam_epsilon", "max_grad_norm", "gradient_checkpointing", "eval_every", "hidden_dropout_prob",
+                    "attention_probs_dropout_prob")
 PREDICT_ONLY_FLAGS = ("model_dir", "predict_file", "question", "context")
+# Only cjrc has unanswerable questions, so only its decoding compares the null score.
+NULL_SCORE_TASKS = ("cjrc",)
 
 
 def _check_flag_combinations() -> None:
@@ -259,9 +264,21 @@ def _check_flag_combinations() -> None:
         if FLAGS.init_checkpoint and FLAGS.bert_config_file:
             raise app.UsageError("--init_checkpoint brings its own config; --bert_config_file is for a randomly "
                                  "initialised model: pass one of them")
+    else:
+        single = FLAGS.question is not None or FLAGS.context is not None
+        for name in ("output_dir", "overwrite_output_dir"):
+            if single and FLAGS[name].present:
+                raise app.UsageError(f"--{name} is for --predict_file; --question/--context print the answer "
+                                     "and write nothing")
     if FLAGS.framework == "torch" and FLAGS.distribution_strategy != "one_device":
         raise app.UsageError("--distribution_strategy is for --framework=tf; with torch, start one process per GPU "
                              "with torchrun (see README)")
+    if FLAGS.framework == "tf" and FLAGS["attention"].present:
+        raise app.UsageError("--attention chooses among the PyTorch implementations; --framework=tf has one "
+                             "(XLA-compiled) attention")
+    if FLAGS["null_score_threshold"].present and FLAGS.task not in NULL_SCORE_TASKS:
+        raise app.UsageError(f"--null_score_threshold applies to tasks with unanswerable questions "
+                             f"({', '.join(NULL_SCORE_TASKS)}), and --task={FLAGS.task} has none")
 
 
 def _effective_flags() -> str:
@@ -471,8 +488,11 @@ def _score_test(backend, test: TestSplit, model_dir, ctx, out, rank0):
 
 def predict():
     task = tasks.get_task(FLAGS.task)
-    if not FLAGS.model_dir or not Path(FLAGS.model_dir).is_dir():
+    if not FLAGS.model_dir:
         raise app.UsageError("--mode=predict needs --model_dir, a directory saved by cnbert")
+    if not Path(FLAGS.model_dir).is_dir():
+        raise app.UsageError(f"--model_dir={FLAGS.model_dir}: not a directory (expected a model saved by cnbert, "
+                             "e.g. <output_dir>/seed_123/best_model)")
     single = FLAGS.question is not None or FLAGS.context is not None
     if single == bool(FLAGS.predict_file):
         raise app.UsageError("--mode=predict needs either --predict_file or both --question and --context")
@@ -487,12 +507,13 @@ def predict():
     _check_model_fits_task(config, FLAGS.model_dir)
     _check_decoding_flags()
     if FLAGS.output_dir:
-        _check_writable_directory("output_dir", Path(FLAGS.output_dir))
+        _check_output_dir(rank0=True)
     if FLAGS.max_seq_length > config.max_position_embeddings:
         raise app.UsageError(f"--max_seq_length={FLAGS.max_seq_length} exceeds the model's max_position_embeddings="
                              f"{config.max_position_embeddings}; pass the --max_seq_length it was trained with")
     backend = _backend()
-    model = backend.load_finetuned(FLAGS.model_dir, FLAGS.task)
+    overrides = {"attention": FLAGS.attention} if FLAGS.attention else {}
+    model = backend.load_finetuned(FLAGS.model_dir, FLAGS.task, **overrides)
     tokenizer = ChineseBertTokenizer(Path(FLAGS.model_dir) / "vocab.txt", do_lower_case=FLAGS.do_lower_case)
     if single:
         examples = [MrcExample(qas_id="question", question_text=FLAGS.question, context_text=FLAGS.context,
@@ -500,7 +521,8 @@ def predict():
     else:
         examples = task.read(FLAGS.predict_file, labelled=False).examples  # answers, if any, are not needed
     features = build_features(examples, tokenizer, _feature_config(), training=False)
-    kwargs = {"ctx": backend.init_distributed(FLAGS.device)} if FLAGS.framework == "torch" else {}
+    kwargs = ({"ctx": backend.init_distributed(FLAGS.device)} if FLAGS.framework == "torch"
+              else {"strategy_name": FLAGS.distribution_strategy})
     trainer = backend.Trainer(model, _training_config(0), FLAGS.task, show_progress=False, **kwargs)
     predictions, _ = _predict_examples(trainer, examples, features, FLAGS.task)
     if single:
@@ -536,26 +558,49 @@ def _use_training_settings(model_dir: Path) -> None:
         print("as in training (" + path.name + "): " + ", ".join(f"--{k}={v}" for k, v in taken.items()), flush=True)
 
 
+EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130  # 130: 128 + SIGINT, as shells report Ctrl-C
+HELP_HINT = "(cnbert-mrc --help lists the flags)"
+
+
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not FLAGS.task:
-        raise app.UsageError("--task is required")
-    _expand_paths()
-    _check_flag_combinations()
     try:
+        if len(argv) > 1:
+            raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        if not FLAGS.task:
+            raise app.UsageError("--task is required")
+        _expand_paths()
+        _check_flag_combinations()
         predict() if FLAGS.mode == "predict" else train_and_evaluate()
+    except app.UsageError as e:
+        # printed here rather than by absl, which under `python -m` or torchrun adds the module
+        # docstring and every flag's help, burying the one line that matters
+        print(f"cnbert-mrc: error: {e}\n{HELP_HINT}", file=sys.stderr)
+        return EXIT_USAGE
     except (DataError, ConfigError, TrainingStopped) as e:
         # bad input (a data file, a checkpoint, a config), the message naming the file and the
         # record; or a seed whose training diverged, after the other seeds' report was written
         print(f"cnbert-mrc: error: {e}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("cnbert-mrc: interrupted; every output already written is complete (each set is replaced whole), "
+              "the rest, the report included, was not written", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return 0
 
 
+def _parse_flags(argv):
+    """absl's parsing, with a flag it cannot parse (unknown, or a bad value) reported like any other
+    usage error: `cnbert-mrc: error: ...` and exit status 2."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        print(f"cnbert-mrc: error: {e}\n{HELP_HINT}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
 def run():
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":
