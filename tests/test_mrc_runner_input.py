@@ -264,9 +264,14 @@ def test_a_damaged_settings_file_beside_the_model_is_named(tmp_path, settings, m
     assert_refused(proc, f"{settings_file}: {message}")
 
 
-def test_dev_file_equal_to_train_file_is_warned_about(tmp_path, tiny_config):
-    proc = run_cli(train_args(tiny_config, tmp_path / "out", "--num_train_epochs=0.1"))
+def test_dev_file_equal_to_train_file_is_warned_about_and_flags_txt_reruns_the_run(tmp_path, tiny_config):
+    out = tmp_path / "out"
+    proc = run_cli(train_args(tiny_config, out, "--num_train_epochs=0.1"))
     assert "WARNING: --dev_file is --train_file" in proc.stdout
+    # flags.txt names every flag, defaults included: none of them may be refused as ignored
+    first = json.loads((out / "report.json").read_text())
+    run_cli([f"--flagfile={out / 'flags.txt'}", "--overwrite_output_dir"])
+    assert json.loads((out / "report.json").read_text())["seeds"] == first["seeds"]
 
 
 def test_tf_predict_mode_uses_the_distribution_strategy_asked_for(tmp_path):

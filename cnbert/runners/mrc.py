@@ -276,7 +276,8 @@ def _check_flag_combinations() -> None:
     if FLAGS.framework == "tf" and FLAGS["attention"].present:
         raise app.UsageError("--attention chooses among the PyTorch implementations; --framework=tf has one "
                              "(XLA-compiled) attention")
-    if FLAGS["null_score_threshold"].present and FLAGS.task not in NULL_SCORE_TASKS:
+    # a value other than the default: a run's flags.txt names every flag, and must work as a flag file
+    if FLAGS.null_score_threshold != FLAGS["null_score_threshold"].default and FLAGS.task not in NULL_SCORE_TASKS:
         raise app.UsageError(f"--null_score_threshold applies to tasks with unanswerable questions "
                              f"({', '.join(NULL_SCORE_TASKS)}), and --task={FLAGS.task} has none")
 
