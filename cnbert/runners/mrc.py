@@ -585,7 +585,7 @@ def main(argv):
         return EXIT_FAILED
     except KeyboardInterrupt:
         print("cnbert-mrc: interrupted; every output already written is complete (each set is replaced whole), "
-              "the rest, the report included, was not written", file=sys.stderr)
+              "and nothing half-written is left (a training run writes its report only at the end)", file=sys.stderr)
         return EXIT_INTERRUPTED
     return 0
 
