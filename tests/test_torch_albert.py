@@ -42,9 +42,9 @@ from cnbert.torch import (
     model_class_for_task,
     model_for_task,
     save_pretrained,
-    span_loss,
 )
-from model_helpers import (VOCAB_SIZE, assert_padding_does_not_leak, assert_same_logits, fixed_batch_losses, hf_logits, our_logits, padded_batch,
+from kernel_testing import needs_extension
+from model_helpers import (VOCAB_SIZE, assert_fused_matches_eager, assert_padding_does_not_leak, count_kernel_calls, assert_same_logits, fixed_batch_losses, hf_logits, our_logits, padded_batch,
                            random_transformers_model, randomise, save_hf, write_tf_checkpoint)
 
 import transformers
@@ -610,39 +610,20 @@ def test_config_files_in_a_directory(tmp_path):
         find_config(tmp_path)
 
 
+@needs_extension
 @pytest.mark.parametrize("layout", ["albert", "factorized_word"])
 @pytest.mark.parametrize("hidden_act", ["gelu_new", "gelu", "relu"])
 def test_fused_attention_fuses_the_ffn_bias_gelu_and_matches_eager(monkeypatch, layout, hidden_act):
     """attention="fused" on ALBERT runs the fused softmax and, for GELU-family activations, the
     FFN's fused bias + GELU (once per layer application), as on BERT; logits and every parameter
-    gradient equal the eager model's within 1e-5 (fp32)."""
-    import cnbert.kernels as kernels
-
-    if not kernels.is_available():
-        pytest.skip(f"extension not built: {kernels.extension_status()}")
-    calls = {"scaled_masked_softmax": 0, "bias_gelu": 0}
-    for name in calls:
-        def counting(*args, _original=getattr(kernels, name), _name=name, **kwargs):
-            calls[_name] += 1
-            return _original(*args, **kwargs)
-
-        monkeypatch.setattr(kernels, name, counting)
+    gradient equal the eager model's (assert_fused_matches_eager)."""
+    calls = count_kernel_calls(monkeypatch)
     config = AlbertConfig(**SIZES, embedding_layout=layout, hidden_act=hidden_act, initializer_range=0.2,
                           hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     torch.manual_seed(0)
     eager = AlbertForSpanExtraction(config)
     fused = AlbertForSpanExtraction(config.replace(attention="fused"))
     fused.load_state_dict(eager.state_dict())
-    input_ids, attention_mask, token_type_ids = padded_batch()
-    starts, ends = torch.tensor([9, 10, 2]), torch.tensor([11, 12, 4])
-    outputs = {}
-    for name, model in (("eager", eager), ("fused", fused)):
-        out = model(input_ids, attention_mask, token_type_ids)
-        span_loss(out, starts, ends).backward()
-        outputs[name] = out
+    assert_fused_matches_eager(eager, fused)
     layers = SIZES["num_hidden_layers"]
     assert calls == {"scaled_masked_softmax": layers, "bias_gelu": 0 if hidden_act == "relu" else layers}
-    for key in ("start_logits", "end_logits"):
-        torch.testing.assert_close(outputs["fused"][key], outputs["eager"][key], atol=1e-5, rtol=0)
-    for (name, p_eager), (_, p_fused) in zip(eager.named_parameters(), fused.named_parameters()):
-        torch.testing.assert_close(p_fused.grad, p_eager.grad, atol=1e-5, rtol=1e-4, msg=name)

@@ -19,7 +19,8 @@ from cnbert.torch import (
     sdpa_attention,
     span_loss,
 )
-from model_helpers import (TINY_BERT, assert_padding_does_not_leak, assert_same_logits, fixed_batch_losses, hf_logits, our_logits, padded_batch,
+from kernel_testing import needs_extension
+from model_helpers import (TINY_BERT, assert_fused_matches_eager, assert_padding_does_not_leak, count_kernel_calls, assert_same_logits, fixed_batch_losses, hf_logits, our_logits, padded_batch,
                            random_transformers_model, save_hf)
 
 import transformers
@@ -222,50 +223,22 @@ def test_cjrc_head_and_loss():
         cjrc_loss(logits, starts, ends, torch.tensor([0, 4, 1]))
 
 
-def test_fused_mode_runs_the_kernels_and_matches_eager_values_and_gradients(monkeypatch):
-    """attention="fused" routes the softmax and the FFN's bias + GELU through cnbert.kernels; logits
-    and every parameter gradient equal the eager model's within 1e-5 (fp32; the kernels accumulate
-    in fp32 like torch, only the summation order differs)."""
-    import cnbert.kernels as kernels
-
-    calls = {"softmax": 0, "bias_gelu": 0}
-    for name, key in (("scaled_masked_softmax", "softmax"), ("bias_gelu", "bias_gelu")):
-        original = getattr(kernels, name)
-
-        def counting(*args, _original=original, _key=key, **kwargs):
-            calls[_key] += 1
-            return _original(*args, **kwargs)
-
-        monkeypatch.setattr(kernels, name, counting)
+def _eager_and_fused_span_models():
     torch.manual_seed(0)
     eager = BertForSpanExtraction(BertConfig(**TINY_BERT, attention="eager", initializer_range=0.2,
                                              hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
     fused = BertForSpanExtraction(eager.config.replace(attention="fused"))
     fused.load_state_dict(eager.state_dict())
-    input_ids, attention_mask, token_type_ids = padded_batch()
-    starts, ends = torch.tensor([9, 10, 2]), torch.tensor([11, 12, 4])
-    outputs = {}
-    for name, model in (("eager", eager), ("fused", fused)):
-        out = model(input_ids, attention_mask, token_type_ids)
-        span_loss(out, starts, ends).backward()
-        outputs[name] = out
-    assert calls == {"softmax": TINY_BERT["num_hidden_layers"], "bias_gelu": TINY_BERT["num_hidden_layers"]}
-    torch.testing.assert_close(outputs["fused"]["start_logits"], outputs["eager"]["start_logits"], atol=1e-5, rtol=0)
-    for (name, p_eager), (_, p_fused) in zip(eager.named_parameters(), fused.named_parameters()):
-        torch.testing.assert_close(p_fused.grad, p_eager.grad, atol=1e-5, rtol=1e-4, msg=name)
+    return eager, fused
 
 
-def _count_kernel_calls(monkeypatch, names=("scaled_masked_softmax", "bias_gelu")):
-    import cnbert.kernels as kernels
-
-    calls = dict.fromkeys(names, 0)
-    for name in names:
-        def counting(*args, _original=getattr(kernels, name), _name=name, **kwargs):
-            calls[_name] += 1
-            return _original(*args, **kwargs)
-
-        monkeypatch.setattr(kernels, name, counting)
-    return calls
+def test_fused_mode_runs_the_kernels_and_matches_eager_values_and_gradients(monkeypatch):
+    """attention="fused" routes the softmax and the FFN's bias + GELU through cnbert.kernels; logits
+    and every parameter gradient equal the eager model's (assert_fused_matches_eager)."""
+    calls = count_kernel_calls(monkeypatch)
+    assert_fused_matches_eager(*_eager_and_fused_span_models())
+    layers = TINY_BERT["num_hidden_layers"]
+    assert calls == {"scaled_masked_softmax": layers, "bias_gelu": layers}
 
 
 def test_fused_ffn_falls_back_to_eager_where_the_kernels_do_not_run(monkeypatch):
@@ -275,24 +248,10 @@ def test_fused_ffn_falls_back_to_eager_where_the_kernels_do_not_run(monkeypatch)
     still goes through cnbert.kernels (its reference keeps what eager attention keeps)."""
     from cnbert.kernels import _extension
 
-    calls = _count_kernel_calls(monkeypatch)
+    calls = count_kernel_calls(monkeypatch)
     monkeypatch.setattr(_extension, "LOADED", False)  # as when cnbert._C is absent or stale
-    torch.manual_seed(0)
-    eager = BertForSpanExtraction(BertConfig(**TINY_BERT, attention="eager", initializer_range=0.2,
-                                             hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
-    fused = BertForSpanExtraction(eager.config.replace(attention="fused"))
-    fused.load_state_dict(eager.state_dict())
-    input_ids, attention_mask, token_type_ids = padded_batch()
-    starts, ends = torch.tensor([9, 10, 2]), torch.tensor([11, 12, 4])
-    outputs = {}
-    for name, model in (("eager", eager), ("fused", fused)):
-        out = model(input_ids, attention_mask, token_type_ids)
-        span_loss(out, starts, ends).backward()
-        outputs[name] = out
+    assert_fused_matches_eager(*_eager_and_fused_span_models())
     assert calls == {"scaled_masked_softmax": TINY_BERT["num_hidden_layers"], "bias_gelu": 0}
-    torch.testing.assert_close(outputs["fused"]["start_logits"], outputs["eager"]["start_logits"], atol=1e-5, rtol=0)
-    for (name, p_eager), (_, p_fused) in zip(eager.named_parameters(), fused.named_parameters()):
-        torch.testing.assert_close(p_fused.grad, p_eager.grad, atol=1e-5, rtol=1e-4, msg=name)
 
 
 def test_fused_ffn_needs_kernels_for_the_tensors_device(monkeypatch):
@@ -303,7 +262,7 @@ def test_fused_ffn_needs_kernels_for_the_tensors_device(monkeypatch):
 
     layer = BertIntermediate(BertConfig(**TINY_BERT, attention="fused"))
     x = torch.randn(2, 5, TINY_BERT["hidden_size"])
-    calls = _count_kernel_calls(monkeypatch, ("bias_gelu",))
+    calls = count_kernel_calls(monkeypatch, ("bias_gelu",))
     with torch.no_grad():
         if kernels.is_available():
             layer(x)
@@ -314,12 +273,9 @@ def test_fused_ffn_needs_kernels_for_the_tensors_device(monkeypatch):
     assert calls["bias_gelu"] == 0
 
 
+@needs_extension
 def test_fused_model_traces_with_fullgraph():
     """The FFN's kernels-or-eager choice causes no graph break (dynamo only: backend="eager")."""
-    import cnbert.kernels as kernels
-
-    if not kernels.is_available():
-        pytest.skip(f"extension not built: {kernels.extension_status()}")
     torch.manual_seed(0)
     model = BertModel(BertConfig(**TINY_BERT, attention="fused")).eval()
     input_ids, attention_mask, token_type_ids = padded_batch()

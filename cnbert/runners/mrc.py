@@ -264,10 +264,9 @@ def _check_flag_combinations() -> None:
         if FLAGS.init_checkpoint and FLAGS.bert_config_file:
             raise app.UsageError("--init_checkpoint brings its own config; --bert_config_file is for a randomly "
                                  "initialised model: pass one of them")
-    else:
-        single = FLAGS.question is not None or FLAGS.context is not None
+    elif _single_question():
         for name in ("output_dir", "overwrite_output_dir"):
-            if single and FLAGS[name].present:
+            if FLAGS[name].present:
                 raise app.UsageError(f"--{name} is for --predict_file; --question/--context print the answer "
                                      "and write nothing")
     if FLAGS.framework == "torch" and FLAGS.distribution_strategy != "one_device":
@@ -280,6 +279,11 @@ def _check_flag_combinations() -> None:
     if FLAGS.null_score_threshold != FLAGS["null_score_threshold"].default and FLAGS.task not in NULL_SCORE_TASKS:
         raise app.UsageError(f"--null_score_threshold applies to tasks with unanswerable questions "
                              f"({', '.join(NULL_SCORE_TASKS)}), and --task={FLAGS.task} has none")
+
+
+def _single_question() -> bool:
+    """Predict mode answers one --question about one --context (printed), not a --predict_file."""
+    return FLAGS.question is not None or FLAGS.context is not None
 
 
 def _effective_flags() -> str:
@@ -494,7 +498,7 @@ def predict():
     if not Path(FLAGS.model_dir).is_dir():
         raise app.UsageError(f"--model_dir={FLAGS.model_dir}: not a directory (expected a model saved by cnbert, "
                              "e.g. <output_dir>/seed_123/best_model)")
-    single = FLAGS.question is not None or FLAGS.context is not None
+    single = _single_question()
     if single == bool(FLAGS.predict_file):
         raise app.UsageError("--mode=predict needs either --predict_file or both --question and --context")
     if single and not (FLAGS.question and FLAGS.context):
@@ -560,7 +564,10 @@ def _use_training_settings(model_dir: Path) -> None:
 
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130  # 130: 128 + SIGINT, as shells report Ctrl-C
-HELP_HINT = "(cnbert-mrc --help lists the flags)"
+
+
+def _print_usage_error(error) -> None:
+    print(f"cnbert-mrc: error: {error}\n(cnbert-mrc --help lists the flags)", file=sys.stderr)
 
 
 def main(argv):
@@ -576,7 +583,7 @@ def main(argv):
     except app.UsageError as e:
         # printed here rather than by absl, which under `python -m` or torchrun adds the module
         # docstring and every flag's help, burying the one line that matters
-        print(f"cnbert-mrc: error: {e}\n{HELP_HINT}", file=sys.stderr)
+        _print_usage_error(e)
         return EXIT_USAGE
     except (DataError, ConfigError, TrainingStopped) as e:
         # bad input (a data file, a checkpoint, a config), the message naming the file and the
@@ -596,7 +603,7 @@ def _parse_flags(argv):
     try:
         return FLAGS(argv)
     except flags.Error as e:
-        print(f"cnbert-mrc: error: {e}\n{HELP_HINT}", file=sys.stderr)
+        _print_usage_error(e)
         sys.exit(EXIT_USAGE)
 
 
