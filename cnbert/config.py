@@ -4,7 +4,8 @@ Reads Hugging Face `config.json` and Google's `bert_config.json` (which has no `
 Google, HIT and brightmart BERT checkpoints were trained with 1e-12, the default here) and writes a
 `config.json` that `transformers.BertConfig` reads (model_type "bert"). `AlbertConfig` adds the
 ALBERT settings (Hugging Face / Google `albert_config.json`, brightmart `albert_config_*.json`);
-`config_from_dict` and `read_config` pick the class from the file.
+`config_from_dict` and `read_config` pick the class from the file. siBert's `setting.txt` (its
+pretraining arguments, siBert's own keys) is read as the BertConfig it describes (see SIBERT_KEYS).
 """
 from __future__ import annotations
 
@@ -18,9 +19,10 @@ from cnbert.errors import DataError
 from cnbert.io_utils import read_text_file, write_json
 
 # "gelu" is the exact erf form (what Google/HIT configs mean); "gelu_new" and "gelu_pytorch_tanh"
-# are Hugging Face's names for the tanh approximation. Anything else is refused rather than guessed:
-# the sigmoid approximation x·σ(1.702x) differs from erf GELU by up to 2e-2.
-HIDDEN_ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
+# are Hugging Face's names for the tanh approximation; "quick_gelu" is Hugging Face's name for the
+# sigmoid form x·σ(1.702x) (blocksparse's fast_gelu, siBert's FFN activation). The sigmoid form differs
+# from erf GELU by up to 2e-2, so it is used only where a config names it, never for "gelu".
+HIDDEN_ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "quick_gelu", "relu")
 
 # Attention implementations, chosen by name; each framework maps a name to its function.
 ATTENTION_IMPLEMENTATIONS = ("eager", "sdpa", "fused")
@@ -60,6 +62,25 @@ _ALBERT_UNSUPPORTED_SETTINGS = {
     "down_scale_factor": 1,
     "ln_type": "postln",
 }
+
+
+# siBert (ewrfcas/SiBert_tensorflow) has no JSON config: pretrain.py's argparse arguments describe the
+# model, and tf_ops/utils.py check_args writes them all, one "name: value" line each between two
+# dashed lines, to setting.txt beside the checkpoint. The model (models/SiBert.py) is post-LayerNorm
+# BERT with blocksparse's fast_gelu in the FFN and LayerNorm epsilon 1e-5; only these keys describe it:
+# siBert key -> BertConfig field (mlp_ratio gives intermediate_size = mlp_ratio * hidden_size).
+SIBERT_SETTINGS_FILE = "setting.txt"
+SIBERT_KEYS = {
+    "vocab_size": "vocab_size",
+    "hidden_size": "hidden_size",
+    "n_layer": "num_hidden_layers",
+    "n_head": "num_attention_heads",
+    "mlp_ratio": None,
+    "max_position_embeddings": "max_position_embeddings",
+    "type_vocab_size": "type_vocab_size",
+}
+SIBERT_ACTIVATION, SIBERT_LAYER_NORM_EPS = "quick_gelu", 1e-5
+_SIBERT_DEFAULT_DROPOUT = 0.1  # pretrain.py's default for --dropout
 
 
 class ConfigError(ValueError):
@@ -110,6 +131,9 @@ class BertConfig:
         if "embedding_size" in values:
             raise ConfigError(f"{where}has embedding_size={values['embedding_size']!r}, an ALBERT setting; "
                               "this is the BERT model")
+        if is_sibert_settings(values):
+            raise ConfigError(f"{where}has siBert's keys (n_layer, n_head, mlp_ratio); "
+                              "cnbert.config.config_from_dict converts them (sibert_config_values)")
         return cls._from_known_keys(values, where)
 
     @classmethod
@@ -249,19 +273,70 @@ def config_class_for(values: Mapping[str, Any]) -> type[BertConfig]:
 
 
 def config_from_dict(values: Mapping[str, Any], source: str | None = None) -> BertConfig:
-    """A BertConfig or AlbertConfig, whichever the dict describes (see config_class_for)."""
+    """A BertConfig or AlbertConfig, whichever the dict describes (see config_class_for); a dict of
+    siBert settings (see is_sibert_settings) gives the BertConfig of that siBert model."""
     _check_mapping(values, _where(source))
+    if is_sibert_settings(values):
+        values = sibert_config_values(values, source=source)
     return config_class_for(values).from_dict(values, source=source)
 
 
 def read_config(path) -> BertConfig:
-    """The BertConfig or AlbertConfig in a config file (config.json, bert_config.json, albert_config*.json)."""
+    """The BertConfig or AlbertConfig in a config file (config.json, bert_config.json, albert_config*.json,
+    siBert's setting.txt)."""
     return config_from_dict(read_config_dict(path), source=str(path))
 
 
-def read_config_dict(path) -> dict[str, Any]:
-    """The JSON object in a config file; ConfigError naming the file when it is missing or not JSON."""
+def is_sibert_settings(values: Mapping[str, Any]) -> bool:
+    """Whether a config dict uses siBert's names (n_layer, n_head, mlp_ratio) for the architecture."""
+    return any(key in values for key in ("n_layer", "n_head", "mlp_ratio"))
+
+
+def sibert_config_values(settings: Mapping[str, Any], source: str | None = None) -> dict[str, Any]:
+    """The BertConfig values (model_type "bert") of a siBert model described by its pretraining
+    settings: every SIBERT_KEYS key is required, `dropout` (both dropout rates here) defaults to
+    pretrain.py's 0.1, the activation is "quick_gelu" and LayerNorm epsilon 1e-5 (models/SiBert.py
+    hard-codes both). Values may be numbers or the strings setting.txt holds."""
+    where = _where(source)
+    missing = [key for key in SIBERT_KEYS if key not in settings]
+    if missing:
+        raise ConfigError(f"{where}siBert settings lack {', '.join(missing)}")
+    numbers = {key: _setting_int(settings[key], key, where) for key in SIBERT_KEYS}
+    dropout = _setting_float(settings.get("dropout", _SIBERT_DEFAULT_DROPOUT), "dropout", where)
+    values = {field: numbers[key] for key, field in SIBERT_KEYS.items() if field is not None}
+    return {"model_type": "bert", **values, "intermediate_size": numbers["mlp_ratio"] * numbers["hidden_size"],
+            "hidden_act": SIBERT_ACTIVATION, "layer_norm_eps": SIBERT_LAYER_NORM_EPS,
+            "hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
+
+
+def read_sibert_settings(path) -> dict[str, str]:
+    """The "name: value" lines of a siBert setting.txt (values as written, strings), without the
+    dashed lines around them; ConfigError naming the file and line for anything else."""
     path = Path(path)
+    try:
+        text = read_text_file(path, "siBert setting file")
+    except DataError as e:
+        raise ConfigError(str(e)) from e
+    settings = {}
+    for line_no, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("---"):
+            continue
+        name, separator, value = line.partition(": ")
+        if not separator or not name.isidentifier():
+            raise ConfigError(f"{path}: line {line_no}: expected \"name: value\" (siBert's setting.txt), got {line!r}")
+        if name in settings:
+            raise ConfigError(f"{path}: line {line_no}: {name} is set twice")
+        settings[name] = value
+    return settings
+
+
+def read_config_dict(path) -> dict[str, Any]:
+    """The JSON object in a config file; ConfigError naming the file when it is missing or not JSON.
+    A siBert setting.txt gives its BertConfig values (sibert_config_values)."""
+    path = Path(path)
+    if path.name == SIBERT_SETTINGS_FILE:
+        return sibert_config_values(read_sibert_settings(path), source=str(path))
     try:
         text = read_text_file(path, "config file")
     except DataError as e:
@@ -281,6 +356,26 @@ def _where(source: str | None) -> str:
 def _check_mapping(values, where: str) -> None:
     if not isinstance(values, Mapping):
         raise ConfigError(f"{where}expected a JSON object, got {type(values).__name__}")
+
+
+def _setting_int(value, key: str, where: str) -> int:
+    # setting.txt holds str(value); a JSON config holds numbers
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value)
+    if not _is_int(value):
+        raise ConfigError(f"{where}siBert setting {key} must be an integer, got {value!r}")
+    return value
+
+
+def _setting_float(value, key: str, where: str) -> float:
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise ConfigError(f"{where}siBert setting {key} must be a number, got {value!r}") from None
+    if not _is_number(value):
+        raise ConfigError(f"{where}siBert setting {key} must be a number, got {value!r}")
+    return float(value)
 
 
 def _is_int(value) -> bool:

@@ -5,6 +5,11 @@ text cleaning, CJK characters split one per token, punctuation split, lower-casi
 stripping as `do_lower_case` says, greedy longest-match WordPiece with `[UNK]` for words that
 cannot be covered (or are longer than 100 characters). Offsets are character offsets into the
 text as given, so an answer is always sliced from the original context, never rebuilt from pieces.
+
+siBert's tokenizer (ewrfcas/SiBert_tensorflow tokenization_char.py, `normalize_text`) first maps
+full-width forms to half-width: U+3000 to a space and U+FF01..U+FF5E to U+0021..U+007E
+(`fullwidth_to_halfwidth=True`). The map is one character to one character, so offsets still point
+into the text as given.
 """
 from __future__ import annotations
 
@@ -20,6 +25,9 @@ from cnbert.errors import DataError
 from cnbert.io_utils import read_text_file
 
 CLS, SEP, PAD, UNK, MASK = "[CLS]", "[SEP]", "[PAD]", "[UNK]", "[MASK]"
+
+# siBert's normalize_text: the ideographic space and the full-width ASCII block to their ASCII forms.
+FULLWIDTH_TO_HALFWIDTH = {0x3000: 0x20, **{code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)}}
 
 
 def bundled_vocab_path() -> Path:
@@ -81,11 +89,13 @@ class ChineseBertTokenizer:
 
     `encode` returns word pieces without special tokens; callers lay out [CLS]/[SEP] themselves
     (the reading-comprehension features need the question and each window separately).
+    fullwidth_to_halfwidth: map full-width forms to half-width first, as siBert's tokenizer does.
     """
 
-    def __init__(self, vocab_file=None, do_lower_case: bool = True):
+    def __init__(self, vocab_file=None, do_lower_case: bool = True, fullwidth_to_halfwidth: bool = False):
         self.vocab_file = Path(vocab_file) if vocab_file is not None else bundled_vocab_path()
         self.do_lower_case = do_lower_case
+        self.fullwidth_to_halfwidth = fullwidth_to_halfwidth
         self.vocab = load_vocab(self.vocab_file)
         self.inv_vocab = {i: t for t, i in self.vocab.items()}
         tokenizer = Tokenizer(WordPiece(self.vocab, unk_token=UNK, max_input_chars_per_word=100))
@@ -121,9 +131,11 @@ class ChineseBertTokenizer:
         return self.encode_batch([text])[0]
 
     def encode_batch(self, texts: list[str]) -> list[Encoded]:
+        # a per-character map keeps every offset valid for the text as given
+        normalised = [t.translate(FULLWIDTH_TO_HALFWIDTH) for t in texts] if self.fullwidth_to_halfwidth else texts
         return [
             Encoded(list(e.ids), list(e.tokens), _cover_trailing_marks(text, e.offsets))
-            for text, e in zip(texts, self._tokenizer.encode_batch(texts, add_special_tokens=False))
+            for text, e in zip(texts, self._tokenizer.encode_batch(normalised, add_special_tokens=False))
         ]
 
     def convert_ids_to_tokens(self, ids) -> list[str]:

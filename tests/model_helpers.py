@@ -104,8 +104,9 @@ def google_config(config):
 
 
 def write_tf_checkpoint(directory, variables, config, prefix, config_name):
-    """A TF1 checkpoint (tf.compat.v1 Saver with a global_step, as Google and brightmart wrote theirs),
-    its config and the bundled vocab."""
+    """A TF1 checkpoint (tf.compat.v1 Saver with a global_step, as Google, brightmart and siBert wrote
+    theirs), its config (a dict written as JSON, or the text of a file such as siBert's setting.txt)
+    and the bundled vocab."""
     import tensorflow as tf
 
     directory.mkdir(parents=True, exist_ok=True)
@@ -118,7 +119,7 @@ def write_tf_checkpoint(directory, variables, config, prefix, config_name):
         with tf.compat.v1.Session(graph=graph) as session:
             session.run(tf.compat.v1.global_variables_initializer())
             saver.save(session, str(directory / prefix))
-    (directory / config_name).write_text(json.dumps(config))
+    (directory / config_name).write_text(config if isinstance(config, str) else json.dumps(config))
     return copy_bundled_vocab(directory)
 
 
@@ -165,3 +166,54 @@ def assert_fused_matches_eager(eager, fused):
         torch.testing.assert_close(outputs["fused"][key], outputs["eager"][key], atol=1e-5, rtol=0)
     for (name, p_eager), (_, p_fused) in zip(eager.named_parameters(), fused.named_parameters()):
         torch.testing.assert_close(p_fused.grad, p_eager.grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def sibert_setting_txt(settings):
+    """siBert's setting.txt as its check_args writes it: every pretrain.py argument, one "name: str(value)"
+    line each in argparse order, between two dashed lines; `settings` replaces the model arguments."""
+    arguments = {"train_steps": 1000000, "n_batch": 32, "lr": 0.0001, "dropout": 0.1, "clip_norm": 1.0,
+                 "loss_scale": 32768.0, "warmup_iters": 10000, "beta1": 0.9, "beta2": 0.98, "loss_count": 1000,
+                 "seed": 556, "float16": True, "log_interval": 100, "save_interval": 50000, "show_eval": True,
+                 "hidden_size": 768, "n_head": 12, "n_layer": 12, "n_timesteps": 512, "n_mask": 80,
+                 "max_position_embeddings": 512, "vocab_size": 20879, "type_vocab_size": 2, "mlp_ratio": 4,
+                 "train_dir": "preprocessed_data/scp_cls_data_0826/tfrecords", "checkpoint_dir": "check_points/SiBertV0/",
+                 "setting_file": "check_points/SiBertV0/setting.txt", "log_file": "check_points/SiBertV0/log.txt"}
+    lines = [f"{name}: {value}" for name, value in {**arguments, **settings}.items()]
+    return "\n".join(["------------ Options -------------", *lines, "-------------- End ----------------"]) + "\n"
+
+
+def random_sibert_variables(settings, seed=0, norm_names=("gamma", "beta")):
+    """Random float32 variables of siBert's encoder (models/SiBert.py names, conv1d weights `w` [in, out])
+    for `settings` (siBert's keys); norm_names: the LayerNorm scale and shift names."""
+    rng = np.random.default_rng(seed)
+    hidden, inner = settings["hidden_size"], settings["hidden_size"] * settings["mlp_ratio"]
+
+    def normal(*shape, mean=0.0):
+        return rng.normal(mean, 0.2, shape).astype(np.float32)
+
+    variables = {
+        "bert_model/embedding/word_embedding": normal(settings["vocab_size"], hidden),
+        "bert_model/embedding/position_embedding": normal(settings["max_position_embeddings"], hidden),
+        "bert_model/embedding/token_type_embedding": normal(settings["type_vocab_size"], hidden),
+    }
+
+    def layer_norm(module):
+        variables[f"{module}/{norm_names[0]}"] = normal(hidden, mean=1.0)
+        variables[f"{module}/{norm_names[1]}"] = normal(hidden)
+
+    def conv1d(module, n_in, n_out):
+        variables[f"{module}/w"] = normal(n_in, n_out)
+        variables[f"{module}/bias"] = normal(n_out)
+
+    layer_norm("bert_model/embedding/LayerNorm_emb")
+    for index in range(settings["n_layer"]):
+        layer = f"bert_model/transformers/layer_{index}/"
+        for projection in ("q", "k", "v"):
+            conv1d(f"{layer}self_attention/proj_{projection}", hidden, hidden)
+        conv1d(f"{layer}attention_output/proj_a", hidden, hidden)
+        layer_norm(f"{layer}attention_output/LayerNorm_att")
+        conv1d(f"{layer}intermediate/proj_m1", hidden, inner)
+        conv1d(f"{layer}output/proj_m2", inner, hidden)
+        layer_norm(f"{layer}output/LayerNorm_output")
+    conv1d("bert_model/pooler/cls_pooler_dense", hidden, hidden)
+    return variables

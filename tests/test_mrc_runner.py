@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from conftest import REPO, data_file
+from model_helpers import random_sibert_variables, sibert_setting_txt, write_tf_checkpoint
 
 from cnbert.config import BertConfig
 from cnbert.data import FeatureConfig, build_features, postprocess_predictions, read_cmrc2018
@@ -497,6 +498,29 @@ def test_runner_fine_tunes_an_albert_checkpoint(tmp_path):
     assert "freshly initialised task head (not in the checkpoint): qa_outputs.weight, qa_outputs.bias" in proc.stdout
     reloaded = transformers.AlbertForQuestionAnswering.from_pretrained(out / "seed_123" / "best_model")
     assert reloaded.config.embedding_size == 16
+
+
+def test_runner_fine_tunes_a_sibert_checkpoint_with_its_tokenizer(tmp_path):
+    """A siBert pretraining directory (setting.txt + TF1 checkpoint) goes through the runner: siBert's
+    full-width to half-width map is on without a flag, recorded in flags.txt and beside the best model,
+    and predict mode takes it from there; the saved model keeps siBert's activation."""
+    settings = {"vocab_size": 21128, "hidden_size": 32, "n_layer": 2, "n_head": 2, "mlp_ratio": 2,
+                "max_position_embeddings": 128, "type_vocab_size": 2, "dropout": 0.0}
+    checkpoint = write_tf_checkpoint(tmp_path / "SiBertV0", random_sibert_variables(settings),
+                                     sibert_setting_txt(settings), "model.ckpt-5000", "setting.txt")
+    sample = REPO / "tests" / "fixtures" / "mrc_cmrc2018_sample.json"
+    out = tmp_path / "out"
+    proc = run_cli(["--task=cmrc2018", f"--init_checkpoint={checkpoint}", f"--train_file={sample}",
+                    f"--dev_file={sample}", f"--output_dir={out}", *SIZES, "--num_train_epochs=1",
+                    "--train_batch_size=8", "--learning_rate=1e-3"])
+    assert "siBert checkpoint: full-width characters are mapped to half-width before WordPiece" in proc.stdout
+    assert "--fullwidth_to_halfwidth\n" in (out / "flags.txt").read_text()
+    best = out / "seed_123" / "best_model"
+    assert json.loads((best / "cnbert_mrc_settings.json").read_text())["fullwidth_to_halfwidth"] is True
+    assert json.loads((best / "config.json").read_text())["hidden_act"] == "quick_gelu"
+    proc = run_cli(["--mode=predict", "--task=cmrc2018", f"--model_dir={best}", "--question=ＣＭＲＣ是什么？",
+                    "--context=ＣＭＲＣ２０１８是中文阅读理解评测。"])
+    assert "--fullwidth_to_halfwidth=True" in proc.stdout.split("as in training")[1].splitlines()[0]
 
 
 def test_a_checkpoint_that_does_not_fit_fails_before_any_data_is_read(tmp_path, init_checkpoint):

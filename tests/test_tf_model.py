@@ -448,3 +448,12 @@ def test_framework_neutral_modules_do_not_import_tensorflow():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_an_albert_tf1_checkpoint_is_refused_by_name(tmp_path):
+    # the TensorFlow path implements BERT only: an ALBERT checkpoint must not reach the BERT model
+    variables = {"bert/encoder/layer_shared/attention/self/query/kernel": np.zeros((8, 8), np.float32)}
+    write_tf_checkpoint(tmp_path, variables, {}, "albert_model.ckpt", "albert_config.json")
+    with pytest.raises(CheckpointError, match=r"albert_model.ckpt: an ALBERT checkpoint \(factorized_word layout\): "
+                                              r"the TensorFlow path implements BERT only"):
+        ctf.read_canonical_weights(tmp_path)

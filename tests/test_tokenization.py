@@ -206,6 +206,52 @@ def test_special_token_literals_in_text_are_plain_text(tokenizer, reference):
 
 
 # ---------------------------------------------------------------------------------------------
+# siBert's tokenizer: full-width forms mapped to half-width before WordPiece
+
+def sibert_normalize_text(text):
+    """siBert's BasicTokenizer.normalize_text (ewrfcas/SiBert_tensorflow tokenization_char.py), as written there."""
+    out = ""
+    for char in text:
+        code = ord(char)
+        if code == 12288:
+            code = 32
+        elif 65281 <= code <= 65374:
+            code -= 65248
+        out += chr(code)
+    return out
+
+
+def assert_sibert_tokenization(texts, reference):
+    """Ids as the reference gives for siBert-normalised text; offsets slice the text as given, and
+    slice the normalised text exactly as the reference's checks require."""
+    sibert = ChineseBertTokenizer(fullwidth_to_halfwidth=True)
+    for text, encoded in zip(texts, sibert.encode_batch(texts)):
+        normalized = sibert_normalize_text(text)
+        assert encoded.ids == reference_word_piece_ids(reference, normalized), text
+        assert offset_problems(normalized, encoded, reference) == [], text
+
+
+def test_fullwidth_forms_are_half_width_for_sibert_and_offsets_slice_the_original(tokenizer, reference):
+    text = "ＣＭＲＣ２０１８，阅读\u3000理解！"
+    sibert = ChineseBertTokenizer(fullwidth_to_halfwidth=True)
+    encoded = sibert.encode(text)
+    assert encoded.tokens == ["cm", "##rc", "##20", "##18", ",", "阅", "读", "理", "解", "!"]
+    assert encoded.ids == tokenizer.encode("CMRC2018,阅读 理解!").ids
+    assert [text[a:b] for a, b in encoded.offsets] == ["ＣＭ", "ＲＣ", "２０", "１８", "，", "阅", "读", "理", "解", "！"]
+    # Google BERT's tokenizer keeps the full-width forms
+    assert tokenizer.encode(text).tokens[:4] == ["ｃ", "##ｍ", "##ｒ", "##ｃ"]
+    assert_sibert_tokenization(fixture_texts() + TRICKY_TEXTS, reference)
+
+
+@pytest.mark.data
+def test_sibert_tokenization_matches_the_reference_on_real_fullwidth_text(reference):
+    forms = {chr(code) for code in (0x3000, *range(0xFF01, 0xFF5F))}
+    texts = [t for t in real_texts() if forms.intersection(t)][:3000]
+    assert len(texts) == 3000  # CMRC 2018 and DRCD are full of full-width punctuation and digits
+    assert_sibert_tokenization(texts, reference)
+
+
+# ---------------------------------------------------------------------------------------------
 # Every context and question of CMRC 2018 train + dev and DRCD dev
 
 def real_texts():

@@ -223,20 +223,22 @@ def test_cjrc_head_and_loss():
         cjrc_loss(logits, starts, ends, torch.tensor([0, 4, 1]))
 
 
-def _eager_and_fused_span_models():
+def _eager_and_fused_span_models(hidden_act="gelu"):
     torch.manual_seed(0)
-    eager = BertForSpanExtraction(BertConfig(**TINY_BERT, attention="eager", initializer_range=0.2,
+    eager = BertForSpanExtraction(BertConfig(**TINY_BERT, attention="eager", initializer_range=0.2, hidden_act=hidden_act,
                                              hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
     fused = BertForSpanExtraction(eager.config.replace(attention="fused"))
     fused.load_state_dict(eager.state_dict())
     return eager, fused
 
 
-def test_fused_mode_runs_the_kernels_and_matches_eager_values_and_gradients(monkeypatch):
-    """attention="fused" routes the softmax and the FFN's bias + GELU through cnbert.kernels; logits
-    and every parameter gradient equal the eager model's (assert_fused_matches_eager)."""
+@pytest.mark.parametrize("hidden_act", ["gelu", "gelu_new", "quick_gelu"])
+def test_fused_mode_runs_the_kernels_and_matches_eager_values_and_gradients(monkeypatch, hidden_act):
+    """attention="fused" routes the softmax and the FFN's bias + GELU (in the config's form: erf, tanh,
+    or siBert's sigmoid) through cnbert.kernels; logits and every parameter gradient equal the eager
+    model's (assert_fused_matches_eager)."""
     calls = count_kernel_calls(monkeypatch)
-    assert_fused_matches_eager(*_eager_and_fused_span_models())
+    assert_fused_matches_eager(*_eager_and_fused_span_models(hidden_act))
     layers = TINY_BERT["num_hidden_layers"]
     assert calls == {"scaled_masked_softmax": layers, "bias_gelu": layers}
 

@@ -46,7 +46,7 @@ from typing import Mapping
 import numpy as np
 
 from cnbert.checkpoints.bert_layout import CheckpointError, bert_parameter_shapes
-from cnbert.checkpoints.google_tf import TFConversion, google_to_hf, is_skipped_variable
+from cnbert.checkpoints.google_tf import TFConversion, is_skipped_variable
 from cnbert.config import AlbertConfig
 
 # Prefix of the encoder inside ALBERT task models (Hugging Face's `base_model_prefix` for ALBERT).
@@ -68,7 +68,7 @@ _LEAVES = {
 
 _GOOGLE_LAYER = "bert/encoder/transformer/group_{g}/inner_group_{i}/"
 _HF_LAYER = "encoder.albert_layer_groups.{g}.albert_layers.{i}."
-_BRIGHTMART_LAYER = "bert/encoder/layer_shared/"
+BRIGHTMART_LAYER_PREFIX = "bert/encoder/layer_shared/"
 
 # (TF module, model module, kind) per layout.
 _MODULES = {
@@ -94,14 +94,14 @@ _MODULES = {
         ("bert/embeddings/position_embeddings", "embeddings.position_embeddings", _TABLE),
         ("bert/embeddings/token_type_embeddings", "embeddings.token_type_embeddings", _TABLE),
         ("bert/embeddings/LayerNorm", "embeddings.LayerNorm", _NORM),
-        (_BRIGHTMART_LAYER + "attention/self/query", _SHARED_LAYER + "attention.self.query", _DENSE),
-        (_BRIGHTMART_LAYER + "attention/self/key", _SHARED_LAYER + "attention.self.key", _DENSE),
-        (_BRIGHTMART_LAYER + "attention/self/value", _SHARED_LAYER + "attention.self.value", _DENSE),
-        (_BRIGHTMART_LAYER + "attention/output/dense", _SHARED_LAYER + "attention.output.dense", _DENSE),
-        (_BRIGHTMART_LAYER + "attention/output/LayerNorm", _SHARED_LAYER + "attention.output.LayerNorm", _NORM),
-        (_BRIGHTMART_LAYER + "intermediate/dense", _SHARED_LAYER + "intermediate.dense", _DENSE),
-        (_BRIGHTMART_LAYER + "output/dense", _SHARED_LAYER + "output.dense", _DENSE),
-        (_BRIGHTMART_LAYER + "output/LayerNorm", _SHARED_LAYER + "output.LayerNorm", _NORM),
+        (BRIGHTMART_LAYER_PREFIX + "attention/self/query", _SHARED_LAYER + "attention.self.query", _DENSE),
+        (BRIGHTMART_LAYER_PREFIX + "attention/self/key", _SHARED_LAYER + "attention.self.key", _DENSE),
+        (BRIGHTMART_LAYER_PREFIX + "attention/self/value", _SHARED_LAYER + "attention.self.value", _DENSE),
+        (BRIGHTMART_LAYER_PREFIX + "attention/output/dense", _SHARED_LAYER + "attention.output.dense", _DENSE),
+        (BRIGHTMART_LAYER_PREFIX + "attention/output/LayerNorm", _SHARED_LAYER + "attention.output.LayerNorm", _NORM),
+        (BRIGHTMART_LAYER_PREFIX + "intermediate/dense", _SHARED_LAYER + "intermediate.dense", _DENSE),
+        (BRIGHTMART_LAYER_PREFIX + "output/dense", _SHARED_LAYER + "output.dense", _DENSE),
+        (BRIGHTMART_LAYER_PREFIX + "output/LayerNorm", _SHARED_LAYER + "output.LayerNorm", _NORM),
         ("bert/pooler/dense", "pooler.dense", _DENSE),
     ),
 }
@@ -147,27 +147,6 @@ def albert_parameter_shapes(config: AlbertConfig, add_pooling_layer: bool = True
         shapes["pooler.weight"] = (H, H)
         shapes["pooler.bias"] = (H,)
     return shapes
-
-
-def detect_tf_layout(names) -> str:
-    """"factorized_word" (brightmart albert_zh), "albert" (Google ALBERT) or "bert", from a TF
-    checkpoint's variable names."""
-    names = list(names)
-    if any(n == "bert/embeddings/word_embeddings_2" or n.startswith(_BRIGHTMART_LAYER) for n in names):
-        return "factorized_word"
-    if any(n.startswith(("bert/encoder/transformer/", "bert/encoder/embedding_hidden_mapping_in/")) for n in names):
-        return "albert"
-    return "bert"
-
-
-def convert_tf_variables(variables: Mapping[str, np.ndarray],
-                         source: str = "TF checkpoint") -> tuple[TFConversion, str]:
-    """Convert any Google-style TF1 checkpoint (BERT, Google ALBERT, brightmart albert_zh) to cnbert's
-    names, detecting the layout from the variable names; returns (conversion, layout)."""
-    layout = detect_tf_layout(variables)
-    if layout == "bert":
-        return google_to_hf(variables, source=source), layout
-    return albert_tf_to_model(variables, layout, source=source), layout
 
 
 def albert_tf_to_model(variables: Mapping[str, np.ndarray], layout: str,

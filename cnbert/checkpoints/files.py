@@ -4,19 +4,21 @@ Hugging Face: config.json + model.safetensors or pytorch_model.bin + vocab.txt.
 Google TF1: bert_config.json + bert_model.ckpt.{index,data-*} + vocab.txt.
 Google ALBERT / brightmart albert_zh TF1: albert_config.json or albert_config_{base,large,...}.json
 + one checkpoint (albert_model.ckpt.*, model.ckpt-best.*) + vocab.txt.
+siBert TF1: setting.txt (its pretraining arguments) + one checkpoint (model.ckpt-N.*) + vocab.txt.
 """
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
 
-from cnbert.checkpoints.albert_layout import detect_tf_layout
 from cnbert.checkpoints.bert_layout import CheckpointError
 from cnbert.checkpoints.google_tf import list_tf_variables, tf_checkpoint_prefix
-from cnbert.config import AlbertConfig, BertConfig, config_class_for, config_from_dict, read_config_dict
+from cnbert.checkpoints.tf_layouts import ALBERT_TF_LAYOUTS, detect_tf_layout
+from cnbert.config import (SIBERT_ACTIVATION, SIBERT_LAYER_NORM_EPS, SIBERT_SETTINGS_FILE, AlbertConfig, BertConfig,
+                           config_class_for, config_from_dict, read_config_dict)
 from cnbert.tokenization import load_vocab
 
-CONFIG_NAMES = ("config.json", "bert_config.json")
+CONFIG_NAMES = ("config.json", "bert_config.json", SIBERT_SETTINGS_FILE)
 ALBERT_CONFIG_PATTERN = "albert_config*.json"
 WEIGHT_FORMATS = {"model.safetensors": "safetensors", "pytorch_model.bin": "pytorch"}
 
@@ -55,8 +57,9 @@ def find_weights(source) -> WeightsFile:
 
 
 def find_config(directory) -> Path:
-    """config.json (Hugging Face), bert_config.json (Google) or a single albert_config*.json (Google
-    ALBERT, brightmart albert_zh) in `directory`."""
+    """config.json (Hugging Face), bert_config.json (Google), setting.txt (siBert) or a single
+    albert_config*.json (Google ALBERT, brightmart albert_zh) in `directory`, the first found in that
+    order."""
     directory = Path(directory)
     for name in CONFIG_NAMES:
         if (directory / name).is_file():
@@ -83,7 +86,37 @@ def read_pretrained_config(directory, **overrides) -> BertConfig:
     values = read_config_dict(path)
     if config_class_for(values) is AlbertConfig and "model_type" not in values and "embedding_layout" not in values:
         values = {**values, "embedding_layout": _albert_layout_of_checkpoint(directory, path)}
-    return config_from_dict(values, source=str(path)).replace(**overrides)
+    config = config_from_dict(values, source=str(path))
+    _check_sibert_pairing(directory, path, config)
+    return config.replace(**overrides)
+
+
+def _check_sibert_pairing(directory, config_path: Path, config: BertConfig) -> None:
+    """A siBert checkpoint needs siBert's activation and LayerNorm epsilon, and setting.txt siBert
+    weights: either mismatch would load every weight and compute something else."""
+    from_settings = config_path.name == SIBERT_SETTINGS_FILE
+    weights = find_weights(directory)
+    sibert_weights = _holds_sibert(weights)
+    if from_settings and not sibert_weights:
+        raise CheckpointError(config_path, "", f"siBert settings, but {weights.path.name} is not a siBert "
+                                               "checkpoint (no bert_model/ variables)")
+    sibert_numerics = (config.hidden_act, config.layer_norm_eps) == (SIBERT_ACTIVATION, SIBERT_LAYER_NORM_EPS)
+    if sibert_weights and not sibert_numerics:
+        raise CheckpointError(config_path, "", f"{weights.path.name} is a siBert checkpoint, which computes "
+                                               f"hidden_act {SIBERT_ACTIVATION!r} (blocksparse fast_gelu) with "
+                                               f"layer_norm_eps {SIBERT_LAYER_NORM_EPS}, but this config says "
+                                               f"{config.hidden_act!r} and {config.layer_norm_eps}: use siBert's "
+                                               f"{SIBERT_SETTINGS_FILE} as the config")
+
+
+def is_sibert_checkpoint(source) -> bool:
+    """Whether the weights at `source` (a model directory or weights file) are a siBert TF checkpoint,
+    whose tokenizer maps full-width characters to half-width (cnbert.tokenization)."""
+    return _holds_sibert(find_weights(source))
+
+
+def _holds_sibert(weights: WeightsFile) -> bool:
+    return weights.format == "tf" and detect_tf_layout(list_tf_variables(weights.path)) == "sibert"
 
 
 def _albert_layout_of_checkpoint(directory, config_path: Path) -> str:
@@ -93,9 +126,9 @@ def _albert_layout_of_checkpoint(directory, config_path: Path) -> str:
                                                f"{weights.path.name}: add \"embedding_layout\" (\"albert\" or "
                                                "\"factorized_word\") to say which layout the weights are in")
     layout = detect_tf_layout(list_tf_variables(weights.path))
-    if layout == "bert":
+    if layout not in ALBERT_TF_LAYOUTS:
         raise CheckpointError(weights.path, "", f"{config_path.name} describes an ALBERT model (it has "
-                                                "embedding_size) but the checkpoint holds BERT variables")
+                                                f"embedding_size) but the checkpoint holds {layout} variables")
     return layout
 
 

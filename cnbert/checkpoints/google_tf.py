@@ -145,6 +145,6 @@ def _layout_hint(names: list[str]) -> str:
     if any(mark in n for n in names for mark in albert_marks):
         return "; this looks like an ALBERT checkpoint: load it with the ALBERT model"
     if any(n.startswith("bert_model/") for n in names):
-        return ("; this looks like a siBert checkpoint (ewrfcas/SiBert_tensorflow), which cnbert does not load "
-                "yet: its layout, activation (blocksparse fast_gelu) and tokenizer differ from BERT's (README)")
+        return ("; this looks like a siBert checkpoint (ewrfcas/SiBert_tensorflow): convert it with "
+                "cnbert.checkpoints.convert_tf_variables, which reads every supported layout")
     return ""

@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 from absl import app, flags
 
-from cnbert.checkpoints import check_vocab_size, find_weights, read_pretrained_config
+from cnbert.checkpoints import check_vocab_size, find_weights, is_sibert_checkpoint, read_pretrained_config
 from cnbert.config import AlbertConfig, BertConfig, ConfigError, read_config
 from cnbert.data import FeatureConfig, MrcExample, build_features, postprocess_predictions
 from cnbert.errors import DataError
@@ -53,6 +53,8 @@ flags.DEFINE_integer("init_seed", 0, "Seed of the random initialisation when the
                      "training seed starts from these same weights.")
 flags.DEFINE_string("vocab_file", None, "Vocabulary; default: the checkpoint's vocab.txt, else the bundled Chinese vocabulary.")
 flags.DEFINE_bool("do_lower_case", True, "Lower-case and strip accents (true for all Chinese BERT checkpoints).")
+flags.DEFINE_bool("fullwidth_to_halfwidth", None, "Map full-width forms (U+FF01..U+FF5E, U+3000) to half-width "
+                  "before WordPiece, as siBert's tokenizer does. Default: on for a siBert checkpoint, else off.")
 flags.DEFINE_string("output_dir", None, "Where results go; must be empty unless --overwrite_output_dir.")
 flags.DEFINE_bool("overwrite_output_dir", False, "Allow a non-empty --output_dir.")
 flags.DEFINE_integer("max_seq_length", 512, "Tokens per window, [CLS] question [SEP] passage [SEP].")
@@ -93,7 +95,7 @@ flags.DEFINE_string("context", None, "predict: the passage for --question.")
 SEED_LIMIT = 2**31
 # Saved beside each best model, so that predict mode cuts and decodes as the training run did.
 PREDICT_SETTINGS = ("max_seq_length", "doc_stride", "max_query_length", "max_answer_length", "do_lower_case",
-                    "n_best_size", "null_score_threshold")
+                    "fullwidth_to_halfwidth", "n_best_size", "null_score_threshold")
 PREDICT_SETTINGS_FILE = "cnbert_mrc_settings.json"
 PATH_FLAGS = ("train_file", "dev_file", "test_file", "init_checkpoint", "bert_config_file", "vocab_file", "output_dir",
               "model_dir", "predict_file")
@@ -125,11 +127,13 @@ def _model_config() -> tuple[BertConfig, Path]:
             raise app.UsageError(f"--init_checkpoint={directory}: not a directory")
         find_weights(directory)
         config = read_pretrained_config(directory, **overrides)  # BERT or ALBERT, any supported layout
+        _default_fullwidth_to_halfwidth(sibert=is_sibert_checkpoint(directory))
         vocab = Path(FLAGS.vocab_file) if FLAGS.vocab_file else directory / "vocab.txt"
         if not vocab.is_file():
             raise app.UsageError(f"--init_checkpoint={directory} has no vocab.txt; pass --vocab_file")
     elif FLAGS.bert_config_file:
         config = read_config(FLAGS.bert_config_file).replace(**overrides)
+        _default_fullwidth_to_halfwidth(sibert=False)
         vocab = Path(FLAGS.vocab_file) if FLAGS.vocab_file else bundled_vocab_path()
     else:
         raise app.UsageError("pass --init_checkpoint (a pretrained model) or --bert_config_file (random initialisation)")
@@ -139,6 +143,16 @@ def _model_config() -> tuple[BertConfig, Path]:
         raise app.UsageError(f"--max_seq_length={FLAGS.max_seq_length} exceeds the model's max_position_embeddings="
                          f"{config.max_position_embeddings}")
     return config, vocab
+
+
+def _default_fullwidth_to_halfwidth(sibert: bool) -> None:
+    # siBert was pretrained on half-width text (its tokenizer maps full-width forms first): without the
+    # same map, full-width letters, digits and punctuation would reach it as other tokens, or [UNK]
+    if FLAGS.fullwidth_to_halfwidth is None:
+        FLAGS.fullwidth_to_halfwidth = sibert
+        if sibert:
+            print("siBert checkpoint: full-width characters are mapped to half-width before WordPiece, as siBert's "
+                  "tokenizer does (--fullwidth_to_halfwidth)", flush=True)
 
 
 def _check_model_fits_task(config: BertConfig, source: str) -> None:
@@ -370,7 +384,8 @@ def train_and_evaluate():
     # Load the checkpoint, then read and featurise every data file (the test file too), before
     # anything is written: bad input fails at once, and leaves an earlier run's outputs intact.
     first_model = initial_model()
-    tokenizer = ChineseBertTokenizer(vocab, do_lower_case=FLAGS.do_lower_case)
+    tokenizer = ChineseBertTokenizer(vocab, do_lower_case=FLAGS.do_lower_case,
+                                     fullwidth_to_halfwidth=FLAGS.fullwidth_to_halfwidth)
     train_examples, dev_examples, dev_gold, gold_path = _load_splits(task)
     train_features = build_features(train_examples, tokenizer, feature_config, training=True,
                                     answer_classes=task.answer_classes)
@@ -519,7 +534,8 @@ def predict():
     backend = _backend()
     overrides = {"attention": FLAGS.attention} if FLAGS.attention else {}
     model = backend.load_finetuned(FLAGS.model_dir, FLAGS.task, **overrides)
-    tokenizer = ChineseBertTokenizer(Path(FLAGS.model_dir) / "vocab.txt", do_lower_case=FLAGS.do_lower_case)
+    tokenizer = ChineseBertTokenizer(Path(FLAGS.model_dir) / "vocab.txt", do_lower_case=FLAGS.do_lower_case,
+                                     fullwidth_to_halfwidth=bool(FLAGS.fullwidth_to_halfwidth))
     if single:
         examples = [MrcExample(qas_id="question", question_text=FLAGS.question, context_text=FLAGS.context,
                                answers=())]
@@ -550,7 +566,7 @@ def _use_training_settings(model_dir: Path) -> None:
     for name, value in taken.items():
         # bool is an int in Python; a saved true must not pass for a window length, nor 1 for a bool
         default = FLAGS[name].default
-        if isinstance(default, bool):
+        if isinstance(FLAGS[name], flags.BooleanFlag):
             expected, ok = "true or false", type(value) is bool
         elif isinstance(default, int):
             expected, ok = "an integer", type(value) is int

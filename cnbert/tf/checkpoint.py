@@ -21,13 +21,14 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from cnbert.checkpoints import (
+    ALBERT_TF_LAYOUTS,
     ENCODER_PREFIX,
     CheckpointError,
     LoadReport,
     bert_parameter_shapes,
     check_vocab_size,
+    convert_tf_variables,
     find_weights,
-    google_to_hf,
     hf_to_google,
     load_tf_checkpoint,
     plan_load,
@@ -101,8 +102,9 @@ def load_canonical_weights(model: keras.Model, state: Mapping[str, np.ndarray], 
 
 def read_canonical_weights(source) -> tuple[dict[str, np.ndarray], str]:
     """The weights at `source` (a model directory or weights file: safetensors, pytorch_model.bin,
-    Google TF1 checkpoint) as {name: float32 numpy array}, with the path read. TF checkpoints come
-    back under canonical names (google_to_hf); PyTorch pickles need torch (imported only then)."""
+    Google BERT or siBert TF1 checkpoint) as {name: float32 numpy array}, with the path read. TF
+    checkpoints come back under canonical names (convert_tf_variables); PyTorch pickles need torch
+    (imported only then)."""
     weights = find_weights(source)
     path = str(weights.path)
     if weights.format == "safetensors":
@@ -111,9 +113,12 @@ def read_canonical_weights(source) -> tuple[dict[str, np.ndarray], str]:
     elif weights.format == "pytorch":
         state = _read_torch_state_dict(path)
     else:
-        conversion = google_to_hf(load_tf_checkpoint(weights.path), source=path)
+        conversion, layout = convert_tf_variables(load_tf_checkpoint(weights.path), source=path)
+        if layout in ALBERT_TF_LAYOUTS:
+            raise CheckpointError(path, "", f"an ALBERT checkpoint ({layout} layout): the TensorFlow path implements "
+                                            "BERT only; use the PyTorch path (--framework=torch) for ALBERT")
         if conversion.skipped:
-            logger.info("%s: skipped %d TF variables (optimizer slots, global_step, cls/* heads)",
+            logger.info("%s: skipped %d TF variables (optimizer slots, global_step, pretraining heads)",
                         path, len(conversion.skipped))
         state = conversion.weights
     return {name: np.asarray(value, dtype=np.float32) for name, value in state.items()}, path
@@ -133,7 +138,7 @@ def _read_torch_state_dict(path: str) -> dict[str, np.ndarray]:
 
 
 def load_pretrained(model: keras.Model, source, vocab_file=None) -> LoadReport:
-    """Load a pretrained checkpoint (Hugging Face directory, Google TF1 directory or weights file)
+    """Load a pretrained checkpoint (Hugging Face directory, Google BERT or siBert TF1 directory, or weights file)
     into `model` strictly; task heads absent from it stay freshly initialised and are reported.
     The vocabulary (`vocab_file`, else vocab.txt in a source directory) must have
     config.vocab_size entries."""

@@ -31,8 +31,10 @@ from cnbert.config import BertConfig
 from cnbert.tf import ops
 
 # config.hidden_act -> the FFN's fused activation (see Linear).
-_ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu"}
-_GELU_APPROXIMATIONS = {"gelu": "none", "gelu_tanh": "tanh"}  # ops.bias_gelu's `approximate`
+_ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
+                "quick_gelu": "gelu_sigmoid", "relu": "relu"}
+# ops.bias_gelu's `approximate`; "gelu_sigmoid" is x·σ(1.702x), blocksparse's fast_gelu (siBert)
+_GELU_APPROXIMATIONS = {"gelu": "none", "gelu_tanh": "tanh", "gelu_sigmoid": "sigmoid"}
 PRECISION_POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 
 # Dropout sites are numbered so each draws its own stream from the step's seed.
@@ -51,7 +53,7 @@ def dropout(x, rate: float, seed, site: int):
 
 class Linear(keras.layers.Layer):
     """x @ kernel + bias with Google's names (kernel [in, out], bias [out]) and optionally a fused
-    activation: "gelu" (exact erf) and "gelu_tanh" through ops.bias_gelu, or "relu"."""
+    activation: "gelu" (exact erf), "gelu_tanh" and "gelu_sigmoid" through ops.bias_gelu, or "relu"."""
 
     def __init__(self, units: int, initializer_range: float, activation: str | None = None, **kwargs):
         kwargs.setdefault("dtype", "float32")  # not the global policy: set_precision chooses

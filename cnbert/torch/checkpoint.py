@@ -3,8 +3,8 @@ strictly, and saving Hugging Face compatible model directories.
 
 Sources: a Hugging Face directory (config.json + model.safetensors or pytorch_model.bin +
 vocab.txt), a Google TF1 directory (bert_config.json + bert_model.ckpt.* + vocab.txt), a Google
-ALBERT or brightmart albert_zh TF1 directory (albert_config*.json + one checkpoint + vocab.txt), or
-a weights file. The matching rules (what is an error, what is ignored) live in cnbert.checkpoints.
+ALBERT or brightmart albert_zh TF1 directory (albert_config*.json + one checkpoint + vocab.txt), a
+siBert TF1 directory (setting.txt + one checkpoint + vocab.txt), or a weights file. The matching rules (what is an error, what is ignored) live in cnbert.checkpoints.
 """
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def read_state_dict(source) -> tuple[dict[str, torch.Tensor], str]:
     conversion, layout = convert_tf_variables(load_tf_checkpoint(weights.path), source=path)
     logger.info("%s: a TF checkpoint in the %s layout", path, layout)
     if conversion.skipped:
-        logger.info("%s: skipped %d TF variables (optimizer slots, global_step, cls/* heads)",
+        logger.info("%s: skipped %d TF variables (optimizer slots, global_step, pretraining heads)",
                     path, len(conversion.skipped))
     # torch.from_numpy cannot take ml_dtypes' bfloat16 (a TF checkpoint saved in bf16): widen it,
     # losslessly, to float32

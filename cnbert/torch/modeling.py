@@ -14,14 +14,20 @@ from torch.utils.checkpoint import checkpoint
 from cnbert.config import AlbertConfig, BertConfig, ConfigError
 from cnbert.torch.attention import attention_function
 
+def quick_gelu(x: torch.Tensor) -> torch.Tensor:
+    """x·σ(1.702x): blocksparse's fast_gelu (siBert's FFN activation), transformers' "quick_gelu"."""
+    return x * torch.sigmoid(1.702 * x)
+
+
 ACTIVATIONS = {
     "gelu": F.gelu,  # exact erf form, as Google's "gelu" means
     "gelu_new": functools.partial(F.gelu, approximate="tanh"),
     "gelu_pytorch_tanh": functools.partial(F.gelu, approximate="tanh"),
+    "quick_gelu": quick_gelu,
     "relu": F.relu,
 }
 # hidden_act -> cnbert.kernels `approximate` argument, for the activations bias_gelu can fuse
-FUSED_GELU_FORMS = {"gelu": "none", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh"}
+FUSED_GELU_FORMS = {"gelu": "none", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "quick_gelu": "sigmoid"}
 
 
 def fused_gelu_form(config: BertConfig) -> str | None:
