@@ -501,16 +501,18 @@ def test_runner_fine_tunes_an_albert_checkpoint(tmp_path):
 
 
 def test_runner_fine_tunes_a_sibert_checkpoint_with_its_tokenizer(tmp_path):
-    """A siBert pretraining directory (setting.txt + TF1 checkpoint) goes through the runner: siBert's
+    """A siBert pretraining checkpoint (a prefix beside setting.txt) goes through the runner: siBert's
     full-width to half-width map is on without a flag, recorded in flags.txt and beside the best model,
     and predict mode takes it from there; the saved model keeps siBert's activation."""
     settings = {"vocab_size": 21128, "hidden_size": 32, "n_layer": 2, "n_head": 2, "mlp_ratio": 2,
                 "max_position_embeddings": 128, "type_vocab_size": 2, "dropout": 0.0}
-    checkpoint = write_tf_checkpoint(tmp_path / "SiBertV0", random_sibert_variables(settings),
-                                     sibert_setting_txt(settings), "model.ckpt-5000", "setting.txt")
+    directory = tmp_path / "SiBertV0"  # as its pretraining leaves it: several checkpoints, one setting.txt
+    for step in (5000, 6000):
+        write_tf_checkpoint(directory, random_sibert_variables(settings, seed=step), sibert_setting_txt(settings),
+                            f"model.ckpt-{step}", "setting.txt")
     sample = REPO / "tests" / "fixtures" / "mrc_cmrc2018_sample.json"
     out = tmp_path / "out"
-    proc = run_cli(["--task=cmrc2018", f"--init_checkpoint={checkpoint}", f"--train_file={sample}",
+    proc = run_cli(["--task=cmrc2018", f"--init_checkpoint={directory / 'model.ckpt-6000'}", f"--train_file={sample}",
                     f"--dev_file={sample}", f"--output_dir={out}", *SIZES, "--num_train_epochs=1",
                     "--train_batch_size=8", "--learning_rate=1e-3"])
     assert "siBert checkpoint: full-width characters are mapped to half-width before WordPiece" in proc.stdout

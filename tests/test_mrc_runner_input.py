@@ -201,6 +201,14 @@ def test_a_missing_model_dir_is_named(tmp_path):
     assert_refused(proc, f"--model_dir={tmp_path / 'nomodel'}: not a directory")
 
 
+def test_a_missing_init_checkpoint_is_named(tmp_path):
+    missing = tmp_path / "SiBertV0" / "model.ckpt-5000"
+    proc = run_cli(["--task=cmrc2018", f"--init_checkpoint={missing}", f"--train_file={SAMPLE}", f"--dev_file={SAMPLE}",
+                    f"--output_dir={tmp_path / 'out'}"], check=False)
+    assert_refused(proc, f"--init_checkpoint={missing}: neither a model directory nor a TF checkpoint prefix")
+    assert proc.returncode == 2
+
+
 def test_a_usage_error_is_one_short_message_under_python_m(tmp_path, tiny_config):
     # absl would print the module docstring and every flag's help when the runner is __main__
     out = tmp_path / "out"

@@ -213,3 +213,21 @@ def test_sibert_settings_beside_a_google_checkpoint_are_refused(variables, tmp_p
     with pytest.raises(CheckpointError, match="setting.txt: siBert settings, but bert_model.ckpt is not a siBert "
                                               "checkpoint"):
         from_pretrained(BertModel, directory)
+
+
+def test_a_pretraining_directory_with_several_checkpoints_loads_the_prefix_named(sibert_dir, variables, tmp_path):
+    """siBert's pretraining keeps up to ten checkpoints beside one setting.txt: the directory alone is
+    ambiguous and refused, naming what to pass; a checkpoint prefix loads that checkpoint with the
+    directory's config."""
+    directory = tmp_path / "SiBertV0"
+    shutil.copytree(sibert_dir, directory)
+    later = random_sibert_variables(SETTINGS, seed=1)
+    write_tf_checkpoint(directory, later, sibert_setting_txt(SETTINGS), "model.ckpt-6000", "setting.txt")
+    with pytest.raises(CheckpointError, match=r"found \['model.ckpt-5000.index', 'model.ckpt-6000.index'\]: pass "
+                                              r"the prefix of the one to load"):
+        from_pretrained(BertModel, directory)
+    for prefix, expected in (("model.ckpt-5000", variables), ("model.ckpt-6000", later)):
+        model, _ = from_pretrained(BertModel, directory / prefix)
+        assert model.config == CONFIG
+        np.testing.assert_array_equal(model.embeddings.word_embeddings.weight.detach().numpy(),
+                                      expected["bert_model/embedding/word_embedding"])

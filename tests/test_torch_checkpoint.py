@@ -142,8 +142,13 @@ def test_directory_without_weights_is_an_error(tmp_path):
     BertConfig(**TINY_BERT).to_json_file(tmp_path / "config.json")
     with pytest.raises(CheckpointError, match="no weights found"):
         from_pretrained(BertForSpanExtraction, tmp_path)
-    with pytest.raises(CheckpointError, match="no model config"):
+    with pytest.raises(CheckpointError, match="nowhere: not found"):
         from_pretrained(BertForSpanExtraction, tmp_path / "nowhere")
+    (tmp_path / "config.json").unlink()
+    save_file({"qa_outputs.bias": torch.zeros(2)}, tmp_path / "model.safetensors")
+    with pytest.raises(CheckpointError, match="no model config"):
+        from_pretrained(BertForSpanExtraction, tmp_path)
+
 
 
 # ---- saving -----------------------------------------------------------------------------------------

@@ -74,28 +74,31 @@ def find_config(directory) -> Path:
                                          f"or {ALBERT_CONFIG_PATTERN}")
 
 
-def read_pretrained_config(directory, **overrides) -> BertConfig:
-    """The directory's config, a BertConfig or an AlbertConfig, with `overrides` (e.g.
-    attention="eager", hidden_dropout_prob=0.0) applied.
+def read_pretrained_config(source, **overrides) -> BertConfig:
+    """The config of the model at `source`, a BertConfig or an AlbertConfig, with `overrides` (e.g.
+    attention="eager", hidden_dropout_prob=0.0) applied. `source` is a model directory, or the prefix
+    of one TF checkpoint in it (for a directory that keeps several, as siBert's pretraining does):
+    the config is the directory's.
 
     Google ALBERT and brightmart albert_zh configs name no model_type and have the same keys; their
     layouts differ in the checkpoint's variable names, so an ALBERT config without model_type or
-    embedding_layout takes its layout from the TF checkpoint beside it.
+    embedding_layout takes its layout from the TF checkpoint.
     """
-    path = find_config(directory)
+    source = Path(source)
+    weights = find_weights(source)
+    path = find_config(source if source.is_dir() else weights.path.parent)
     values = read_config_dict(path)
     if config_class_for(values) is AlbertConfig and "model_type" not in values and "embedding_layout" not in values:
-        values = {**values, "embedding_layout": _albert_layout_of_checkpoint(directory, path)}
+        values = {**values, "embedding_layout": _albert_layout_of_checkpoint(weights, path)}
     config = config_from_dict(values, source=str(path))
-    _check_sibert_pairing(directory, path, config)
+    _check_sibert_pairing(weights, path, config)
     return config.replace(**overrides)
 
 
-def _check_sibert_pairing(directory, config_path: Path, config: BertConfig) -> None:
+def _check_sibert_pairing(weights: WeightsFile, config_path: Path, config: BertConfig) -> None:
     """A siBert checkpoint needs siBert's activation and LayerNorm epsilon, and setting.txt siBert
     weights: either mismatch would load every weight and compute something else."""
     from_settings = config_path.name == SIBERT_SETTINGS_FILE
-    weights = find_weights(directory)
     sibert_weights = _holds_sibert(weights)
     if from_settings and not sibert_weights:
         raise CheckpointError(config_path, "", f"siBert settings, but {weights.path.name} is not a siBert "
@@ -119,8 +122,7 @@ def _holds_sibert(weights: WeightsFile) -> bool:
     return weights.format == "tf" and detect_tf_layout(list_tf_variables(weights.path)) == "sibert"
 
 
-def _albert_layout_of_checkpoint(directory, config_path: Path) -> str:
-    weights = find_weights(directory)
+def _albert_layout_of_checkpoint(weights: WeightsFile, config_path: Path) -> str:
     if weights.format != "tf":
         raise CheckpointError(config_path, "", "an ALBERT config without model_type or embedding_layout beside "
                                                f"{weights.path.name}: add \"embedding_layout\" (\"albert\" or "

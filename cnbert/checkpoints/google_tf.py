@@ -113,7 +113,9 @@ def tf_checkpoint_prefix(path) -> Path:
         indexes = sorted(path.glob("*.index"))
         if len(indexes) != 1:
             raise CheckpointError(path, "", f"expected one TF checkpoint (*.index) in the directory, found "
-                                            f"{[p.name for p in indexes]}")
+                                            f"{[p.name for p in indexes]}"
+                                            + (": pass the prefix of the one to load (e.g. "
+                                               f"{indexes[-1].with_suffix('')})" if indexes else ""))
         return indexes[0].with_suffix("")
     if path.suffix == ".index":
         path = path.with_suffix("")

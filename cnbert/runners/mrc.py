@@ -46,7 +46,8 @@ flags.DEFINE_bool("do_predict", False, "After training, answer --test_file with 
 flags.DEFINE_float("cjrc_dev_fraction", None, "cjrc only: train on the passages of --train_file not held out and "
                    "evaluate on this fraction of its passages (the original list used 0.1); --dev_file must then be "
                    "the same file.")
-flags.DEFINE_string("init_checkpoint", None, "Pretrained model directory (Hugging Face or Google TF1 layout).")
+flags.DEFINE_string("init_checkpoint", None, "Pretrained model directory (Hugging Face, Google BERT / ALBERT, "
+                    "brightmart albert_zh or siBert TF1 layout), or the prefix of one TF checkpoint in it.")
 flags.DEFINE_string("bert_config_file", None, "Without --init_checkpoint: config of a RANDOMLY INITIALISED model "
                     "(for smoke tests and the demo only; scores are meaningless).")
 flags.DEFINE_integer("init_seed", 0, "Seed of the random initialisation when there is no --init_checkpoint; every "
@@ -122,15 +123,13 @@ def _model_config() -> tuple[BertConfig, Path]:
     overrides = {k: getattr(FLAGS, k) for k in ("attention", "hidden_dropout_prob", "attention_probs_dropout_prob")
                  if getattr(FLAGS, k) is not None}
     if FLAGS.init_checkpoint:
-        directory = Path(FLAGS.init_checkpoint)
-        if not directory.is_dir():
-            raise app.UsageError(f"--init_checkpoint={directory}: not a directory")
-        find_weights(directory)
-        config = read_pretrained_config(directory, **overrides)  # BERT or ALBERT, any supported layout
-        _default_fullwidth_to_halfwidth(sibert=is_sibert_checkpoint(directory))
+        source = Path(FLAGS.init_checkpoint)
+        directory = _checkpoint_directory(source)
+        config = read_pretrained_config(source, **overrides)  # BERT or ALBERT, any supported layout
+        _default_fullwidth_to_halfwidth(sibert=is_sibert_checkpoint(source))
         vocab = Path(FLAGS.vocab_file) if FLAGS.vocab_file else directory / "vocab.txt"
         if not vocab.is_file():
-            raise app.UsageError(f"--init_checkpoint={directory} has no vocab.txt; pass --vocab_file")
+            raise app.UsageError(f"--init_checkpoint={source}: {directory} has no vocab.txt; pass --vocab_file")
     elif FLAGS.bert_config_file:
         config = read_config(FLAGS.bert_config_file).replace(**overrides)
         _default_fullwidth_to_halfwidth(sibert=False)
@@ -143,6 +142,18 @@ def _model_config() -> tuple[BertConfig, Path]:
         raise app.UsageError(f"--max_seq_length={FLAGS.max_seq_length} exceeds the model's max_position_embeddings="
                          f"{config.max_position_embeddings}")
     return config, vocab
+
+
+def _checkpoint_directory(source: Path) -> Path:
+    """The model directory of --init_checkpoint: itself, or the directory of a TF checkpoint prefix
+    (one of several checkpoints a pretraining run keeps beside its config and vocabulary)."""
+    if source.is_dir():
+        find_weights(source)
+        return source
+    if source.with_name(source.name + ".index").is_file():
+        return source.parent
+    raise app.UsageError(f"--init_checkpoint={source}: neither a model directory nor a TF checkpoint prefix "
+                         "(PREFIX.index is missing)")
 
 
 def _default_fullwidth_to_halfwidth(sibert: bool) -> None:
