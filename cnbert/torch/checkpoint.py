@@ -91,9 +91,10 @@ def load_pretrained(model: torch.nn.Module, source, vocab_file=None, allow_fresh
 
 
 def from_pretrained(model_class, directory, vocab_file=None, **config_overrides):
-    """Build `model_class` from the directory's config (config.json, bert_config.json or
+    """Build `model_class` from the directory's config (config.json, bert_config.json, setting.txt or
     albert_config*.json, with overrides such as attention="eager") and load its weights; returns
-    (model, LoadReport). load_for_task picks the class from the config instead."""
+    (model, LoadReport). `directory` may also be the prefix of one TF checkpoint in a model directory.
+    load_for_task picks the class from the config instead."""
     config = read_pretrained_config(directory, **config_overrides)
     model = model_class(config)
     return model, load_pretrained(model, directory, vocab_file=vocab_file)
