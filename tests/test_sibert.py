@@ -226,8 +226,14 @@ def test_a_pretraining_directory_with_several_checkpoints_loads_the_prefix_named
     with pytest.raises(CheckpointError, match=r"found \['model.ckpt-5000.index', 'model.ckpt-6000.index'\]: pass "
                                               r"the prefix of the one to load"):
         from_pretrained(BertModel, directory)
+    import cnbert.tf as ctf
+    from cnbert.tf import backend as tf_backend
+
     for prefix, expected in (("model.ckpt-5000", variables), ("model.ckpt-6000", later)):
         model, _ = from_pretrained(BertModel, directory / prefix)
         assert model.config == CONFIG
         np.testing.assert_array_equal(model.embeddings.word_embeddings.weight.detach().numpy(),
                                       expected["bert_model/embedding/word_embedding"])
+    tf_model, _ = tf_backend.create_model("cmrc2018", CONFIG, directory / "model.ckpt-6000", directory / "vocab.txt")
+    np.testing.assert_array_equal(ctf.canonical_weights(tf_model)["bert.embeddings.word_embeddings.weight"],
+                                  later["bert_model/embedding/word_embedding"])

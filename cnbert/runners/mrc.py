@@ -161,9 +161,6 @@ def _default_fullwidth_to_halfwidth(sibert: bool) -> None:
     # same map, full-width letters, digits and punctuation would reach it as other tokens, or [UNK]
     if FLAGS.fullwidth_to_halfwidth is None:
         FLAGS.fullwidth_to_halfwidth = sibert
-        if sibert:
-            print("siBert checkpoint: full-width characters are mapped to half-width before WordPiece, as siBert's "
-                  "tokenizer does (--fullwidth_to_halfwidth)", flush=True)
 
 
 def _check_model_fits_task(config: BertConfig, source: str) -> None:
@@ -372,6 +369,9 @@ def train_and_evaluate():
     ctx = backend.init_distributed(FLAGS.device) if FLAGS.framework == "torch" else None
     rank0 = ctx is None or ctx.is_main
     _check_output_dir(rank0)
+    if rank0 and FLAGS.fullwidth_to_halfwidth and not FLAGS["fullwidth_to_halfwidth"].present:
+        print("siBert checkpoint: full-width characters are mapped to half-width before WordPiece, as siBert's "
+              "tokenizer does (--fullwidth_to_halfwidth)", flush=True)
     training_configs = {seed: _training_config(seed) for seed in seeds}
     processes = ctx.world_size if ctx is not None else 1
     try:
