@@ -319,10 +319,11 @@ def read_sibert_settings(path) -> dict[str, str]:
         raise ConfigError(str(e)) from e
     settings = {}
     for line_no, line in enumerate(text.splitlines(), start=1):
-        line = line.strip()
-        if not line or line.startswith("---"):
+        if not line.strip() or line.startswith("---"):
             continue
-        name, separator, value = line.partition(": ")
+        # check_args writes "%s: %s": an empty string argument leaves "name: " (or "name:" once trimmed)
+        name, separator, value = line.rstrip("\r").partition(":")
+        value = value.removeprefix(" ")
         if not separator or not name.isidentifier():
             raise ConfigError(f"{path}: line {line_no}: expected \"name: value\" (siBert's setting.txt), got {line!r}")
         if name in settings:

@@ -24,8 +24,11 @@ CONFIG = BertConfig(vocab_size=VOCAB_SIZE, hidden_size=64, num_hidden_layers=2, 
                     layer_norm_eps=1e-5, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
 # float32 models against the float64 reference; outputs are LayerNorm'd (magnitude ~1) or tanh
 PARITY_TOLERANCE = 2e-5
-# pretraining heads (models/SiBert.py), optimizer slots and the step counter: never read for fine-tuning
+# pretraining heads (models/SiBert.py), optimizer slots and pretrain.py's training state outside
+# bert_model/ (fp16 loss scaling, blocksparse's entropy; global_step comes with every checkpoint): never
+# read for fine-tuning
 PRETRAINING_EXTRAS = {
+    "loss_scale": (), "good_steps": (), "bad_steps": (), "Entropy": (16,),
     "bert_model/pooler/pooler_dense/w": (64, 64), "bert_model/pooler/pooler_dense/bias": (64,),
     "bert_model/pretrain_output/MLM_output/cloze_transform/w": (64, 64),
     "bert_model/pretrain_output/MLM_output/cloze_transform/bias": (64,),
@@ -91,8 +94,13 @@ def sibert_forward(v, input_ids, attention_mask, token_type_ids):
 
 # ---- setting.txt ----------------------------------------------------------------------------------
 
-def test_setting_txt_is_read_as_the_bert_config_it_describes(sibert_dir):
+def test_setting_txt_is_read_as_the_bert_config_it_describes(sibert_dir, tmp_path):
     assert read_config(sibert_dir / "setting.txt") == CONFIG
+    # an empty string argument is written as "name: "; values may hold colons
+    text = sibert_setting_txt({**SETTINGS, "train_dir": "", "checkpoint_dir": "D:/runs/SiBertV0/"})
+    assert "\ntrain_dir: \n" in text
+    (tmp_path / "setting.txt").write_text(text)
+    assert read_config(tmp_path / "setting.txt") == CONFIG
     assert config_from_dict(SETTINGS) == CONFIG  # the same keys in a JSON config
     without_dropout = {k: v for k, v in SETTINGS.items() if k != "dropout"}
     assert config_from_dict(without_dropout).hidden_dropout_prob == 0.1  # pretrain.py's default

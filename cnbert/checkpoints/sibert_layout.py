@@ -21,7 +21,10 @@ lists them as `gain` and `bias`, the names of its local variables. Either pair l
 
 `cls_pooler_dense` is BERT's pooler (dense + tanh on the [CLS] vector). Skipped, like Google's cls/*:
 `pooler/pooler_dense` (applied to every position, it feeds only the sentence-choice pretraining loss),
-`pretrain_output/*` (the pretraining heads), optimizer slots and global_step.
+`pretrain_output/*` (the pretraining heads), the optimizer slots (`adam_m`, `adam_v`), and every
+variable outside bert_model/: the model lives entirely under it, and pretrain.py's training state lies
+outside (global_step; with --float16, its default, the loss-scale manager's loss_scale, good_steps and
+bad_steps; blocksparse's Entropy from bs.set_entropy()).
 """
 from __future__ import annotations
 
@@ -66,11 +69,11 @@ def is_sibert_variable_names(names) -> bool:
 
 def sibert_to_hf(variables: Mapping[str, np.ndarray], source: str = "TF checkpoint") -> TFConversion:
     """Convert siBert variables to Hugging Face BertModel names (torch [out, in] kernels). Pretraining
-    heads, optimizer slots and global_step are skipped and listed; any other variable, or a LayerNorm
-    with both naming pairs, raises CheckpointError naming it."""
+    heads, optimizer slots and the training state outside bert_model/ are skipped and listed; any other
+    variable under bert_model/, or a LayerNorm with both naming pairs, raises CheckpointError naming it."""
     weights, skipped, unknown, origin = {}, [], [], {}
     for name, value in variables.items():
-        if is_skipped_variable(name) or name.startswith(_SKIPPED_PREFIXES):
+        if is_skipped_variable(name) or name.startswith(_SKIPPED_PREFIXES) or not name.startswith(SIBERT_PREFIX):
             skipped.append(name)
             continue
         converted = _hf_name(name)
