@@ -476,6 +476,14 @@ def test_ctrl_c_leaves_only_complete_files(tmp_path, tiny_config):
         (out / "seed_123" / "predictions.json").read_text(encoding="utf-8")
 
 
+def fine_tune_on_sample(init_checkpoint, out):
+    """One epoch of cmrc2018 from `init_checkpoint` on the committed CMRC 2018 sample (train and dev)."""
+    sample = REPO / "tests" / "fixtures" / "mrc_cmrc2018_sample.json"
+    return run_cli(["--task=cmrc2018", f"--init_checkpoint={init_checkpoint}", f"--train_file={sample}",
+                    f"--dev_file={sample}", f"--output_dir={out}", *SIZES, "--num_train_epochs=1",
+                    "--train_batch_size=8", "--learning_rate=1e-3"])
+
+
 def test_runner_fine_tunes_an_albert_checkpoint(tmp_path):
     """An ALBERT directory (Hugging Face layout) goes through the same runner; the fresh span head
     is reported and the saved best model loads back into transformers."""
@@ -490,11 +498,8 @@ def test_runner_fine_tunes_an_albert_checkpoint(tmp_path):
     checkpoint = tmp_path / "albert"
     transformers.AlbertModel(config).save_pretrained(checkpoint)
     shutil.copyfile(REPO / "cnbert" / "resources" / "vocab.txt", checkpoint / "vocab.txt")
-    sample = REPO / "tests" / "fixtures" / "mrc_cmrc2018_sample.json"
     out = tmp_path / "out"
-    proc = run_cli(["--task=cmrc2018", f"--init_checkpoint={checkpoint}", f"--train_file={sample}",
-                    f"--dev_file={sample}", f"--output_dir={out}", *SIZES, "--num_train_epochs=1",
-                    "--train_batch_size=8", "--learning_rate=1e-3"])
+    proc = fine_tune_on_sample(checkpoint, out)
     assert "freshly initialised task head (not in the checkpoint): qa_outputs.weight, qa_outputs.bias" in proc.stdout
     reloaded = transformers.AlbertForQuestionAnswering.from_pretrained(out / "seed_123" / "best_model")
     assert reloaded.config.embedding_size == 16
@@ -510,11 +515,8 @@ def test_runner_fine_tunes_a_sibert_checkpoint_with_its_tokenizer(tmp_path):
     for step in (5000, 6000):
         write_tf_checkpoint(directory, random_sibert_variables(settings, seed=step), sibert_setting_txt(settings),
                             f"model.ckpt-{step}", "setting.txt")
-    sample = REPO / "tests" / "fixtures" / "mrc_cmrc2018_sample.json"
     out = tmp_path / "out"
-    proc = run_cli(["--task=cmrc2018", f"--init_checkpoint={directory / 'model.ckpt-6000'}", f"--train_file={sample}",
-                    f"--dev_file={sample}", f"--output_dir={out}", *SIZES, "--num_train_epochs=1",
-                    "--train_batch_size=8", "--learning_rate=1e-3"])
+    proc = fine_tune_on_sample(directory / "model.ckpt-6000", out)
     assert "siBert checkpoint: full-width characters are mapped to half-width before WordPiece" in proc.stdout
     assert "--fullwidth_to_halfwidth\n" in (out / "flags.txt").read_text()
     best = out / "seed_123" / "best_model"

@@ -45,8 +45,8 @@ from typing import Mapping
 
 import numpy as np
 
-from cnbert.checkpoints.bert_layout import CheckpointError, bert_parameter_shapes
-from cnbert.checkpoints.google_tf import TFConversion, is_skipped_variable
+from cnbert.checkpoints.bert_layout import bert_parameter_shapes
+from cnbert.checkpoints.google_tf import TFConversion, is_skipped_variable, rename_tf_variables
 from cnbert.config import AlbertConfig
 
 # Prefix of the encoder inside ALBERT task models (Hugging Face's `base_model_prefix` for ALBERT).
@@ -154,24 +154,15 @@ def albert_tf_to_model(variables: Mapping[str, np.ndarray], layout: str,
     """Convert the variables of an ALBERT TF checkpoint in `layout` to model names (no "albert."
     prefix, torch [out, in] kernels); variables outside the layout raise CheckpointError."""
     rules = _rules(layout)
-    weights, skipped, unknown = {}, [], []
-    for name, value in variables.items():
-        if is_skipped_variable(name):
-            skipped.append(name)
-            continue
+
+    def rename(name: str) -> tuple[str, bool] | None:
         for rule in rules:
             match = rule.tf.fullmatch(name)
             if match:
-                array = np.asarray(value)
-                weights[rule.model_template.format(**match.groupdict())] = (
-                    np.ascontiguousarray(array.T) if rule.transpose else array)
-                break
-        else:
-            unknown.append(name)
-    if unknown:
-        raise CheckpointError(source, "", f"variables that are not {_LAYOUT_NAMES[layout]} weights: "
-                                          f"{sorted(unknown)[:12]}")
-    return TFConversion(weights=weights, skipped=sorted(skipped))
+                return rule.model_template.format(**match.groupdict()), rule.transpose
+        return None
+
+    return rename_tf_variables(variables, rename, is_skipped_variable, source, f"{_LAYOUT_NAMES[layout]} weights")
 
 
 def model_to_albert_tf(weights: Mapping[str, np.ndarray], layout: str) -> dict[str, np.ndarray]:

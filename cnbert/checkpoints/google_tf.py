@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -41,21 +41,35 @@ class TFConversion:
 
 def google_to_hf(variables: Mapping[str, np.ndarray], source: str = "TF checkpoint") -> TFConversion:
     """Convert Google BERT variables to Hugging Face BertModel names; unknown variables raise."""
-    weights, skipped, unknown = {}, [], []
+    return rename_tf_variables(variables, _hf_name, is_skipped_variable, source, "Google BERT weights",
+                               hint=_layout_hint)
+
+
+def rename_tf_variables(variables: Mapping[str, np.ndarray], rename: Callable[[str], tuple[str, bool] | None],
+                        skip: Callable[[str], bool], source: str, kind: str,
+                        hint: Callable[[list[str]], str] = lambda unknown: "") -> TFConversion:
+    """The conversion every TF1 layout shares: `skip(name)` variables are listed as skipped; the rest
+    go through `rename(name)`, which gives (model name, whether to transpose the [in, out] kernel) or
+    None for a name outside the layout. Names outside it (listed as not `kind`, plus `hint(unknown)`)
+    and two variables for one model name raise CheckpointError."""
+    weights, skipped, unknown, origin = {}, [], [], {}
     for name, value in variables.items():
-        if is_skipped_variable(name):
+        if skip(name):
             skipped.append(name)
             continue
-        converted = _hf_name(name)
+        converted = rename(name)
         if converted is None:
             unknown.append(name)
             continue
-        hf_name, transpose = converted
+        model_name, transpose = converted
+        if model_name in origin:
+            first, second = sorted((origin[model_name], name))
+            raise CheckpointError(source, "", f"{first} and {second} both hold {model_name}")
+        origin[model_name] = name
         array = np.asarray(value)
-        weights[hf_name] = np.ascontiguousarray(array.T) if transpose else array
+        weights[model_name] = np.ascontiguousarray(array.T) if transpose else array
     if unknown:
-        raise CheckpointError(source, "", f"variables that are not Google BERT weights: {sorted(unknown)[:12]}"
-                                          f"{_layout_hint(unknown)}")
+        raise CheckpointError(source, "", f"variables that are not {kind}: {sorted(unknown)[:12]}{hint(unknown)}")
     return TFConversion(weights=weights, skipped=sorted(skipped))
 
 

@@ -33,8 +33,7 @@ from typing import Mapping
 
 import numpy as np
 
-from cnbert.checkpoints.bert_layout import CheckpointError
-from cnbert.checkpoints.google_tf import TFConversion, is_skipped_variable
+from cnbert.checkpoints.google_tf import TFConversion, is_skipped_variable, rename_tf_variables
 
 SIBERT_PREFIX = "bert_model/"
 _SKIPPED_PREFIXES = ("bert_model/pretrain_output/", "bert_model/pooler/pooler_dense/")
@@ -71,25 +70,11 @@ def sibert_to_hf(variables: Mapping[str, np.ndarray], source: str = "TF checkpoi
     """Convert siBert variables to Hugging Face BertModel names (torch [out, in] kernels). Pretraining
     heads, optimizer slots and the training state outside bert_model/ are skipped and listed; any other
     variable under bert_model/, or a LayerNorm with both naming pairs, raises CheckpointError naming it."""
-    weights, skipped, unknown, origin = {}, [], [], {}
-    for name, value in variables.items():
-        if is_skipped_variable(name) or name.startswith(_SKIPPED_PREFIXES) or not name.startswith(SIBERT_PREFIX):
-            skipped.append(name)
-            continue
-        converted = _hf_name(name)
-        if converted is None:
-            unknown.append(name)
-            continue
-        hf_name, transpose = converted
-        if hf_name in origin:
-            first, second = sorted((origin[hf_name], name))
-            raise CheckpointError(source, "", f"{first} and {second} both hold {hf_name}")
-        origin[hf_name] = name
-        array = np.asarray(value)
-        weights[hf_name] = np.ascontiguousarray(array.T) if transpose else array
-    if unknown:
-        raise CheckpointError(source, "", f"variables that are not siBert encoder weights: {sorted(unknown)[:12]}")
-    return TFConversion(weights=weights, skipped=sorted(skipped))
+    return rename_tf_variables(variables, _hf_name, _is_skipped, source, "siBert encoder weights")
+
+
+def _is_skipped(name: str) -> bool:
+    return is_skipped_variable(name) or name.startswith(_SKIPPED_PREFIXES) or not name.startswith(SIBERT_PREFIX)
 
 
 def _hf_name(name: str) -> tuple[str, bool] | None:
