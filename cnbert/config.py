@@ -13,7 +13,8 @@ import dataclasses
 import json
 import math
 from pathlib import Path
-from typing import Any, Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from cnbert.errors import DataError
 from cnbert.io_utils import read_text_file, write_json
@@ -158,11 +159,15 @@ class BertConfig:
         """All fields plus model_type "bert"; `from_dict(to_dict())` gives an equal config."""
         return {"model_type": "bert", **dataclasses.asdict(self)}
 
-    def to_json_file(self, path, architectures: list[str] | None = None) -> None:
-        """Write a config.json that `transformers.BertConfig.from_pretrained` reads (atomically)."""
+    def to_json_file(self, path, architectures: list[str] | None = None, labels: Sequence[str] | None = None) -> None:
+        """Write a config.json that `transformers.BertConfig.from_pretrained` reads (atomically);
+        a classifier's `labels` (names in output order) become id2label / label2id, which give
+        transformers its num_labels."""
         values = self.to_dict()
         if architectures:
             values = {"architectures": list(architectures), **values}
+        if labels is not None:
+            values.update(label_maps(labels))
         write_json(path, values)
 
     # ---- validation ----------------------------------------------------------------------------
@@ -348,6 +353,43 @@ def read_config_dict(path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid JSON ({e})") from None
     _check_mapping(values, _where(str(path)))
     return values
+
+
+def check_label_names(labels: Sequence[str]) -> tuple[str, ...]:
+    """A classifier's label names as a tuple: at least two distinct non-empty strings."""
+    labels = tuple(labels)
+    if len(labels) < 2 or not all(isinstance(label, str) and label for label in labels) \
+            or len(set(labels)) != len(labels):
+        raise ValueError(f"labels must be at least two distinct non-empty strings, got {list(labels)}")
+    return labels
+
+
+def label_maps(labels: Sequence[str]) -> dict[str, dict]:
+    """config.json's id2label / label2id for label names in output order (JSON keys are strings)."""
+    labels = check_label_names(labels)
+    return {"id2label": {str(i): label for i, label in enumerate(labels)},
+            "label2id": {label: i for i, label in enumerate(labels)}}
+
+
+def saved_label_names(values: Mapping[str, Any], source: str | None = None) -> tuple[str, ...] | None:
+    """The label names, in output order, that a config dict's id2label gives; None when it has none,
+    or only transformers' placeholders LABEL_0, LABEL_1, ... (which name nothing)."""
+    where = _where(source)
+    id2label = values.get("id2label")
+    if id2label is None:
+        return None
+    if not isinstance(id2label, Mapping):
+        raise ConfigError(f"{where}id2label must be an object {{index: label}}, got {type(id2label).__name__}")
+    try:
+        by_index = {int(key): label for key, label in id2label.items()}
+    except ValueError:
+        raise ConfigError(f"{where}id2label has a key that is not an integer: {sorted(id2label)}") from None
+    if sorted(by_index) != list(range(len(by_index))) or not all(isinstance(v, str) for v in by_index.values()):
+        raise ConfigError(f"{where}id2label must map 0, 1, ... n-1 to label names, got {id2label}")
+    names = tuple(by_index[i] for i in range(len(by_index)))
+    if names == tuple(f"LABEL_{i}" for i in range(len(names))):
+        return None
+    return names
 
 
 def _where(source: str | None) -> str:

@@ -31,9 +31,11 @@ from cnbert.tokenization import bundled_vocab_path
 from cnbert.torch import (
     IGNORE_INDEX,
     AlbertForCJRC,
+    AlbertForSequenceClassification,
     AlbertForSpanExtraction,
     AlbertModel,
     BertForCJRC,
+    BertForSequenceClassification,
     BertForSpanExtraction,
     BertModel,
     cjrc_loss,
@@ -551,8 +553,11 @@ def test_model_for_task_picks_bert_or_albert():
     assert model_class_for_task("span", albert) is AlbertForSpanExtraction
     assert model_class_for_task("cjrc", FACTORIZED) is AlbertForCJRC
     assert type(model_for_task("drcd", albert)) is AlbertForSpanExtraction
-    with pytest.raises(ValueError, match="unknown task 'xnli'"):
-        model_for_task("xnli", albert)
+    assert model_class_for_task("xnli", bert) is BertForSequenceClassification
+    xnli = model_for_task("xnli", albert)
+    assert type(xnli) is AlbertForSequenceClassification and xnli.classifier.out_features == 3
+    with pytest.raises(ValueError, match="unknown task 'msra_ner'"):
+        model_for_task("msra_ner", albert)
     with pytest.raises(ConfigError, match="an ALBERT config .* cannot build the BERT model"):
         BertModel(albert)
     with pytest.raises(ConfigError, match="AlbertModel needs an AlbertConfig"):

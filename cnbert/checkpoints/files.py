@@ -15,7 +15,7 @@ from cnbert.checkpoints.bert_layout import CheckpointError
 from cnbert.checkpoints.google_tf import list_tf_variables, tf_checkpoint_prefix
 from cnbert.checkpoints.tf_layouts import ALBERT_TF_LAYOUTS, detect_tf_layout
 from cnbert.config import (SIBERT_ACTIVATION, SIBERT_LAYER_NORM_EPS, SIBERT_SETTINGS_FILE, AlbertConfig, BertConfig,
-                           config_class_for, config_from_dict, read_config_dict)
+                           config_class_for, config_from_dict, read_config_dict, saved_label_names)
 from cnbert.tokenization import load_vocab
 
 CONFIG_NAMES = ("config.json", "bert_config.json", SIBERT_SETTINGS_FILE)
@@ -93,6 +93,25 @@ def read_pretrained_config(source, **overrides) -> BertConfig:
     config = config_from_dict(values, source=str(path))
     _check_sibert_pairing(weights, path, config)
     return config.replace(**overrides)
+
+
+def check_classifier_labels(source, labels) -> None:
+    """A classifier loaded from the model at `source` must have been trained on `labels`, in that
+    order: when the config beside it names its labels (id2label), they must be the same, or every
+    prediction would be read as another class with no error anywhere (XNLI's three labels come in
+    several orders). A config without names (or with transformers' LABEL_0, ...) cannot be checked."""
+    source = Path(source)
+    directory = source if source.is_dir() else find_weights(source).path.parent
+    try:
+        path = find_config(directory)
+    except CheckpointError:
+        return  # a bare weights file: no config to compare with
+    if path.suffix != ".json":
+        return
+    saved = saved_label_names(read_config_dict(path), source=str(path))
+    if saved is not None and saved != tuple(labels):
+        raise CheckpointError(path, "", f"its classifier was trained on the labels {list(saved)} (id2label, in "
+                                        f"output order), but this task's labels are {list(labels)}")
 
 
 def _check_sibert_pairing(weights: WeightsFile, config_path: Path, config: BertConfig) -> None:

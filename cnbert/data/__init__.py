@@ -1,4 +1,5 @@
-"""Framework-neutral task data: reading-comprehension examples, features and post-processing.
+"""Framework-neutral task data: reading-comprehension examples, features and post-processing;
+classification and matching examples and features (cnbert.data.classification).
 
     result = read_cmrc2018(path)            # or read_drcd / read_cjrc -> ReadResult(examples, report)
     features = build_features(result.examples, ChineseBertTokenizer(), FeatureConfig(), training=True)
@@ -7,6 +8,14 @@
     predictions.write(output_dir)           # predictions.json + nbest_predictions.json
 """
 from cnbert.data.chinese_convert import TraditionalToSimplified
+from cnbert.data.classification import (
+    ClassificationExample,
+    ClassificationFeatures,
+    TsvFormat,
+    build_classification_features,
+    read_classification_tsv,
+    truncate_pair,
+)
 from cnbert.data.mrc_examples import (
     AnswerKind,
     InconsistentAnswer,
@@ -24,7 +33,8 @@ from cnbert.data.mrc_features import CLASS_IGNORED, NOT_CONTEXT, FeatureConfig, 
 from cnbert.data.mrc_postprocess import MrcPredictions, SpanCandidate, postprocess_predictions
 
 __all__ = [
-    "AnswerKind", "CLASS_IGNORED", "FeatureConfig", "InconsistentAnswer", "MrcAnswer", "MrcExample", "MrcFeatures",
+    "ClassificationExample", "ClassificationFeatures", "TsvFormat", "build_classification_features",
+    "read_classification_tsv", "truncate_pair", "AnswerKind", "CLASS_IGNORED", "FeatureConfig", "InconsistentAnswer", "MrcAnswer", "MrcExample", "MrcFeatures",
     "MrcPredictions", "NOT_CONTEXT", "OffsetRepair", "ReadReport", "ReadResult", "SpanCandidate",
     "TraditionalToSimplified", "build_features", "locate_answer_start", "postprocess_predictions", "read_cjrc",
     "read_cmrc2018", "read_drcd",

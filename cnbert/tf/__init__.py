@@ -57,7 +57,9 @@ from cnbert.tf.heads import (  # noqa: E402
     ANSWER_CLASSES,
     IGNORE_INDEX,
     BertForCJRC,
+    BertForSequenceClassification,
     BertForSpanExtraction,
+    classification_loss,
     cjrc_loss,
     span_loss,
 )
@@ -68,6 +70,7 @@ from cnbert.training import FitResult, NonFiniteLossError  # noqa: E402
 __all__ = [
     "LoadReport", "canonical_variables", "canonical_weights", "load_canonical_weights", "load_finetuned",
     "load_pretrained", "read_canonical_weights", "save_pretrained", "export_saved_model", "ANSWER_CLASSES", "IGNORE_INDEX",
-    "BertForCJRC", "BertForSpanExtraction", "cjrc_loss", "span_loss", "BertModel", "set_precision",
+    "BertForCJRC", "BertForSequenceClassification", "BertForSpanExtraction", "classification_loss", "cjrc_loss",
+    "span_loss", "BertModel", "set_precision",
     "FitResult", "NonFiniteLossError", "Trainer",
 ]

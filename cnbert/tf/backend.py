@@ -21,7 +21,8 @@ def seed_everything(seed: int) -> None:
 
 def create_model(task: str, config: BertConfig, init_checkpoint=None, vocab_file=None
                  ) -> tuple[keras.Model, LoadReport | None]:
-    """A fresh model for `task` ("cmrc2018", "drcd": span model; "cjrc": span + answer class), with
+    """A fresh model for `task` ("cmrc2018", "drcd": span model; "cjrc": span + answer class; a
+    classification task: pooled-[CLS] classifier over its labels), with
     `init_checkpoint`'s weights (a Hugging Face or Google TF1 directory, or a weights file) loaded
     strictly when given; returns (model, LoadReport or None)."""
     model = model_for_task(task, config)

@@ -25,6 +25,7 @@ from cnbert.checkpoints import (
     ENCODER_PREFIX,
     CheckpointError,
     LoadReport,
+    check_classifier_labels,
     bert_parameter_shapes,
     check_vocab_size,
     convert_tf_variables,
@@ -37,7 +38,8 @@ from cnbert.checkpoints import (
 )
 from cnbert.config import AlbertConfig, BertConfig
 from cnbert.io_utils import atomic_directory
-from cnbert.tf.heads import TASK_MODELS
+from cnbert.tasks import classification as classification_tasks
+from cnbert.tf.heads import TASK_MODELS, BertForSequenceClassification
 from cnbert.tf.modeling import BertModel
 
 logger = logging.getLogger(__name__)
@@ -148,7 +150,15 @@ def load_pretrained(model: keras.Model, source, vocab_file=None) -> LoadReport:
     if vocab_file is not None:
         check_vocab_size(vocab_file, model.config)
     state, path = read_canonical_weights(source)
-    return load_canonical_weights(model, state, source=path, allow_fresh_heads=True)
+    return _checked_labels(load_canonical_weights(model, state, source=path, allow_fresh_heads=True), model, source)
+
+
+def _checked_labels(report: LoadReport, model: keras.Model, source) -> LoadReport:
+    """A classifier read from `source` must have been trained on the model's labels (in order)."""
+    labels = getattr(model, "labels", None)
+    if labels is not None and not any(name.startswith("classifier.") for name in report.initialised):
+        check_classifier_labels(source, labels)
+    return report
 
 
 def model_for_task(task: str, config: BertConfig) -> keras.Model:
@@ -159,6 +169,8 @@ def model_for_task(task: str, config: BertConfig) -> keras.Model:
     if isinstance(config, AlbertConfig):
         raise ValueError("the TensorFlow path implements BERT (and BERT-typed RoBERTa-wwm-ext) only; this is an "
                          "ALBERT config: use the PyTorch path (--framework=torch) for ALBERT")
+    if model_class is BertForSequenceClassification:
+        return model_class(config, classification_tasks.get_task(task).labels)
     return model_class(config)
 
 
@@ -171,7 +183,7 @@ def load_finetuned(directory, task: str, **config_overrides) -> keras.Model:
     if (directory / "vocab.txt").is_file():
         check_vocab_size(directory / "vocab.txt", model.config)
     state, path = read_canonical_weights(directory)
-    load_canonical_weights(model, state, source=path, allow_fresh_heads=False)
+    _checked_labels(load_canonical_weights(model, state, source=path, allow_fresh_heads=False), model, directory)
     return model
 
 
@@ -183,7 +195,8 @@ def save_pretrained(model: keras.Model, directory, vocab_file) -> Path:
     check_vocab_size(vocab_file, model.config)
     with atomic_directory(directory) as staging:
         architecture = getattr(model, "hf_architecture", "") or "BertModel"
-        model.config.to_json_file(staging / "config.json", architectures=[architecture])
+        model.config.to_json_file(staging / "config.json", architectures=[architecture],
+                                  labels=getattr(model, "labels", None))
         save_file(canonical_weights(model), str(staging / "model.safetensors"), metadata={"format": "pt"})
         shutil.copyfile(vocab_file, staging / "vocab.txt")
     return directory

@@ -15,7 +15,7 @@ SERVING_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
 def export_saved_model(model: keras.Model, directory, precision: str = "fp32") -> Path:
     """Write a SavedModel whose "serving_default" signature maps int32 [batch, seq] input_ids,
     token_type_ids and attention_mask to float32 start_logits, end_logits [batch, seq] (and
-    class_logits [batch, 4] for a CJRC model), computed in `precision` whatever precision the model
+    class_logits [batch, 4] for a CJRC model; logits [batch, num_labels] for a classifier), computed in `precision` whatever precision the model
     was trained in (the model itself is left as it was). Written beside `directory` and renamed
     into place."""
     directory = Path(directory)

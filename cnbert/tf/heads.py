@@ -1,21 +1,23 @@
-"""Reading-comprehension task models and their losses, mirroring cnbert.torch.heads (same labels,
-same outputs, same loss definitions; see that module's docstring for the label conventions).
+"""Reading-comprehension and classification task models and their losses, mirroring
+cnbert.torch.heads (same labels, same outputs, same loss definitions; see that module's docstring
+for the label conventions).
 
 Outputs are float32 whatever the precision: "start_logits", "end_logits" [batch, seq] and, for
-CJRC, "class_logits" [batch, 4]. Losses: (CE start + CE end) / 2, plus CE of answer_class for
-CJRC; IGNORE_INDEX (-100) leaves a term out. reduction="mean": each term is a mean over its
-non-ignored features (0 when there are none); reduction="none": one loss per feature, an ignored
-term counting 0.
+CJRC, "class_logits" [batch, 4]; a classifier's "logits" [batch, num_labels]. Losses: (CE start +
+CE end) / 2, plus CE of answer_class for CJRC; CE of labels for a classifier; IGNORE_INDEX (-100)
+leaves a term out. reduction="mean": each term is a mean over its non-ignored features (0 when
+there are none); reduction="none": one loss per feature, an ignored term counting 0.
 """
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping, Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from cnbert.config import BertConfig
+from cnbert.config import BertConfig, check_label_names
+from cnbert.tasks import classification as classification_tasks
 from cnbert.tf.modeling import CLASS_DROPOUT_SITE, BertModel, Linear, dropout
 
 IGNORE_INDEX = -100
@@ -23,37 +25,55 @@ ANSWER_CLASSES = ("span", "yes", "no", "unknown")
 
 
 class _TaskModel(keras.Model):
-    """An encoder without pooler (named "bert") plus heads; subclasses add heads and outputs.
+    """An encoder (named "bert"; with the pooler when the head reads it) plus heads; subclasses add
+    heads and outputs.
 
     Every layer builds itself in the constructor, outside the task model's name scope, so a
     variable's path is its checkpoint-style name whatever the task model is called:
-    bert/encoder/layer_0/..., qa_outputs/kernel, answer_class/bias.
+    bert/encoder/layer_0/..., qa_outputs/kernel, answer_class/bias, classifier/kernel.
     """
 
     hf_architecture = ""
     head_prefixes: tuple[str, ...] = ()
 
-    def __init__(self, config: BertConfig, gradient_checkpointing: bool = False, name: str | None = None):
+    def __init__(self, config: BertConfig, gradient_checkpointing: bool = False, name: str | None = None,
+                 add_pooling_layer: bool = False):
         super().__init__(name=name, dtype="float32")  # see cnbert.tf.modeling.set_precision
         self.config = config
-        self.bert = BertModel(config, add_pooling_layer=False, gradient_checkpointing=gradient_checkpointing)
-        self.qa_outputs = Linear(2, config.initializer_range, name="qa_outputs")
-        self.qa_outputs.build((None, None, config.hidden_size))
+        self.bert = BertModel(config, add_pooling_layer=add_pooling_layer, gradient_checkpointing=gradient_checkpointing)
 
     def build(self, input_shape=None):
         """Nothing left to create: the layers were built in the constructor."""
 
+    def same_architecture(self) -> "_TaskModel":
+        """A freshly initialised model of the same class, config and labels (a replica's copy)."""
+        return type(self)(self.config)
+
     def _encode(self, input_ids, attention_mask, token_type_ids, training, dropout_seed):
-        """(sequence output, span logits, the step's dropout seed or None)."""
+        """(the encoder's outputs, the step's dropout seed or None)."""
         seed = self.bert._dropout_seed(training, dropout_seed)
         encoded = self.bert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
                             training=training, dropout_seed=seed)
+        return encoded, seed
+
+
+class _SpanModel(_TaskModel):
+    """The encoder without pooler and the span head qa_outputs = Linear(hidden, 2) on every token."""
+
+    def __init__(self, config: BertConfig, gradient_checkpointing: bool = False, name: str | None = None):
+        super().__init__(config, gradient_checkpointing, name=name)
+        self.qa_outputs = Linear(2, config.initializer_range, name="qa_outputs")
+        self.qa_outputs.build((None, None, config.hidden_size))
+
+    def _encode_spans(self, input_ids, attention_mask, token_type_ids, training, dropout_seed):
+        """(sequence output, span logits, the step's dropout seed or None)."""
+        encoded, seed = self._encode(input_ids, attention_mask, token_type_ids, training, dropout_seed)
         sequence_output = encoded["sequence_output"]
         logits = tf.cast(self.qa_outputs(sequence_output), tf.float32)
         return sequence_output, {"start_logits": logits[..., 0], "end_logits": logits[..., 1]}, seed
 
 
-class BertForSpanExtraction(_TaskModel):
+class BertForSpanExtraction(_SpanModel):
     """Span extraction (CMRC 2018, DRCD): qa_outputs = Linear(hidden, 2) on every token; canonical
     names are those of transformers' BertForQuestionAnswering."""
 
@@ -65,10 +85,10 @@ class BertForSpanExtraction(_TaskModel):
         self.build()
 
     def call(self, input_ids, attention_mask=None, token_type_ids=None, training=False, dropout_seed=None):
-        return self._encode(input_ids, attention_mask, token_type_ids, training, dropout_seed)[1]
+        return self._encode_spans(input_ids, attention_mask, token_type_ids, training, dropout_seed)[1]
 
 
-class BertForCJRC(_TaskModel):
+class BertForCJRC(_SpanModel):
     """CJRC: the span head plus answer_class = Linear(hidden, 4) over (span, yes, no, unknown) on
     [CLS]'s final hidden state after dropout (why [CLS] and not the pooler: cnbert.torch.heads)."""
 
@@ -82,11 +102,42 @@ class BertForCJRC(_TaskModel):
         self.build()
 
     def call(self, input_ids, attention_mask=None, token_type_ids=None, training=False, dropout_seed=None):
-        sequence_output, outputs, seed = self._encode(input_ids, attention_mask, token_type_ids, training,
-                                                      dropout_seed)
+        sequence_output, outputs, seed = self._encode_spans(input_ids, attention_mask, token_type_ids, training,
+                                                            dropout_seed)
         cls = dropout(sequence_output[:, 0], self.config.hidden_dropout_prob, seed, CLASS_DROPOUT_SITE)
         outputs["class_logits"] = tf.cast(self.answer_class(cls), tf.float32)
         return outputs
+
+
+class BertForSequenceClassification(_TaskModel):
+    """Sentence classification and matching: classifier = Linear(hidden, len(labels)) on the pooled
+    [CLS] vector after dropout; canonical names are those of transformers'
+    BertForSequenceClassification (see cnbert.torch.heads)."""
+
+    hf_architecture = "BertForSequenceClassification"
+    head_prefixes = ("classifier.",)
+
+    def __init__(self, config: BertConfig, labels: Sequence[str], gradient_checkpointing: bool = False):
+        super().__init__(config, gradient_checkpointing, name="bert_for_sequence_classification",
+                         add_pooling_layer=True)
+        self.labels = check_label_names(labels)
+        self.classifier = Linear(len(self.labels), config.initializer_range, name="classifier")
+        self.classifier.build((None, config.hidden_size))
+        self.build()
+
+    def same_architecture(self) -> "BertForSequenceClassification":
+        return type(self)(self.config, self.labels)
+
+    def call(self, input_ids, attention_mask=None, token_type_ids=None, training=False, dropout_seed=None):
+        encoded, seed = self._encode(input_ids, attention_mask, token_type_ids, training, dropout_seed)
+        pooled = dropout(encoded["pooled_output"], self.config.hidden_dropout_prob, seed, CLASS_DROPOUT_SITE)
+        return {"logits": tf.cast(self.classifier(pooled), tf.float32)}
+
+
+def classification_loss(outputs: Mapping[str, tf.Tensor], labels, reduction: str = "mean") -> tf.Tensor:
+    """Cross-entropy of `labels` (IGNORE_INDEX entries left out) under outputs["logits"]."""
+    logits = outputs["logits"]
+    return _cross_entropy(logits, labels, logits.shape[-1], "labels", reduction)
 
 
 def span_loss(outputs: Mapping[str, tf.Tensor], start_positions, end_positions, reduction: str = "mean") -> tf.Tensor:
@@ -135,14 +186,18 @@ def _cross_entropy(logits, targets, num_classes: int, name: str, reduction: str)
 
 
 # Task name -> model class; the label arrays each task's loss reads.
-TASK_MODELS = {"cmrc2018": BertForSpanExtraction, "drcd": BertForSpanExtraction, "cjrc": BertForCJRC}
+TASK_MODELS = {"cmrc2018": BertForSpanExtraction, "drcd": BertForSpanExtraction, "cjrc": BertForCJRC,
+               **{name: BertForSequenceClassification for name in classification_tasks.TASKS}}
 TASK_LABELS = {"cmrc2018": ("start_positions", "end_positions"), "drcd": ("start_positions", "end_positions"),
-               "cjrc": ("start_positions", "end_positions", "answer_class")}
+               "cjrc": ("start_positions", "end_positions", "answer_class"),
+               **{name: ("labels",) for name in classification_tasks.TASKS}}
 
 
 def task_loss(task: str, outputs: Mapping[str, tf.Tensor], labels: Mapping[str, tf.Tensor],
               reduction: str = "none") -> tf.Tensor:
     """The task's loss (per feature by default, as the trainer needs it)."""
+    if task in classification_tasks.TASKS:
+        return classification_loss(outputs, labels["labels"], reduction)
     if task == "cjrc":
         return cjrc_loss(outputs, labels["start_positions"], labels["end_positions"], labels["answer_class"], reduction)
     return span_loss(outputs, labels["start_positions"], labels["end_positions"], reduction)

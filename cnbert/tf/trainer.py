@@ -37,7 +37,8 @@ INPUT_NAMES = ("input_ids", "token_type_ids", "attention_mask")
 class Trainer:
     """Trains a task model (cnbert.tf.heads) on numpy feature arrays.
 
-    task: "cmrc2018", "drcd" or "cjrc" (chooses the loss and the label arrays). strategy_name:
+    task: "cmrc2018", "drcd", "cjrc" or a classification task (cnbert.tasks.classification.TASKS;
+    chooses the loss and the label arrays). strategy_name:
     "one_device", "mirrored" or "multi_worker_mirrored". jit_compile: compile the training and
     prediction steps with XLA (one replica, or replicas on GPUs); the attribute `jit_compile` is
     the setting in effect, which fit logs. XLA draws other dropout masks than non-XLA code for the
@@ -72,7 +73,7 @@ class Trainer:
         self._configure(model)
         if self.distributed:
             with self.strategy.scope():
-                self._model = type(model)(model.config)
+                self._model = model.same_architecture()
             self._configure(self._model)
         else:
             self._model = model
@@ -311,4 +312,6 @@ class Trainer:
                 check_labels(name, checked[name], input_ids.shape[1])
         if "answer_class" in checked:
             check_labels("answer_class", checked["answer_class"], len(ANSWER_CLASSES))
+        if "labels" in checked:
+            check_labels("labels", checked["labels"], len(self.model.labels))
         return {name: array.astype(np.int32, copy=False) for name, array in checked.items()}

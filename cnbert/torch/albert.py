@@ -14,7 +14,7 @@ from torch import nn
 
 from cnbert.checkpoints.albert_layout import ALBERT_PRETRAINING_HEAD_PREFIXES
 from cnbert.config import AlbertConfig, ConfigError
-from cnbert.torch.heads import BertForCJRC, BertForSpanExtraction
+from cnbert.torch.heads import BertForCJRC, BertForSequenceClassification, BertForSpanExtraction
 from cnbert.torch.modeling import (
     ACTIVATIONS,
     BertEmbeddings,
@@ -172,15 +172,15 @@ class AlbertModel(nn.Module):
 
 
 class _OnAlbertEncoder:
-    """Mixed in before a BERT task model: the same heads on an ALBERT encoder (no pooler), under the
-    name transformers' Albert* models give it."""
+    """Mixed in before a BERT task model: the same heads on an ALBERT encoder (with a pooler when the
+    head needs one), under the name transformers' Albert* models give it."""
 
     base_model_prefix = "albert"
     pretraining_head_prefixes = ALBERT_PRETRAINING_HEAD_PREFIXES
 
     @staticmethod
-    def build_encoder(config: AlbertConfig) -> nn.Module:
-        return AlbertModel(config, add_pooling_layer=False)
+    def build_encoder(config: AlbertConfig, add_pooling_layer: bool = False) -> nn.Module:
+        return AlbertModel(config, add_pooling_layer=add_pooling_layer)
 
 
 class AlbertForSpanExtraction(_OnAlbertEncoder, BertForSpanExtraction):
@@ -200,3 +200,14 @@ class AlbertForCJRC(_OnAlbertEncoder, BertForCJRC):
     @property
     def hf_architecture(self) -> str:
         return "AlbertForCJRC" if self.config.embedding_layout == "albert" else f"{_FACTORIZED_PREFIX}ForCJRC"
+
+
+class AlbertForSequenceClassification(_OnAlbertEncoder, BertForSequenceClassification):
+    """BertForSequenceClassification's head on ALBERT's pooled output; in the "albert" layout its
+    state dict is that of transformers' AlbertForSequenceClassification."""
+
+    @property
+    def hf_architecture(self) -> str:
+        if self.config.embedding_layout == "albert":
+            return "AlbertForSequenceClassification"
+        return f"{_FACTORIZED_PREFIX}ForSequenceClassification"

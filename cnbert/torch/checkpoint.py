@@ -20,6 +20,7 @@ from cnbert.checkpoints import (
     ENCODER_PREFIX,
     PRETRAINING_HEAD_PREFIXES,
     CheckpointError,
+    check_classifier_labels,
     check_vocab_size,
     convert_tf_variables,
     find_weights,
@@ -30,8 +31,9 @@ from cnbert.checkpoints import (
 )
 from cnbert.config import AlbertConfig, BertConfig
 from cnbert.io_utils import atomic_directory
-from cnbert.torch.albert import AlbertForCJRC, AlbertForSpanExtraction
-from cnbert.torch.heads import BertForCJRC, BertForSpanExtraction
+from cnbert.tasks import classification as classification_tasks
+from cnbert.torch.albert import AlbertForCJRC, AlbertForSequenceClassification, AlbertForSpanExtraction
+from cnbert.torch.heads import BertForCJRC, BertForSequenceClassification, BertForSpanExtraction
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +86,9 @@ def load_pretrained(model: torch.nn.Module, source, vocab_file=None, allow_fresh
                      head_prefixes=getattr(model, "head_prefixes", ()) if allow_fresh_heads else (), source=path,
                      model_prefix=getattr(model, "base_model_prefix", ENCODER_PREFIX.rstrip(".")) + ".",
                      pretraining_head_prefixes=getattr(model, "pretraining_head_prefixes", PRETRAINING_HEAD_PREFIXES))
+    labels = getattr(model, "labels", None)
+    if labels is not None and not any(name.startswith("classifier.") for name in plan.initialised):
+        check_classifier_labels(source, labels)
     with torch.no_grad():
         for name, value in plan.tensors.items():
             model_state[name].copy_(value)  # state_dict tensors share storage with the parameters
@@ -100,11 +105,14 @@ def from_pretrained(model_class, directory, vocab_file=None, **config_overrides)
     return model, load_pretrained(model, directory, vocab_file=vocab_file)
 
 
-# Reading-comprehension tasks by the head they need (names as in cnbert.tasks.mrc.TASKS).
-TASK_HEADS = {"cmrc2018": "span", "drcd": "span", "cjrc": "cjrc"}
+# Tasks by the head they need (names as in cnbert.tasks.mrc.TASKS and cnbert.tasks.classification.TASKS).
+TASK_HEADS = {"cmrc2018": "span", "drcd": "span", "cjrc": "cjrc",
+              **{name: "classification" for name in classification_tasks.TASKS}}
 _MODEL_CLASSES = {
     ("span", False): BertForSpanExtraction, ("cjrc", False): BertForCJRC,
+    ("classification", False): BertForSequenceClassification,
     ("span", True): AlbertForSpanExtraction, ("cjrc", True): AlbertForCJRC,
+    ("classification", True): AlbertForSequenceClassification,
 }
 
 
@@ -118,8 +126,12 @@ def model_class_for_task(task: str, config: BertConfig) -> type:
 
 
 def model_for_task(task: str, config: BertConfig) -> torch.nn.Module:
-    """A freshly initialised model for `task` (see model_class_for_task)."""
-    return model_class_for_task(task, config)(config)
+    """A freshly initialised model for `task` (see model_class_for_task); a classifier gets the
+    task's labels."""
+    model_class = model_class_for_task(task, config)
+    if TASK_HEADS.get(task) == "classification":
+        return model_class(config, classification_tasks.get_task(task).labels)
+    return model_class(config)
 
 
 def load_for_task(task: str, directory, vocab_file=None, allow_fresh_heads: bool = True, **config_overrides):
@@ -134,7 +146,7 @@ def load_for_task(task: str, directory, vocab_file=None, allow_fresh_heads: bool
 def save_pretrained(model: torch.nn.Module, directory, tokenizer_vocab) -> Path:
     """Write config.json, model.safetensors and vocab.txt to `directory` so that cnbert and
     transformers (`BertForQuestionAnswering` / `AlbertForQuestionAnswering.from_pretrained` for a
-    span model) load it. The factorized ALBERT layout has no transformers class: its config's
+    span model, `BertForSequenceClassification` for a classifier, with its labels) load it. The factorized ALBERT layout has no transformers class: its config's
     model_type makes transformers refuse the directory rather than load it wrongly.
 
     Written into a temporary sibling directory and renamed into place, so a reader never sees a
@@ -144,7 +156,8 @@ def save_pretrained(model: torch.nn.Module, directory, tokenizer_vocab) -> Path:
     check_vocab_size(tokenizer_vocab, model.config)
     with atomic_directory(directory) as staging:
         architecture = getattr(model, "hf_architecture", "BertModel")
-        model.config.to_json_file(staging / "config.json", architectures=[architecture])
+        model.config.to_json_file(staging / "config.json", architectures=[architecture],
+                                  labels=getattr(model, "labels", None))
         state = {name: t.detach().to("cpu").contiguous() for name, t in model.state_dict().items()}
         save_file(state, str(staging / "model.safetensors"), metadata={"format": "pt"})
         shutil.copyfile(tokenizer_vocab, staging / "vocab.txt")

@@ -1,4 +1,4 @@
-"""Task models for reading comprehension and their losses.
+"""Task models for reading comprehension and for sentence classification / matching, and their losses.
 
 Labels per feature (one window of one question), as the data pipeline provides them:
   start_positions, end_positions: LongTensor [batch], token indices inside the window of the
@@ -8,8 +8,9 @@ Labels per feature (one window of one question), as the data pipeline provides t
   answer_class (CJRC only): LongTensor [batch] with ANSWER_CLASSES indices
       0 span, 1 yes, 2 no, 3 unknown; IGNORE_INDEX (-100) for a window of a span question that does
       not contain the answer, so such windows are never taught "unknown".
+  labels (classification): LongTensor [batch] of label indices (the task's label order).
 Models return a dict of logits: "start_logits", "end_logits" [batch, seq] and, for CJRC,
-"class_logits" [batch, 4]. Losses are computed in float32 whatever the autocast dtype.
+"class_logits" [batch, 4]; a classifier returns "logits" [batch, num_labels]. Losses are computed in float32 whatever the autocast dtype.
 reduction="mean": each term (start, end, class) is a mean over its non-ignored features (0, still
 differentiable, when there are none), the transformers convention.
 reduction="none": one loss per feature, an ignored term counting 0 — what a trainer needs to sum
@@ -17,13 +18,13 @@ per-feature losses over micro-batches and processes and divide by the global bat
 """
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cnbert.config import BertConfig
+from cnbert.config import BertConfig, check_label_names
 from cnbert.torch.modeling import BertModel, init_bert_weights
 
 IGNORE_INDEX = -100
@@ -38,8 +39,8 @@ class _EncoderTaskModel(nn.Module):
     base_model_prefix = "bert"
 
     @staticmethod
-    def build_encoder(config: BertConfig) -> nn.Module:
-        return BertModel(config, add_pooling_layer=False)
+    def build_encoder(config: BertConfig, add_pooling_layer: bool = False) -> nn.Module:
+        return BertModel(config, add_pooling_layer=add_pooling_layer)
 
     @property
     def base_model(self) -> nn.Module:
@@ -94,6 +95,37 @@ class BertForCJRC(_EncoderTaskModel):
         start, end = self.qa_outputs(sequence_output).unbind(dim=-1)
         class_logits = self.answer_class(self.class_dropout(sequence_output[:, 0]))
         return {"start_logits": start.contiguous(), "end_logits": end.contiguous(), "class_logits": class_logits}
+
+
+class BertForSequenceClassification(_EncoderTaskModel):
+    """Sentence classification and matching: `classifier` = Linear(hidden, len(labels)) on the pooled
+    [CLS] vector after dropout, with transformers' BertForSequenceClassification names, so its
+    checkpoints (with the same number of labels) load directly. The pooler is pretrained (next-sentence
+    prediction), so it comes from the checkpoint like the rest of the encoder. `labels` (the label
+    names, in output order) are saved as config.json's id2label / label2id."""
+
+    hf_architecture = "BertForSequenceClassification"
+    head_prefixes = ("classifier.",)
+
+    def __init__(self, config: BertConfig, labels: Sequence[str]):
+        super().__init__()
+        self.config = config
+        self.labels = check_label_names(labels)
+        num_labels = len(self.labels)
+        self.add_module(self.base_model_prefix, self.build_encoder(config, add_pooling_layer=True))
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.classifier = nn.Linear(config.hidden_size, num_labels)
+        init_bert_weights(self.classifier, config.initializer_range)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None) -> dict[str, Tensor]:
+        pooled = self.base_model(input_ids, attention_mask, token_type_ids, position_ids).pooled_output
+        return {"logits": self.classifier(self.dropout(pooled))}
+
+
+def classification_loss(outputs: Mapping[str, torch.Tensor], labels, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy of `labels` (IGNORE_INDEX entries left out) under outputs["logits"]."""
+    logits = outputs["logits"]
+    return _cross_entropy(logits, labels, logits.shape[-1], "labels", reduction)
 
 
 def span_loss(outputs: Mapping[str, torch.Tensor], start_positions, end_positions,
