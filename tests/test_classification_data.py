@@ -31,15 +31,16 @@ REAL_FILES = [  # task, file, examples in it
     ("xnli", "xnli_zh/dev.tsv", 2490),
     ("xnli", "xnli_zh/test.tsv", 5010),
     ("thucnews", "thucnews/cnews.subset1000.txt", 1000),
+    ("dbqa", "dbqa/nlpcc2017.dbqa.test", 14566),
 ]
 
 
-def csv_rows(path, header):
-    """The file's records as dicts, read by the csv module with tabs and no quoting."""
+def csv_rows(path, columns=None):
+    """The file's records as dicts, read by the csv module with tabs and no quoting; `columns` name
+    the fields of a file without a header."""
     csv.field_size_limit(sys.maxsize)
     with open(path, encoding="utf-8", newline="") as f:
-        return list(csv.DictReader(f, fieldnames=None if header else ["label", "text_a"], delimiter="\t",
-                                   quoting=csv.QUOTE_NONE))
+        return list(csv.DictReader(f, fieldnames=columns, delimiter="\t", quoting=csv.QUOTE_NONE))
 
 
 @pytest.mark.parametrize("task_name, relative, count", REAL_FILES)
@@ -47,7 +48,7 @@ def test_real_files_read_as_an_independent_parse_does(task_name, relative, count
     task = tasks.get_task(task_name)
     path = data_file(relative)
     examples = task.read(path)
-    rows = csv_rows(path, task.format.header)
+    rows = csv_rows(path, None if task.format.header else list(task.format.columns))
     assert len(examples) == len(rows) == count
     for example, row in zip(examples, rows):
         assert (example.text_a, example.text_b, example.label) == (row["text_a"], row.get("text_b"), row["label"])
@@ -214,10 +215,84 @@ def test_accuracy_and_per_label_counts():
     assert scores["per_label"] == {"contradiction": {"gold": 1, "predicted": 2, "correct": 1},
                                    "entailment": {"gold": 2, "predicted": 1, "correct": 1},
                                    "neutral": {"gold": 2, "predicted": 2, "correct": 1}}
-    assert tasks.criterion(scores) == pytest.approx(60.0)
+    assert task.criterion(scores) == pytest.approx(60.0) and task.metric_names == ("accuracy",)
     with pytest.raises(ValueError, match=r"shape \(5, 2\), expected \(5, 3\)"):
         tasks.score(task, examples, logits[:, :2])
     with pytest.raises(ValueError, match="f:0 has no label"):
         tasks.score(task, [ClassificationExample("f:0", "a", "b", None)], logits[:1])
     with pytest.raises(ValueError, match="unknown classification task 'cola'"):
         tasks.get_task("cola")
+
+
+# ---- NLPCC DBQA: answer selection ------------------------------------------------------------------
+
+def test_dbqa_dev_reports_and_leaves_out_its_label_10(caplog):
+    path = data_file("dbqa/nlpcc2017.dbqa.dev")
+    with caplog.at_level("WARNING"):
+        examples = tasks.get_task("dbqa").read(path)
+    assert len(examples) == 7444 and "nlpcc2017.dbqa.dev:2549" not in {e.guid for e in examples}
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [f"{path}: line 2549: label '10' is not one of this task's labels ['0', '1']; "
+                        "the record is left out"]
+    rows = csv_rows(path, ["label", "text_a", "text_b"])
+    kept = [row for row in rows if row["label"] != "10"]
+    assert [(e.text_a, e.text_b, e.label) for e in examples] == [(r["text_a"], r["text_b"], r["label"]) for r in kept]
+    assert len({e.text_a for e in examples}) == 393
+    # the same line is an error for a task that does not expect it
+    with pytest.raises(DataError, match="line 2549: label '10'"):
+        read_classification_tsv(path, TsvFormat(text_a="text_a", text_b="text_b", label="label", header=False,
+                                                columns=("label", "text_a", "text_b")), ("0", "1"))
+
+
+def reference_ranking(questions, relevant, scores):
+    """MRR and MAP by their textbook definitions: per question, walk the candidates by descending
+    score (ties in input order); AP = sum over k of precision@k * rel(k), divided by the relevant count."""
+    mrr, ap = [], []
+    for question in dict.fromkeys(questions):
+        members = [i for i, q in enumerate(questions) if q == question]
+        ranked = sorted(members, key=lambda i: (-scores[i], i))
+        rel = [bool(relevant[i]) for i in ranked]
+        if not any(rel):
+            continue
+        mrr.append(1.0 / (rel.index(True) + 1))
+        ap.append(sum(sum(rel[:k + 1]) / (k + 1) for k in range(len(rel)) if rel[k]) / sum(rel))
+    return 100 * sum(mrr) / len(mrr), 100 * sum(ap) / len(ap)
+
+
+def test_ranking_scores_by_hand_and_against_the_textbook_definitions():
+    questions = ["q1", "q1", "q1", "q2", "q2", "q3"]
+    relevant = np.array([0, 1, 1, 1, 0, 0], bool)
+    scores = np.array([0.9, 0.8, 0.1, 0.2, 0.5, 0.7])
+    got = tasks.ranking_scores(questions, relevant, scores)
+    # q1: relevant at ranks 2 and 3 (RR 1/2, AP (1/2 + 2/3) / 2); q2: rank 2 (RR 1/2, AP 1/2); q3: none
+    assert got["MRR"] == pytest.approx(50.0) and got["MAP"] == pytest.approx(100 * (7 / 12 + 1 / 2) / 2)
+    assert got["questions"] == 2 and got["questions_without_answer"] == 1
+    # a tie keeps the input order
+    tie = tasks.ranking_scores(["q", "q"], np.array([0, 1], bool), np.array([0.5, 0.5]))
+    assert tie["MRR"] == pytest.approx(50.0)
+    # the real dev questions and answers with random scores
+    examples = tasks.get_task("dbqa").read(data_file("dbqa/nlpcc2017.dbqa.dev"))
+    questions = [e.text_a for e in examples]
+    relevant = np.array([e.label == "1" for e in examples])
+    for seed in range(3):
+        scores = np.random.default_rng(seed).normal(size=len(examples)).round(1)  # rounding makes ties
+        got = tasks.ranking_scores(questions, relevant, scores)
+        mrr, map_ = reference_ranking(questions, relevant, scores)
+        assert (got["MRR"], got["MAP"]) == pytest.approx((mrr, map_), abs=1e-9)
+        assert got["questions"] == 393
+    perfect = tasks.ranking_scores(questions, relevant, relevant.astype(float))
+    assert perfect["MRR"] == perfect["MAP"] == pytest.approx(100.0)
+
+
+def test_dbqa_score_ranks_by_label_1_and_reports_pair_f1():
+    task = tasks.get_task("dbqa")
+    examples = [ClassificationExample(f"f:{i}", q, "s", label) for i, (q, label) in
+                enumerate([("q1", "0"), ("q1", "1"), ("q2", "1"), ("q2", "0")])]
+    # logit differences (label 1 - label 0): 1, 2, -1, -3 -> q1 ranks its answer first, q2 too;
+    # argmax predicts 1, 1, 0, 0: one true positive, one false positive, one false negative
+    logits = np.array([[0, 1], [0, 2], [1, 0], [3, 0]], float)
+    scores = tasks.score(task, examples, logits)
+    assert scores["MRR"] == pytest.approx(100.0) and scores["MAP"] == pytest.approx(100.0)
+    assert scores["accuracy"] == pytest.approx(50.0) and scores["F1"] == pytest.approx(50.0)
+    assert task.metric_names == ("MRR", "MAP", "accuracy", "F1")
+    assert task.criterion(scores) == pytest.approx(200.0)

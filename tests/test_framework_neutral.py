@@ -6,7 +6,7 @@ from conftest import REPO
 
 FRAMEWORK_PACKAGES = ("torch", "tf", "kernels")
 # each defines absl flags on the global FLAGS, so they cannot share one process
-COMMAND_LINE_MODULES = ("cnbert.eval.cli", "cnbert.runners.mrc")
+COMMAND_LINE_MODULES = ("cnbert.eval.cli", "cnbert.runners.mrc", "cnbert.runners.classify", "cnbert.runners.common")
 
 
 def shared_modules():

@@ -26,11 +26,11 @@ TINY = {"model_type": "bert", "vocab_size": 21128, "hidden_size": 64, "num_hidde
 SIZES = ["--max_seq_length=128", "--doc_stride=64", "--max_query_length=32"]
 
 
-def run_cli(args, torchrun_procs=0, check=True, script=None):
-    """cnbert-mrc with `args`, under torchrun when `torchrun_procs`; `script`: a Python file that runs
-    the runner instead of `-m cnbert.runners.mrc`."""
+def run_cli(args, torchrun_procs=0, check=True, script=None, module="cnbert.runners.mrc"):
+    """The runner `module` (cnbert-mrc by default) with `args`, under torchrun when `torchrun_procs`;
+    `script`: a Python file that runs the runner instead of `-m module`."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    program = [str(script)] if script else ["-m", "cnbert.runners.mrc"]
+    program = [str(script)] if script else ["-m", module]
     if torchrun_procs:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={torchrun_procs}",
                *program]
@@ -309,7 +309,7 @@ def test_the_best_seed_is_the_highest_f1_plus_em_and_its_model_scores_the_test_f
 
 
 def test_training_history_writes_non_finite_losses_as_null():
-    from cnbert.runners.mrc import training_history
+    from cnbert.runners.common import training_history
     from cnbert.training import FitResult
 
     history = training_history(FitResult(None, None, [{"step": 2, "F1": 1.0}], [(1, 0.5), (2, float("nan")),

@@ -145,13 +145,13 @@ def test_predict_mode_answers_questions_without_answers(tmp_path):
 
 def test_overwrite_removes_an_earlier_report_before_training(tmp_path):
     # were this run to stop early, a report of the earlier run's seeds must not sit beside its files
-    from cnbert.runners import mrc
+    from cnbert.runners import common
 
     out = tmp_path / "out"
     for name in ("report.md", "report.json", "notes.txt", "seed_123/eval_results.json", "seed_7/eval_results.json"):
         (out / name).parent.mkdir(parents=True, exist_ok=True)
         (out / name).write_text("earlier")
-    mrc._remove_earlier_outputs(out, [123])
+    common.remove_earlier_outputs(out, [123])
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == ["notes.txt", "seed_7", "seed_7/eval_results.json"]
 
 

@@ -8,6 +8,7 @@ the file and the line, raised before any training.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,6 +17,8 @@ import numpy as np
 from cnbert.errors import DataError
 from cnbert.io_utils import read_text_file
 from cnbert.tokenization import ChineseBertTokenizer
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,10 +42,15 @@ class TsvFormat:
     text_b: str | None = None
     header: bool = True
     columns: tuple[str, ...] = ()  # only without a header
+    # "error": a label outside the task's stops the read; "skip": the record is left out and logged
+    # (for a release known to hold such a line, e.g. NLPCC 2017 DBQA dev's label `10`)
+    bad_labels: str = "error"
 
     def __post_init__(self):
         if not self.header and not self.columns:
             raise ValueError("a format without a header must list its columns")
+        if self.bad_labels not in ("error", "skip"):
+            raise ValueError(f"bad_labels must be 'error' or 'skip', got {self.bad_labels!r}")
 
 
 def read_classification_tsv(path, fmt: TsvFormat, labels: Sequence[str], labelled: bool = True
@@ -51,7 +59,8 @@ def read_classification_tsv(path, fmt: TsvFormat, labels: Sequence[str], labelle
     separators, such as U+2028) and on tabs only (quotes are text, as in Google BERT's readers).
 
     labelled=True: every line needs a label from `labels`. labelled=False: the label column may be
-    absent from the header (text to classify); if present, its values are still checked.
+    absent from the header (text to classify); if present, its values are still checked. A format
+    with bad_labels="skip" leaves a record with another label out, with a warning naming its line.
     Raises DataError naming the file and line: a missing column, a line with another number of
     fields than the header, an empty text, a label not in `labels`, or an empty file.
     """
@@ -94,7 +103,11 @@ def read_classification_tsv(path, fmt: TsvFormat, labels: Sequence[str], labelle
                 raise DataError(path, where, f"{name} is empty")
         label = fields[index[fmt.label]] if fmt.label in index else None
         if label is not None and label not in known_labels:
-            raise DataError(path, where, f"label {label!r} is not one of this task's labels {list(labels)}")
+            problem = f"label {label!r} is not one of this task's labels {list(labels)}"
+            if fmt.bad_labels == "error":
+                raise DataError(path, where, problem)
+            log.warning("%s: %s: %s; the record is left out", path, where, problem)
+            continue
         examples.append(ClassificationExample(f"{path.name}:{number}", text_a, text_b, label))
     if not examples:
         raise DataError(path, None, "no examples")

@@ -1,19 +1,22 @@
-"""Sentence classification and matching tasks (ChnSentiCorp, THUCNews, LCQMC, XNLI): each task's
-file format, its labels (their order fixes the classifier's output indices), and its score.
+"""Sentence classification and matching tasks (ChnSentiCorp, THUCNews, LCQMC, XNLI, NLPCC DBQA):
+each task's file format, its labels (their order fixes the classifier's output indices), and its
+scores (REFERENCE.md §1).
 
-Every task here is scored by accuracy (REFERENCE.md §1), so the best evaluation of a run is the
-one with the highest accuracy (ties keep the earlier).
+Classification and matching are scored by accuracy. DBQA (answer selection) ranks each question's
+candidate sentences by the probability of label 1 and is scored by MRR and MAP, with pair accuracy
+and the F1 of label 1 beside them. The best evaluation of a run is the one with the highest
+`task.criterion` (ties keep the earlier): accuracy, or for DBQA MRR + MAP of the same evaluation.
 """
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 
 from cnbert.data.classification import ClassificationExample, TsvFormat, read_classification_tsv
-
-METRIC_NAMES = ("accuracy",)
+from cnbert.io_utils import write_text
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,6 +25,7 @@ class ClassificationTask:
     title: str
     labels: tuple[str, ...]
     format: TsvFormat
+    ranking: bool = False  # answer selection: candidates of one question (text_a) are ranked by p(label 1)
 
     @property
     def num_labels(self) -> int:
@@ -31,6 +35,17 @@ class ClassificationTask:
     def pairs(self) -> bool:
         """Whether an example is a text pair ([CLS] a [SEP] b [SEP])."""
         return self.format.text_b is not None
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """The metrics the multi-seed report shows."""
+        return ("MRR", "MAP", "accuracy", "F1") if self.ranking else ("accuracy",)
+
+    def criterion(self, metrics: Mapping) -> float:
+        """The one number that ranks evaluations: accuracy, or MRR + MAP for answer selection."""
+        if self.ranking:
+            return float(metrics["MRR"]) + float(metrics["MAP"])
+        return float(metrics["accuracy"])
 
     def read(self, path, labelled: bool = True) -> list[ClassificationExample]:
         return read_classification_tsv(path, self.format, self.labels, labelled=labelled)
@@ -51,6 +66,12 @@ TASKS = {
                                    ("体育", "财经", "房产", "家居", "教育", "科技", "时尚", "时政", "游戏", "娱乐"),
                                    TsvFormat(text_a="text_a", label="label", header=False,
                                              columns=("label", "text_a"))),
+    # NLPCC 2017 DBQA: `label \t question \t sentence`, no header, a question's candidates on adjacent
+    # lines; 1: the sentence answers the question. Dev line 2549's label `10` is reported and left out.
+    "dbqa": ClassificationTask("dbqa", "NLPCC DBQA", ("0", "1"),
+                               TsvFormat(text_a="text_a", text_b="text_b", label="label", header=False,
+                                         columns=("label", "text_a", "text_b"), bad_labels="skip"),
+                               ranking=True),
 }
 
 
@@ -62,9 +83,10 @@ def get_task(name: str) -> ClassificationTask:
 
 
 def score(task: ClassificationTask, examples: Sequence[ClassificationExample], logits: np.ndarray) -> dict:
-    """{"accuracy": % of examples whose highest logit is their label (unrounded), "total": count,
-    "per_label": {label: {"gold", "predicted", "correct"}}} for labelled examples and their logits
-    [n, num_labels]."""
+    """The task's metrics (×100, unrounded) for labelled examples and their logits [n, num_labels]:
+    "accuracy" (% of examples whose highest logit is their label), "total" (examples) and
+    "per_label" ({label: {"gold", "predicted", "correct"}}); for answer selection also "MRR",
+    "MAP", "F1" (of label 1) and "questions" (those ranked: with at least one answer)."""
     logits = np.asarray(logits)
     if logits.shape != (len(examples), task.num_labels):
         raise ValueError(f"logits have shape {logits.shape}, expected ({len(examples)}, {task.num_labels})")
@@ -78,9 +100,67 @@ def score(task: ClassificationTask, examples: Sequence[ClassificationExample], l
     correct = gold == predicted
     per_label = {label: {"gold": int((gold == i).sum()), "predicted": int((predicted == i).sum()),
                          "correct": int(correct[gold == i].sum())} for i, label in enumerate(task.labels)}
-    return {"accuracy": 100.0 * float(correct.mean()), "total": len(examples), "per_label": per_label}
+    metrics = {"accuracy": 100.0 * float(correct.mean()), "total": len(examples), "per_label": per_label}
+    if task.ranking:
+        metrics.update(ranking_scores([e.text_a for e in examples], gold == 1, logits[:, 1] - logits[:, 0]))
+        positive = per_label[task.labels[1]]
+        precision = positive["correct"] / positive["predicted"] if positive["predicted"] else 0.0
+        recall = positive["correct"] / positive["gold"] if positive["gold"] else 0.0
+        metrics["F1"] = 100.0 * (2 * precision * recall / (precision + recall) if precision + recall else 0.0)
+    return metrics
 
 
-def criterion(metrics) -> float:
-    """The one number that ranks evaluations: accuracy."""
-    return float(metrics["accuracy"])
+def ranking_scores(questions: Sequence[str], relevant: np.ndarray, scores: np.ndarray) -> dict:
+    """MRR and MAP (×100) of candidates grouped by their question, each question's candidates ranked
+    by `scores` (higher first; a tie keeps the input order). A question with no relevant candidate
+    has no rank to score: it is left out and counted in "questions_without_answer"."""
+    groups: dict[str, list[int]] = {}
+    for i, question in enumerate(questions):
+        groups.setdefault(question, []).append(i)
+    reciprocal_ranks, average_precisions, without = [], [], 0
+    for members in groups.values():
+        order = sorted(members, key=lambda i: -scores[i])  # stable: ties keep the input order
+        hits = np.asarray(relevant)[order]
+        if not hits.any():
+            without += 1
+            continue
+        ranks = np.flatnonzero(hits) + 1  # 1-based ranks of the relevant candidates
+        reciprocal_ranks.append(1.0 / ranks[0])
+        average_precisions.append(float(np.mean(np.arange(1, len(ranks) + 1) / ranks)))
+    if not reciprocal_ranks:
+        raise ValueError("no question has a relevant candidate, so there is nothing to rank")
+    return {"MRR": 100.0 * float(np.mean(reciprocal_ranks)), "MAP": 100.0 * float(np.mean(average_precisions)),
+            "questions": len(reciprocal_ranks), "questions_without_answer": without}
+
+
+PREDICTIONS_FILE = "predictions.tsv"
+
+
+@dataclasses.dataclass
+class ClassificationPredictions:
+    """Each example's predicted label and the probability of every label (softmax of its logits)."""
+
+    examples: Sequence[ClassificationExample]
+    labels: tuple[str, ...]
+    logits: np.ndarray  # [n, num_labels]
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        shifted = np.asarray(self.logits, dtype=np.float64)
+        shifted = np.exp(shifted - shifted.max(axis=1, keepdims=True))
+        return shifted / shifted.sum(axis=1, keepdims=True)
+
+    @property
+    def predicted(self) -> list[str]:
+        return [self.labels[i] for i in np.asarray(self.logits).argmax(axis=1)]
+
+    def write(self, directory) -> Path:
+        """predictions.tsv in `directory`, written atomically: a header `id prediction p(<label>)...`,
+        then one line per example in input order (id: file:line of the example)."""
+        path = Path(directory) / PREDICTIONS_FILE
+        header = "\t".join(["id", "prediction"] + [f"p({label})" for label in self.labels])
+        rows = ["\t".join([example.guid, label] + [f"{p:.6f}" for p in probabilities])
+                for example, label, probabilities in zip(self.examples, self.predicted, self.probabilities)]
+        write_text(path, "\n".join([header] + rows) + "\n")
+        return path
+

@@ -1,0 +1,155 @@
+"""`cnbert-classify`: fine-tune and evaluate a sentence classifier (ChnSentiCorp, THUCNews), a
+sentence-pair matcher (LCQMC, XNLI) or an answer selector (NLPCC DBQA), or label texts with a
+fine-tuned one.
+
+    cnbert-classify --task=lcqmc --init_checkpoint=/path/to/model --train_file=$CNBERT_DATA/lcqmc/lcqmc_train.tsv \
+        --dev_file=$CNBERT_DATA/lcqmc/lcqmc_dev.tsv --output_dir=runs/lcqmc
+    cnbert-classify --mode=predict --task=lcqmc --model_dir=runs/lcqmc/seed_123/best_model \
+        --text_a=... --text_b=...
+
+Training mode runs every seed in --seeds from the same initial weights, keeps each seed's best
+dev evaluation (by accuracy; MRR + MAP for DBQA), and writes report.md / report.json with `mean (max)` over seeds.
+The flags every runner shares (model, training, output, framework) are cnbert.runners.common's.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from absl import app, flags
+
+from cnbert.data.classification import ClassificationExample, build_classification_features
+from cnbert.runners import common
+from cnbert.tasks import classification as tasks
+
+FLAGS = flags.FLAGS
+log = logging.getLogger("cnbert.classify")
+PROGRAM = "cnbert-classify"
+
+flags.adopt_module_key_flags(common)
+flags.DEFINE_enum("task", None, sorted(tasks.TASKS), "Classification or matching task.")
+flags.DEFINE_integer("max_seq_length", 128, "Word pieces per example with [CLS] and [SEP]; longer texts are cut, "
+                     "a piece at a time off the longer text of a pair.")
+# predict mode
+flags.DEFINE_string("text_a", None, "predict: one text to label (the first of a pair).")
+flags.DEFINE_string("text_b", None, "predict: the second text of the pair (matching tasks).")
+
+# Saved beside each best model (with the task), so that predict mode cuts texts as the training run did.
+PREDICT_SETTINGS = ("max_seq_length", "do_lower_case", "fullwidth_to_halfwidth")
+PREDICT_SETTINGS_FILE = "cnbert_classify_settings.json"
+
+
+def _token_types(task: tasks.ClassificationTask) -> tuple[int, str]:
+    if task.pairs:
+        return 2, f"{task.title} pairs need token types 0 (first text) and 1 (second text)"
+    return 1, "a single text needs token type 0"
+
+
+def _check_flag_combinations() -> None:
+    common.check_flag_combinations(predict_only=("text_a", "text_b"))
+    if FLAGS.mode == "predict" and _single_example():
+        for name in ("output_dir", "overwrite_output_dir"):
+            if FLAGS[name].present:
+                raise app.UsageError(f"--{name} is for --predict_file; --text_a/--text_b print the label and "
+                                     "write nothing")
+    if FLAGS.max_seq_length < 8:
+        raise app.UsageError(f"--max_seq_length must be at least 8, got {FLAGS.max_seq_length}")
+
+
+def _single_example() -> bool:
+    return FLAGS.text_a is not None or FLAGS.text_b is not None
+
+
+def _featurise(task, examples, tokenizer, source: str):
+    features = build_classification_features(examples, tokenizer, FLAGS.max_seq_length, task.labels)
+    if features.num_truncated:
+        log.info("%s: %d of %d examples cut to --max_seq_length=%d word pieces", source, features.num_truncated,
+                 len(examples), FLAGS.max_seq_length)
+    return features
+
+
+def _predict(trainer, task, examples, features):
+    """(predictions, metrics): metrics when every example is labelled, else None."""
+    logits = trainer.predict(features.model_arrays())["logits"]
+    predictions = tasks.ClassificationPredictions(examples, task.labels, logits)
+    metrics = tasks.score(task, examples, logits) if features.labels is not None else None
+    return predictions, metrics
+
+
+# ---- training ----------------------------------------------------------------------------------
+
+def train_and_evaluate():
+    task = tasks.get_task(FLAGS.task)
+    common.require_file("train_file")
+    common.require_file("dev_file")
+    common.warn_if_dev_is_train()
+    run = common.start_training(*_token_types(task))
+    splits = {"train": FLAGS.train_file, "dev": FLAGS.dev_file, **({"test": FLAGS.test_file} if FLAGS.do_predict else {})}
+    examples = {name: task.read(path) for name, path in splits.items()}  # labelled: all of them are scored
+    features = {name: _featurise(task, examples[name], run.tokenizer, splits[name]) for name in splits}
+    log.info(", ".join(f"{len(examples[name])} {name} examples" for name in splits))
+    common.prepare_output_dir(run.out, run.seeds, PROGRAM, __name__, run.rank0)
+
+    settings = (PREDICT_SETTINGS_FILE, {name: getattr(FLAGS, name) for name in ("task",) + PREDICT_SETTINGS})
+    runs = common.train_seeds(run.backend, run.ctx, run.seeds, run.first_model, run.initial_model,
+                              features["train"].model_arrays(), FLAGS.task,
+                              lambda trainer: _predict(trainer, task, examples["dev"], features["dev"]),
+                              task.criterion, task.metric_names, run.vocab, settings, run.rank0)
+    best_seed = common.write_report(runs, task.metric_names, task.criterion, task.title, run.rank0)
+    if FLAGS.do_predict:
+        common.score_test(run.backend, run.ctx, FLAGS.task, runs.best_dirs[best_seed],
+                          lambda trainer: _predict(trainer, task, examples["test"], features["test"]),
+                          task.metric_names, run.rank0)
+    common.raise_if_stopped(runs)
+
+
+# ---- predict mode ------------------------------------------------------------------------------
+
+def predict():
+    task = tasks.get_task(FLAGS.task)
+    common.check_model_dir()
+    single = _single_example()
+    if single == bool(FLAGS.predict_file):
+        raise app.UsageError("--mode=predict needs either --predict_file or --text_a (and --text_b for a pair)")
+    if single and (not FLAGS.text_a or bool(FLAGS.text_b) != task.pairs):
+        raise app.UsageError(f"--task={FLAGS.task} labels " + ("a pair: pass --text_a and --text_b" if task.pairs
+                                                               else "one text: pass --text_a only") + ", not empty")
+    if FLAGS.predict_file:
+        common.check_predict_file(tasks.PREDICTIONS_FILE)
+    saved = common.use_training_settings(Path(FLAGS.model_dir), PREDICT_SETTINGS_FILE, PREDICT_SETTINGS)
+    if saved.get("task", FLAGS.task) != FLAGS.task:
+        # LCQMC and ChnSentiCorp share the labels 0 / 1, so the classifier's labels cannot tell them apart
+        raise app.UsageError(f"--model_dir={FLAGS.model_dir} was fine-tuned on --task={saved['task']}, not "
+                             f"--task={FLAGS.task}")
+    setup = common.load_for_prediction(*_token_types(task))
+    if single:
+        examples = [ClassificationExample("text", FLAGS.text_a, FLAGS.text_b, None)]
+    else:
+        examples = task.read(FLAGS.predict_file, labelled=False)  # labels, if the file has them, are scored too
+    features = _featurise(task, examples, setup.tokenizer, FLAGS.predict_file or "--text_a")
+    predictions, metrics = _predict(setup.trainer(), task, examples, features)
+    if single:
+        probabilities = dict(zip(task.labels, predictions.probabilities[0].round(6).tolist()))
+        print(json.dumps({"label": predictions.predicted[0], "probabilities": probabilities}, ensure_ascii=False))
+        return
+    path = predictions.write(FLAGS.output_dir)
+    print(f"wrote {path} ({len(examples)} examples)")
+    if metrics is not None:
+        print(f"accuracy {metrics['accuracy']:.3f} on the labels in {FLAGS.predict_file}")
+
+
+def main(argv):
+    def body():
+        _check_flag_combinations()
+        predict() if FLAGS.mode == "predict" else train_and_evaluate()
+
+    return common.run_main(PROGRAM, argv, body)
+
+
+def run():
+    common.run(PROGRAM, main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,610 @@
+"""What the task runners (cnbert-mrc, cnbert-classify) share: the flags every fine-tuning run takes
+(model, training, output, framework), their checks, the multi-seed training loop with its report,
+and the command-line entry with its exit statuses.
+
+A runner defines its task flags (--task, --max_seq_length and the task's own), adopts these flags
+as its own (`flags.adopt_module_key_flags(common)`), and calls the functions below. Only one
+runner runs in a process: both define --task on absl's global FLAGS.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from absl import app, flags
+
+from cnbert.checkpoints import check_vocab_size, find_weights, is_sibert_checkpoint, read_pretrained_config
+from cnbert.config import AlbertConfig, BertConfig, ConfigError, read_config
+from cnbert.errors import DataError
+from cnbert.io_utils import read_json_file, replaced_together, write_json, write_text
+from cnbert.report import format_markdown, summarize_seeds
+from cnbert.tokenization import ChineseBertTokenizer, bundled_vocab_path
+from cnbert.training import NonFiniteLossError, TrainingConfig
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_enum("mode", "train", ["train", "predict"], "train: fine-tune and evaluate; predict: use a fine-tuned model.")
+flags.DEFINE_enum("framework", "torch", ["torch", "tf"], "Deep-learning framework.")
+flags.DEFINE_string("train_file", None, "Training data.")
+flags.DEFINE_string("dev_file", None, "Development data, evaluated during training.")
+flags.DEFINE_string("test_file", None, "Test data, scored once with the best dev model (--do_predict).")
+flags.DEFINE_bool("do_predict", False, "After training, score --test_file with the best dev model.")
+flags.DEFINE_string("init_checkpoint", None, "Pretrained model directory (Hugging Face, Google BERT / ALBERT, "
+                    "brightmart albert_zh or siBert TF1 layout), or the prefix of one TF checkpoint in it.")
+flags.DEFINE_string("bert_config_file", None, "Without --init_checkpoint: config of a RANDOMLY INITIALISED model "
+                    "(for smoke tests and the demo only; scores are meaningless).")
+flags.DEFINE_integer("init_seed", 0, "Seed of the random initialisation when there is no --init_checkpoint; every "
+                     "training seed starts from these same weights.")
+flags.DEFINE_string("vocab_file", None, "Vocabulary; default: the checkpoint's vocab.txt, else the bundled Chinese vocabulary.")
+flags.DEFINE_bool("do_lower_case", True, "Lower-case and strip accents (true for all Chinese BERT checkpoints).")
+flags.DEFINE_bool("fullwidth_to_halfwidth", None, "Map full-width forms (U+FF01..U+FF5E, U+3000) to half-width "
+                  "before WordPiece, as siBert's tokenizer does. Default: on for a siBert checkpoint, else off.")
+flags.DEFINE_string("output_dir", None, "Where results go; must be empty unless --overwrite_output_dir.")
+flags.DEFINE_bool("overwrite_output_dir", False, "Allow a non-empty --output_dir.")
+flags.DEFINE_float("learning_rate", 3e-5, "Peak learning rate.")
+flags.DEFINE_float("num_train_epochs", 2.0, "Epochs (may be fractional).")
+flags.DEFINE_integer("train_batch_size", 32, "Global batch per optimizer step (all processes and accumulation steps).")
+flags.DEFINE_integer("eval_batch_size", 64, "Evaluation batch per process.")
+flags.DEFINE_integer("gradient_accumulation_steps", 1, "Micro-steps per optimizer step.")
+flags.DEFINE_float("warmup_proportion", 0.1, "Fraction of steps with linear warm-up.")
+flags.DEFINE_float("weight_decay", 0.01, "Decoupled weight decay (not on biases and LayerNorm).")
+flags.DEFINE_float("adam_epsilon", 1e-6, "AdamW epsilon.")
+flags.DEFINE_float("max_grad_norm", 1.0, "Global gradient-norm clip (0: off).")
+flags.DEFINE_bool("gradient_checkpointing", False, "Recompute each encoder layer in the backward pass: less "
+                  "activation memory for long sequences, about a third more compute.")
+flags.DEFINE_enum("precision", "fp32", ["fp32", "bf16", "fp16"], "Mixed precision (autocast; fp16 adds loss scaling).")
+flags.DEFINE_float("eval_every", 0.0, "Evaluate every N optimizer steps (N >= 1) or every fraction of an epoch (0 < N < 1); "
+                   "always at the end.")
+flags.DEFINE_list("seeds", ["123"], "Training seeds; each is a full run from the same initial weights.")
+flags.DEFINE_enum("attention", None, ["eager", "sdpa", "fused"], "Attention implementation (default: the config's); "
+                  "fused uses cnbert's C++/CUDA kernels for the masked softmax and the FFN's bias + GELU.")
+flags.DEFINE_float("hidden_dropout_prob", None, "Override the config's hidden dropout.")
+flags.DEFINE_float("attention_probs_dropout_prob", None, "Override the config's attention dropout.")
+flags.DEFINE_enum("device", "auto", ["auto", "cpu", "cuda"], "torch: where to run.")
+flags.DEFINE_enum("distribution_strategy", "one_device", ["one_device", "mirrored", "multi_worker_mirrored"],
+                  "tf: tf.distribute strategy.")
+flags.DEFINE_bool("progress", True, "Show progress bars.")
+# predict mode
+flags.DEFINE_string("model_dir", None, "predict: a directory saved by cnbert (best_model).")
+flags.DEFINE_string("predict_file", None, "predict: the file to run the model on (the task's format; labels not needed).")
+
+SEED_LIMIT = 2**31
+PATH_FLAGS = ("train_file", "dev_file", "test_file", "init_checkpoint", "bert_config_file", "vocab_file", "output_dir",
+              "model_dir", "predict_file")
+TRAIN_ONLY_FLAGS = ("train_file", "dev_file", "test_file", "do_predict", "init_checkpoint", "bert_config_file",
+                    "init_seed", "vocab_file", "seeds", "learning_rate", "num_train_epochs", "train_batch_size",
+                    "gradient_accumulation_steps", "warmup_proportion", "weight_decay", "adam_epsilon", "max_grad_norm",
+                    "gradient_checkpointing", "eval_every", "hidden_dropout_prob", "attention_probs_dropout_prob")
+PREDICT_ONLY_FLAGS = ("model_dir", "predict_file")
+
+
+def expand_paths():
+    # Flag files name data as $CNBERT_DATA/...; expand environment variables and ~ once, up front.
+    for name in PATH_FLAGS:
+        value = getattr(FLAGS, name)
+        if value:
+            setattr(FLAGS, name, os.path.expanduser(os.path.expandvars(value)))
+
+
+def require_file(name):
+    path = getattr(FLAGS, name)
+    if not path:
+        raise app.UsageError(f"--{name} is required here")
+    if not Path(path).is_file():
+        raise app.UsageError(f"--{name}={path}: no such file")
+
+
+def check_flag_combinations(train_only: Sequence[str] = (), predict_only: Sequence[str] = ()) -> None:
+    """Refuse flags this run would silently ignore: a user who passes them expects them to act.
+    train_only / predict_only: the runner's own flags of one mode, beside the shared ones."""
+    ignored = (TRAIN_ONLY_FLAGS + tuple(train_only) if FLAGS.mode == "predict"
+               else PREDICT_ONLY_FLAGS + tuple(predict_only))
+    other = "train" if FLAGS.mode == "predict" else "predict"
+    for name in ignored:
+        if FLAGS[name].present:  # on the command line or in a flag file
+            raise app.UsageError(f"--{name} applies to --mode={other}, and this run is --mode={FLAGS.mode}")
+    if FLAGS.mode == "train":
+        if FLAGS.test_file and not FLAGS.do_predict:
+            raise app.UsageError("--test_file is scored only with --do_predict: pass --do_predict, or drop --test_file")
+        if FLAGS.init_checkpoint and FLAGS.bert_config_file:
+            raise app.UsageError("--init_checkpoint brings its own config; --bert_config_file is for a randomly "
+                                 "initialised model: pass one of them")
+    if FLAGS.framework == "torch" and FLAGS.distribution_strategy != "one_device":
+        raise app.UsageError("--distribution_strategy is for --framework=tf; with torch, start one process per GPU "
+                             "with torchrun (see README)")
+    if FLAGS.framework == "tf" and FLAGS["attention"].present:
+        raise app.UsageError("--attention chooses among the PyTorch implementations; --framework=tf has one "
+                             "(XLA-compiled) attention")
+
+
+# ---- the model -------------------------------------------------------------------------------
+
+def model_config(min_token_types: int, what: str) -> tuple[BertConfig, Path]:
+    """The model config (with flag overrides) and the vocabulary file, validated together.
+    min_token_types: the token types the task's inputs use; `what` says why (for the error)."""
+    overrides = {k: getattr(FLAGS, k) for k in ("attention", "hidden_dropout_prob", "attention_probs_dropout_prob")
+                 if getattr(FLAGS, k) is not None}
+    if FLAGS.init_checkpoint:
+        source = Path(FLAGS.init_checkpoint)
+        directory = checkpoint_directory(source)
+        config = read_pretrained_config(source, **overrides)  # BERT or ALBERT, any supported layout
+        _default_fullwidth_to_halfwidth(sibert=is_sibert_checkpoint(source))
+        vocab = Path(FLAGS.vocab_file) if FLAGS.vocab_file else directory / "vocab.txt"
+        if not vocab.is_file():
+            raise app.UsageError(f"--init_checkpoint={source}: {directory} has no vocab.txt; pass --vocab_file")
+    elif FLAGS.bert_config_file:
+        config = read_config(FLAGS.bert_config_file).replace(**overrides)
+        _default_fullwidth_to_halfwidth(sibert=False)
+        vocab = Path(FLAGS.vocab_file) if FLAGS.vocab_file else bundled_vocab_path()
+    else:
+        raise app.UsageError("pass --init_checkpoint (a pretrained model) or --bert_config_file (random initialisation)")
+    check_vocab_size(vocab, config)
+    check_model_fits_task(config, str(FLAGS.init_checkpoint or FLAGS.bert_config_file), min_token_types, what)
+    check_sequence_length(config)
+    return config, vocab
+
+
+def checkpoint_directory(source: Path) -> Path:
+    """The model directory of --init_checkpoint: itself, or the directory of a TF checkpoint prefix
+    (one of several checkpoints a pretraining run keeps beside its config and vocabulary)."""
+    if source.is_dir():
+        find_weights(source)
+        return source
+    if source.with_name(source.name + ".index").is_file():
+        return source.parent
+    raise app.UsageError(f"--init_checkpoint={source}: neither a model directory nor a TF checkpoint prefix "
+                         "(PREFIX.index is missing)")
+
+
+def _default_fullwidth_to_halfwidth(sibert: bool) -> None:
+    # siBert was pretrained on half-width text (its tokenizer maps full-width forms first): without the
+    # same map, full-width letters, digits and punctuation would reach it as other tokens, or [UNK]
+    if FLAGS.fullwidth_to_halfwidth is None:
+        FLAGS.fullwidth_to_halfwidth = sibert
+
+
+def check_model_fits_task(config: BertConfig, source: str, min_token_types: int, what: str) -> None:
+    if config.type_vocab_size < min_token_types:
+        raise app.UsageError(f"{source}: type_vocab_size is {config.type_vocab_size}, but {what}")
+    if FLAGS.framework == "tf" and isinstance(config, AlbertConfig):
+        raise app.UsageError("--framework=tf implements BERT (and BERT-typed RoBERTa-wwm-ext) only, and this model "
+                             "is ALBERT: use --framework=torch")
+
+
+def check_sequence_length(config: BertConfig, hint: str = "") -> None:
+    if FLAGS.max_seq_length > config.max_position_embeddings:
+        raise app.UsageError(f"--max_seq_length={FLAGS.max_seq_length} exceeds the model's max_position_embeddings="
+                             f"{config.max_position_embeddings}{hint}")
+
+
+def backend():
+    """The framework's backend, with --device checked (and, for TensorFlow, applied) before the
+    framework touches a device."""
+    if FLAGS.framework == "tf":
+        from cnbert.tf import backend as framework_backend
+    else:
+        from cnbert.torch import backend as framework_backend
+    try:
+        framework_backend.use_device(FLAGS.device)
+    except ValueError as e:
+        raise app.UsageError(f"--device={FLAGS.device}: {e}") from None
+    return framework_backend
+
+
+def trainer_placement(backend_module, ctx=None) -> dict:
+    """The keyword arguments that place a backend's Trainer: the torch process group, or the TF strategy."""
+    if FLAGS.framework == "torch":
+        return {"ctx": ctx if ctx is not None else backend_module.init_distributed(FLAGS.device)}
+    return {"strategy_name": FLAGS.distribution_strategy}
+
+
+# ---- training settings -----------------------------------------------------------------------
+
+def training_config(seed: int) -> TrainingConfig:
+    try:
+        return TrainingConfig(
+            learning_rate=FLAGS.learning_rate, num_train_epochs=FLAGS.num_train_epochs,
+            train_batch_size=FLAGS.train_batch_size, eval_batch_size=FLAGS.eval_batch_size,
+            gradient_accumulation_steps=FLAGS.gradient_accumulation_steps, warmup_proportion=FLAGS.warmup_proportion,
+            weight_decay=FLAGS.weight_decay, adam_epsilon=FLAGS.adam_epsilon, max_grad_norm=FLAGS.max_grad_norm,
+            precision=FLAGS.precision, seed=seed, eval_every=FLAGS.eval_every,
+            gradient_checkpointing=FLAGS.gradient_checkpointing)
+    except ValueError as e:
+        raise app.UsageError(str(e)) from None
+
+
+def seeds() -> list[int]:
+    try:
+        values = [int(s) for s in FLAGS.seeds]
+    except ValueError:
+        raise app.UsageError(f"--seeds must be integers, got {','.join(FLAGS.seeds)}") from None
+    if not values or len(set(values)) != len(values):
+        raise app.UsageError(f"--seeds must be distinct integers, got {values}")
+    for name, checked in (("seeds", values), ("init_seed", [FLAGS.init_seed])):
+        # every process seeds numpy with seed + rank, which must stay below 2**32
+        if not all(0 <= value < SEED_LIMIT for value in checked):
+            raise app.UsageError(f"--{name} must be in [0, {SEED_LIMIT}), got {checked}")
+    return values
+
+
+def check_batch_split(config: TrainingConfig, processes: int) -> None:
+    try:
+        config.check_batch_split(processes)
+    except ValueError:
+        raise app.UsageError(f"--train_batch_size={FLAGS.train_batch_size} cannot be split over {processes} "
+                             f"process(es) x {FLAGS.gradient_accumulation_steps} accumulation steps") from None
+
+
+# ---- output ----------------------------------------------------------------------------------
+
+def check_output_dir(rank0: bool):
+    if not FLAGS.output_dir:
+        raise app.UsageError("--output_dir is required")
+    out = Path(FLAGS.output_dir)
+    check_writable_directory("output_dir", out)
+    if rank0 and out.exists() and any(out.iterdir()) and not FLAGS.overwrite_output_dir:
+        raise app.UsageError(f"--output_dir={out} is not empty; pass --overwrite_output_dir to reuse it")
+
+
+def check_writable_directory(name: str, path: Path) -> None:
+    """A directory, or a path whose nearest existing ancestor is one (so it can be created)."""
+    existing = next(p for p in [path, *path.parents] if p.exists() or p == Path(p.anchor))
+    if not existing.is_dir():
+        where = "is a file" if existing == path else f"is under {existing}, a file"
+        raise app.UsageError(f"--{name}={path} {where}; it must be a directory")
+
+
+def remove_earlier_outputs(out: Path, seeds: list[int]) -> None:
+    """With --overwrite_output_dir: delete what this run is about to write, so that no file of an
+    earlier run (a TensorBoard event file, a test prediction, a report of other seeds) is mistaken
+    for this run's, even if this run stops early."""
+    for name in [f"seed_{seed}" for seed in seeds] + ["test", "report.md", "report.json"]:
+        path = out / name
+        if path.exists():
+            print(f"--overwrite_output_dir: removing {path} of an earlier run", flush=True)
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+
+
+def effective_flags(program: str, runner_module: str) -> str:
+    """The runner's flags (its own and the shared ones it adopted) as a flag file that reproduces the run."""
+    lines = [f"# {program} flags, {time.strftime('%Y-%m-%d %H:%M:%S')}"]
+    for flag in sorted(FLAGS.get_key_flags_for_module(sys.modules[runner_module]), key=lambda f: f.name):
+        if flag.value is not None:
+            lines.append(flag.serialize())
+    return "\n".join(lines) + "\n"
+
+
+def note_sibert_fullwidth(rank0: bool) -> None:
+    if rank0 and FLAGS.fullwidth_to_halfwidth and not FLAGS["fullwidth_to_halfwidth"].present:
+        print("siBert checkpoint: full-width characters are mapped to half-width before WordPiece, as siBert's "
+              "tokenizer does (--fullwidth_to_halfwidth)", flush=True)
+
+
+def note_random_init() -> None:
+    if not FLAGS.init_checkpoint:
+        print(f"NOTE: no --init_checkpoint: the model is RANDOMLY INITIALISED from {FLAGS.bert_config_file}; "
+              "its scores say nothing about a pretrained model. Point --init_checkpoint at a pretrained Chinese "
+              "BERT directory for real numbers.", flush=True)
+
+
+# ---- the multi-seed run ----------------------------------------------------------------------
+
+@dataclasses.dataclass
+class TrainingSetup:
+    """A checked training run, ready for its data: the seeds, the model config and vocabulary, the
+    backend and process group, the first seed's initial model (a checkpoint that does not load has
+    failed by now, before any data is read or anything written) and the tokenizer."""
+
+    seeds: list[int]
+    config: BertConfig
+    vocab: Path
+    backend: Any
+    ctx: Any  # the torch process group; None with TensorFlow
+    rank0: bool
+    out: Path
+    initial_model: Callable[[], Any]
+    first_model: Any
+    tokenizer: ChineseBertTokenizer
+
+
+def start_training(min_token_types: int, what: str) -> TrainingSetup:
+    """Check the shared training flags and build the first initial model; nothing is written yet.
+    min_token_types / what: as for model_config."""
+    if FLAGS.do_predict:
+        require_file("test_file")
+    seed_list = seeds()
+    config, vocab = model_config(min_token_types, what)
+    framework_backend = backend()
+    ctx = framework_backend.init_distributed(FLAGS.device) if FLAGS.framework == "torch" else None
+    rank0 = ctx is None or ctx.is_main
+    check_output_dir(rank0)
+    note_sibert_fullwidth(rank0)
+    training_configs = [training_config(seed) for seed in seed_list]  # every seed's settings checked now
+    check_batch_split(training_configs[0], ctx.world_size if ctx is not None else 1)
+    note_random_init()
+    initial_model = initial_model_factory(framework_backend, FLAGS.task, config, vocab, rank0)
+    first_model = initial_model()
+    tokenizer = ChineseBertTokenizer(vocab, do_lower_case=FLAGS.do_lower_case,
+                                     fullwidth_to_halfwidth=FLAGS.fullwidth_to_halfwidth)
+    return TrainingSetup(seed_list, config, vocab, framework_backend, ctx, rank0, Path(FLAGS.output_dir),
+                         initial_model, first_model, tokenizer)
+
+
+def warn_if_dev_is_train() -> None:
+    if Path(FLAGS.dev_file).resolve() == Path(FLAGS.train_file).resolve():
+        print("WARNING: --dev_file is --train_file: dev scores (and the best-model choice) will be measured on "
+              "training data", flush=True)
+
+
+class TrainingStopped(RuntimeError):
+    """A seed's training stopped (its loss stayed NaN/inf); the runner exits with status 1."""
+
+
+def training_history(result, stopped: str | None = None) -> dict:
+    """training_history.json of a FitResult (with why training stopped early, if it did). JSON has
+    no NaN: a non-finite loss is written as null."""
+    losses = [(step, loss if math.isfinite(loss) else None) for step, loss in result.losses]
+    history = {"evaluations": result.evaluations, "losses": losses}
+    if stopped:
+        history["stopped"] = stopped
+    return history
+
+
+@dataclasses.dataclass
+class SeedRuns:
+    """What the seeds of a run ended with: each finished seed's best dev metrics and best-model
+    directory, and why any seed stopped."""
+
+    per_seed: dict[int, dict]
+    best_dirs: dict[int, Path]
+    stopped: dict[int, str]
+
+
+def initial_model_factory(backend_module, task: str, config: BertConfig, vocab: Path, rank0: bool
+                          ) -> Callable[[], Any]:
+    """A function that builds the run's initial model, the same weights on every call."""
+
+    def initial_model():
+        backend_module.seed_everything(FLAGS.init_seed)  # identical initial weights for every seed
+        model, load_report = backend_module.create_model(task, config, FLAGS.init_checkpoint, vocab)
+        if load_report and load_report.initialised and rank0:
+            print(f"freshly initialised task head (not in the checkpoint): {', '.join(load_report.initialised)}")
+        return model
+
+    return initial_model
+
+
+def prepare_output_dir(out: Path, seed_list: list[int], program: str, runner_module: str, rank0: bool) -> None:
+    if rank0:
+        out.mkdir(parents=True, exist_ok=True)
+        remove_earlier_outputs(out, seed_list)
+        write_text(out / "flags.txt", effective_flags(program, runner_module))
+
+
+def train_seeds(backend_module, ctx, seed_list: list[int], first_model, initial_model, train_arrays, task: str,
+                evaluate_dev: Callable, criterion: Callable[[dict], float], metric_names: Sequence[str],
+                vocab: Path, predict_settings: tuple[str, dict], rank0: bool) -> SeedRuns:
+    """Train every seed from the same initial weights; each keeps its best dev evaluation.
+
+    evaluate_dev(trainer) -> (predictions with .write(directory), metrics). The best evaluation's
+    model, the settings predict mode needs (predict_settings: file name, values), predictions and
+    scores are saved as one set in seed_<seed>/. A seed whose loss diverges stops alone."""
+    out = Path(FLAGS.output_dir)
+    runs = SeedRuns({}, {}, {})
+    for seed in seed_list:
+        seed_dir = out / f"seed_{seed}"
+        model = first_model if seed == seed_list[0] else initial_model()
+        trainer = backend_module.Trainer(model, training_config(seed), task, log_dir=seed_dir / "tensorboard",
+                                         show_progress=FLAGS.progress, **trainer_placement(backend_module, ctx))
+        latest = {}
+
+        def evaluate(trainer=trainer, latest=latest):
+            latest["predictions"], metrics = evaluate_dev(trainer)
+            return metrics
+
+        def on_new_best(metrics, seed_dir=seed_dir, model=model, latest=latest):
+            # the model, its settings, predictions and scores of one evaluation, replaced as a set:
+            # a Ctrl-C never leaves a model beside another evaluation's predictions or scores
+            with replaced_together(seed_dir) as staging:
+                backend_module.save_pretrained(model, staging / "best_model", vocab)
+                write_json(staging / "best_model" / predict_settings[0], predict_settings[1])
+                latest["predictions"].write(staging)
+                write_json(staging / "eval_results.json", metrics)
+
+        try:
+            result = trainer.fit(train_arrays, evaluate=evaluate, criterion=criterion, on_new_best=on_new_best)
+        except NonFiniteLossError as error:
+            # a diverged seed stops alone: the others still run, and the report names it
+            runs.stopped[seed] = str(error)
+            if rank0:
+                print(f"seed {seed}: stopped: {error}", file=sys.stderr, flush=True)
+                if error.result is not None:
+                    write_json(seed_dir / "training_history.json", training_history(error.result, stopped=str(error)))
+            continue
+        if rank0:
+            write_json(seed_dir / "training_history.json", training_history(result))
+            print(f"seed {seed}: best dev at step {result.best_step}: "
+                  + ", ".join(f"{m} {result.best_metrics[m]:.3f}" for m in metric_names), flush=True)
+        runs.per_seed[seed] = result.best_metrics
+        runs.best_dirs[seed] = seed_dir / "best_model"
+    return runs
+
+
+def write_report(runs: SeedRuns, metric_names: Sequence[str], criterion: Callable[[dict], float], title: str,
+                 rank0: bool) -> int:
+    """report.md / report.json with `mean (max)` over the finished seeds; returns the best seed."""
+    if not runs.per_seed:
+        raise TrainingStopped(f"every seed stopped before the end of training: {runs.stopped}")
+    summary = summarize_seeds(runs.per_seed, metric_names)
+    best_seed = max(runs.per_seed, key=lambda s: criterion(runs.per_seed[s]))
+    summary["best_seed"] = best_seed
+    if runs.stopped:
+        summary["stopped_seeds"] = {str(seed): reason for seed, reason in runs.stopped.items()}
+    if rank0:
+        out = Path(FLAGS.output_dir)
+        model_name = Path(FLAGS.init_checkpoint).name if FLAGS.init_checkpoint else "random init"
+        markdown = format_markdown(summary, f"{title} dev ({model_name})")
+        write_text(out / "report.md", markdown)
+        write_json(out / "report.json", summary)
+        print(markdown, flush=True)
+    return best_seed
+
+
+def score_test(backend_module, ctx, task: str, model_dir: Path, evaluate_test: Callable, metric_names: Sequence[str],
+               rank0: bool) -> None:
+    """Score --test_file once with the best model: test/ holds its predictions and test_results.json.
+    evaluate_test(trainer) -> (predictions with .write(directory), metrics)."""
+    if ctx is not None:
+        backend_module.barrier(ctx)  # rank 0 alone saves best_model: no process may read it before it is complete
+    model = backend_module.load_finetuned(model_dir, task)
+    trainer = backend_module.Trainer(model, training_config(0), task, show_progress=False,
+                                     **trainer_placement(backend_module, ctx))
+    predictions, metrics = evaluate_test(trainer)
+    if rank0:
+        with replaced_together(Path(FLAGS.output_dir) / "test") as staging:
+            predictions.write(staging)
+            write_json(staging / "test_results.json", {**metrics, "model_dir": str(model_dir)})
+        print("test: " + ", ".join(f"{m} {metrics[m]:.3f}" for m in metric_names), flush=True)
+
+
+def raise_if_stopped(runs: SeedRuns) -> None:
+    if runs.stopped:
+        raise TrainingStopped(f"seed(s) {', '.join(map(str, runs.stopped))} stopped before the end of training; "
+                              f"the report covers the others")
+
+
+# ---- predict mode ----------------------------------------------------------------------------
+
+def check_model_dir() -> None:
+    if not FLAGS.model_dir:
+        raise app.UsageError("--mode=predict needs --model_dir, a directory saved by cnbert")
+    if not Path(FLAGS.model_dir).is_dir():
+        raise app.UsageError(f"--model_dir={FLAGS.model_dir}: not a directory (expected a model saved by cnbert, "
+                             "e.g. <output_dir>/seed_123/best_model)")
+
+
+def check_predict_file(writes: str) -> None:
+    """--predict_file exists, and --output_dir is given for the file it `writes`."""
+    require_file("predict_file")
+    if not FLAGS.output_dir:
+        raise app.UsageError(f"--predict_file needs --output_dir for {writes}")
+
+
+@dataclasses.dataclass
+class PredictionSetup:
+    backend: Any
+    model: Any
+    tokenizer: ChineseBertTokenizer
+
+    def trainer(self):
+        """A Trainer that runs the model (prediction only), placed as the flags say."""
+        return self.backend.Trainer(self.model, training_config(0), FLAGS.task, show_progress=False,
+                                    **trainer_placement(self.backend))
+
+
+def load_for_prediction(min_token_types: int, what: str, check_flags: Callable[[], None] = lambda: None
+                        ) -> PredictionSetup:
+    """The fine-tuned model of --model_dir and its tokenizer, after the checks that need the model's
+    config; check_flags runs the runner's own checks once the training settings are in the flags."""
+    config = read_pretrained_config(FLAGS.model_dir)
+    check_model_fits_task(config, FLAGS.model_dir, min_token_types, what)
+    check_flags()
+    if FLAGS.output_dir:
+        check_output_dir(rank0=True)
+    check_sequence_length(config, "; pass the --max_seq_length it was trained with")
+    framework_backend = backend()
+    overrides = {"attention": FLAGS.attention} if FLAGS.attention else {}
+    model = framework_backend.load_finetuned(FLAGS.model_dir, FLAGS.task, **overrides)
+    tokenizer = ChineseBertTokenizer(Path(FLAGS.model_dir) / "vocab.txt", do_lower_case=FLAGS.do_lower_case,
+                                     fullwidth_to_halfwidth=bool(FLAGS.fullwidth_to_halfwidth))
+    return PredictionSetup(framework_backend, model, tokenizer)
+
+
+def use_training_settings(model_dir: Path, settings_file: str, names: Sequence[str]) -> dict:
+    """Flags among `names` not given on the command line take the values the model was trained with
+    (saved beside it by the training run, in `settings_file`); returns the saved settings ({} when
+    the model has none: one not trained by cnbert)."""
+    path = model_dir / settings_file
+    if not path.is_file():
+        return {}
+    saved = read_json_file(path)
+    if not isinstance(saved, dict):
+        raise ConfigError(f"{path}: expected a JSON object of training settings, got {type(saved).__name__}")
+    taken = {name: saved[name] for name in names if name in saved and not FLAGS[name].present}
+    for name, value in taken.items():
+        # bool is an int in Python; a saved true must not pass for a window length, nor 1 for a bool
+        default = FLAGS[name].default
+        if isinstance(FLAGS[name], flags.BooleanFlag):
+            expected, ok = "true or false", type(value) is bool
+        elif isinstance(default, int):
+            expected, ok = "an integer", type(value) is int
+        else:
+            expected, ok = "a finite number", type(value) in (int, float) and math.isfinite(value)
+        if not ok:
+            raise ConfigError(f"{path}: {name} must be {expected}, got {value!r}")
+        setattr(FLAGS, name, value)
+    if taken:
+        print("as in training (" + path.name + "): " + ", ".join(f"--{k}={v}" for k, v in taken.items()), flush=True)
+    return saved
+
+
+# ---- the command line ------------------------------------------------------------------------
+
+EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130  # 130: 128 + SIGINT, as shells report Ctrl-C
+
+
+def print_usage_error(program: str, error) -> None:
+    print(f"{program}: error: {error}\n({program} --help lists the flags)", file=sys.stderr)
+
+
+def run_main(program: str, argv, body: Callable[[], None]) -> int:
+    """Run `body` (the runner's checks and work) with the shared error handling and exit statuses."""
+    import logging
+
+    try:
+        if len(argv) > 1:
+            raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        if not FLAGS.task:
+            raise app.UsageError("--task is required")
+        expand_paths()
+        body()
+    except app.UsageError as e:
+        # printed here rather than by absl, which under `python -m` or torchrun adds the module
+        # docstring and every flag's help, burying the one line that matters
+        print_usage_error(program, e)
+        return EXIT_USAGE
+    except (DataError, ConfigError, TrainingStopped) as e:
+        # bad input (a data file, a checkpoint, a config), the message naming the file and the
+        # record; or a seed whose training diverged, after the other seeds' report was written
+        print(f"{program}: error: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print(f"{program}: interrupted; every output already written is complete (each set is replaced whole), "
+              "and nothing half-written is left (a training run writes its report only at the end)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0
+
+
+def run(program: str, main: Callable) -> None:
+    """absl's app.run, with a flag it cannot parse (unknown, or a bad value) reported like any other
+    usage error: `<program>: error: ...` and exit status 2."""
+
+    def parse_flags(argv):
+        try:
+            return FLAGS(argv)
+        except flags.Error as e:
+            print_usage_error(program, e)
+            sys.exit(EXIT_USAGE)
+
+    app.run(main, flags_parser=parse_flags)

@@ -1,0 +1,187 @@
+"""cnbert-classify end to end, in subprocesses (it and cnbert-mrc both define --task on absl's global
+flags, so neither is imported here): fine-tuning a tiny random BERT on slices of the real
+ChnSentiCorp and LCQMC files, the saved artefacts agreeing with each other and with the gold
+labels, predict mode reproducing the run, and bad input refused before training."""
+import json
+
+import numpy as np
+import pytest
+from conftest import data_file
+from test_mrc_runner import run_cli as run_runner
+
+TINY = {"model_type": "bert", "vocab_size": 21128, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+        "intermediate_size": 128, "max_position_embeddings": 128}
+
+
+def run_cli(args, check=True):
+    return run_runner(args, check=check, module="cnbert.runners.classify")
+
+
+@pytest.fixture(scope="module")
+def tiny_config(tmp_path_factory):
+    path = tmp_path_factory.mktemp("config") / "tiny_bert_config.json"
+    path.write_text(json.dumps(TINY))
+    return path
+
+
+def head_of(relative, lines, directory, name):
+    """The header and the first `lines` records of a real data file, as a file in `directory`."""
+    text = data_file(relative).read_text(encoding="utf-8").split("\n")
+    path = directory / name
+    path.write_text("\n".join(text[:lines + 1]) + "\n", encoding="utf-8")
+    return path
+
+
+def read_predictions(path):
+    lines = path.read_text(encoding="utf-8").rstrip("\n").split("\n")
+    rows = [line.split("\t") for line in lines[1:]]
+    return lines[0].split("\t"), rows
+
+
+def gold_labels(path):
+    lines = path.read_text(encoding="utf-8").rstrip("\n").split("\n")
+    column = lines[0].split("\t").index("label")
+    return {f"{path.name}:{number}": line.split("\t")[column] for number, line in enumerate(lines[1:], start=2)}
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, tiny_config):
+    directory = tmp_path_factory.mktemp("chnsenticorp")
+    train = head_of("chnsenticorp/train.tsv", 64, directory, "train.tsv")
+    dev = head_of("chnsenticorp/dev.tsv", 32, directory, "dev.tsv")
+    out = directory / "out"
+    proc = run_cli(["--task=chnsenticorp", f"--bert_config_file={tiny_config}", f"--train_file={train}",
+                    f"--dev_file={dev}", "--max_seq_length=64", "--num_train_epochs=2", "--train_batch_size=16",
+                    "--learning_rate=1e-3", "--eval_every=0.5", "--seeds=123,456", "--do_predict",
+                    f"--test_file={dev}", f"--output_dir={out}"])
+    return out, dev, proc
+
+
+def test_training_writes_a_consistent_report_models_and_predictions(trained_run):
+    out, dev, proc = trained_run
+    assert "RANDOMLY INITIALISED" in proc.stdout
+    report = json.loads((out / "report.json").read_text())
+    assert report["metrics"] == ["accuracy"] and set(report["seeds"]) == {"123", "456"}
+    gold = gold_labels(dev)
+    for seed in (123, 456):
+        seed_dir = out / f"seed_{seed}"
+        eval_results = json.loads((seed_dir / "eval_results.json").read_text())
+        assert eval_results["accuracy"] == pytest.approx(report["seeds"][str(seed)]["accuracy"])
+        header, rows = read_predictions(seed_dir / "predictions.tsv")
+        assert header == ["id", "prediction", "p(0)", "p(1)"] and [r[0] for r in rows] == list(gold)
+        probabilities = np.array([[float(p) for p in r[2:]] for r in rows])
+        np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=2e-6)
+        assert all(r[1] == "01"[int(np.argmax(p))] for r, p in zip(rows, probabilities))
+        # the saved predictions, scored against the gold labels, give the saved accuracy
+        correct = sum(gold[r[0]] == r[1] for r in rows)
+        assert eval_results["accuracy"] == pytest.approx(100 * correct / len(rows))
+        assert eval_results["per_label"]["1"]["gold"] == sum(label == "1" for label in gold.values())
+        history = json.loads((seed_dir / "training_history.json").read_text())
+        assert [e["step"] for e in history["evaluations"]] == [2, 4, 6, 8]
+        config = json.loads((seed_dir / "best_model" / "config.json").read_text())
+        assert config["architectures"] == ["BertForSequenceClassification"]
+        assert config["id2label"] == {"0": "0", "1": "1"}
+        settings = json.loads((seed_dir / "best_model" / "cnbert_classify_settings.json").read_text())
+        assert settings == {"task": "chnsenticorp", "max_seq_length": 64, "do_lower_case": True,
+                            "fullwidth_to_halfwidth": False}
+    # the test file is the dev file: the best seed's model reproduces its best dev accuracy
+    test_results = json.loads((out / "test" / "test_results.json").read_text())
+    assert test_results["model_dir"] == str(out / f"seed_{report['best_seed']}" / "best_model")
+    assert test_results["accuracy"] == pytest.approx(report["seeds"][str(report["best_seed"])]["accuracy"])
+    assert "| mean (max) |" in (out / "report.md").read_text()
+    flags_file = (out / "flags.txt").read_text()
+    assert flags_file.startswith("# cnbert-classify flags")
+    assert "--task=chnsenticorp" in flags_file and "--learning_rate=0.001" in flags_file
+    assert "--max_seq_length=64" in flags_file and "--doc_stride" not in flags_file
+
+
+def test_predict_mode_reproduces_the_run_and_labels_one_text(trained_run, tmp_path):
+    out, dev, _ = trained_run
+    best_model = out / "seed_123" / "best_model"
+    proc = run_cli(["--mode=predict", "--task=chnsenticorp", f"--model_dir={best_model}", f"--predict_file={dev}",
+                    f"--output_dir={tmp_path / 'p'}"])
+    assert "as in training (cnbert_classify_settings.json): --max_seq_length=64" in proc.stdout
+    assert (tmp_path / "p" / "predictions.tsv").read_text() == (out / "seed_123" / "predictions.tsv").read_text()
+    eval_accuracy = json.loads((out / "seed_123" / "eval_results.json").read_text())["accuracy"]
+    assert f"accuracy {eval_accuracy:.3f} on the labels in {dev}" in proc.stdout
+    proc = run_cli(["--mode=predict", "--task=chnsenticorp", f"--model_dir={best_model}", "--text_a=房间很干净，服务也好"])
+    answer = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert answer["label"] in ("0", "1") and sum(answer["probabilities"].values()) == pytest.approx(1, abs=1e-5)
+    assert answer["label"] == max(answer["probabilities"], key=answer["probabilities"].get)
+    # LCQMC has the same labels 0 / 1: only the saved task tells the two apart
+    proc = run_cli(["--mode=predict", "--task=lcqmc", f"--model_dir={best_model}", "--text_a=a", "--text_b=b"],
+                   check=False)
+    assert proc.returncode == 2 and "was fine-tuned on --task=chnsenticorp, not --task=lcqmc" in proc.stderr
+    proc = run_cli(["--mode=predict", "--task=chnsenticorp", f"--model_dir={best_model}", "--text_a=a",
+                    "--text_b=b"], check=False)
+    assert proc.returncode == 2 and "labels one text: pass --text_a only" in proc.stderr
+
+
+def test_tensorflow_fine_tunes_pairs_and_pytorch_reads_its_model(tmp_path, tiny_config):
+    train = head_of("lcqmc/lcqmc_train.tsv", 48, tmp_path, "train.tsv")
+    dev = head_of("lcqmc/lcqmc_dev.tsv", 24, tmp_path, "dev.tsv")
+    out = tmp_path / "out"
+    run_cli(["--framework=tf", "--task=lcqmc", f"--bert_config_file={tiny_config}", f"--train_file={train}",
+             f"--dev_file={dev}", "--max_seq_length=48", "--num_train_epochs=1", "--train_batch_size=16",
+             "--learning_rate=1e-3", f"--output_dir={out}"])
+    eval_results = json.loads((out / "seed_123" / "eval_results.json").read_text())
+    gold = gold_labels(dev)
+    _, rows = read_predictions(out / "seed_123" / "predictions.tsv")
+    assert eval_results["accuracy"] == pytest.approx(100 * sum(gold[r[0]] == r[1] for r in rows) / len(rows))
+    run_cli(["--mode=predict", "--task=lcqmc", f"--model_dir={out / 'seed_123' / 'best_model'}",
+             f"--predict_file={dev}", f"--output_dir={tmp_path / 'p'}"])
+    _, torch_rows = read_predictions(tmp_path / "p" / "predictions.tsv")
+    assert [r[:2] for r in torch_rows] == [r[:2] for r in rows]
+    np.testing.assert_allclose(np.array([r[2:] for r in torch_rows], dtype=float),
+                               np.array([r[2:] for r in rows], dtype=float), atol=1e-5)
+
+
+def test_bad_data_is_refused_before_anything_is_written(tmp_path, tiny_config):
+    train = head_of("xnli_zh/dev.tsv", 20, tmp_path, "train.tsv")
+    lines = head_of("xnli_zh/test.tsv", 10, tmp_path, "dev.tsv").read_text(encoding="utf-8").split("\n")
+    lines[4] = lines[4].rsplit("\t", 1)[0] + "\tcontradictory"
+    (tmp_path / "dev.tsv").write_text("\n".join(lines), encoding="utf-8")
+    out = tmp_path / "out"
+    proc = run_cli(["--task=xnli", f"--bert_config_file={tiny_config}", f"--train_file={train}",
+                    f"--dev_file={tmp_path / 'dev.tsv'}", f"--output_dir={out}"], check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert f"{tmp_path / 'dev.tsv'}: line 5: label 'contradictory' is not one of this task's labels" in proc.stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--task=cmrc2018"], "--task=cmrc2018: value should be one of <chnsenticorp|dbqa|lcqmc|thucnews|xnli>"),
+    (["--task=xnli", "--doc_stride=64"], "Unknown command line flag 'doc_stride'"),
+    (["--task=xnli", "--mode=predict", "--model_dir=.", "--train_file=x"], "--train_file applies to --mode=train"),
+    (["--task=xnli", "--text_a=x"], "--text_a applies to --mode=predict"),
+    (["--task=xnli", "--max_seq_length=4", "--bert_config_file=x"], "--max_seq_length must be at least 8"),
+])
+def test_usage_errors(args, message):
+    proc = run_cli(args, check=False)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert "(cnbert-classify --help lists the flags)" in proc.stderr
+
+
+def test_dbqa_ranks_answers_and_reports_mrr_and_map(tmp_path, tiny_config):
+    from test_classification_data import reference_ranking
+
+    lines = data_file("dbqa/nlpcc2017.dbqa.test").read_text(encoding="utf-8").split("\n")
+    (tmp_path / "train.txt").write_text("\n".join(lines[:64]) + "\n", encoding="utf-8")
+    (tmp_path / "dev.txt").write_text("\n".join(lines[64:112]) + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    run_cli(["--task=dbqa", f"--bert_config_file={tiny_config}", f"--train_file={tmp_path / 'train.txt'}",
+             f"--dev_file={tmp_path / 'dev.txt'}", "--max_seq_length=64", "--num_train_epochs=1",
+             "--train_batch_size=16", "--learning_rate=1e-3", f"--output_dir={out}"])
+    report = json.loads((out / "report.json").read_text())
+    assert report["metrics"] == ["MRR", "MAP", "accuracy", "F1"]
+    eval_results = json.loads((out / "seed_123" / "eval_results.json").read_text())
+    _, rows = read_predictions(out / "seed_123" / "predictions.tsv")
+    dev = [line.split("\t") for line in lines[64:112]]
+    questions, relevant = [q for _, q, _ in dev], [label == "1" for label, _, _ in dev]
+    scores = [float(r[3]) for r in rows]  # p(1): the ranking score
+    mrr, map_ = reference_ranking(questions, relevant, scores)
+    # p(1) is printed to 6 decimals: a near-tie could reorder, so compare with the saved scores' ranking
+    assert eval_results["MRR"] == pytest.approx(mrr, abs=1e-6) and eval_results["MAP"] == pytest.approx(map_, abs=1e-6)
+    answered = {q for q, r in zip(questions, relevant) if r}  # the slice may cut a question off its answer
+    assert eval_results["questions"] == len(answered)
+    assert eval_results["questions_without_answer"] == len(set(questions)) - len(answered)
