@@ -138,5 +138,17 @@ class ChineseBertTokenizer:
             for text, e in zip(texts, self._tokenizer.encode_batch(normalised, add_special_tokens=False))
         ]
 
+    def character_ids(self, characters) -> list[int]:
+        """One id per character, for tagging character by character (NER): the character's word piece
+        after the BERT normaliser, or [UNK] for one that normalises to nothing (a space, a control or
+        zero-width character), so ids and tags stay aligned."""
+        characters = list(characters)
+        words = [c.translate(FULLWIDTH_TO_HALFWIDTH) for c in characters] if self.fullwidth_to_halfwidth else characters
+        encoding = self._tokenizer.encode(words, is_pretokenized=True, add_special_tokens=False)
+        ids = [self.vocab[UNK]] * len(characters)
+        for token_id, word in zip(reversed(encoding.ids), reversed(encoding.word_ids)):
+            ids[word] = token_id  # walking backwards leaves each word's first piece
+        return ids
+
     def convert_ids_to_tokens(self, ids) -> list[str]:
         return [self.inv_vocab[int(i)] for i in ids]

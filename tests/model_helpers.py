@@ -217,3 +217,35 @@ def random_sibert_variables(settings, seed=0, norm_names=("gamma", "beta")):
         layer_norm(f"{layer}output/LayerNorm_output")
     conv1d("bert_model/pooler/cls_pooler_dense", hidden, hidden)
     return variables
+
+
+def train_in_both_frameworks(task, arrays, num_labels):
+    """Fit TINY_BERT (dropout off, eager attention) for one epoch of batches of 8 on `arrays` with the
+    PyTorch and the TensorFlow trainers from the same initial weights; assert that they take the same
+    steps (per-step losses within 1e-5) and end with the same logits (2e-4), and that the first loss
+    is that of a fresh `num_labels`-way classifier (ln num_labels ± 0.5). Returns the TF trainer."""
+    from cnbert.config import BertConfig
+    import cnbert.tf as ctf
+    from cnbert.tf import backend as tf_backend
+    from cnbert.torch import backend as torch_backend
+    from cnbert.training import TrainingConfig
+
+    config = BertConfig(**{**TINY_BERT, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0,
+                           "attention": "eager"})
+    training = TrainingConfig(learning_rate=2e-3, num_train_epochs=1, train_batch_size=8, eval_batch_size=8,
+                              warmup_proportion=0.2)
+    torch.manual_seed(0)
+    reference, _ = torch_backend.create_model(task, config)
+    model, _ = tf_backend.create_model(task, config)
+    ctf.load_canonical_weights(model, {k: v.numpy() for k, v in reference.state_dict().items()},
+                               allow_fresh_heads=False)
+    torch_trainer = torch_backend.Trainer(reference, training, task, show_progress=False)
+    want = torch_trainer.fit(arrays)
+    trainer = tf_backend.Trainer(model, training, task, show_progress=False)
+    got = trainer.fit(arrays)
+    assert len(got.losses) == len(want.losses) >= 3
+    np.testing.assert_allclose([l for _, l in got.losses], [l for _, l in want.losses], atol=1e-5, rtol=0)
+    assert abs(want.losses[0][1] - np.log(num_labels)) < 0.5
+    np.testing.assert_allclose(trainer.predict(arrays)["logits"], torch_trainer.predict(arrays)["logits"],
+                               atol=2e-4, rtol=0)
+    return trainer

@@ -9,14 +9,14 @@ import tensorflow as tf
 import torch
 import torch.nn.functional as F
 from conftest import data_file
-from model_helpers import TINY_BERT, VOCAB_SIZE, padded_batch, random_transformers_model, randomise, save_hf
+from model_helpers import (TINY_BERT, VOCAB_SIZE, padded_batch, random_transformers_model, randomise, save_hf,
+                           train_in_both_frameworks)
 
 import cnbert.tf as ctf
 from cnbert.checkpoints import CheckpointError
 from cnbert.config import AlbertConfig, BertConfig
 from cnbert.data.classification import build_classification_features
 from cnbert.tasks import classification as tasks
-from cnbert.tf import backend as tf_backend
 from cnbert.tokenization import ChineseBertTokenizer, bundled_vocab_path
 from cnbert.torch import (
     AlbertForSequenceClassification,
@@ -27,8 +27,6 @@ from cnbert.torch import (
     save_pretrained,
 )
 from cnbert.torch import backend as torch_backend
-from cnbert.torch.trainer import Trainer as TorchTrainer
-from cnbert.training import TrainingConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -165,24 +163,7 @@ def test_both_trainers_take_the_same_steps_on_real_xnli_features():
     task = tasks.get_task("xnli")
     examples = task.read(data_file("xnli_zh/dev.tsv"))[:24]
     arrays = build_classification_features(examples, ChineseBertTokenizer(), 32, task.labels).model_arrays()
-    config = BertConfig(**{**TINY_BERT, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0,
-                           "attention": "eager"})
-    training = TrainingConfig(learning_rate=2e-3, num_train_epochs=1, train_batch_size=8, eval_batch_size=8,
-                              warmup_proportion=0.2)
-    torch.manual_seed(0)
-    reference, _ = torch_backend.create_model("xnli", config)
-    model, _ = tf_backend.create_model("xnli", config)
-    ctf.load_canonical_weights(model, {k: v.numpy() for k, v in reference.state_dict().items()},
-                               allow_fresh_heads=False)
-    torch_trainer = torch_backend.Trainer(reference, training, "xnli", show_progress=False)
-    want = torch_trainer.fit(arrays)
-    trainer = tf_backend.Trainer(model, training, "xnli", show_progress=False)
-    got = trainer.fit(arrays)
-    assert [s for s, _ in got.losses] == [1, 2, 3]
-    np.testing.assert_allclose([l for _, l in got.losses], [l for _, l in want.losses], atol=1e-5, rtol=0)
-    assert want.losses[0][1] == pytest.approx(np.log(3), abs=0.5)  # a fresh 3-way classifier starts near ln 3
-    np.testing.assert_allclose(trainer.predict(arrays)["logits"], torch_trainer.predict(arrays)["logits"],
-                               atol=2e-4, rtol=0)
+    trainer = train_in_both_frameworks("xnli", arrays, num_labels=3)
     bad = dict(arrays, labels=np.where(np.arange(24) == 5, 3, arrays["labels"]))
     with pytest.raises(ValueError, match=r"labels holds \[3\] \(rows \[5\]\)"):
         trainer.fit(bad)

@@ -6,7 +6,8 @@ from conftest import REPO
 
 FRAMEWORK_PACKAGES = ("torch", "tf", "kernels")
 # each defines absl flags on the global FLAGS, so they cannot share one process
-COMMAND_LINE_MODULES = ("cnbert.eval.cli", "cnbert.runners.mrc", "cnbert.runners.classify", "cnbert.runners.common")
+COMMAND_LINE_MODULES = ("cnbert.eval.cli", "cnbert.runners.mrc", "cnbert.runners.classify", "cnbert.runners.ner",
+                        "cnbert.runners.common")
 
 
 def shared_modules():

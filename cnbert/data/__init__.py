@@ -1,5 +1,6 @@
 """Framework-neutral task data: reading-comprehension examples, features and post-processing;
-classification and matching examples and features (cnbert.data.classification).
+classification and matching examples and features (cnbert.data.classification); character-level
+NER sentences, features and entity scores (cnbert.data.ner).
 
     result = read_cmrc2018(path)            # or read_drcd / read_cjrc -> ReadResult(examples, report)
     features = build_features(result.examples, ChineseBertTokenizer(), FeatureConfig(), training=True)
@@ -31,11 +32,13 @@ from cnbert.data.mrc_examples import (
 )
 from cnbert.data.mrc_features import CLASS_IGNORED, NOT_CONTEXT, FeatureConfig, MrcFeatures, build_features
 from cnbert.data.mrc_postprocess import MrcPredictions, SpanCandidate, postprocess_predictions
+from cnbert.data.ner import NerFeatures, NerSentence, build_ner_features, decode_tags, entities, entity_scores, read_bio
 
 __all__ = [
     "ClassificationExample", "ClassificationFeatures", "TsvFormat", "build_classification_features",
     "read_classification_tsv", "truncate_pair", "AnswerKind", "CLASS_IGNORED", "FeatureConfig", "InconsistentAnswer", "MrcAnswer", "MrcExample", "MrcFeatures",
     "MrcPredictions", "NOT_CONTEXT", "OffsetRepair", "ReadReport", "ReadResult", "SpanCandidate",
     "TraditionalToSimplified", "build_features", "locate_answer_start", "postprocess_predictions", "read_cjrc",
-    "read_cmrc2018", "read_drcd",
+    "read_cmrc2018", "read_drcd", "NerFeatures", "NerSentence", "build_ner_features", "decode_tags", "entities",
+    "entity_scores", "read_bio",
 ]

@@ -81,27 +81,10 @@ def _predict(trainer, task, examples, features):
 
 def train_and_evaluate():
     task = tasks.get_task(FLAGS.task)
-    common.require_file("train_file")
-    common.require_file("dev_file")
-    common.warn_if_dev_is_train()
-    run = common.start_training(*_token_types(task))
-    splits = {"train": FLAGS.train_file, "dev": FLAGS.dev_file, **({"test": FLAGS.test_file} if FLAGS.do_predict else {})}
-    examples = {name: task.read(path) for name, path in splits.items()}  # labelled: all of them are scored
-    features = {name: _featurise(task, examples[name], run.tokenizer, splits[name]) for name in splits}
-    log.info(", ".join(f"{len(examples[name])} {name} examples" for name in splits))
-    common.prepare_output_dir(run.out, run.seeds, PROGRAM, __name__, run.rank0)
-
-    settings = (PREDICT_SETTINGS_FILE, {name: getattr(FLAGS, name) for name in ("task",) + PREDICT_SETTINGS})
-    runs = common.train_seeds(run.backend, run.ctx, run.seeds, run.first_model, run.initial_model,
-                              features["train"].model_arrays(), FLAGS.task,
-                              lambda trainer: _predict(trainer, task, examples["dev"], features["dev"]),
-                              task.criterion, task.metric_names, run.vocab, settings, run.rank0)
-    best_seed = common.write_report(runs, task.metric_names, task.criterion, task.title, run.rank0)
-    if FLAGS.do_predict:
-        common.score_test(run.backend, run.ctx, FLAGS.task, runs.best_dirs[best_seed],
-                          lambda trainer: _predict(trainer, task, examples["test"], features["test"]),
-                          task.metric_names, run.rank0)
-    common.raise_if_stopped(runs)
+    common.train_on_files(PROGRAM, __name__, task, *_token_types(task), read=task.read,
+                          featurise=lambda examples, tokenizer, path: _featurise(task, examples, tokenizer, path),
+                          evaluate=lambda trainer, examples, features: _predict(trainer, task, examples, features),
+                          settings_file=PREDICT_SETTINGS_FILE, settings_names=PREDICT_SETTINGS)
 
 
 # ---- predict mode ------------------------------------------------------------------------------
@@ -117,11 +100,8 @@ def predict():
                                                                else "one text: pass --text_a only") + ", not empty")
     if FLAGS.predict_file:
         common.check_predict_file(tasks.PREDICTIONS_FILE)
-    saved = common.use_training_settings(Path(FLAGS.model_dir), PREDICT_SETTINGS_FILE, PREDICT_SETTINGS)
-    if saved.get("task", FLAGS.task) != FLAGS.task:
-        # LCQMC and ChnSentiCorp share the labels 0 / 1, so the classifier's labels cannot tell them apart
-        raise app.UsageError(f"--model_dir={FLAGS.model_dir} was fine-tuned on --task={saved['task']}, not "
-                             f"--task={FLAGS.task}")
+    common.check_saved_task(common.use_training_settings(Path(FLAGS.model_dir), PREDICT_SETTINGS_FILE,
+                                                         PREDICT_SETTINGS))
     setup = common.load_for_prediction(*_token_types(task))
     if single:
         examples = [ClassificationExample("text", FLAGS.text_a, FLAGS.text_b, None)]

@@ -9,6 +9,7 @@ runner runs in a process: both define --task on absl's global FLAGS.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
 import shutil
@@ -29,6 +30,7 @@ from cnbert.tokenization import ChineseBertTokenizer, bundled_vocab_path
 from cnbert.training import NonFiniteLossError, TrainingConfig
 
 FLAGS = flags.FLAGS
+log = logging.getLogger("cnbert.runners")
 
 flags.DEFINE_enum("mode", "train", ["train", "predict"], "train: fine-tune and evaluate; predict: use a fine-tuned model.")
 flags.DEFINE_enum("framework", "torch", ["torch", "tf"], "Deep-learning framework.")
@@ -340,6 +342,37 @@ def start_training(min_token_types: int, what: str) -> TrainingSetup:
                          initial_model, first_model, tokenizer)
 
 
+def train_on_files(program: str, runner_module: str, task, min_token_types: int, what: str, read: Callable,
+                   featurise: Callable, evaluate: Callable, settings_file: str, settings_names: Sequence[str]) -> None:
+    """The whole training run of a task whose train, dev (and, with --do_predict, test) files are
+    all labelled and read alike (classification, NER): check, read and featurise everything, train
+    every seed, report, score the test file.
+
+    task: has .title, .metric_names, .criterion(metrics). read(path) -> examples;
+    featurise(examples, tokenizer, path) -> features; evaluate(trainer, examples, features) ->
+    (predictions with .write(directory), metrics). The task and `settings_names` flags are saved
+    beside each best model in `settings_file`."""
+    require_file("train_file")
+    require_file("dev_file")
+    warn_if_dev_is_train()
+    run = start_training(min_token_types, what)
+    splits = {"train": FLAGS.train_file, "dev": FLAGS.dev_file, **({"test": FLAGS.test_file} if FLAGS.do_predict else {})}
+    examples = {name: read(path) for name, path in splits.items()}
+    features = {name: featurise(examples[name], run.tokenizer, path) for name, path in splits.items()}
+    log.info(", ".join(f"{len(examples[name])} {name} examples" for name in splits))
+    prepare_output_dir(run.out, run.seeds, program, runner_module, run.rank0)
+    settings = (settings_file, {name: getattr(FLAGS, name) for name in ("task", *settings_names)})
+    runs = train_seeds(run.backend, run.ctx, run.seeds, run.first_model, run.initial_model,
+                       features["train"].model_arrays(), FLAGS.task,
+                       lambda trainer: evaluate(trainer, examples["dev"], features["dev"]),
+                       task.criterion, task.metric_names, run.vocab, settings, run.rank0)
+    best_seed = write_report(runs, task.metric_names, task.criterion, task.title, run.rank0)
+    if FLAGS.do_predict:
+        score_test(run.backend, run.ctx, FLAGS.task, runs.best_dirs[best_seed],
+                   lambda trainer: evaluate(trainer, examples["test"], features["test"]), task.metric_names, run.rank0)
+    raise_if_stopped(runs)
+
+
 def warn_if_dev_is_train() -> None:
     if Path(FLAGS.dev_file).resolve() == Path(FLAGS.train_file).resolve():
         print("WARNING: --dev_file is --train_file: dev scores (and the best-model choice) will be measured on "
@@ -493,6 +526,14 @@ def check_model_dir() -> None:
                              "e.g. <output_dir>/seed_123/best_model)")
 
 
+def check_saved_task(saved: dict) -> None:
+    """A model is used for the task it was fine-tuned on (`saved`: its training settings, with the
+    task): tasks with the same labels (LCQMC and ChnSentiCorp's 0 / 1) cannot be told apart by them."""
+    if saved.get("task", FLAGS.task) != FLAGS.task:
+        raise app.UsageError(f"--model_dir={FLAGS.model_dir} was fine-tuned on --task={saved['task']}, not "
+                             f"--task={FLAGS.task}")
+
+
 def check_predict_file(writes: str) -> None:
     """--predict_file exists, and --output_dir is given for the file it `writes`."""
     require_file("predict_file")
@@ -569,8 +610,6 @@ def print_usage_error(program: str, error) -> None:
 
 def run_main(program: str, argv, body: Callable[[], None]) -> int:
     """Run `body` (the runner's checks and work) with the shared error handling and exit statuses."""
-    import logging
-
     try:
         if len(argv) > 1:
             raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")

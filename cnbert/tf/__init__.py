@@ -59,9 +59,11 @@ from cnbert.tf.heads import (  # noqa: E402
     BertForCJRC,
     BertForSequenceClassification,
     BertForSpanExtraction,
+    BertForTokenClassification,
     classification_loss,
     cjrc_loss,
     span_loss,
+    token_classification_loss,
 )
 from cnbert.tf.modeling import BertModel, set_precision  # noqa: E402
 from cnbert.tf.trainer import Trainer  # noqa: E402
@@ -70,7 +72,7 @@ from cnbert.training import FitResult, NonFiniteLossError  # noqa: E402
 __all__ = [
     "LoadReport", "canonical_variables", "canonical_weights", "load_canonical_weights", "load_finetuned",
     "load_pretrained", "read_canonical_weights", "save_pretrained", "export_saved_model", "ANSWER_CLASSES", "IGNORE_INDEX",
-    "BertForCJRC", "BertForSequenceClassification", "BertForSpanExtraction", "classification_loss", "cjrc_loss",
-    "span_loss", "BertModel", "set_precision",
+    "BertForCJRC", "BertForSequenceClassification", "BertForSpanExtraction", "BertForTokenClassification",
+    "classification_loss", "cjrc_loss", "span_loss", "token_classification_loss", "BertModel", "set_precision",
     "FitResult", "NonFiniteLossError", "Trainer",
 ]

@@ -38,8 +38,8 @@ from cnbert.checkpoints import (
 )
 from cnbert.config import AlbertConfig, BertConfig
 from cnbert.io_utils import atomic_directory
-from cnbert.tasks import classification as classification_tasks
-from cnbert.tf.heads import TASK_MODELS, BertForSequenceClassification
+from cnbert.tasks import output_labels
+from cnbert.tf.heads import TASK_MODELS
 from cnbert.tf.modeling import BertModel
 
 logger = logging.getLogger(__name__)
@@ -169,9 +169,8 @@ def model_for_task(task: str, config: BertConfig) -> keras.Model:
     if isinstance(config, AlbertConfig):
         raise ValueError("the TensorFlow path implements BERT (and BERT-typed RoBERTa-wwm-ext) only; this is an "
                          "ALBERT config: use the PyTorch path (--framework=torch) for ALBERT")
-    if model_class is BertForSequenceClassification:
-        return model_class(config, classification_tasks.get_task(task).labels)
-    return model_class(config)
+    labels = output_labels(task)
+    return model_class(config) if labels is None else model_class(config, labels)
 
 
 def load_finetuned(directory, task: str, **config_overrides) -> keras.Model:

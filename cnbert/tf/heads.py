@@ -1,10 +1,11 @@
-"""Reading-comprehension and classification task models and their losses, mirroring
+"""Reading-comprehension, classification and tagging task models and their losses, mirroring
 cnbert.torch.heads (same labels, same outputs, same loss definitions; see that module's docstring
 for the label conventions).
 
 Outputs are float32 whatever the precision: "start_logits", "end_logits" [batch, seq] and, for
-CJRC, "class_logits" [batch, 4]; a classifier's "logits" [batch, num_labels]. Losses: (CE start +
-CE end) / 2, plus CE of answer_class for CJRC; CE of labels for a classifier; IGNORE_INDEX (-100)
+CJRC, "class_logits" [batch, 4]; a classifier's "logits" [batch, num_labels], a tagger's [batch,
+seq, num_labels]. Losses: (CE start + CE end) / 2, plus CE of answer_class for CJRC; CE of labels
+for a classifier, of tags for a tagger; IGNORE_INDEX (-100)
 leaves a term out. reduction="mean": each term is a mean over its non-ignored features (0 when
 there are none); reduction="none": one loss per feature, an ignored term counting 0.
 """
@@ -18,6 +19,7 @@ import tensorflow as tf
 
 from cnbert.config import BertConfig, check_label_names
 from cnbert.tasks import classification as classification_tasks
+from cnbert.tasks import ner as ner_tasks
 from cnbert.tf.modeling import CLASS_DROPOUT_SITE, BertModel, Linear, dropout
 
 IGNORE_INDEX = -100
@@ -134,6 +136,51 @@ class BertForSequenceClassification(_TaskModel):
         return {"logits": tf.cast(self.classifier(pooled), tf.float32)}
 
 
+class BertForTokenClassification(_TaskModel):
+    """Tagging (NER): classifier = Linear(hidden, len(labels)) on every token after dropout;
+    canonical names are those of transformers' BertForTokenClassification (no pooler)."""
+
+    hf_architecture = "BertForTokenClassification"
+    head_prefixes = ("classifier.",)
+
+    def __init__(self, config: BertConfig, labels: Sequence[str], gradient_checkpointing: bool = False):
+        super().__init__(config, gradient_checkpointing, name="bert_for_token_classification")
+        self.labels = check_label_names(labels)
+        self.classifier = Linear(len(self.labels), config.initializer_range, name="classifier")
+        self.classifier.build((None, None, config.hidden_size))
+        self.build()
+
+    def same_architecture(self) -> "BertForTokenClassification":
+        return type(self)(self.config, self.labels)
+
+    def call(self, input_ids, attention_mask=None, token_type_ids=None, training=False, dropout_seed=None):
+        encoded, seed = self._encode(input_ids, attention_mask, token_type_ids, training, dropout_seed)
+        hidden = dropout(encoded["sequence_output"], self.config.hidden_dropout_prob, seed, CLASS_DROPOUT_SITE)
+        return {"logits": tf.cast(self.classifier(hidden), tf.float32)}
+
+
+def token_classification_loss(outputs: Mapping[str, tf.Tensor], tags, reduction: str = "mean") -> tf.Tensor:
+    """Cross-entropy of `tags` [batch, seq] (IGNORE_INDEX on special tokens and padding):
+    reduction="mean" over every tagged token, "none" each example's mean over its tagged tokens."""
+    if reduction not in ("mean", "none"):
+        raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+    logits = outputs["logits"]
+    tags = tf.convert_to_tensor(tags)
+    if not tags.shape.is_compatible_with(logits.shape[:2]):
+        raise ValueError(f"tags has shape {tuple(tags.shape)}, expected {tuple(logits.shape[:2])}")
+    if tf.executing_eagerly():
+        check_labels("tags", tags.numpy(), logits.shape[-1])
+    tags = tf.cast(tags, tf.int32)
+    keep = tf.not_equal(tags, IGNORE_INDEX)
+    per_token = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.where(keep, tags, 0),
+                                                               logits=tf.cast(logits, tf.float32))
+    per_token = tf.where(keep, per_token, 0.0)
+    tagged = tf.reduce_sum(tf.cast(keep, tf.float32), axis=1)
+    if reduction == "none":
+        return tf.reduce_sum(per_token, axis=1) / tf.maximum(tagged, 1.0)
+    return tf.reduce_sum(per_token) / tf.maximum(tf.reduce_sum(tagged), 1.0)
+
+
 def classification_loss(outputs: Mapping[str, tf.Tensor], labels, reduction: str = "mean") -> tf.Tensor:
     """Cross-entropy of `labels` (IGNORE_INDEX entries left out) under outputs["logits"]."""
     logits = outputs["logits"]
@@ -162,9 +209,10 @@ def check_labels(name: str, values: np.ndarray, num_classes: int) -> None:
     values = np.asarray(values)
     bad = (values != IGNORE_INDEX) & ((values < 0) | (values >= num_classes))
     if bad.any():
-        rows = np.flatnonzero(bad)
-        raise ValueError(f"{name} holds {values[bad][:10].tolist()} (rows {rows[:10].tolist()}); values must be in "
-                         f"[0, {num_classes}) or {IGNORE_INDEX} (ignored)")
+        # where: rows of per-example labels, (row, token) of per-token tags
+        where = [tuple(int(i) for i in place) if values.ndim > 1 else int(place[0]) for place in np.argwhere(bad)[:10]]
+        raise ValueError(f"{name} holds {values[bad][:10].tolist()} ({'rows' if values.ndim == 1 else '(row, token)'} "
+                         f"{where}); values must be in [0, {num_classes}) or {IGNORE_INDEX} (ignored)")
 
 
 def _cross_entropy(logits, targets, num_classes: int, name: str, reduction: str) -> tf.Tensor:
@@ -187,10 +235,12 @@ def _cross_entropy(logits, targets, num_classes: int, name: str, reduction: str)
 
 # Task name -> model class; the label arrays each task's loss reads.
 TASK_MODELS = {"cmrc2018": BertForSpanExtraction, "drcd": BertForSpanExtraction, "cjrc": BertForCJRC,
-               **{name: BertForSequenceClassification for name in classification_tasks.TASKS}}
+               **{name: BertForSequenceClassification for name in classification_tasks.TASKS},
+               **{name: BertForTokenClassification for name in ner_tasks.TASKS}}
 TASK_LABELS = {"cmrc2018": ("start_positions", "end_positions"), "drcd": ("start_positions", "end_positions"),
                "cjrc": ("start_positions", "end_positions", "answer_class"),
-               **{name: ("labels",) for name in classification_tasks.TASKS}}
+               **{name: ("labels",) for name in classification_tasks.TASKS},
+               **{name: ("tags",) for name in ner_tasks.TASKS}}
 
 
 def task_loss(task: str, outputs: Mapping[str, tf.Tensor], labels: Mapping[str, tf.Tensor],
@@ -198,6 +248,8 @@ def task_loss(task: str, outputs: Mapping[str, tf.Tensor], labels: Mapping[str, 
     """The task's loss (per feature by default, as the trainer needs it)."""
     if task in classification_tasks.TASKS:
         return classification_loss(outputs, labels["labels"], reduction)
+    if task in ner_tasks.TASKS:
+        return token_classification_loss(outputs, labels["tags"], reduction)
     if task == "cjrc":
         return cjrc_loss(outputs, labels["start_positions"], labels["end_positions"], labels["answer_class"], reduction)
     return span_loss(outputs, labels["start_positions"], labels["end_positions"], reduction)

@@ -32,13 +32,14 @@ from cnbert.training import FitResult, TrainingConfig, TrainingRun, micro_batche
 log = logging.getLogger(__name__)
 
 INPUT_NAMES = ("input_ids", "token_type_ids", "attention_mask")
+TOKEN_LABEL_NAMES = ("tags",)  # labels with one value per token, [features, seq]
 
 
 class Trainer:
     """Trains a task model (cnbert.tf.heads) on numpy feature arrays.
 
-    task: "cmrc2018", "drcd", "cjrc" or a classification task (cnbert.tasks.classification.TASKS;
-    chooses the loss and the label arrays). strategy_name:
+    task: "cmrc2018", "drcd", "cjrc", a classification task (cnbert.tasks.classification.TASKS) or
+    an NER task (cnbert.tasks.ner.TASKS); it chooses the loss and the label arrays. strategy_name:
     "one_device", "mirrored" or "multi_worker_mirrored". jit_compile: compile the training and
     prediction steps with XLA (one replica, or replicas on GPUs); the attribute `jit_compile` is
     the setting in effect, which fit logs. XLA draws other dropout masks than non-XLA code for the
@@ -302,7 +303,7 @@ class Trainer:
         if input_ids.ndim != 2:
             raise ValueError(f"input_ids must be [features, seq], got shape {input_ids.shape}")
         for name, array in checked.items():
-            want = input_ids.shape if name in INPUT_NAMES else input_ids.shape[:1]
+            want = input_ids.shape if name in INPUT_NAMES + TOKEN_LABEL_NAMES else input_ids.shape[:1]
             if array.shape != want:
                 raise ValueError(f"{name} has shape {array.shape}, expected {want}")
             if not np.issubdtype(array.dtype, np.integer):
@@ -312,6 +313,7 @@ class Trainer:
                 check_labels(name, checked[name], input_ids.shape[1])
         if "answer_class" in checked:
             check_labels("answer_class", checked["answer_class"], len(ANSWER_CLASSES))
-        if "labels" in checked:
-            check_labels("labels", checked["labels"], len(self.model.labels))
+        for name in ("labels", "tags"):
+            if name in checked:
+                check_labels(name, checked[name], len(self.model.labels))
         return {name: array.astype(np.int32, copy=False) for name, array in checked.items()}

@@ -14,7 +14,8 @@ from torch import nn
 
 from cnbert.checkpoints.albert_layout import ALBERT_PRETRAINING_HEAD_PREFIXES
 from cnbert.config import AlbertConfig, ConfigError
-from cnbert.torch.heads import BertForCJRC, BertForSequenceClassification, BertForSpanExtraction
+from cnbert.torch.heads import (BertForCJRC, BertForSequenceClassification, BertForSpanExtraction,
+                                BertForTokenClassification)
 from cnbert.torch.modeling import (
     ACTIVATIONS,
     BertEmbeddings,
@@ -211,3 +212,14 @@ class AlbertForSequenceClassification(_OnAlbertEncoder, BertForSequenceClassific
         if self.config.embedding_layout == "albert":
             return "AlbertForSequenceClassification"
         return f"{_FACTORIZED_PREFIX}ForSequenceClassification"
+
+
+class AlbertForTokenClassification(_OnAlbertEncoder, BertForTokenClassification):
+    """BertForTokenClassification's head on ALBERT; in the "albert" layout its state dict is that of
+    transformers' AlbertForTokenClassification."""
+
+    @property
+    def hf_architecture(self) -> str:
+        if self.config.embedding_layout == "albert":
+            return "AlbertForTokenClassification"
+        return f"{_FACTORIZED_PREFIX}ForTokenClassification"

@@ -7,7 +7,7 @@ from __future__ import annotations
 from cnbert.config import BertConfig
 from cnbert.torch.checkpoint import TASK_HEADS, load_for_task, load_pretrained, model_for_task, save_pretrained
 from cnbert.torch.distributed import DistContext, barrier, check_device, init_distributed
-from cnbert.torch.heads import classification_loss, cjrc_loss, span_loss
+from cnbert.torch.heads import classification_loss, cjrc_loss, span_loss, token_classification_loss
 from cnbert.torch.trainer import Trainer as _Trainer
 from cnbert.torch.trainer import seed_everything
 from cnbert.training import TrainingConfig
@@ -40,6 +40,8 @@ def load_finetuned(directory, task: str, **config_overrides):
 def _loss_for(task: str):
     if TASK_HEADS.get(task) == "classification":
         return lambda out, b: classification_loss(out, b["labels"], reduction="none")
+    if TASK_HEADS.get(task) == "tagging":
+        return lambda out, b: token_classification_loss(out, b["tags"], reduction="none")
     if task == "cjrc":
         return lambda out, b: cjrc_loss(out, b["start_positions"], b["end_positions"], b["answer_class"], reduction="none")
     return lambda out, b: span_loss(out, b["start_positions"], b["end_positions"], reduction="none")

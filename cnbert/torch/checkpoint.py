@@ -32,8 +32,12 @@ from cnbert.checkpoints import (
 from cnbert.config import AlbertConfig, BertConfig
 from cnbert.io_utils import atomic_directory
 from cnbert.tasks import classification as classification_tasks
-from cnbert.torch.albert import AlbertForCJRC, AlbertForSequenceClassification, AlbertForSpanExtraction
-from cnbert.torch.heads import BertForCJRC, BertForSequenceClassification, BertForSpanExtraction
+from cnbert.tasks import ner as ner_tasks
+from cnbert.tasks import output_labels
+from cnbert.torch.albert import (AlbertForCJRC, AlbertForSequenceClassification, AlbertForSpanExtraction,
+                                 AlbertForTokenClassification)
+from cnbert.torch.heads import (BertForCJRC, BertForSequenceClassification, BertForSpanExtraction,
+                                BertForTokenClassification)
 
 logger = logging.getLogger(__name__)
 
@@ -105,14 +109,16 @@ def from_pretrained(model_class, directory, vocab_file=None, **config_overrides)
     return model, load_pretrained(model, directory, vocab_file=vocab_file)
 
 
-# Tasks by the head they need (names as in cnbert.tasks.mrc.TASKS and cnbert.tasks.classification.TASKS).
+# Tasks by the head they need (names as in cnbert.tasks.mrc.TASKS, cnbert.tasks.classification.TASKS
+# and cnbert.tasks.ner.TASKS).
 TASK_HEADS = {"cmrc2018": "span", "drcd": "span", "cjrc": "cjrc",
-              **{name: "classification" for name in classification_tasks.TASKS}}
+              **{name: "classification" for name in classification_tasks.TASKS},
+              **{name: "tagging" for name in ner_tasks.TASKS}}
 _MODEL_CLASSES = {
     ("span", False): BertForSpanExtraction, ("cjrc", False): BertForCJRC,
-    ("classification", False): BertForSequenceClassification,
+    ("classification", False): BertForSequenceClassification, ("tagging", False): BertForTokenClassification,
     ("span", True): AlbertForSpanExtraction, ("cjrc", True): AlbertForCJRC,
-    ("classification", True): AlbertForSequenceClassification,
+    ("classification", True): AlbertForSequenceClassification, ("tagging", True): AlbertForTokenClassification,
 }
 
 
@@ -126,12 +132,11 @@ def model_class_for_task(task: str, config: BertConfig) -> type:
 
 
 def model_for_task(task: str, config: BertConfig) -> torch.nn.Module:
-    """A freshly initialised model for `task` (see model_class_for_task); a classifier gets the
-    task's labels."""
+    """A freshly initialised model for `task` (see model_class_for_task); a classifier or tagger gets
+    the task's labels."""
     model_class = model_class_for_task(task, config)
-    if TASK_HEADS.get(task) == "classification":
-        return model_class(config, classification_tasks.get_task(task).labels)
-    return model_class(config)
+    labels = output_labels(task)
+    return model_class(config) if labels is None else model_class(config, labels)
 
 
 def load_for_task(task: str, directory, vocab_file=None, allow_fresh_heads: bool = True, **config_overrides):

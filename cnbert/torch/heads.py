@@ -122,6 +122,43 @@ class BertForSequenceClassification(_EncoderTaskModel):
         return {"logits": self.classifier(self.dropout(pooled))}
 
 
+class BertForTokenClassification(_EncoderTaskModel):
+    """Tagging (NER): `classifier` = Linear(hidden, len(labels)) on every token after dropout, with
+    transformers' BertForTokenClassification names (no pooler); `labels` (the tag names, in output
+    order) are saved as config.json's id2label / label2id."""
+
+    hf_architecture = "BertForTokenClassification"
+    head_prefixes = ("classifier.",)
+
+    def __init__(self, config: BertConfig, labels: Sequence[str]):
+        super().__init__()
+        self.config = config
+        self.labels = check_label_names(labels)
+        self.add_module(self.base_model_prefix, self.build_encoder(config))
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.classifier = nn.Linear(config.hidden_size, len(self.labels))
+        init_bert_weights(self.classifier, config.initializer_range)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None) -> dict[str, Tensor]:
+        sequence_output = self.base_model(input_ids, attention_mask, token_type_ids, position_ids).sequence_output
+        return {"logits": self.classifier(self.dropout(sequence_output))}
+
+
+def token_classification_loss(outputs: Mapping[str, torch.Tensor], tags, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy of `tags` [batch, seq] (IGNORE_INDEX on special tokens and padding) under
+    outputs["logits"] [batch, seq, tags]. reduction="mean": over every tagged token of the batch (the
+    transformers convention); "none": each example's mean over its tagged tokens (0 with none)."""
+    logits = outputs["logits"]
+    if tags.shape != logits.shape[:2]:
+        raise ValueError(f"tags has shape {tuple(tags.shape)}, expected {tuple(logits.shape[:2])}")
+    per_token = _cross_entropy(logits.flatten(0, 1), tags.flatten(), logits.shape[-1], "tags", "none")
+    per_token = per_token.view(tags.shape)
+    tagged = (tags != IGNORE_INDEX).sum(dim=1)
+    if reduction == "none":
+        return per_token.sum(dim=1) / tagged.clamp(min=1)
+    return per_token.sum() / tagged.sum().clamp(min=1)
+
+
 def classification_loss(outputs: Mapping[str, torch.Tensor], labels, reduction: str = "mean") -> torch.Tensor:
     """Cross-entropy of `labels` (IGNORE_INDEX entries left out) under outputs["logits"]."""
     logits = outputs["logits"]

@@ -1,0 +1,121 @@
+"""`cnbert-ner`: fine-tune and evaluate a character tagger (MSRA NER), or tag text with a fine-tuned one.
+
+    cnbert-ner --task=msra_ner --init_checkpoint=/path/to/model --train_file=$CNBERT_DATA/msra_ner/msra_train_bio \
+        --dev_file=$CNBERT_DATA/msra_ner/msra_test_bio.txt --output_dir=runs/msra
+    cnbert-ner --mode=predict --task=msra_ner --model_dir=runs/msra/seed_123/best_model --text=...
+
+Training mode runs every seed in --seeds from the same initial weights, keeps each seed's best
+dev evaluation (by entity F1), and writes report.md / report.json with `mean (max)` over seeds.
+The flags every runner shares (model, training, output, framework) are cnbert.runners.common's.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from absl import app, flags
+
+from cnbert.data.ner import NerSentence, build_ner_features, decode_tags, entities
+from cnbert.runners import common
+from cnbert.tasks import ner as tasks
+
+FLAGS = flags.FLAGS
+log = logging.getLogger("cnbert.ner")
+PROGRAM = "cnbert-ner"
+
+flags.adopt_module_key_flags(common)
+flags.DEFINE_enum("task", None, sorted(tasks.TASKS), "NER task.")
+flags.DEFINE_integer("max_seq_length", 256, "Tokens per window with [CLS] and [SEP], one per character; a longer "
+                     "sentence is tagged in consecutive windows.")
+# predict mode
+flags.DEFINE_string("text", None, "predict: one text to tag (its entities are printed).")
+
+# Saved beside each best model (with the task), so that predict mode windows text as the training run did.
+PREDICT_SETTINGS = ("max_seq_length", "do_lower_case", "fullwidth_to_halfwidth")
+PREDICT_SETTINGS_FILE = "cnbert_ner_settings.json"
+TOKEN_TYPES = (1, "tagging a text needs token type 0")
+
+
+def _check_flag_combinations() -> None:
+    common.check_flag_combinations(predict_only=("text",))
+    if FLAGS.mode == "predict" and FLAGS.text is not None:
+        for name in ("output_dir", "overwrite_output_dir"):
+            if FLAGS[name].present:
+                raise app.UsageError(f"--{name} is for --predict_file; --text prints the entities and writes nothing")
+    if FLAGS.max_seq_length < 3:
+        raise app.UsageError(f"--max_seq_length must be at least 3, got {FLAGS.max_seq_length}")
+
+
+def _featurise(task, sentences, tokenizer, source: str):
+    features = build_ner_features(sentences, tokenizer, FLAGS.max_seq_length, task.labels)
+    if len(features) > len(sentences):
+        log.info("%s: %d sentences longer than %d characters are tagged in %d windows", source,
+                 len({int(i) for i in features.sentence_index[features.char_start > 0]}), FLAGS.max_seq_length - 2,
+                 len(features))
+    return features
+
+
+def _predict(trainer, task, sentences, features):
+    """(predictions, metrics): metrics when every sentence is tagged, else None."""
+    predicted = decode_tags(sentences, features, trainer.predict(features.model_arrays())["logits"], task.labels)
+    metrics = tasks.score(sentences, predicted) if features.tags is not None else None
+    return tasks.NerPredictions(sentences, predicted), metrics
+
+
+# ---- training ----------------------------------------------------------------------------------
+
+def train_and_evaluate():
+    task = tasks.get_task(FLAGS.task)
+    common.train_on_files(PROGRAM, __name__, task, *TOKEN_TYPES, read=task.read,
+                          featurise=lambda sentences, tokenizer, path: _featurise(task, sentences, tokenizer, path),
+                          evaluate=lambda trainer, sentences, features: _predict(trainer, task, sentences, features),
+                          settings_file=PREDICT_SETTINGS_FILE, settings_names=PREDICT_SETTINGS)
+
+
+# ---- predict mode ------------------------------------------------------------------------------
+
+def predict():
+    task = tasks.get_task(FLAGS.task)
+    common.check_model_dir()
+    single = FLAGS.text is not None
+    if single == bool(FLAGS.predict_file):
+        raise app.UsageError("--mode=predict needs either --predict_file or --text")
+    if single and not FLAGS.text.strip():
+        raise app.UsageError("--text must not be empty")
+    if FLAGS.predict_file:
+        common.check_predict_file(tasks.PREDICTIONS_FILE)
+    common.check_saved_task(common.use_training_settings(Path(FLAGS.model_dir), PREDICT_SETTINGS_FILE,
+                                                         PREDICT_SETTINGS))
+    setup = common.load_for_prediction(*TOKEN_TYPES)
+    if single:
+        sentences = [NerSentence("text", tuple(FLAGS.text), None)]
+    else:
+        sentences = task.read(FLAGS.predict_file, tagged=False)  # tags, if the file has them, are scored too
+    features = _featurise(task, sentences, setup.tokenizer, FLAGS.predict_file or "--text")
+    predictions, metrics = _predict(setup.trainer(), task, sentences, features)
+    if single:
+        found = sorted(entities(predictions.predicted[0]))
+        print(json.dumps({"entities": [{"text": FLAGS.text[start:end], "type": kind, "start": start, "end": end}
+                                       for start, end, kind in found]}, ensure_ascii=False))
+        return
+    path = predictions.write(FLAGS.output_dir)
+    print(f"wrote {path} ({len(sentences)} sentences)")
+    if metrics is not None:
+        print(f"entity F1 {metrics['F1']:.3f} on the tags in {FLAGS.predict_file}")
+
+
+def main(argv):
+    def body():
+        _check_flag_combinations()
+        predict() if FLAGS.mode == "predict" else train_and_evaluate()
+
+    return common.run_main(PROGRAM, argv, body)
+
+
+def run():
+    common.run(PROGRAM, main)
+
+
+if __name__ == "__main__":
+    run()

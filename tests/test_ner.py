@@ -1,0 +1,180 @@
+"""MSRA NER: the BIO reader on the real files, one token per character (against Google BERT's
+tokenizer), windows and tags decoded back, conlleval's entity reading and scores, the taggers
+against transformers' BertForTokenClassification / AlbertForTokenClassification, the loss, and the
+two trainers taking the same steps on real sentences."""
+import re
+from collections import Counter
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import torch
+import torch.nn.functional as F
+from conftest import data_file
+from model_helpers import (TINY_BERT, VOCAB_SIZE, padded_batch, random_transformers_model, save_hf,
+                           train_in_both_frameworks)
+from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegacy
+
+import cnbert.tf as ctf
+from cnbert.data.ner import (IGNORE_INDEX, NerSentence, build_ner_features, decode_tags, entities, entity_scores,
+                             read_bio)
+from cnbert.errors import DataError
+from cnbert.tasks import ner as tasks
+from cnbert.tokenization import ChineseBertTokenizer, bundled_vocab_path
+from cnbert.torch import (AlbertForTokenClassification, BertForTokenClassification, load_for_task,
+                          token_classification_loss)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+TASK = tasks.get_task("msra_ner")
+TAGS = {i: tag for i, tag in enumerate(TASK.labels)}
+
+
+def independent_sentences(path):
+    """(characters, tags) per sentence, parsed with a regular expression over the blank-line blocks."""
+    blocks = re.split(r"\n\s*\n", path.read_text(encoding="utf-8").strip("\n"))
+    return [tuple(zip(*(line.split("\t") for line in block.split("\n")))) for block in blocks]
+
+
+@pytest.mark.parametrize("relative, count", [("msra_ner/msra_train_bio", 45000), ("msra_ner/msra_test_bio.txt", 3442)])
+def test_real_files_read_as_an_independent_parse_does(relative, count):
+    path = data_file(relative)
+    sentences = TASK.read(path)
+    want = independent_sentences(path)
+    assert len(sentences) == len(want) == count
+    assert [(s.chars, s.tags) for s in sentences] == want
+    assert sentences[1].guid == f"{path.name}:{len(want[0][0]) + 2}"  # the line of its first character
+
+
+def test_real_tag_counts():
+    # counted with awk over the test file
+    tags = Counter(tag for s in TASK.read(data_file("msra_ner/msra_test_bio.txt")) for tag in s.tags)
+    assert tags == {"O": 152509, "B-LOC": 2886, "I-LOC": 4405, "B-ORG": 1331, "I-ORG": 5646, "B-PER": 1973,
+                    "I-PER": 3851}
+
+
+@pytest.mark.parametrize("text, where, problem", [
+    ("中\tO\n国\n", "line 2", "1 tab-separated field(s)"),
+    ("中\tO\t多\n", "line 1", "3 tab-separated field(s)"),
+    ("中国\tB-LOC\n", "line 1", "'中国' is not one character"),
+    ("中\tB-GPE\n", "line 1", "tag 'B-GPE' is not one of this task's tags"),
+    ("\n\n", None, "no sentences"),
+])
+def test_bad_lines_are_named(tmp_path, text, where, problem):
+    path = tmp_path / "bad.txt"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(DataError, match=re.escape(problem)) as error:
+        read_bio(path, TASK.labels)
+    assert error.value.where == where
+
+
+def test_untagged_files_and_mixed_sentences(tmp_path):
+    path = tmp_path / "text.txt"
+    path.write_text("北\n京\n\n上\tB-LOC\n海\tI-LOC\n", encoding="utf-8")
+    sentences = read_bio(path, TASK.labels, tagged=False)
+    assert sentences == [NerSentence("text.txt:1", ("北", "京"), None),
+                         NerSentence("text.txt:4", ("上", "海"), ("B-LOC", "I-LOC"))]
+    path.write_text("北\tB-LOC\n京\n", encoding="utf-8")
+    with pytest.raises(DataError, match="line 1: the sentence starting here tags some characters and not others"):
+        read_bio(path, TASK.labels, tagged=False)
+
+
+def test_one_token_per_character_as_google_bert_tokenizes_each_character():
+    reference = BertTokenizerLegacy(str(bundled_vocab_path()), do_lower_case=True)
+    tokenizer = ChineseBertTokenizer()
+    sentences = TASK.read(data_file("msra_ner/msra_test_bio.txt"))[:300]
+    chars = [c for s in sentences for c in s.chars] + list("Ａé \u200b\x00ﬁ")
+    want = [reference.convert_tokens_to_ids((reference.tokenize(c) or ["[UNK]"])[0]) for c in chars]
+    assert tokenizer.character_ids(chars) == want
+
+
+def test_windows_carry_the_tags_and_decode_back():
+    sentences = TASK.read(data_file("msra_ner/msra_test_bio.txt"))[:60]
+    tokenizer = ChineseBertTokenizer()
+    features = build_ner_features(sentences, tokenizer, 40, TASK.labels)
+    lengths = [len(s.chars) for s in sentences]
+    assert len(features) == sum(-(-n // 38) for n in lengths) > len(sentences)  # long ones take several windows
+    for row in range(len(features)):
+        sentence = sentences[features.sentence_index[row]]
+        start, count = features.char_start[row], features.num_chars[row]
+        ids = tokenizer.character_ids(sentence.chars[start:start + count])
+        assert features.input_ids[row, :count + 2].tolist() == [tokenizer.cls_id, *ids, tokenizer.sep_id]
+        assert features.tags[row, 1:count + 1].tolist() == [TASK.labels.index(t) for t in sentence.tags[start:start + count]]
+        assert (features.tags[row, [0, *range(count + 1, features.tags.shape[1])]] == IGNORE_INDEX).all()
+        assert features.attention_mask[row].sum() == count + 2
+    # logits that point at the gold tags decode to the gold tags, window joints included
+    logits = np.eye(len(TASK.labels))[np.where(features.tags == IGNORE_INDEX, 0, features.tags)]
+    assert decode_tags(sentences, features, logits, TASK.labels) == [list(s.tags) for s in sentences]
+    assert TASK.criterion(tasks.score(sentences, [list(s.tags) for s in sentences])) == pytest.approx(100.0)
+
+
+def test_entities_are_read_as_conlleval_reads_them():
+    assert entities(["B-PER", "I-PER", "O", "B-LOC"]) == {(0, 2, "PER"), (3, 4, "LOC")}
+    assert entities(["I-PER", "I-PER", "O"]) == {(0, 2, "PER")}            # I- without B- starts a chunk
+    assert entities(["B-PER", "I-LOC", "I-LOC"]) == {(0, 1, "PER"), (1, 3, "LOC")}  # a type change ends it
+    assert entities(["B-ORG", "B-ORG", "I-ORG"]) == {(0, 1, "ORG"), (1, 3, "ORG")}  # B- always starts one
+    assert entities(["O", "O"]) == set()
+
+
+def test_entity_scores_by_hand():
+    gold = [["B-PER", "I-PER", "O", "B-LOC"], ["B-ORG", "I-ORG", "I-ORG"]]
+    predicted = [["B-PER", "I-PER", "O", "O"], ["B-ORG", "I-ORG", "O"]]
+    scores = entity_scores(gold, predicted)
+    # gold: PER, LOC, ORG; predicted: PER (right), ORG[0:2] (wrong end)
+    assert (scores["gold"], scores["predicted"], scores["correct"]) == (3, 2, 1)
+    assert scores["precision"] == pytest.approx(50.0) and scores["recall"] == pytest.approx(100 / 3)
+    assert scores["F1"] == pytest.approx(40.0)
+    assert scores["per_type"]["PER"]["F1"] == 100.0 and scores["per_type"]["LOC"]["recall"] == 0.0
+    with pytest.raises(ValueError, match="sentence 1: 3 gold tags but 2 predicted"):
+        entity_scores(gold, [predicted[0], predicted[1][:2]])
+
+
+def test_tagger_is_transformers_bert_for_token_classification_in_float64(tmp_path):
+    hf = random_transformers_model("BertForTokenClassification", id2label=TAGS, **TINY_BERT)
+    ours, report = load_for_task("msra_ner", save_hf(hf, tmp_path / "hf"))
+    assert isinstance(ours, BertForTokenClassification) and report.initialised == []
+    input_ids, attention_mask, token_type_ids = batch = padded_batch()
+    with torch.no_grad():
+        got = ours.double().eval()(*batch)["logits"]
+        want = hf.double()(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
+    torch.testing.assert_close(got, want, atol=1e-10, rtol=0)
+    tf_model = ctf.load_finetuned(tmp_path / "hf", "msra_ner")
+    tf_logits = tf_model(input_ids.numpy(), attention_mask=attention_mask.numpy(), token_type_ids=token_type_ids.numpy())
+    np.testing.assert_allclose(tf_logits["logits"].numpy(), want.numpy(), atol=1e-5, rtol=0)
+
+
+def test_albert_tagger_is_transformers_albert_for_token_classification_in_float64(tmp_path):
+    sizes = dict(vocab_size=VOCAB_SIZE, embedding_size=16, hidden_size=64, num_hidden_layers=3, num_attention_heads=4,
+                 intermediate_size=128, max_position_embeddings=48)
+    hf = random_transformers_model("AlbertForTokenClassification", id2label=TAGS, **sizes)
+    ours, _ = load_for_task("msra_ner", save_hf(hf, tmp_path / "hf"))
+    assert isinstance(ours, AlbertForTokenClassification)
+    input_ids, attention_mask, token_type_ids = batch = padded_batch()
+    with torch.no_grad():
+        got = ours.double().eval()(*batch)["logits"]
+        want = hf.double()(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
+    torch.testing.assert_close(got, want, atol=1e-10, rtol=0)
+
+
+def test_token_loss_averages_each_examples_tagged_tokens():
+    logits = torch.randn(2, 5, 7, generator=torch.Generator().manual_seed(0))
+    tags = torch.tensor([[-100, 1, 2, 0, -100], [-100, 3, -100, -100, -100]])
+    per_example = token_classification_loss({"logits": logits}, tags, reduction="none")
+    first = F.cross_entropy(logits[0, 1:4], tags[0, 1:4])
+    second = F.cross_entropy(logits[1, 1:2], tags[1, 1:2])
+    torch.testing.assert_close(per_example, torch.stack([first, second]))
+    keep = tags != -100
+    torch.testing.assert_close(token_classification_loss({"logits": logits}, tags),
+                               F.cross_entropy(logits[keep], tags[keep]))
+    tf_loss = ctf.token_classification_loss({"logits": tf.constant(logits.numpy())}, tags.numpy(), reduction="none")
+    np.testing.assert_allclose(tf_loss.numpy(), per_example.numpy(), atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match=r"tags holds \[7, 7, 7, 7\]"):
+        token_classification_loss({"logits": logits}, torch.where(keep, 7, -100))
+
+
+def test_both_trainers_take_the_same_steps_on_real_sentences():
+    sentences = TASK.read(data_file("msra_ner/msra_test_bio.txt"))[:20]
+    arrays = build_ner_features(sentences, ChineseBertTokenizer(), 32, TASK.labels).model_arrays()
+    trainer = train_in_both_frameworks("msra_ner", arrays, num_labels=7)
+    with pytest.raises(ValueError, match=r"tags holds \[9, 9, .*\] \(\(row, token\) \[\(\d+, \d+\), "):
+        trainer.fit(dict(arrays, tags=np.where(arrays["tags"] == 1, 9, arrays["tags"])))
