@@ -296,3 +296,28 @@ def test_dbqa_score_ranks_by_label_1_and_reports_pair_f1():
     assert scores["accuracy"] == pytest.approx(50.0) and scores["F1"] == pytest.approx(50.0)
     assert task.metric_names == ("MRR", "MAP", "accuracy", "F1")
     assert task.criterion(scores) == pytest.approx(200.0)
+
+
+def test_text_to_classify_may_leave_out_the_label_of_a_headerless_format(tmp_path, caplog):
+    news = write(tmp_path, "湖人赢了\n股市大涨\n", "news.txt")
+    assert [(e.text_a, e.label) for e in tasks.get_task("thucnews").read(news, labelled=False)] == [
+        ("湖人赢了", None), ("股市大涨", None)]
+    with pytest.raises(DataError, match="line 1: 1 tab-separated fields, expected 2"):
+        tasks.get_task("thucnews").read(news)
+    dbqa = tasks.get_task("dbqa")
+    pairs = write(tmp_path, "0\t问\t答一\n10\t问\t答二\n", "pairs.txt")
+    with caplog.at_level("WARNING"):
+        kept = dbqa.read(pairs, labelled=False)  # every line is predicted, even one with a bad label
+    assert [(e.guid, e.label) for e in kept] == [("pairs.txt:1", "0"), ("pairs.txt:2", None)]
+    assert "line 2: label '10' is not one of this task's labels ['0', '1']; the labels of this file are not scored" \
+        in caplog.text
+    assert [e.guid for e in dbqa.read(pairs)] == ["pairs.txt:1"]  # to train or score, it is left out
+
+
+def test_answer_selection_needs_a_candidate_labelled_1(tmp_path):
+    dbqa = tasks.get_task("dbqa")
+    path = write(tmp_path, "0\t问\t答一\n0\t问\t答二\n", "dev.txt")
+    examples = dbqa.read(path)
+    assert not tasks.scorable(dbqa, examples) and tasks.scorable(tasks.get_task("lcqmc"), examples)
+    with pytest.raises(DataError, match=r"dev.txt: no candidate is labelled '1', so no question can be ranked"):
+        tasks.check_scorable(dbqa, examples, path)

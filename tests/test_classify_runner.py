@@ -182,6 +182,23 @@ def test_dbqa_ranks_answers_and_reports_mrr_and_map(tmp_path, tiny_config):
     mrr, map_ = reference_ranking(questions, relevant, scores)
     # p(1) is printed to 6 decimals: a near-tie could reorder, so compare with the saved scores' ranking
     assert eval_results["MRR"] == pytest.approx(mrr, abs=1e-6) and eval_results["MAP"] == pytest.approx(map_, abs=1e-6)
+    # predict mode: a file without labels, and one whose labels cannot be ranked, are still predicted
+    model_dir = out / "seed_123" / "best_model"
+    (tmp_path / "unlabelled.txt").write_text("\n".join(line.split("\t", 1)[1] for line in lines[64:112]) + "\n",
+                                             encoding="utf-8")
+    (tmp_path / "zeros.txt").write_text("\n".join("0\t" + line.split("\t", 1)[1] for line in lines[64:112]) + "\n",
+                                        encoding="utf-8")
+    for name in ("unlabelled", "zeros"):
+        proc = run_cli(["--mode=predict", "--task=dbqa", f"--model_dir={model_dir}",
+                        f"--predict_file={tmp_path / f'{name}.txt'}", f"--output_dir={tmp_path / name}"])
+        assert ("cannot be scored" in proc.stdout) == (name == "zeros") and "MRR" not in proc.stdout
+        _, predicted = read_predictions(tmp_path / name / "predictions.tsv")
+        assert [r[2:] for r in predicted] == [r[2:] for r in rows]
+    # a dev file that cannot be ranked is refused before training
+    proc = run_cli(["--task=dbqa", f"--bert_config_file={tiny_config}", f"--train_file={tmp_path / 'train.txt'}",
+                    f"--dev_file={tmp_path / 'zeros.txt'}", "--max_seq_length=64", f"--output_dir={tmp_path / 'o2'}"],
+                   check=False)
+    assert proc.returncode == 1 and "zeros.txt: no candidate is labelled '1'" in proc.stderr
     answered = {q for q, r in zip(questions, relevant) if r}  # the slice may cut a question off its answer
     assert eval_results["questions"] == len(answered)
     assert eval_results["questions_without_answer"] == len(set(questions)) - len(answered)

@@ -58,9 +58,11 @@ def read_classification_tsv(path, fmt: TsvFormat, labels: Sequence[str], labelle
     """Examples of a tab-separated file. Lines are split on "\\n" only (texts may hold other line
     separators, such as U+2028) and on tabs only (quotes are text, as in Google BERT's readers).
 
-    labelled=True: every line needs a label from `labels`. labelled=False: the label column may be
-    absent from the header (text to classify); if present, its values are still checked. A format
-    with bad_labels="skip" leaves a record with another label out, with a warning naming its line.
+    labelled=True: every line needs a label from `labels`. labelled=False (text to classify): the
+    label column may be absent (from the header, or from every line of a headerless format); if
+    present, its values are still checked. A format with bad_labels="skip" leaves a record with
+    another label out of a labelled read, with a warning naming its line; an unlabelled read keeps
+    the record, without its label.
     Raises DataError naming the file and line: a missing column, a line with another number of
     fields than the header, an empty text, a label not in `labels`, or an empty file.
     """
@@ -76,6 +78,9 @@ def read_classification_tsv(path, fmt: TsvFormat, labels: Sequence[str], labelle
         body = lines[1:]
     else:
         columns, first_line, body = list(fmt.columns), 1, lines
+        if not labelled and body and len(body[0].split("\t")) == len(columns) - 1:
+            # text to classify in a headerless format: its lines may leave out the label column
+            columns.remove(fmt.label)
     wanted = [fmt.text_a] + ([fmt.text_b] if fmt.text_b else [])
     has_label = fmt.label in columns
     if labelled or has_label:
@@ -106,8 +111,12 @@ def read_classification_tsv(path, fmt: TsvFormat, labels: Sequence[str], labelle
             problem = f"label {label!r} is not one of this task's labels {list(labels)}"
             if fmt.bad_labels == "error":
                 raise DataError(path, where, problem)
-            log.warning("%s: %s: %s; the record is left out", path, where, problem)
-            continue
+            if labelled:
+                log.warning("%s: %s: %s; the record is left out", path, where, problem)
+                continue
+            # text to classify: every line gets a prediction; the file's labels are then not scored
+            log.warning("%s: %s: %s; the labels of this file are not scored", path, where, problem)
+            label = None
         examples.append(ClassificationExample(f"{path.name}:{number}", text_a, text_b, label))
     if not examples:
         raise DataError(path, None, "no examples")

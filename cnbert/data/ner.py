@@ -33,7 +33,8 @@ class NerSentence:
 
 def read_bio(path, labels: Sequence[str], tagged: bool = True) -> list[NerSentence]:
     """The sentences of a BIO file. tagged=True: every line is `character \\t tag` with a tag from
-    `labels`; tagged=False: lines may give the character alone (tags, when present, are checked).
+    `labels`; tagged=False: lines may give the character alone, in every sentence or in none (tags,
+    when present, are checked).
     Raises DataError naming the file and line for a malformed line, a token that is not one
     character, an unknown tag, or a file without sentences."""
     path = Path(path)
@@ -76,6 +77,10 @@ def read_bio(path, labels: Sequence[str], tagged: bool = True) -> list[NerSenten
     close_sentence()
     if not sentences:
         raise DataError(path, None, "no sentences")
+    odd = next((s for s in sentences if (s.tags is None) != (sentences[0].tags is None)), None)
+    if odd is not None:
+        raise DataError(path, f"line {odd.guid.rsplit(':', 1)[1]}", "this sentence is " + (
+            "untagged" if odd.tags is None else "tagged") + ", unlike the first: tag every sentence or none")
     return sentences
 
 

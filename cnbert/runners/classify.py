@@ -13,6 +13,7 @@ The flags every runner shares (model, training, output, framework) are cnbert.ru
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -81,7 +82,12 @@ def _predict(trainer, task, examples, features):
 
 def train_and_evaluate():
     task = tasks.get_task(FLAGS.task)
-    common.train_on_files(PROGRAM, __name__, task, *_token_types(task), read=task.read,
+    def read(path):
+        examples = task.read(path)
+        tasks.check_scorable(task, examples, path)
+        return examples
+
+    common.train_on_files(PROGRAM, __name__, task, *_token_types(task), read=read,
                           featurise=lambda examples, tokenizer, path: _featurise(task, examples, tokenizer, path),
                           evaluate=lambda trainer, examples, features: _predict(trainer, task, examples, features),
                           settings_file=PREDICT_SETTINGS_FILE, settings_names=PREDICT_SETTINGS)
@@ -107,6 +113,12 @@ def predict():
         examples = [ClassificationExample("text", FLAGS.text_a, FLAGS.text_b, None)]
     else:
         examples = task.read(FLAGS.predict_file, labelled=False)  # labels, if the file has them, are scored too
+        if any(e.label is None for e in examples) or not tasks.scorable(task, examples):
+            # some lines' labels are not the task's, or (DBQA) no candidate is labelled 1: score nothing
+            if any(e.label is not None for e in examples):
+                print(f"the labels in {FLAGS.predict_file} cannot be scored (see above, or no candidate labelled "
+                      f"{task.labels[-1]!r}); writing predictions only", flush=True)
+            examples = [dataclasses.replace(e, label=None) for e in examples]
     features = _featurise(task, examples, setup.tokenizer, FLAGS.predict_file or "--text_a")
     predictions, metrics = _predict(setup.trainer(), task, examples, features)
     if single:
@@ -116,7 +128,8 @@ def predict():
     path = predictions.write(FLAGS.output_dir)
     print(f"wrote {path} ({len(examples)} examples)")
     if metrics is not None:
-        print(f"accuracy {metrics['accuracy']:.3f} on the labels in {FLAGS.predict_file}")
+        print(", ".join(f"{name} {metrics[name]:.3f}" for name in task.metric_names)
+              + f" on the labels in {FLAGS.predict_file}")
 
 
 def main(argv):

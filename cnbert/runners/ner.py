@@ -14,6 +14,7 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
 from absl import app, flags
 
 from cnbert.data.ner import NerSentence, build_ner_features, decode_tags, entities
@@ -49,10 +50,11 @@ def _check_flag_combinations() -> None:
 
 def _featurise(task, sentences, tokenizer, source: str):
     features = build_ner_features(sentences, tokenizer, FLAGS.max_seq_length, task.labels)
-    if len(features) > len(sentences):
+    long_sentences = {int(i) for i in features.sentence_index[features.char_start > 0]}
+    if long_sentences:
+        windows = int(np.isin(features.sentence_index, list(long_sentences)).sum())
         log.info("%s: %d sentences longer than %d characters are tagged in %d windows", source,
-                 len({int(i) for i in features.sentence_index[features.char_start > 0]}), FLAGS.max_seq_length - 2,
-                 len(features))
+                 len(long_sentences), FLAGS.max_seq_length - 2, windows)
     return features
 
 
@@ -102,7 +104,8 @@ def predict():
     path = predictions.write(FLAGS.output_dir)
     print(f"wrote {path} ({len(sentences)} sentences)")
     if metrics is not None:
-        print(f"entity F1 {metrics['F1']:.3f} on the tags in {FLAGS.predict_file}")
+        print(", ".join(f"entity {name} {metrics[name]:.3f}" for name in task.metric_names)
+              + f" on the tags in {FLAGS.predict_file}")
 
 
 def main(argv):

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from cnbert.data.classification import ClassificationExample, TsvFormat, read_classification_tsv
+from cnbert.errors import DataError
 from cnbert.io_utils import write_text
 
 
@@ -108,6 +109,20 @@ def score(task: ClassificationTask, examples: Sequence[ClassificationExample], l
         recall = positive["correct"] / positive["gold"] if positive["gold"] else 0.0
         metrics["F1"] = 100.0 * (2 * precision * recall / (precision + recall) if precision + recall else 0.0)
     return metrics
+
+
+def scorable(task: ClassificationTask, examples: Sequence[ClassificationExample]) -> bool:
+    """Whether labelled examples can be scored: answer selection needs a candidate labelled 1 (MRR
+    and MAP rank those)."""
+    return not task.ranking or any(e.label == task.labels[1] for e in examples)
+
+
+def check_scorable(task: ClassificationTask, examples: Sequence[ClassificationExample], source) -> None:
+    """Raise DataError naming `source` when its labelled examples cannot be scored (checked before
+    hours of training, not at the first evaluation)."""
+    if not scorable(task, examples):
+        raise DataError(source, None, f"no candidate is labelled {task.labels[1]!r}, so no question can be ranked "
+                                      "(MRR, MAP)")
 
 
 def ranking_scores(questions: Sequence[str], relevant: np.ndarray, scores: np.ndarray) -> dict:

@@ -58,8 +58,9 @@ class NerPredictions:
     predicted: Sequence[Sequence[str]]
 
     def write(self, directory) -> Path:
-        """predictions.txt in `directory`, atomically: conlleval's input, `character gold predicted`
-        per line (`character predicted` for untagged sentences), a blank line after each sentence."""
+        """predictions.txt in `directory`, atomically: `character gold predicted` per line, tab-separated
+        (`character predicted` for untagged sentences), a blank line after each sentence; conlleval
+        reads it with `-d '\t'`."""
         lines = []
         for sentence, tags in zip(self.sentences, self.predicted):
             gold = sentence.tags if sentence.tags is not None else [None] * len(tags)
