@@ -12,8 +12,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from pathlib import Path
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from cnbert.errors import DataError

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from pathlib import Path
 
 from absl import app, flags
 
@@ -48,12 +47,7 @@ def _token_types(task: tasks.ClassificationTask) -> tuple[int, str]:
 
 
 def _check_flag_combinations() -> None:
-    common.check_flag_combinations(predict_only=("text_a", "text_b"))
-    if FLAGS.mode == "predict" and _single_example():
-        for name in ("output_dir", "overwrite_output_dir"):
-            if FLAGS[name].present:
-                raise app.UsageError(f"--{name} is for --predict_file; --text_a/--text_b print the label and "
-                                     "write nothing")
+    common.check_flag_combinations(predict_only=("text_a", "text_b"), single_prints="print the label")
     if FLAGS.max_seq_length < 8:
         raise app.UsageError(f"--max_seq_length must be at least 8, got {FLAGS.max_seq_length}")
 
@@ -97,17 +91,12 @@ def train_and_evaluate():
 
 def predict():
     task = tasks.get_task(FLAGS.task)
-    common.check_model_dir()
     single = _single_example()
-    if single == bool(FLAGS.predict_file):
-        raise app.UsageError("--mode=predict needs either --predict_file or --text_a (and --text_b for a pair)")
+    common.start_prediction(single, "--text_a (and --text_b for a pair)", tasks.PREDICTIONS_FILE,
+                            PREDICT_SETTINGS_FILE, PREDICT_SETTINGS)
     if single and (not FLAGS.text_a or bool(FLAGS.text_b) != task.pairs):
         raise app.UsageError(f"--task={FLAGS.task} labels " + ("a pair: pass --text_a and --text_b" if task.pairs
                                                                else "one text: pass --text_a only") + ", not empty")
-    if FLAGS.predict_file:
-        common.check_predict_file(tasks.PREDICTIONS_FILE)
-    common.check_saved_task(common.use_training_settings(Path(FLAGS.model_dir), PREDICT_SETTINGS_FILE,
-                                                         PREDICT_SETTINGS))
     setup = common.load_for_prediction(*_token_types(task))
     if single:
         examples = [ClassificationExample("text", FLAGS.text_a, FLAGS.text_b, None)]

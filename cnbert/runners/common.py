@@ -103,9 +103,12 @@ def require_file(name):
         raise app.UsageError(f"--{name}={path}: no such file")
 
 
-def check_flag_combinations(train_only: Sequence[str] = (), predict_only: Sequence[str] = ()) -> None:
+def check_flag_combinations(train_only: Sequence[str] = (), predict_only: Sequence[str] = (),
+                            single_prints: str = "") -> None:
     """Refuse flags this run would silently ignore: a user who passes them expects them to act.
-    train_only / predict_only: the runner's own flags of one mode, beside the shared ones."""
+    train_only / predict_only: the runner's own flags of one mode, beside the shared ones;
+    predict_only are the flags that give predict mode one example in place of --predict_file, whose
+    result is printed (`single_prints`: what is printed, e.g. "print the answer")."""
     ignored = (TRAIN_ONLY_FLAGS + tuple(train_only) if FLAGS.mode == "predict"
                else PREDICT_ONLY_FLAGS + tuple(predict_only))
     other = "train" if FLAGS.mode == "predict" else "predict"
@@ -118,6 +121,11 @@ def check_flag_combinations(train_only: Sequence[str] = (), predict_only: Sequen
         if FLAGS.init_checkpoint and FLAGS.bert_config_file:
             raise app.UsageError("--init_checkpoint brings its own config; --bert_config_file is for a randomly "
                                  "initialised model: pass one of them")
+    if FLAGS.mode == "predict" and any(getattr(FLAGS, name) is not None for name in predict_only):
+        for name in ("output_dir", "overwrite_output_dir"):
+            if FLAGS[name].present:
+                raise app.UsageError(f"--{name} is for --predict_file; {'/'.join('--' + n for n in predict_only)} "
+                                     f"{single_prints} and write nothing")
     if FLAGS.framework == "torch" and FLAGS.distribution_strategy != "one_device":
         raise app.UsageError("--distribution_strategy is for --framework=tf; with torch, start one process per GPU "
                              "with torchrun (see README)")
@@ -526,12 +534,17 @@ def check_model_dir() -> None:
                              "e.g. <output_dir>/seed_123/best_model)")
 
 
-def check_saved_task(saved: dict) -> None:
-    """A model is used for the task it was fine-tuned on (`saved`: its training settings, with the
-    task): tasks with the same labels (LCQMC and ChnSentiCorp's 0 / 1) cannot be told apart by them."""
-    if saved.get("task", FLAGS.task) != FLAGS.task:
-        raise app.UsageError(f"--model_dir={FLAGS.model_dir} was fine-tuned on --task={saved['task']}, not "
-                             f"--task={FLAGS.task}")
+def start_prediction(single: bool, single_flags: str, writes: str, settings_file: str,
+                     settings_names: Sequence[str]) -> None:
+    """The checks every predict mode starts with: --model_dir, one example (`single`, from
+    `single_flags`) or --predict_file (with --output_dir for the file it `writes`), then the
+    training run's settings taken from the model directory (use_training_settings)."""
+    check_model_dir()
+    if single == bool(FLAGS.predict_file):
+        raise app.UsageError(f"--mode=predict needs either --predict_file or {single_flags}")
+    if FLAGS.predict_file:
+        check_predict_file(writes)
+    use_training_settings(Path(FLAGS.model_dir), settings_file, settings_names)
 
 
 def check_predict_file(writes: str) -> None:
@@ -571,16 +584,20 @@ def load_for_prediction(min_token_types: int, what: str, check_flags: Callable[[
     return PredictionSetup(framework_backend, model, tokenizer)
 
 
-def use_training_settings(model_dir: Path, settings_file: str, names: Sequence[str]) -> dict:
+def use_training_settings(model_dir: Path, settings_file: str, names: Sequence[str]) -> None:
     """Flags among `names` not given on the command line take the values the model was trained with
-    (saved beside it by the training run, in `settings_file`); returns the saved settings ({} when
-    the model has none: one not trained by cnbert)."""
+    (saved beside it by the training run, in `settings_file`, with the task when the runner saves it:
+    a model is used for the task it was fine-tuned on). A model not trained by cnbert has none."""
     path = model_dir / settings_file
     if not path.is_file():
-        return {}
+        return
     saved = read_json_file(path)
     if not isinstance(saved, dict):
         raise ConfigError(f"{path}: expected a JSON object of training settings, got {type(saved).__name__}")
+    if saved.get("task", FLAGS.task) != FLAGS.task:
+        # tasks with the same labels (LCQMC's and ChnSentiCorp's 0 / 1) cannot be told apart by them
+        raise app.UsageError(f"--model_dir={FLAGS.model_dir} was fine-tuned on --task={saved['task']}, not "
+                             f"--task={FLAGS.task}")
     taken = {name: saved[name] for name in names if name in saved and not FLAGS[name].present}
     for name, value in taken.items():
         # bool is an int in Python; a saved true must not pass for a window length, nor 1 for a bool
@@ -596,7 +613,6 @@ def use_training_settings(model_dir: Path, settings_file: str, names: Sequence[s
         setattr(FLAGS, name, value)
     if taken:
         print("as in training (" + path.name + "): " + ", ".join(f"--{k}={v}" for k, v in taken.items()), flush=True)
-    return saved
 
 
 # ---- the command line ------------------------------------------------------------------------

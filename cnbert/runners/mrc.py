@@ -69,12 +69,8 @@ def _check_decoding_flags() -> None:
 
 def _check_flag_combinations() -> None:
     """Refuse flags this run would silently ignore: a user who passes them expects them to act."""
-    common.check_flag_combinations(train_only=("cjrc_dev_fraction",), predict_only=("question", "context"))
-    if FLAGS.mode == "predict" and _single_question():
-        for name in ("output_dir", "overwrite_output_dir"):
-            if FLAGS[name].present:
-                raise app.UsageError(f"--{name} is for --predict_file; --question/--context print the answer "
-                                     "and write nothing")
+    common.check_flag_combinations(train_only=("cjrc_dev_fraction",), predict_only=("question", "context"),
+                                   single_prints="print the answer")
     # a value other than the default: a run's flags.txt names every flag, and must work as a flag file
     if FLAGS.null_score_threshold != FLAGS["null_score_threshold"].default and FLAGS.task not in NULL_SCORE_TASKS:
         raise app.UsageError(f"--null_score_threshold applies to tasks with unanswerable questions "
@@ -174,15 +170,11 @@ def _read_test_split(task, tokenizer, feature_config) -> TestSplit:
 
 def predict():
     task = tasks.get_task(FLAGS.task)
-    common.check_model_dir()
     single = _single_question()
-    if single == bool(FLAGS.predict_file):
-        raise app.UsageError("--mode=predict needs either --predict_file or both --question and --context")
+    common.start_prediction(single, "both --question and --context", "predictions.json", PREDICT_SETTINGS_FILE,
+                            PREDICT_SETTINGS)
     if single and not (FLAGS.question and FLAGS.context):
         raise app.UsageError("--question and --context go together and must not be empty")
-    if FLAGS.predict_file:
-        common.check_predict_file("predictions.json")
-    common.use_training_settings(Path(FLAGS.model_dir), PREDICT_SETTINGS_FILE, PREDICT_SETTINGS)
     setup = common.load_for_prediction(2, TOKEN_TYPES_NEEDED, check_flags=_check_decoding_flags)
     if single:
         examples = [MrcExample(qas_id="question", question_text=FLAGS.question, context_text=FLAGS.context,

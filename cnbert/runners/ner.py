@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 
 import numpy as np
 from absl import app, flags
@@ -39,11 +38,7 @@ TOKEN_TYPES = (1, "tagging a text needs token type 0")
 
 
 def _check_flag_combinations() -> None:
-    common.check_flag_combinations(predict_only=("text",))
-    if FLAGS.mode == "predict" and FLAGS.text is not None:
-        for name in ("output_dir", "overwrite_output_dir"):
-            if FLAGS[name].present:
-                raise app.UsageError(f"--{name} is for --predict_file; --text prints the entities and writes nothing")
+    common.check_flag_combinations(predict_only=("text",), single_prints="print the entities")
     if FLAGS.max_seq_length < 3:
         raise app.UsageError(f"--max_seq_length must be at least 3, got {FLAGS.max_seq_length}")
 
@@ -79,16 +74,10 @@ def train_and_evaluate():
 
 def predict():
     task = tasks.get_task(FLAGS.task)
-    common.check_model_dir()
     single = FLAGS.text is not None
-    if single == bool(FLAGS.predict_file):
-        raise app.UsageError("--mode=predict needs either --predict_file or --text")
+    common.start_prediction(single, "--text", tasks.PREDICTIONS_FILE, PREDICT_SETTINGS_FILE, PREDICT_SETTINGS)
     if single and not FLAGS.text.strip():
         raise app.UsageError("--text must not be empty")
-    if FLAGS.predict_file:
-        common.check_predict_file(tasks.PREDICTIONS_FILE)
-    common.check_saved_task(common.use_training_settings(Path(FLAGS.model_dir), PREDICT_SETTINGS_FILE,
-                                                         PREDICT_SETTINGS))
     setup = common.load_for_prediction(*TOKEN_TYPES)
     if single:
         sentences = [NerSentence("text", tuple(FLAGS.text), None)]

@@ -111,52 +111,46 @@ class BertForCJRC(_SpanModel):
         return outputs
 
 
-class BertForSequenceClassification(_TaskModel):
-    """Sentence classification and matching: classifier = Linear(hidden, len(labels)) on the pooled
-    [CLS] vector after dropout; canonical names are those of transformers'
-    BertForSequenceClassification (see cnbert.torch.heads)."""
+class _LabelledHeadModel(_TaskModel):
+    """classifier = Linear(hidden, len(labels)) after dropout, on the pooled [CLS] vector (`pooled`)
+    or on every token; canonical names are transformers' (see cnbert.torch.heads)."""
+
+    head_prefixes = ("classifier.",)
+    pooled = False
+    model_name = ""
+
+    def __init__(self, config: BertConfig, labels: Sequence[str], gradient_checkpointing: bool = False):
+        super().__init__(config, gradient_checkpointing, name=self.model_name, add_pooling_layer=self.pooled)
+        self.labels = check_label_names(labels)
+        self.classifier = Linear(len(self.labels), config.initializer_range, name="classifier")
+        self.classifier.build((None, config.hidden_size) if self.pooled else (None, None, config.hidden_size))
+        self.build()
+
+    def same_architecture(self) -> "_LabelledHeadModel":
+        return type(self)(self.config, self.labels)
+
+    def call(self, input_ids, attention_mask=None, token_type_ids=None, training=False, dropout_seed=None):
+        encoded, seed = self._encode(input_ids, attention_mask, token_type_ids, training, dropout_seed)
+        features = encoded["pooled_output" if self.pooled else "sequence_output"]
+        features = dropout(features, self.config.hidden_dropout_prob, seed, CLASS_DROPOUT_SITE)
+        return {"logits": tf.cast(self.classifier(features), tf.float32)}
+
+
+class BertForSequenceClassification(_LabelledHeadModel):
+    """Sentence classification and matching: logits [batch, labels] from the pooled [CLS] vector, as
+    transformers' BertForSequenceClassification."""
 
     hf_architecture = "BertForSequenceClassification"
-    head_prefixes = ("classifier.",)
-
-    def __init__(self, config: BertConfig, labels: Sequence[str], gradient_checkpointing: bool = False):
-        super().__init__(config, gradient_checkpointing, name="bert_for_sequence_classification",
-                         add_pooling_layer=True)
-        self.labels = check_label_names(labels)
-        self.classifier = Linear(len(self.labels), config.initializer_range, name="classifier")
-        self.classifier.build((None, config.hidden_size))
-        self.build()
-
-    def same_architecture(self) -> "BertForSequenceClassification":
-        return type(self)(self.config, self.labels)
-
-    def call(self, input_ids, attention_mask=None, token_type_ids=None, training=False, dropout_seed=None):
-        encoded, seed = self._encode(input_ids, attention_mask, token_type_ids, training, dropout_seed)
-        pooled = dropout(encoded["pooled_output"], self.config.hidden_dropout_prob, seed, CLASS_DROPOUT_SITE)
-        return {"logits": tf.cast(self.classifier(pooled), tf.float32)}
+    pooled = True
+    model_name = "bert_for_sequence_classification"
 
 
-class BertForTokenClassification(_TaskModel):
-    """Tagging (NER): classifier = Linear(hidden, len(labels)) on every token after dropout;
-    canonical names are those of transformers' BertForTokenClassification (no pooler)."""
+class BertForTokenClassification(_LabelledHeadModel):
+    """Tagging (NER): logits [batch, seq, tags] from every token, as transformers'
+    BertForTokenClassification (no pooler)."""
 
     hf_architecture = "BertForTokenClassification"
-    head_prefixes = ("classifier.",)
-
-    def __init__(self, config: BertConfig, labels: Sequence[str], gradient_checkpointing: bool = False):
-        super().__init__(config, gradient_checkpointing, name="bert_for_token_classification")
-        self.labels = check_label_names(labels)
-        self.classifier = Linear(len(self.labels), config.initializer_range, name="classifier")
-        self.classifier.build((None, None, config.hidden_size))
-        self.build()
-
-    def same_architecture(self) -> "BertForTokenClassification":
-        return type(self)(self.config, self.labels)
-
-    def call(self, input_ids, attention_mask=None, token_type_ids=None, training=False, dropout_seed=None):
-        encoded, seed = self._encode(input_ids, attention_mask, token_type_ids, training, dropout_seed)
-        hidden = dropout(encoded["sequence_output"], self.config.hidden_dropout_prob, seed, CLASS_DROPOUT_SITE)
-        return {"logits": tf.cast(self.classifier(hidden), tf.float32)}
+    model_name = "bert_for_token_classification"
 
 
 def token_classification_loss(outputs: Mapping[str, tf.Tensor], tags, reduction: str = "mean") -> tf.Tensor:

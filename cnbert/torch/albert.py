@@ -174,52 +174,51 @@ class AlbertModel(nn.Module):
 
 class _OnAlbertEncoder:
     """Mixed in before a BERT task model: the same heads on an ALBERT encoder (with a pooler when the
-    head needs one), under the name transformers' Albert* models give it."""
+    head needs one), under the name transformers' Albert* models give it.
+
+    hf_architecture (config.json's "architectures") is "Albert" + head_name in the "albert" layout,
+    transformers' class whose state dict the model has; the factorized layout, which no transformers
+    class loads, takes cnbert's own name, _FACTORIZED_PREFIX + (factorized_head_name or head_name).
+    """
 
     base_model_prefix = "albert"
     pretraining_head_prefixes = ALBERT_PRETRAINING_HEAD_PREFIXES
+    head_name = ""
+    factorized_head_name = ""
 
     @staticmethod
     def build_encoder(config: AlbertConfig, add_pooling_layer: bool = False) -> nn.Module:
         return AlbertModel(config, add_pooling_layer=add_pooling_layer)
+
+    @property
+    def hf_architecture(self) -> str:
+        if self.config.embedding_layout == "albert":
+            return "Albert" + self.head_name
+        return _FACTORIZED_PREFIX + (self.factorized_head_name or self.head_name)
 
 
 class AlbertForSpanExtraction(_OnAlbertEncoder, BertForSpanExtraction):
     """BertForSpanExtraction's head on ALBERT; in the "albert" layout its state dict is that of
     transformers' AlbertForQuestionAnswering."""
 
-    @property
-    def hf_architecture(self) -> str:
-        if self.config.embedding_layout == "albert":
-            return "AlbertForQuestionAnswering"
-        return f"{_FACTORIZED_PREFIX}ForSpanExtraction"
+    head_name, factorized_head_name = "ForQuestionAnswering", "ForSpanExtraction"
 
 
 class AlbertForCJRC(_OnAlbertEncoder, BertForCJRC):
     """BertForCJRC's span and answer-class heads on ALBERT."""
 
-    @property
-    def hf_architecture(self) -> str:
-        return "AlbertForCJRC" if self.config.embedding_layout == "albert" else f"{_FACTORIZED_PREFIX}ForCJRC"
+    head_name = "ForCJRC"
 
 
 class AlbertForSequenceClassification(_OnAlbertEncoder, BertForSequenceClassification):
     """BertForSequenceClassification's head on ALBERT's pooled output; in the "albert" layout its
     state dict is that of transformers' AlbertForSequenceClassification."""
 
-    @property
-    def hf_architecture(self) -> str:
-        if self.config.embedding_layout == "albert":
-            return "AlbertForSequenceClassification"
-        return f"{_FACTORIZED_PREFIX}ForSequenceClassification"
+    head_name = "ForSequenceClassification"
 
 
 class AlbertForTokenClassification(_OnAlbertEncoder, BertForTokenClassification):
     """BertForTokenClassification's head on ALBERT; in the "albert" layout its state dict is that of
     transformers' AlbertForTokenClassification."""
 
-    @property
-    def hf_architecture(self) -> str:
-        if self.config.embedding_layout == "albert":
-            return "AlbertForTokenClassification"
-        return f"{_FACTORIZED_PREFIX}ForTokenClassification"
+    head_name = "ForTokenClassification"

@@ -97,51 +97,44 @@ class BertForCJRC(_EncoderTaskModel):
         return {"start_logits": start.contiguous(), "end_logits": end.contiguous(), "class_logits": class_logits}
 
 
-class BertForSequenceClassification(_EncoderTaskModel):
-    """Sentence classification and matching: `classifier` = Linear(hidden, len(labels)) on the pooled
-    [CLS] vector after dropout, with transformers' BertForSequenceClassification names, so its
-    checkpoints (with the same number of labels) load directly. The pooler is pretrained (next-sentence
-    prediction), so it comes from the checkpoint like the rest of the encoder. `labels` (the label
-    names, in output order) are saved as config.json's id2label / label2id."""
+class _LabelledHeadModel(_EncoderTaskModel):
+    """`classifier` = Linear(hidden, len(labels)) after dropout, on the pooled [CLS] vector (`pooled`)
+    or on every token. `labels` (the names, in output order) are saved as config.json's id2label /
+    label2id; the names are transformers' (bert.*, classifier.*), so its checkpoints with the same
+    number of labels load directly."""
 
-    hf_architecture = "BertForSequenceClassification"
     head_prefixes = ("classifier.",)
+    pooled = False
 
     def __init__(self, config: BertConfig, labels: Sequence[str]):
         super().__init__()
         self.config = config
         self.labels = check_label_names(labels)
-        num_labels = len(self.labels)
-        self.add_module(self.base_model_prefix, self.build_encoder(config, add_pooling_layer=True))
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-        self.classifier = nn.Linear(config.hidden_size, num_labels)
-        init_bert_weights(self.classifier, config.initializer_range)
-
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None) -> dict[str, Tensor]:
-        pooled = self.base_model(input_ids, attention_mask, token_type_ids, position_ids).pooled_output
-        return {"logits": self.classifier(self.dropout(pooled))}
-
-
-class BertForTokenClassification(_EncoderTaskModel):
-    """Tagging (NER): `classifier` = Linear(hidden, len(labels)) on every token after dropout, with
-    transformers' BertForTokenClassification names (no pooler); `labels` (the tag names, in output
-    order) are saved as config.json's id2label / label2id."""
-
-    hf_architecture = "BertForTokenClassification"
-    head_prefixes = ("classifier.",)
-
-    def __init__(self, config: BertConfig, labels: Sequence[str]):
-        super().__init__()
-        self.config = config
-        self.labels = check_label_names(labels)
-        self.add_module(self.base_model_prefix, self.build_encoder(config))
+        self.add_module(self.base_model_prefix, self.build_encoder(config, add_pooling_layer=self.pooled))
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.classifier = nn.Linear(config.hidden_size, len(self.labels))
         init_bert_weights(self.classifier, config.initializer_range)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None) -> dict[str, Tensor]:
-        sequence_output = self.base_model(input_ids, attention_mask, token_type_ids, position_ids).sequence_output
-        return {"logits": self.classifier(self.dropout(sequence_output))}
+        encoded = self.base_model(input_ids, attention_mask, token_type_ids, position_ids)
+        features = encoded.pooled_output if self.pooled else encoded.sequence_output
+        return {"logits": self.classifier(self.dropout(features))}
+
+
+class BertForSequenceClassification(_LabelledHeadModel):
+    """Sentence classification and matching: logits [batch, labels] from the pooled [CLS] vector, as
+    transformers' BertForSequenceClassification. The pooler is pretrained (next-sentence
+    prediction), so it comes from the checkpoint like the rest of the encoder."""
+
+    hf_architecture = "BertForSequenceClassification"
+    pooled = True
+
+
+class BertForTokenClassification(_LabelledHeadModel):
+    """Tagging (NER): logits [batch, seq, tags] from every token, as transformers'
+    BertForTokenClassification (no pooler)."""
+
+    hf_architecture = "BertForTokenClassification"
 
 
 def token_classification_loss(outputs: Mapping[str, torch.Tensor], tags, reduction: str = "mean") -> torch.Tensor:
