@@ -196,4 +196,6 @@ def test_exported_classifier_serves_its_logits(tmp_path):
         attention_mask=tf.constant(attention_mask))
     want = model(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)["logits"].numpy()
     assert list(served) == ["logits"]
-    np.testing.assert_allclose(served["logits"].numpy(), want, atol=1e-6, rtol=0)
+    # the served graph is optimised (grappler) and sums in another order than eager code: 1e-5, as
+    # for the span models' export in test_tf_model (measured up to 2.2e-6 here)
+    np.testing.assert_allclose(served["logits"].numpy(), want, atol=1e-5, rtol=0)

@@ -102,16 +102,11 @@ def test_an_output_dir_that_is_a_file_is_refused(tmp_path, tiny_config):
     assert afile.read_text() == "mine"
 
 
-def test_configs_the_task_or_framework_cannot_use_are_refused(tmp_path):
+def test_a_config_with_one_token_type_is_refused_for_reading_comprehension(tmp_path):
     one_type = tmp_path / "one_type.json"
     one_type.write_text(json.dumps({**TINY, "type_vocab_size": 1}))
     proc = run_cli(train_args(one_type, tmp_path / "out"), check=False)
     assert_refused(proc, f"{one_type}: type_vocab_size is 1, but reading comprehension needs token types 0")
-    albert = tmp_path / "albert.json"
-    albert.write_text(json.dumps({**TINY, "model_type": "albert", "embedding_size": 16}))
-    proc = run_cli(train_args(albert, tmp_path / "out", "--framework=tf"), check=False)
-    assert_refused(proc, "--framework=tf implements BERT (and BERT-typed RoBERTa-wwm-ext) only, and this model is "
-                         "ALBERT: use --framework=torch")
 
 
 def test_predict_mode_answers_questions_without_answers(tmp_path):

@@ -14,7 +14,7 @@ import transformers
 import cnbert.tf as ctf
 
 from cnbert.checkpoints import CheckpointError, bert_parameter_shapes, hf_to_google  # noqa: E402
-from cnbert.config import AlbertConfig, BertConfig  # noqa: E402
+from cnbert.config import BertConfig  # noqa: E402
 from cnbert.tf import backend  # noqa: E402
 from cnbert.tf.modeling import BertLayer, BertResidualOutput, Linear, set_gradient_checkpointing  # noqa: E402
 from cnbert.tokenization import bundled_vocab_path  # noqa: E402
@@ -90,7 +90,7 @@ def test_fresh_weights_follow_the_bert_initialisation():
     assert not np.allclose(types[1], words[1])
 
 
-def test_seeded_fresh_models_repeat_and_albert_configs_are_refused():
+def test_seeded_fresh_models_repeat_and_unknown_tasks_are_refused():
     backend.seed_everything(3)
     first, report = backend.create_model("cjrc", CONFIG, None)
     backend.seed_everything(3)
@@ -102,8 +102,6 @@ def test_seeded_fresh_models_repeat_and_albert_configs_are_refused():
     for name in first:
         np.testing.assert_array_equal(first[name], again[name], err_msg=name)
     assert np.abs(first["answer_class.weight"] - other["answer_class.weight"]).max() > 1e-3
-    with pytest.raises(ValueError, match="ALBERT config: use the PyTorch path"):
-        backend.create_model("drcd", AlbertConfig(**TINY, embedding_size=16), None)
     with pytest.raises(ValueError, match="unknown task 'squad'"):
         backend.create_model("squad", CONFIG, None)
 
@@ -450,10 +448,11 @@ def test_framework_neutral_modules_do_not_import_tensorflow():
     assert done.stdout.strip() == "[]"
 
 
-def test_an_albert_tf1_checkpoint_is_refused_by_name(tmp_path):
-    # the TensorFlow path implements BERT only: an ALBERT checkpoint must not reach the BERT model
-    variables = {"bert/encoder/layer_shared/attention/self/query/kernel": np.zeros((8, 8), np.float32)}
+def test_an_albert_tf1_checkpoint_does_not_load_into_the_bert_model(tmp_path):
+    variables = {"bert/encoder/layer_shared/attention/self/query/kernel": np.zeros((32, 32), np.float32),
+                 "bert/encoder/layer_shared/attention/self/query/bias": np.zeros(32, np.float32)}
     write_tf_checkpoint(tmp_path, variables, {}, "albert_model.ckpt", "albert_config.json")
-    with pytest.raises(CheckpointError, match=r"albert_model.ckpt: an ALBERT checkpoint \(factorized_word layout\): "
-                                              r"the TensorFlow path implements BERT only"):
-        ctf.read_canonical_weights(tmp_path)
+    with pytest.raises(CheckpointError, match=r"albert_model.ckpt: does not fit the model: missing weights "
+                                              r"\[embeddings\.word_embeddings\.weight, .*unexpected keys "
+                                              r"\[encoder\.layer_shared\.attention\.self\.query\.bias"):
+        ctf.load_pretrained(ctf.BertModel(CONFIG), tmp_path / "albert_model.ckpt")

@@ -5,7 +5,9 @@ TensorFlow when called)."""
 from cnbert.checkpoints.albert_layout import (
     ALBERT_ENCODER_PREFIX,
     ALBERT_PRETRAINING_HEAD_PREFIXES,
+    albert_architecture,
     albert_parameter_shapes,
+    albert_tf_names,
     albert_tf_to_model,
     model_to_albert_tf,
 )
@@ -47,7 +49,8 @@ __all__ = [
     "bert_parameter_shapes", "normalize_checkpoint_names", "plan_load", "reading_weights", "WeightsFile", "check_classifier_labels", "check_vocab_size",
     "find_config", "find_weights", "is_sibert_checkpoint", "read_pretrained_config", "TFConversion", "google_to_hf", "hf_to_google",
     "load_tf_checkpoint", "tf_checkpoint_prefix", "is_skipped_variable", "list_tf_variables",
-    "ALBERT_ENCODER_PREFIX", "ALBERT_PRETRAINING_HEAD_PREFIXES", "albert_parameter_shapes", "albert_tf_to_model",
+    "ALBERT_ENCODER_PREFIX", "ALBERT_PRETRAINING_HEAD_PREFIXES", "albert_architecture", "albert_parameter_shapes",
+    "albert_tf_names", "albert_tf_to_model",
     "convert_tf_variables", "detect_tf_layout", "model_to_albert_tf", "TF_LAYOUTS", "ALBERT_TF_LAYOUTS",
     "SIBERT_PREFIX", "sibert_to_hf",
 ]

@@ -53,6 +53,8 @@ from cnbert.config import AlbertConfig
 ALBERT_ENCODER_PREFIX = "albert."
 # Pretraining heads of Hugging Face AlbertForPreTraining / AlbertForMaskedLM: ignored and reported.
 ALBERT_PRETRAINING_HEAD_PREFIXES = ("predictions.", "sop_classifier.")
+# config.json's "architectures" for the factorized layout: no transformers class has these names.
+FACTORIZED_ARCHITECTURE_PREFIX = "CnbertFactorizedAlbert"
 
 _SHARED_LAYER = "encoder.layer_shared."
 
@@ -147,6 +149,26 @@ def albert_parameter_shapes(config: AlbertConfig, add_pooling_layer: bool = True
         shapes["pooler.weight"] = (H, H)
         shapes["pooler.bias"] = (H,)
     return shapes
+
+
+def albert_architecture(layout: str, head_name: str = "Model", factorized_head_name: str = "") -> str:
+    """config.json's "architectures" entry for an ALBERT model with the head `head_name` (e.g.
+    "ForQuestionAnswering"): transformers' class "Albert" + head_name in the "albert" layout, whose state
+    dict the model has; cnbert's own name in the factorized layout, which no transformers class loads."""
+    if layout == "albert":
+        return "Albert" + head_name
+    return FACTORIZED_ARCHITECTURE_PREFIX + (factorized_head_name or head_name)
+
+
+def albert_tf_names(config: AlbertConfig, add_pooling_layer: bool = True) -> dict[str, tuple[str, bool]]:
+    """Model name (albert_parameter_shapes, no "albert." prefix) -> (its TF1 variable name in
+    config.embedding_layout, whether the TF array is the transpose of the model's)."""
+    rules = _rules(config.embedding_layout)
+    names = {}
+    for name in albert_parameter_shapes(config, add_pooling_layer):
+        rule, match = next((r, m) for r in rules if (m := r.model.fullmatch(name)))
+        names[name] = (rule.tf_template.format(**match.groupdict()), rule.transpose)
+    return names
 
 
 def albert_tf_to_model(variables: Mapping[str, np.ndarray], layout: str,

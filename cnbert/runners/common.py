@@ -22,7 +22,7 @@ from typing import Any
 from absl import app, flags
 
 from cnbert.checkpoints import check_vocab_size, find_weights, is_sibert_checkpoint, read_pretrained_config
-from cnbert.config import AlbertConfig, BertConfig, ConfigError, read_config
+from cnbert.config import BertConfig, ConfigError, read_config
 from cnbert.errors import DataError
 from cnbert.io_utils import read_json_file, replaced_together, write_json, write_text
 from cnbert.report import format_markdown, summarize_seeds
@@ -183,9 +183,6 @@ def _default_fullwidth_to_halfwidth(sibert: bool) -> None:
 def check_model_fits_task(config: BertConfig, source: str, min_token_types: int, what: str) -> None:
     if config.type_vocab_size < min_token_types:
         raise app.UsageError(f"{source}: type_vocab_size is {config.type_vocab_size}, but {what}")
-    if FLAGS.framework == "tf" and isinstance(config, AlbertConfig):
-        raise app.UsageError("--framework=tf implements BERT (and BERT-typed RoBERTa-wwm-ext) only, and this model "
-                             "is ALBERT: use --framework=torch")
 
 
 def check_sequence_length(config: BertConfig, hint: str = "") -> None:

@@ -2,6 +2,12 @@
 (framework-neutral)."""
 from cnbert.tasks import classification, ner
 
+# Tasks by the head their models need (the task names of cnbert.tasks.mrc.TASKS,
+# classification.TASKS and ner.TASKS); each framework maps a head to its model classes.
+TASK_HEADS = {"cmrc2018": "span", "drcd": "span", "cjrc": "cjrc",
+              **{name: "classification" for name in classification.TASKS},
+              **{name: "tagging" for name in ner.TASKS}}
+
 
 def output_labels(task: str) -> tuple[str, ...] | None:
     """The labels a task's classifier outputs, in order: a classification or NER task's; None for

@@ -1,5 +1,5 @@
-"""TensorFlow 2 / Keras 3 BERT for cnbert: the same encoder, heads, losses, weight layout and
-training semantics as cnbert.torch, with variables named like Google's TF checkpoints.
+"""TensorFlow 2 / Keras 3 BERT and ALBERT for cnbert: the same encoders, heads, losses, weight
+layouts and training semantics as cnbert.torch, with variables named like Google's TF checkpoints.
 
 Importing this package imports TensorFlow and Keras, so framework-neutral code never imports it;
 a missing or unsuitable installation fails here with one message saying what to install.
@@ -52,6 +52,13 @@ from cnbert.tf.checkpoint import (  # noqa: E402  (after the installation check,
     read_canonical_weights,
     save_pretrained,
 )
+from cnbert.tf.albert import (  # noqa: E402
+    AlbertForCJRC,
+    AlbertForSequenceClassification,
+    AlbertForSpanExtraction,
+    AlbertForTokenClassification,
+    AlbertModel,
+)
 from cnbert.tf.export import export_saved_model  # noqa: E402
 from cnbert.tf.heads import (  # noqa: E402
     ANSWER_CLASSES,
@@ -74,5 +81,6 @@ __all__ = [
     "load_pretrained", "read_canonical_weights", "save_pretrained", "export_saved_model", "ANSWER_CLASSES", "IGNORE_INDEX",
     "BertForCJRC", "BertForSequenceClassification", "BertForSpanExtraction", "BertForTokenClassification",
     "classification_loss", "cjrc_loss", "span_loss", "token_classification_loss", "BertModel", "set_precision",
-    "FitResult", "NonFiniteLossError", "Trainer",
+    "FitResult", "NonFiniteLossError", "Trainer", "AlbertForCJRC", "AlbertForSequenceClassification",
+    "AlbertForSpanExtraction", "AlbertForTokenClassification", "AlbertModel",
 ]

@@ -1,10 +1,11 @@
-"""Weight exchange for the Keras models through the framework-neutral canonical layout (Hugging
-Face BertModel / BertForQuestionAnswering state-dict names, numpy arrays, Linear weights [out, in]),
-strictly in both directions; Hugging Face compatible model directories.
+"""Weight exchange for the Keras models through the framework-neutral canonical layout (the PyTorch
+models' state-dict names: Hugging Face BertModel / AlbertModel / BertForQuestionAnswering ...,
+cnbert's for the factorized ALBERT layout; numpy arrays, Linear weights [out, in]), strictly in
+both directions; Hugging Face compatible model directories.
 
-A model's Google-named variables (bert/encoder/layer_0/attention/self/query/kernel, ...) map to
-canonical names with cnbert.checkpoints' Google mapping; task heads map as qa_outputs/kernel <->
-qa_outputs.weight (transposed). Every load goes through cnbert.checkpoints.plan_load, so a
+A model's checkpoint-named variables (bert/encoder/layer_0/attention/self/query/kernel, ...) map to
+canonical names through the encoder's canonical_names (cnbert.checkpoints' Google BERT and ALBERT
+mappings); task heads map as qa_outputs/kernel <-> qa_outputs.weight (transposed). Every load goes through cnbert.checkpoints.plan_load, so a
 missing, unexpected or mis-shaped tensor is an error naming it; only a task head absent from a
 pretrained checkpoint may stay freshly initialised, and the report lists it.
 """
@@ -21,16 +22,12 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from cnbert.checkpoints import (
-    ALBERT_TF_LAYOUTS,
-    ENCODER_PREFIX,
     CheckpointError,
     LoadReport,
     check_classifier_labels,
-    bert_parameter_shapes,
     check_vocab_size,
     convert_tf_variables,
     find_weights,
-    hf_to_google,
     load_tf_checkpoint,
     plan_load,
     read_pretrained_config,
@@ -38,8 +35,11 @@ from cnbert.checkpoints import (
 )
 from cnbert.config import AlbertConfig, BertConfig
 from cnbert.io_utils import atomic_directory
-from cnbert.tasks import output_labels
-from cnbert.tf.heads import TASK_MODELS
+from cnbert.tasks import TASK_HEADS, output_labels
+from cnbert.tf.albert import (AlbertForCJRC, AlbertForSequenceClassification, AlbertForSpanExtraction,
+                              AlbertForTokenClassification)
+from cnbert.tf.heads import (BertForCJRC, BertForSequenceClassification, BertForSpanExtraction,
+                             BertForTokenClassification)
 from cnbert.tf.modeling import BertModel
 
 logger = logging.getLogger(__name__)
@@ -55,24 +55,23 @@ def canonical_variables(model: keras.Model) -> dict[str, CanonicalSlot]:
     """Canonical name -> the model variable holding it (and whether it is stored transposed)."""
     standalone = isinstance(model, BertModel)
     encoder = model if standalone else model.bert
-    google_to_canonical = {}
-    for name in bert_parameter_shapes(encoder.config, add_pooling_layer=encoder.pooler is not None):
-        (google_name,) = hf_to_google({name: np.zeros(0)})
-        google_to_canonical[google_name] = ("" if standalone else ENCODER_PREFIX) + name
+    prefix = "" if standalone else encoder.canonical_prefix
+    by_path = {path: (prefix + name, transposed) for path, (name, transposed) in encoder.canonical_names().items()}
     slots = {}
     for variable in model.weights:
-        # Paths are the Google names (the encoder is named "bert") and head/kernel, head/bias.
+        # Paths are the checkpoint names (the encoder is named "bert") and head/kernel, head/bias.
         path = variable.path
-        if path in google_to_canonical:
-            slots[google_to_canonical.pop(path)] = CanonicalSlot(variable, path.endswith("/kernel"))
+        if path in by_path:
+            name, transposed = by_path.pop(path)
+            slots[name] = CanonicalSlot(variable, transposed)
             continue
         head, _, leaf = path.partition("/")
         if head + "." in getattr(model, "head_prefixes", ()) and leaf in ("kernel", "bias"):
             slots[f"{head}.{'weight' if leaf == 'kernel' else 'bias'}"] = CanonicalSlot(variable, leaf == "kernel")
             continue
         raise AssertionError(f"model variable {variable.path} has no canonical name")
-    if google_to_canonical:
-        raise AssertionError(f"model lacks variables {sorted(google_to_canonical)}")
+    if by_path:
+        raise AssertionError(f"model lacks variables {sorted(by_path)}")
     return slots
 
 
@@ -94,7 +93,10 @@ def load_canonical_weights(model: keras.Model, state: Mapping[str, np.ndarray], 
     expected = {name: tuple(reversed(s.variable.shape)) if s.transposed else tuple(s.variable.shape)
                 for name, s in slots.items()}
     head_prefixes = getattr(model, "head_prefixes", ()) if allow_fresh_heads else ()
-    plan = plan_load(expected, state, head_prefixes=head_prefixes, source=source)
+    encoder = model if isinstance(model, BertModel) else model.bert
+    plan = plan_load(expected, state, head_prefixes=head_prefixes, source=source,
+                     model_prefix=encoder.canonical_prefix,
+                     pretraining_head_prefixes=encoder.pretraining_head_prefixes)
     for name, value in plan.tensors.items():
         slot = slots[name]
         array = np.asarray(value, dtype=np.float32)
@@ -104,9 +106,9 @@ def load_canonical_weights(model: keras.Model, state: Mapping[str, np.ndarray], 
 
 def read_canonical_weights(source) -> tuple[dict[str, np.ndarray], str]:
     """The weights at `source` (a model directory or weights file: safetensors, pytorch_model.bin,
-    Google BERT or siBert TF1 checkpoint) as {name: float32 numpy array}, with the path read. TF
-    checkpoints come back under canonical names (convert_tf_variables); PyTorch pickles need torch
-    (imported only then)."""
+    or a TF1 checkpoint of Google BERT, Google ALBERT, brightmart albert_zh or siBert) as {name:
+    float32 numpy array}, with the path read. TF checkpoints come back under canonical names
+    (convert_tf_variables); PyTorch pickles need torch (imported only then)."""
     weights = find_weights(source)
     path = str(weights.path)
     if weights.format == "safetensors":
@@ -116,9 +118,7 @@ def read_canonical_weights(source) -> tuple[dict[str, np.ndarray], str]:
         state = _read_torch_state_dict(path)
     else:
         conversion, layout = convert_tf_variables(load_tf_checkpoint(weights.path), source=path)
-        if layout in ALBERT_TF_LAYOUTS:
-            raise CheckpointError(path, "", f"an ALBERT checkpoint ({layout} layout): the TensorFlow path implements "
-                                            "BERT only; use the PyTorch path (--framework=torch) for ALBERT")
+        logger.info("%s: a TF checkpoint in the %s layout", path, layout)
         if conversion.skipped:
             logger.info("%s: skipped %d TF variables (optimizer slots, global_step, pretraining heads)",
                         path, len(conversion.skipped))
@@ -140,7 +140,8 @@ def _read_torch_state_dict(path: str) -> dict[str, np.ndarray]:
 
 
 def load_pretrained(model: keras.Model, source, vocab_file=None) -> LoadReport:
-    """Load a pretrained checkpoint (Hugging Face directory, Google BERT or siBert TF1 directory, or weights file)
+    """Load a pretrained checkpoint (Hugging Face directory; Google BERT, Google ALBERT, brightmart
+    albert_zh or siBert TF1 directory; or a weights file)
     into `model` strictly; task heads absent from it stay freshly initialised and are reported.
     The vocabulary (`vocab_file`, else vocab.txt in a source directory) must have
     config.vocab_size entries."""
@@ -161,20 +162,29 @@ def _checked_labels(report: LoadReport, model: keras.Model, source) -> LoadRepor
     return report
 
 
+# The model class per (cnbert.tasks.TASK_HEADS head, ALBERT?), as in cnbert.torch.checkpoint.
+_MODEL_CLASSES = {
+    ("span", False): BertForSpanExtraction, ("cjrc", False): BertForCJRC,
+    ("classification", False): BertForSequenceClassification, ("tagging", False): BertForTokenClassification,
+    ("span", True): AlbertForSpanExtraction, ("cjrc", True): AlbertForCJRC,
+    ("classification", True): AlbertForSequenceClassification, ("tagging", True): AlbertForTokenClassification,
+}
+
+
 def model_for_task(task: str, config: BertConfig) -> keras.Model:
-    """A freshly initialised model for `task`. The TensorFlow path implements BERT only."""
-    model_class = TASK_MODELS.get(task)
-    if model_class is None:
-        raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASK_MODELS)}")
-    if isinstance(config, AlbertConfig):
-        raise ValueError("the TensorFlow path implements BERT (and BERT-typed RoBERTa-wwm-ext) only; this is an "
-                         "ALBERT config: use the PyTorch path (--framework=torch) for ALBERT")
+    """A freshly initialised model for `task`: Bert* for a BertConfig, Albert* for an AlbertConfig
+    (either layout); a classifier or tagger gets the task's labels."""
+    head = TASK_HEADS.get(task)
+    if head is None:
+        raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASK_HEADS)}")
+    model_class = _MODEL_CLASSES[head, isinstance(config, AlbertConfig)]
     labels = output_labels(task)
     return model_class(config) if labels is None else model_class(config, labels)
 
 
 def load_finetuned(directory, task: str, **config_overrides) -> keras.Model:
-    """A task model (cnbert or transformers' BertForQuestionAnswering directory for the span tasks)
+    """A task model (cnbert's directory, or transformers' BertForQuestionAnswering /
+    AlbertForQuestionAnswering ... directory)
     with every weight, heads included, read from `directory`. config_overrides: e.g.
     hidden_dropout_prob=0.0 (the same keyword arguments as the PyTorch backend's)."""
     directory = Path(directory)

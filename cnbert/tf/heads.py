@@ -37,12 +37,14 @@ class _TaskModel(keras.Model):
 
     hf_architecture = ""
     head_prefixes: tuple[str, ...] = ()
+    encoder_class = BertModel  # cnbert.tf.albert's task models put the heads on AlbertModel
 
     def __init__(self, config: BertConfig, gradient_checkpointing: bool = False, name: str | None = None,
                  add_pooling_layer: bool = False):
         super().__init__(name=name, dtype="float32")  # see cnbert.tf.modeling.set_precision
         self.config = config
-        self.bert = BertModel(config, add_pooling_layer=add_pooling_layer, gradient_checkpointing=gradient_checkpointing)
+        self.bert = self.encoder_class(config, add_pooling_layer=add_pooling_layer,
+                                       gradient_checkpointing=gradient_checkpointing)
 
     def build(self, input_shape=None):
         """Nothing left to create: the layers were built in the constructor."""

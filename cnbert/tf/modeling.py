@@ -25,13 +25,15 @@ from __future__ import annotations
 import contextlib
 
 import keras
+import numpy as np
 import tensorflow as tf
 
+from cnbert.checkpoints import ENCODER_PREFIX, PRETRAINING_HEAD_PREFIXES, bert_parameter_shapes, hf_to_google
 from cnbert.config import BertConfig
 from cnbert.tf import ops
 
 # config.hidden_act -> the FFN's fused activation (see Linear).
-_ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
+FFN_ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
                 "quick_gelu": "gelu_sigmoid", "relu": "relu"}
 # ops.bias_gelu's `approximate`; "gelu_sigmoid" is x·σ(1.702x), blocksparse's fast_gelu (siBert)
 _GELU_APPROXIMATIONS = {"gelu": "none", "gelu_tanh": "tanh", "gelu_sigmoid": "sigmoid"}
@@ -39,8 +41,11 @@ PRECISION_POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixe
 
 # Dropout sites are numbered so each draws its own stream from the step's seed.
 _EMBEDDING_DROPOUT_SITE = 0
-_SITES_PER_LAYER = 3
+SITES_PER_LAYER = 3
 CLASS_DROPOUT_SITE = 1_000_000
+# A layer applied several times (ALBERT's shared layers) draws each application's masks from its own
+# seed, folded in from the step's seed at APPLICATION_SEED_BASE + application (see application_seed).
+_APPLICATION_SEED_BASE = 2_000_000
 
 
 def dropout(x, rate: float, seed, site: int):
@@ -49,6 +54,14 @@ def dropout(x, rate: float, seed, site: int):
         return x
     site_seed = tf.random.experimental.stateless_fold_in(seed, site)
     return tf.nn.experimental.stateless_dropout(x, rate=rate, seed=site_seed)
+
+
+def application_seed(seed, application: int):
+    """The dropout seed of one application of a shared layer (None in inference), so that its dropout
+    sites draw fresh masks each time the layer runs, as PyTorch's do."""
+    if seed is None:
+        return None
+    return tf.random.experimental.stateless_fold_in(seed, _APPLICATION_SEED_BASE + application)
 
 
 class Linear(keras.layers.Layer):
@@ -76,17 +89,21 @@ class Linear(keras.layers.Layer):
         return ops.bias_gelu(y, self.bias, approximate=_GELU_APPROXIMATIONS[self.activation])
 
 
-def _layer_norm(config: BertConfig) -> keras.layers.LayerNormalization:
-    return keras.layers.LayerNormalization(epsilon=config.layer_norm_eps, name="LayerNorm", dtype="float32")
+def layer_norm(config: BertConfig, name: str = "LayerNorm") -> keras.layers.LayerNormalization:
+    return keras.layers.LayerNormalization(epsilon=config.layer_norm_eps, name=name, dtype="float32")
 
 
 class BertEmbeddings(keras.layers.Layer):
-    """word + token type + position embeddings, LayerNorm, dropout (always float32)."""
+    """word + token type + position embeddings, LayerNorm, dropout (always float32). `width` (default
+    hidden_size) is the embedding width, `word_width` (default `width`) that of the word table alone;
+    subclasses that project the words to `width` override `embed_words`."""
 
-    def __init__(self, config: BertConfig, **kwargs):
+    def __init__(self, config: BertConfig, width: int | None = None, word_width: int | None = None, **kwargs):
         super().__init__(name="embeddings", dtype="float32", **kwargs)
         self.config = config
-        self.LayerNorm = _layer_norm(config)
+        self.width = config.hidden_size if width is None else width
+        self.word_width = self.width if word_width is None else word_width
+        self.LayerNorm = layer_norm(config)
 
     def build(self, input_shape=None):
         c = self.config
@@ -95,24 +112,27 @@ class BertEmbeddings(keras.layers.Layer):
         def normal():
             return keras.initializers.RandomNormal(stddev=c.initializer_range)
 
-        self.word_embeddings = self.add_weight(name="word_embeddings", shape=(c.vocab_size, c.hidden_size),
+        self.word_embeddings = self.add_weight(name="word_embeddings", shape=(c.vocab_size, self.word_width),
                                                initializer=normal())
         self.token_type_embeddings = self.add_weight(name="token_type_embeddings",
-                                                     shape=(c.type_vocab_size, c.hidden_size), initializer=normal())
+                                                     shape=(c.type_vocab_size, self.width), initializer=normal())
         self.position_embeddings = self.add_weight(name="position_embeddings",
-                                                   shape=(c.max_position_embeddings, c.hidden_size),
+                                                   shape=(c.max_position_embeddings, self.width),
                                                    initializer=normal())
-        self.LayerNorm.build((None, None, c.hidden_size))
+        self.LayerNorm.build((None, None, self.width))
 
-    def call(self, input_ids, token_type_ids, seed=None):
+    def embed_words(self, input_ids):
         words = tf.gather(self.word_embeddings, input_ids)
         if self.config.pad_token_id is not None:
             # The padding row gets no gradient, as torch's Embedding(padding_idx=...) does.
             is_pad = tf.equal(input_ids, tf.cast(self.config.pad_token_id, input_ids.dtype))[..., None]
             words = tf.where(is_pad, tf.stop_gradient(words), words)
+        return words
+
+    def call(self, input_ids, token_type_ids, seed=None):
         seq_len = tf.shape(input_ids)[1]
         # Same summation order as the PyTorch model (and transformers).
-        embeddings = words + tf.gather(self.token_type_embeddings, token_type_ids)
+        embeddings = self.embed_words(input_ids) + tf.gather(self.token_type_embeddings, token_type_ids)
         embeddings = embeddings + self.position_embeddings[None, :seq_len]
         return dropout(self.LayerNorm(embeddings), self.config.hidden_dropout_prob, seed, _EMBEDDING_DROPOUT_SITE)
 
@@ -155,7 +175,7 @@ class BertResidualOutput(keras.layers.Layer):
         self.config = config
         self.site = site
         self.dense = Linear(config.hidden_size, config.initializer_range, name="dense")
-        self.LayerNorm = _layer_norm(config)
+        self.LayerNorm = layer_norm(config)
 
     def build(self, input_shape):
         self.dense.build(input_shape)
@@ -184,7 +204,7 @@ class BertIntermediate(keras.layers.Layer):
     def __init__(self, config: BertConfig, **kwargs):
         super().__init__(name="intermediate", dtype="float32", **kwargs)
         self.dense = Linear(config.intermediate_size, config.initializer_range,
-                            activation=_ACTIVATIONS[config.hidden_act], name="dense")
+                            activation=FFN_ACTIVATIONS[config.hidden_act], name="dense")
 
     def build(self, input_shape):
         self.dense.build(input_shape)
@@ -194,10 +214,13 @@ class BertIntermediate(keras.layers.Layer):
 
 
 class BertLayer(keras.layers.Layer):
-    def __init__(self, config: BertConfig, index: int, **kwargs):
-        super().__init__(name=f"layer_{index}", dtype="float32", **kwargs)
+    """Post-LayerNorm attention and FFN; named layer_{index} unless `name` is given (ALBERT's
+    layer_shared); its dropout sites are numbered from its index."""
+
+    def __init__(self, config: BertConfig, index: int, name: str | None = None, **kwargs):
+        super().__init__(name=name or f"layer_{index}", dtype="float32", **kwargs)
         self.config = config
-        site = 1 + _SITES_PER_LAYER * index
+        site = 1 + SITES_PER_LAYER * index
         self.attention = BertAttention(config, site)
         self.intermediate = BertIntermediate(config)
         self.ffn_output = BertResidualOutput(config, site + 2)
@@ -212,14 +235,27 @@ class BertLayer(keras.layers.Layer):
         return self.ffn_output(self.intermediate(attended), attended, seed)
 
 
-class BertEncoder(keras.layers.Layer):
-    """The layer stack. With gradient_checkpointing, each layer's activations are recomputed in
-    the backward pass (tf.recompute_grad) instead of kept: memory per layer drops to its input."""
+class LayerStack(keras.layers.Layer):
+    """An encoder (named "encoder") that runs its layers through run_layer. With
+    gradient_checkpointing, each layer application's activations are recomputed in the backward pass
+    (tf.recompute_grad) instead of kept: memory per layer drops to its input."""
+
+    def __init__(self, gradient_checkpointing: bool = False, **kwargs):
+        super().__init__(name="encoder", dtype="float32", **kwargs)
+        self.gradient_checkpointing = gradient_checkpointing
+
+    def run_layer(self, layer, hidden_states, key_mask, seed, training):
+        if self.gradient_checkpointing and training:
+            return tf.recompute_grad(lambda h: layer(h, key_mask, seed))(hidden_states)
+        return layer(hidden_states, key_mask, seed)
+
+
+class BertEncoder(LayerStack):
+    """num_hidden_layers BERT layers, each with its own weights."""
 
     def __init__(self, config: BertConfig, gradient_checkpointing: bool = False, **kwargs):
-        super().__init__(name="encoder", dtype="float32", **kwargs)
+        super().__init__(gradient_checkpointing, **kwargs)
         self.layers_ = [BertLayer(config, i) for i in range(config.num_hidden_layers)]
-        self.gradient_checkpointing = gradient_checkpointing
 
     def build(self, input_shape):
         for layer in self.layers_:
@@ -227,11 +263,7 @@ class BertEncoder(keras.layers.Layer):
 
     def call(self, hidden_states, key_mask, seed=None, training=False):
         for layer in self.layers_:
-            if self.gradient_checkpointing and training:
-                hidden_states = tf.recompute_grad(
-                    lambda h, layer=layer: layer(h, key_mask, seed))(hidden_states)
-            else:
-                hidden_states = layer(hidden_states, key_mask, seed)
+            hidden_states = self.run_layer(layer, hidden_states, key_mask, seed, training)
         return hidden_states
 
 
@@ -255,21 +287,45 @@ class BertModel(keras.Model):
     call(input_ids, attention_mask=None, token_type_ids=None, training=False, dropout_seed=None)
     -> {"sequence_output": [batch, seq, hidden] float32, "pooled_output": [batch, hidden] float32
     (only with the pooler)}. attention_mask: 1 = token, 0 = padding.
+
+    Subclasses (cnbert.tf.albert) change the parts through make_embeddings / make_encoder and
+    their canonical names through canonical_names and canonical_prefix.
     """
+
+    # The encoder's prefix in task models' canonical (state-dict) names, and the pretraining heads a
+    # pretrained checkpoint may carry unused.
+    canonical_prefix = ENCODER_PREFIX
+    pretraining_head_prefixes = PRETRAINING_HEAD_PREFIXES
 
     def __init__(self, config: BertConfig, add_pooling_layer: bool = True, gradient_checkpointing: bool = False):
         super().__init__(name="bert", dtype="float32")
         self.config = config
-        self.embeddings = BertEmbeddings(config)
-        self.encoder = BertEncoder(config, gradient_checkpointing)
+        self.embeddings = self.make_embeddings(config)
+        self.encoder = self.make_encoder(config, gradient_checkpointing)
         self.pooler = BertPooler(config) if add_pooling_layer else None
         self.build()
         zero_padding_row(self)
 
+    @staticmethod
+    def make_embeddings(config: BertConfig) -> BertEmbeddings:
+        return BertEmbeddings(config)
+
+    @staticmethod
+    def make_encoder(config: BertConfig, gradient_checkpointing: bool) -> LayerStack:
+        return BertEncoder(config, gradient_checkpointing)
+
+    def canonical_names(self) -> dict[str, tuple[str, bool]]:
+        """Variable path -> (canonical name without canonical_prefix, whether the canonical array is
+        the variable's transpose)."""
+        names = {}
+        for name in bert_parameter_shapes(self.config, add_pooling_layer=self.pooler is not None):
+            (google_name,) = hf_to_google({name: np.zeros(0)})
+            names[google_name] = (name, google_name.endswith("/kernel"))
+        return names
+
     def build(self, input_shape=None):
-        hidden = (None, None, self.config.hidden_size)
         self.embeddings.build()
-        self.encoder.build(hidden)
+        self.encoder.build((None, None, self.embeddings.width))
         if self.pooler is not None:
             self.pooler.build((None, self.config.hidden_size))
 
@@ -347,5 +403,5 @@ def precision_scope(model: keras.Model, precision: str):
 def set_gradient_checkpointing(model: keras.Model, enabled: bool) -> None:
     """Recompute each encoder layer in the backward pass (applies to functions traced afterwards)."""
     for layer in model._flatten_layers(include_self=True, recursive=True):
-        if isinstance(layer, BertEncoder):
+        if isinstance(layer, LayerStack):
             layer.gradient_checkpointing = enabled

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cnbert.checkpoints.albert_layout import ALBERT_PRETRAINING_HEAD_PREFIXES
+from cnbert.checkpoints.albert_layout import ALBERT_PRETRAINING_HEAD_PREFIXES, albert_architecture
 from cnbert.config import AlbertConfig, ConfigError
 from cnbert.torch.heads import (BertForCJRC, BertForSequenceClassification, BertForSpanExtraction,
                                 BertForTokenClassification)
@@ -29,10 +29,6 @@ from cnbert.torch.modeling import (
     init_bert_weights,
     key_padding_mask_of,
 )
-
-# `architectures` written for the factorized layout: no transformers class has these names.
-_FACTORIZED_PREFIX = "CnbertFactorizedAlbert"
-
 
 class FactorizedWordEmbeddings(BertEmbeddings):
     """brightmart albert_zh embeddings: the [V, E] word table, projected to H by `word_embeddings_2`
@@ -161,7 +157,7 @@ class AlbertModel(nn.Module):
 
     @property
     def hf_architecture(self) -> str:
-        return "AlbertModel" if self.config.embedding_layout == "albert" else f"{_FACTORIZED_PREFIX}Model"
+        return albert_architecture(self.config.embedding_layout)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None) -> EncoderOutput:
         """As BertModel.forward: [batch, seq] integer tensors; attention_mask 1 = token, 0 = padding."""
@@ -176,9 +172,7 @@ class _OnAlbertEncoder:
     """Mixed in before a BERT task model: the same heads on an ALBERT encoder (with a pooler when the
     head needs one), under the name transformers' Albert* models give it.
 
-    hf_architecture (config.json's "architectures") is "Albert" + head_name in the "albert" layout,
-    transformers' class whose state dict the model has; the factorized layout, which no transformers
-    class loads, takes cnbert's own name, _FACTORIZED_PREFIX + (factorized_head_name or head_name).
+    hf_architecture (config.json's "architectures") follows cnbert.checkpoints.albert_architecture.
     """
 
     base_model_prefix = "albert"
@@ -192,9 +186,7 @@ class _OnAlbertEncoder:
 
     @property
     def hf_architecture(self) -> str:
-        if self.config.embedding_layout == "albert":
-            return "Albert" + self.head_name
-        return _FACTORIZED_PREFIX + (self.factorized_head_name or self.head_name)
+        return albert_architecture(self.config.embedding_layout, self.head_name, self.factorized_head_name)
 
 
 class AlbertForSpanExtraction(_OnAlbertEncoder, BertForSpanExtraction):

@@ -31,9 +31,7 @@ from cnbert.checkpoints import (
 )
 from cnbert.config import AlbertConfig, BertConfig
 from cnbert.io_utils import atomic_directory
-from cnbert.tasks import classification as classification_tasks
-from cnbert.tasks import ner as ner_tasks
-from cnbert.tasks import output_labels
+from cnbert.tasks import TASK_HEADS, output_labels
 from cnbert.torch.albert import (AlbertForCJRC, AlbertForSequenceClassification, AlbertForSpanExtraction,
                                  AlbertForTokenClassification)
 from cnbert.torch.heads import (BertForCJRC, BertForSequenceClassification, BertForSpanExtraction,
@@ -109,11 +107,7 @@ def from_pretrained(model_class, directory, vocab_file=None, **config_overrides)
     return model, load_pretrained(model, directory, vocab_file=vocab_file)
 
 
-# Tasks by the head they need (names as in cnbert.tasks.mrc.TASKS, cnbert.tasks.classification.TASKS
-# and cnbert.tasks.ner.TASKS).
-TASK_HEADS = {"cmrc2018": "span", "drcd": "span", "cjrc": "cjrc",
-              **{name: "classification" for name in classification_tasks.TASKS},
-              **{name: "tagging" for name in ner_tasks.TASKS}}
+# The model class per (cnbert.tasks.TASK_HEADS head, ALBERT?).
 _MODEL_CLASSES = {
     ("span", False): BertForSpanExtraction, ("cjrc", False): BertForCJRC,
     ("classification", False): BertForSequenceClassification, ("tagging", False): BertForTokenClassification,
