@@ -10,7 +10,8 @@ import pytest
 
 from cnbert.data import (CLASS_IGNORED, NOT_CONTEXT, AnswerKind, FeatureConfig, MrcAnswer, MrcExample, build_features,
                          read_cjrc, read_cmrc2018, read_drcd)
-from cnbert.data.mrc_features import answer_token_span, doc_windows, max_context_window
+from cnbert.data.mrc_features import answer_token_span
+from cnbert.data.windows import doc_windows, max_context_window
 from cnbert.tokenization import ChineseBertTokenizer
 from conftest import FIXTURES, data_file
 

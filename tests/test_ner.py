@@ -90,12 +90,21 @@ def test_one_token_per_character_as_google_bert_tokenizes_each_character():
     assert tokenizer.character_ids(chars) == want
 
 
-def test_windows_carry_the_tags_and_decode_back():
+@pytest.mark.parametrize("doc_stride", [None, 19, 7])
+def test_windows_carry_the_tags_and_decode_back(doc_stride):
     sentences = TASK.read(data_file("msra_ner/msra_test_bio.txt"))[:60]
     tokenizer = ChineseBertTokenizer()
-    features = build_ner_features(sentences, tokenizer, 40, TASK.labels)
+    features = build_ner_features(sentences, tokenizer, 40, TASK.labels, doc_stride)
     lengths = [len(s.chars) for s in sentences]
-    assert len(features) == sum(-(-n // 38) for n in lengths) > len(sentences)  # long ones take several windows
+    stride = doc_stride or 38  # None: consecutive windows of 38 characters
+    # a sentence of n > 38 characters takes windows starting 0, stride, ..., the last ending at n
+    assert len(features) == sum(1 + max(0, -(-(n - 38) // stride)) for n in lengths) > len(sentences)
+    chosen = [np.zeros(n, int) for n in lengths]  # times each character is some window's max context
+    for row in range(len(features)):
+        start, count = features.char_start[row], features.num_chars[row]
+        chosen[features.sentence_index[row]][start:start + count] += features.token_is_max_context[row, 1:count + 1]
+        assert not features.token_is_max_context[row, [0, *range(count + 1, features.tags.shape[1])]].any()
+    assert all((times == 1).all() for times in chosen)
     for row in range(len(features)):
         sentence = sentences[features.sentence_index[row]]
         start, count = features.char_start[row], features.num_chars[row]
@@ -108,6 +117,21 @@ def test_windows_carry_the_tags_and_decode_back():
     logits = np.eye(len(TASK.labels))[np.where(features.tags == IGNORE_INDEX, 0, features.tags)]
     assert decode_tags(sentences, features, logits, TASK.labels) == [list(s.tags) for s in sentences]
     assert TASK.criterion(tasks.score(sentences, [list(s.tags) for s in sentences])) == pytest.approx(100.0)
+
+
+def test_each_character_is_predicted_from_the_window_where_it_has_the_most_context():
+    labels = ("O", "B-PER", "I-PER")
+    sentence = NerSentence("s:1", tuple("一二三四五六七八九十"), None)
+    # windows of 6 characters starting 0, 2, 4; by hand, min(left, right) context is largest in
+    # window 0 for characters 0-3, window 1 for 4-5, window 2 for 6-9 (ties go to the earlier window)
+    features = build_ner_features([sentence], ChineseBertTokenizer(), 8, labels, doc_stride=2)
+    assert features.char_start.tolist() == [0, 2, 4] and features.num_chars.tolist() == [6, 6, 6]
+    logits = np.zeros((3, 8, 3))
+    logits[np.arange(3), :, np.arange(3)] = 1.0  # window w says labels[w] everywhere
+    assert decode_tags([sentence], features, logits, labels) == [["O"] * 4 + ["B-PER"] * 2 + ["I-PER"] * 4]
+    for stride in (0, 7):
+        with pytest.raises(ValueError, match=f"doc_stride must be between 1 and max_seq_length - 2 = 6 .*got {stride}"):
+            build_ner_features([sentence], ChineseBertTokenizer(), 8, labels, doc_stride=stride)
 
 
 def test_entities_are_read_as_conlleval_reads_them():

@@ -58,6 +58,7 @@ def test_a_tiny_model_memorises_real_sentences_and_its_files_agree(trained_run):
     assert rescored["F1"] == pytest.approx(eval_results["F1"]) and rescored["gold"] == eval_results["gold"]
     settings = json.loads((out / "seed_123" / "best_model" / "cnbert_ner_settings.json").read_text())
     assert settings["task"] == "msra_ner" and settings["max_seq_length"] == 48
+    assert settings["doc_stride"] == 23  # the default, half a window of 46 characters, saved resolved
     config = json.loads((out / "seed_123" / "best_model" / "config.json").read_text())
     assert config["architectures"] == ["BertForTokenClassification"] and config["id2label"]["1"] == "B-PER"
 
@@ -67,7 +68,7 @@ def test_predict_mode_reproduces_the_run_and_prints_entities(trained_run, tmp_pa
     best_model = out / "seed_123" / "best_model"
     proc = run_cli(["--mode=predict", "--task=msra_ner", f"--model_dir={best_model}", f"--predict_file={data}",
                     f"--output_dir={tmp_path / 'p'}"])
-    assert "as in training (cnbert_ner_settings.json): --max_seq_length=48" in proc.stdout
+    assert "as in training (cnbert_ner_settings.json): --max_seq_length=48, --doc_stride=23" in proc.stdout
     assert (tmp_path / "p" / "predictions.txt").read_text() == (out / "seed_123" / "predictions.txt").read_text()
     chars, _, predicted = read_conll(out / "seed_123" / "predictions.txt")[0]
     text = "".join(chars)
@@ -101,4 +102,17 @@ def test_a_bad_tag_is_refused_before_anything_is_written(tmp_path):
     proc = run_cli(["--task=msra_ner", f"--bert_config_file={tmp_path / 'config.json'}", f"--train_file={data}",
                     f"--dev_file={data}", "--max_seq_length=32", f"--output_dir={tmp_path / 'out'}"], check=False)
     assert proc.returncode == 1 and f"{data}: line 2: tag 'I-GPE' is not one of this task's tags" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_doc_stride_longer_than_a_window_is_refused_before_anything_is_written(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(TINY))
+    data = tmp_path / "small.txt"
+    data.write_text("\n\n".join(sentences_with_entities(4, 60)) + "\n\n", encoding="utf-8")
+    proc = run_cli(["--task=msra_ner", f"--bert_config_file={tmp_path / 'config.json'}", f"--train_file={data}",
+                    f"--dev_file={data}", "--max_seq_length=32", "--doc_stride=31", f"--output_dir={tmp_path / 'out'}"],
+                   check=False)
+    assert proc.returncode == 2
+    assert "--doc_stride must be between 1 and --max_seq_length - 2 = 30 (larger steps would skip characters), " \
+           "got 31" in proc.stderr
     assert not (tmp_path / "out").exists()

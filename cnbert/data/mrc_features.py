@@ -29,6 +29,7 @@ from typing import Sequence
 import numpy as np
 
 from cnbert.data.mrc_examples import AnswerKind, MrcExample
+from cnbert.data.windows import doc_windows, max_context_window
 from cnbert.tokenization import ChineseBertTokenizer
 
 logger = logging.getLogger(__name__)
@@ -111,34 +112,6 @@ class _Window:
     passage_ids: np.ndarray  # all of the passage's pieces
     passage_offsets: np.ndarray  # [pieces, 2]
     is_max_context: np.ndarray  # [pieces] bool: the piece is max context in this window
-
-
-def doc_windows(num_tokens: int, window_size: int, doc_stride: int) -> list[tuple[int, int]]:
-    """(start, length) of run_squad's sliding windows over `num_tokens` passage pieces."""
-    windows = []
-    start = 0
-    while start < num_tokens:
-        length = min(num_tokens - start, window_size)
-        windows.append((start, length))
-        if start + length == num_tokens:
-            break
-        start += min(length, doc_stride)
-    return windows
-
-
-def max_context_window(num_tokens: int, windows: Sequence[tuple[int, int]]) -> np.ndarray:
-    """[num_tokens] index of the window in which each piece has the most context: the largest
-    min(pieces to its left, pieces to its right) + 0.01 * window length, the first window on a tie."""
-    positions = np.arange(num_tokens)
-    best_score = np.full(num_tokens, -np.inf)
-    best_window = np.zeros(num_tokens, dtype=np.int64)
-    for index, (start, length) in enumerate(windows):
-        inside = positions[start:start + length]
-        score = np.minimum(inside - start, start + length - 1 - inside) + 0.01 * length
-        better = score > best_score[start:start + length]
-        best_score[start:start + length][better] = score[better]
-        best_window[start:start + length][better] = index
-    return best_window
 
 
 def answer_token_span(offsets: np.ndarray, char_start: int, char_end: int) -> tuple[int, int] | None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cnbert.data.windows import doc_windows, max_context_window
 from cnbert.errors import DataError
 from cnbert.io_utils import read_text_file
 from cnbert.tokenization import ChineseBertTokenizer
@@ -87,8 +88,10 @@ def read_bio(path, labels: Sequence[str], tagged: bool = True) -> list[NerSenten
 @dataclasses.dataclass
 class NerFeatures:
     """One row per window of a sentence: [CLS] up to max_seq_length - 2 characters [SEP], padded to
-    the longest row. A sentence longer than that is cut into consecutive windows, each tagged on
-    its own. tags: tag indices per token, IGNORE_INDEX on [CLS], [SEP] and padding (None untagged)."""
+    the longest row. A longer sentence is covered by windows that start doc_stride characters apart
+    (see build_ner_features); each window is a training example with every character tagged, and
+    each character is predicted from the window where it has the most context (token_is_max_context).
+    tags: tag indices per token, IGNORE_INDEX on [CLS], [SEP] and padding (None untagged)."""
 
     input_ids: np.ndarray       # int64 [rows, seq]
     token_type_ids: np.ndarray  # int64 [rows, seq], all 0
@@ -97,6 +100,7 @@ class NerFeatures:
     sentence_index: np.ndarray  # int64 [rows]: the sentence of each row
     char_start: np.ndarray      # int64 [rows]: the row's first character within its sentence
     num_chars: np.ndarray       # int64 [rows]: characters in the row
+    token_is_max_context: np.ndarray  # bool [rows, seq]: the token's character is predicted from this row
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -110,52 +114,66 @@ class NerFeatures:
 
 
 def build_ner_features(sentences: Sequence[NerSentence], tokenizer: ChineseBertTokenizer, max_seq_length: int,
-                       labels: Sequence[str]) -> NerFeatures:
+                       labels: Sequence[str], doc_stride: int | None = None) -> NerFeatures:
     """Windows of at most max_seq_length - 2 characters, one token per character
-    (ChineseBertTokenizer.character_ids). Sentences must be all tagged or all untagged."""
+    (ChineseBertTokenizer.character_ids). A longer sentence gets windows starting doc_stride
+    characters apart, the last ending at its last character (run_squad's doc_stride windows);
+    doc_stride None means max_seq_length - 2: consecutive windows, no overlap. With overlap, a
+    character near a window's edge is predicted from a window that sees context on both its sides.
+    Sentences must be all tagged or all untagged."""
     if not sentences:
         raise ValueError("no sentences to featurise")
     if max_seq_length < 3:
         raise ValueError(f"max_seq_length {max_seq_length} leaves no room for a character")
+    span = max_seq_length - 2
+    doc_stride = span if doc_stride is None else doc_stride
+    if not 1 <= doc_stride <= span:
+        raise ValueError(f"doc_stride must be between 1 and max_seq_length - 2 = {span} (larger steps would skip "
+                         f"characters), got {doc_stride}")
     tagged = [s.tags is not None for s in sentences]
     if any(tagged) and not all(tagged):
         raise ValueError(f"sentence {sentences[tagged.index(False)].guid} has no tags, but others have")
     tag_index = {name: i for i, name in enumerate(labels)}
-    span = max_seq_length - 2
-    rows = []  # (ids, tag ids or None, sentence, start)
+    rows = []  # (ids, tag ids or None, sentence, start, is max context [characters])
     for i, sentence in enumerate(sentences):
         ids = tokenizer.character_ids(sentence.chars)
-        for start in range(0, len(ids), span):
-            tags = [tag_index[t] for t in sentence.tags[start:start + span]] if all(tagged) else None
-            rows.append((ids[start:start + span], tags, i, start))
+        windows = doc_windows(len(ids), span, doc_stride)
+        best_window = max_context_window(len(ids), windows)
+        for number, (start, length) in enumerate(windows):
+            tags = [tag_index[t] for t in sentence.tags[start:start + length]] if all(tagged) else None
+            rows.append((ids[start:start + length], tags, i, start, best_window[start:start + length] == number))
     width = max(len(ids) for ids, *_ in rows) + 2
     n = len(rows)
     input_ids = np.full((n, width), tokenizer.pad_id, dtype=np.int64)
     attention_mask = np.zeros((n, width), dtype=np.int64)
     tag_ids = np.full((n, width), IGNORE_INDEX, dtype=np.int64) if all(tagged) else None
-    for r, (ids, tags, _, _) in enumerate(rows):
+    token_is_max_context = np.zeros((n, width), dtype=bool)
+    for r, (ids, tags, _, _, is_max_context) in enumerate(rows):
         input_ids[r, :len(ids) + 2] = [tokenizer.cls_id, *ids, tokenizer.sep_id]
         attention_mask[r, :len(ids) + 2] = 1
+        token_is_max_context[r, 1:len(ids) + 1] = is_max_context
         if tag_ids is not None:
             tag_ids[r, 1:len(ids) + 1] = tags
     return NerFeatures(input_ids, np.zeros_like(input_ids), attention_mask, tag_ids,
                        sentence_index=np.array([row[2] for row in rows], dtype=np.int64),
                        char_start=np.array([row[3] for row in rows], dtype=np.int64),
-                       num_chars=np.array([len(row[0]) for row in rows], dtype=np.int64))
+                       num_chars=np.array([len(row[0]) for row in rows], dtype=np.int64),
+                       token_is_max_context=token_is_max_context)
 
 
 def decode_tags(sentences: Sequence[NerSentence], features: NerFeatures, logits: np.ndarray,
                 labels: Sequence[str]) -> list[list[str]]:
-    """Each sentence's predicted tag per character (argmax of its window's logits [rows, seq, tags])."""
+    """Each sentence's predicted tag per character: the argmax of the logits [rows, seq, tags] of
+    the window where the character has the most context."""
     logits = np.asarray(logits)
     if logits.shape[:2] != features.input_ids.shape or logits.shape[2] != len(labels):
         raise ValueError(f"logits have shape {logits.shape}, expected {features.input_ids.shape + (len(labels),)}")
     predicted = [[""] * len(s.chars) for s in sentences]
     best = logits.argmax(axis=2)
     for row in range(len(features)):
-        start, count = features.char_start[row], features.num_chars[row]
         sentence = predicted[features.sentence_index[row]]
-        sentence[start:start + count] = [labels[t] for t in best[row, 1:count + 1]]
+        for position in np.flatnonzero(features.token_is_max_context[row]):
+            sentence[features.char_start[row] + position - 1] = labels[best[row, position]]
     return predicted
 
 

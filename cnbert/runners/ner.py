@@ -27,12 +27,15 @@ PROGRAM = "cnbert-ner"
 flags.adopt_module_key_flags(common)
 flags.DEFINE_enum("task", None, sorted(tasks.TASKS), "NER task.")
 flags.DEFINE_integer("max_seq_length", 256, "Tokens per window with [CLS] and [SEP], one per character; a longer "
-                     "sentence is tagged in consecutive windows.")
+                     "sentence is tagged in overlapping windows (--doc_stride).")
+flags.DEFINE_integer("doc_stride", None, "Characters between the starts of a long sentence's windows, at most "
+                     "--max_seq_length - 2 (default: half a window, (max_seq_length - 2) // 2); each character is "
+                     "predicted from the window where it has the most context.")
 # predict mode
 flags.DEFINE_string("text", None, "predict: one text to tag (its entities are printed).")
 
 # Saved beside each best model (with the task), so that predict mode windows text as the training run did.
-PREDICT_SETTINGS = ("max_seq_length", "do_lower_case", "fullwidth_to_halfwidth")
+PREDICT_SETTINGS = ("max_seq_length", "doc_stride", "do_lower_case", "fullwidth_to_halfwidth")
 PREDICT_SETTINGS_FILE = "cnbert_ner_settings.json"
 TOKEN_TYPES = (1, "tagging a text needs token type 0")
 
@@ -43,13 +46,25 @@ def _check_flag_combinations() -> None:
         raise app.UsageError(f"--max_seq_length must be at least 3, got {FLAGS.max_seq_length}")
 
 
+def _resolve_doc_stride() -> None:
+    """--doc_stride, defaulting to half a window, checked against --max_seq_length as it stands after
+    predict mode took the training run's settings; the resolved value is what a training run saves."""
+    span = FLAGS.max_seq_length - 2
+    if FLAGS.doc_stride is None:
+        FLAGS.doc_stride = max(1, span // 2)
+    if not 1 <= FLAGS.doc_stride <= span:
+        raise app.UsageError(f"--doc_stride must be between 1 and --max_seq_length - 2 = {span} (larger steps would "
+                             f"skip characters), got {FLAGS.doc_stride}")
+
+
 def _featurise(task, sentences, tokenizer, source: str):
-    features = build_ner_features(sentences, tokenizer, FLAGS.max_seq_length, task.labels)
+    _resolve_doc_stride()
+    features = build_ner_features(sentences, tokenizer, FLAGS.max_seq_length, task.labels, FLAGS.doc_stride)
     long_sentences = {int(i) for i in features.sentence_index[features.char_start > 0]}
     if long_sentences:
         windows = int(np.isin(features.sentence_index, list(long_sentences)).sum())
-        log.info("%s: %d sentences longer than %d characters are tagged in %d windows", source,
-                 len(long_sentences), FLAGS.max_seq_length - 2, windows)
+        log.info("%s: %d sentences longer than %d characters are tagged in %d windows starting %d characters apart",
+                 source, len(long_sentences), FLAGS.max_seq_length - 2, windows, FLAGS.doc_stride)
     return features
 
 
