@@ -1,24 +1,27 @@
-"""The flag files in flags/ parse with cnbert-mrc's flags and hold the original list's settings
-(REFERENCE.md section 1)."""
+"""The flag files in flags/ parse with their runner's flags and hold the published settings: the
+original list's for reading comprehension (REFERENCE.md section 1); for classification, HFL
+Chinese-BERT-wwm's best learning rates with Google run_classifier.py's other defaults."""
 import json
 import subprocess
 import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, data_file
 
 PARSE = """
 import json, sys
 from absl import flags
-import cnbert.runners.mrc  # defines the flags
+import cnbert.runners.{runner}  # defines the flags
 FLAGS = flags.FLAGS
-FLAGS(["cnbert-mrc", "--flagfile=" + sys.argv[1]])
-names = ["task", "max_seq_length", "doc_stride", "max_query_length", "max_answer_length", "n_best_size",
-         "num_train_epochs", "train_batch_size", "learning_rate", "warmup_proportion", "weight_decay",
-         "max_grad_norm", "seeds", "cjrc_dev_fraction"]
-print(json.dumps({n: getattr(FLAGS, n) for n in names}))
+FLAGS(["cnbert", "--flagfile=" + sys.argv[1]])
+names = [{names}]
+print(json.dumps({{n: getattr(FLAGS, n) for n in names}}))
 """
+SHARED = ("task", "max_seq_length", "num_train_epochs", "train_batch_size", "learning_rate", "warmup_proportion",
+          "weight_decay", "adam_epsilon", "max_grad_norm", "seeds", "train_file", "dev_file", "test_file",
+          "do_predict")
+MRC_NAMES = SHARED + ("doc_stride", "max_query_length", "max_answer_length", "n_best_size", "cjrc_dev_fraction")
 
 # model -> task -> (epochs, batch, learning rate, warm-up); lengths: roberta_large 256, the others 512
 ORIGINAL = {
@@ -28,8 +31,9 @@ ORIGINAL = {
 }
 
 
-def parse(flag_file):
-    proc = subprocess.run([sys.executable, "-c", PARSE, str(flag_file)], capture_output=True, text=True, cwd=REPO,
+def parse(flag_file, runner="mrc", names=MRC_NAMES):
+    code = PARSE.format(runner=runner, names=", ".join(map(repr, names)))
+    proc = subprocess.run([sys.executable, "-c", code, str(flag_file)], capture_output=True, text=True, cwd=REPO,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -51,9 +55,36 @@ def test_flag_file_holds_the_original_settings(model, task):
     assert values["cjrc_dev_fraction"] == (0.1 if task == "cjrc" else None)
 
 
+# task -> (learning rate, max_seq_length): HFL's best learning rate for the BERT-wwm family; lengths
+# measured on the data (see each file's comment)
+CLASSIFICATION = {"chnsenticorp": (2e-5, 256), "lcqmc": (2e-5, 128), "xnli": (3e-5, 128), "thucnews": (2e-5, 512)}
+# the data files each classification flag file names that $CNBERT_DATA holds (XNLI train and the
+# THUCNews cnews split are not there)
+AVAILABLE = {"chnsenticorp": ("train_file", "dev_file", "test_file"), "lcqmc": ("train_file", "dev_file", "test_file"),
+             "xnli": ("dev_file", "test_file"), "thucnews": ()}
+
+
+@pytest.mark.parametrize("task", sorted(CLASSIFICATION))
+def test_classification_flag_file_holds_the_published_settings(task):
+    values = parse(REPO / "flags" / f"{task}_roberta_wwm_ext_base.flags", "classify", SHARED)
+    lr, length = CLASSIFICATION[task]
+    assert values["task"] == task and values["max_seq_length"] == length
+    assert values["learning_rate"] == pytest.approx(lr)
+    # Google run_classifier.py / optimization.py: 3 epochs, batch 32, warm-up 0.1, AdamWeightDecay
+    # with weight decay 0.01 and epsilon 1e-6, global-norm clip 1.0
+    assert (values["num_train_epochs"], values["train_batch_size"], values["warmup_proportion"]) == (3, 32, 0.1)
+    assert (values["weight_decay"], values["adam_epsilon"], values["max_grad_norm"]) == (0.01, 1e-6, 1.0)
+    assert values["seeds"] == ["123", "456", "789", "556", "977"] and values["do_predict"]
+    for name in AVAILABLE[task]:
+        relative = values[name].removeprefix("$CNBERT_DATA/")
+        assert relative != values[name], values[name]
+        assert data_file(relative).is_file()  # the path the flag file names is where the data is
+
+
 def test_every_flag_file_is_checked():
     files = {p.name for p in (REPO / "flags").glob("*.flags")}
-    expected = {f"{t}_{m}.flags" for m in ORIGINAL for t in ("cmrc2018", "drcd", "cjrc")} | {"demo.flags"}
+    expected = ({f"{t}_{m}.flags" for m in ORIGINAL for t in ("cmrc2018", "drcd", "cjrc")} | {"demo.flags"}
+                | {f"{t}_roberta_wwm_ext_base.flags" for t in CLASSIFICATION})
     assert files == expected
     demo = parse(REPO / "flags" / "demo.flags")
     assert demo["task"] == "cmrc2018" and demo["max_seq_length"] == 256
