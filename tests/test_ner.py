@@ -90,24 +90,24 @@ def test_one_token_per_character_as_google_bert_tokenizes_each_character():
     assert tokenizer.character_ids(chars) == want
 
 
-@pytest.mark.parametrize("doc_stride", [None, 19, 7])
+@pytest.mark.parametrize("doc_stride", [None, 38, 7])
 def test_windows_carry_the_tags_and_decode_back(doc_stride):
     sentences = TASK.read(data_file("msra_ner/msra_test_bio.txt"))[:60]
     tokenizer = ChineseBertTokenizer()
     features = build_ner_features(sentences, tokenizer, 40, TASK.labels, doc_stride)
     lengths = [len(s.chars) for s in sentences]
-    stride = doc_stride or 38  # None: consecutive windows of 38 characters
+    stride = doc_stride or 19  # None: half a window of 38 characters; 38: consecutive windows
     # a sentence of n > 38 characters takes windows starting 0, stride, ..., the last ending at n
     assert len(features) == sum(1 + max(0, -(-(n - 38) // stride)) for n in lengths) > len(sentences)
     chosen = [np.zeros(n, int) for n in lengths]  # times each character is some window's max context
     for row in range(len(features)):
-        start, count = features.char_start[row], features.num_chars[row]
+        start, count = features.char_start[row], features.attention_mask[row].sum() - 2
         chosen[features.sentence_index[row]][start:start + count] += features.token_is_max_context[row, 1:count + 1]
         assert not features.token_is_max_context[row, [0, *range(count + 1, features.tags.shape[1])]].any()
     assert all((times == 1).all() for times in chosen)
     for row in range(len(features)):
         sentence = sentences[features.sentence_index[row]]
-        start, count = features.char_start[row], features.num_chars[row]
+        start, count = features.char_start[row], features.attention_mask[row].sum() - 2
         ids = tokenizer.character_ids(sentence.chars[start:start + count])
         assert features.input_ids[row, :count + 2].tolist() == [tokenizer.cls_id, *ids, tokenizer.sep_id]
         assert features.tags[row, 1:count + 1].tolist() == [TASK.labels.index(t) for t in sentence.tags[start:start + count]]
@@ -125,11 +125,11 @@ def test_each_character_is_predicted_from_the_window_where_it_has_the_most_conte
     # windows of 6 characters starting 0, 2, 4; by hand, min(left, right) context is largest in
     # window 0 for characters 0-3, window 1 for 4-5, window 2 for 6-9 (ties go to the earlier window)
     features = build_ner_features([sentence], ChineseBertTokenizer(), 8, labels, doc_stride=2)
-    assert features.char_start.tolist() == [0, 2, 4] and features.num_chars.tolist() == [6, 6, 6]
+    assert features.char_start.tolist() == [0, 2, 4] and features.attention_mask.sum(1).tolist() == [8, 8, 8]
     logits = np.zeros((3, 8, 3))
     logits[np.arange(3), :, np.arange(3)] = 1.0  # window w says labels[w] everywhere
     assert decode_tags([sentence], features, logits, labels) == [["O"] * 4 + ["B-PER"] * 2 + ["I-PER"] * 4]
-    for stride in (0, 7):
+    for stride in (0, 7, 2.5):
         with pytest.raises(ValueError, match=f"doc_stride must be between 1 and max_seq_length - 2 = 6 .*got {stride}"):
             build_ner_features([sentence], ChineseBertTokenizer(), 8, labels, doc_stride=stride)
 

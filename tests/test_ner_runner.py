@@ -1,6 +1,7 @@
 """cnbert-ner end to end, in subprocesses (the runners share absl's global flags): a tiny random BERT
-memorises 48 real MSRA sentences, the saved predictions agree with the saved scores, predict mode
-reproduces the run and prints entities, and TensorFlow's model is read by PyTorch."""
+memorises 48 real MSRA sentences, most longer than one window, the saved predictions agree with the
+saved scores, predict mode reproduces the run and prints entities, and TensorFlow's model is read by
+PyTorch."""
 import json
 
 import pytest
@@ -38,8 +39,10 @@ def trained_run(tmp_path_factory):
     data = directory / "small.txt"
     data.write_text("\n\n".join(sentences_with_entities(48, 40)) + "\n\n", encoding="utf-8")
     out = directory / "out"
+    # windows of 22 characters starting 11 apart: most sentences take several
+    assert sum(len(block.split("\n")) > 22 for block in data.read_text(encoding="utf-8").split("\n\n")) > 24
     run_cli(["--task=msra_ner", f"--bert_config_file={directory / 'config.json'}", f"--train_file={data}",
-             f"--dev_file={data}", "--max_seq_length=48", "--num_train_epochs=30", "--train_batch_size=16",
+             f"--dev_file={data}", "--max_seq_length=24", "--num_train_epochs=30", "--train_batch_size=16",
              "--learning_rate=3e-3", f"--output_dir={out}"])
     return out, data
 
@@ -57,8 +60,8 @@ def test_a_tiny_model_memorises_real_sentences_and_its_files_agree(trained_run):
     rescored = entity_scores([g for _, g, _ in rows], [p for _, _, p in rows])
     assert rescored["F1"] == pytest.approx(eval_results["F1"]) and rescored["gold"] == eval_results["gold"]
     settings = json.loads((out / "seed_123" / "best_model" / "cnbert_ner_settings.json").read_text())
-    assert settings["task"] == "msra_ner" and settings["max_seq_length"] == 48
-    assert settings["doc_stride"] == 23  # the default, half a window of 46 characters, saved resolved
+    assert settings["task"] == "msra_ner" and settings["max_seq_length"] == 24
+    assert settings["doc_stride"] == 11  # the default, half a window of 22 characters, saved resolved
     config = json.loads((out / "seed_123" / "best_model" / "config.json").read_text())
     assert config["architectures"] == ["BertForTokenClassification"] and config["id2label"]["1"] == "B-PER"
 
@@ -68,7 +71,7 @@ def test_predict_mode_reproduces_the_run_and_prints_entities(trained_run, tmp_pa
     best_model = out / "seed_123" / "best_model"
     proc = run_cli(["--mode=predict", "--task=msra_ner", f"--model_dir={best_model}", f"--predict_file={data}",
                     f"--output_dir={tmp_path / 'p'}"])
-    assert "as in training (cnbert_ner_settings.json): --max_seq_length=48, --doc_stride=23" in proc.stdout
+    assert "as in training (cnbert_ner_settings.json): --max_seq_length=24, --doc_stride=11" in proc.stdout
     assert (tmp_path / "p" / "predictions.txt").read_text() == (out / "seed_123" / "predictions.txt").read_text()
     chars, _, predicted = read_conll(out / "seed_123" / "predictions.txt")[0]
     text = "".join(chars)
@@ -80,6 +83,23 @@ def test_predict_mode_reproduces_the_run_and_prints_entities(trained_run, tmp_pa
     proc = run_cli(["--mode=predict", "--task=msra_ner", f"--model_dir={best_model}", f"--text={text}",
                     f"--output_dir={tmp_path / 'x'}"], check=False)
     assert proc.returncode == 2 and "--output_dir is for --predict_file" in proc.stderr
+    # windows of one's own: the default stride for them, not the training run's 11 (> 12 - 2)
+    proc = run_cli(["--mode=predict", "--task=msra_ner", f"--model_dir={best_model}", f"--text={text}",
+                    "--max_seq_length=12"])
+    assert "--doc_stride" not in proc.stdout and "entities" in proc.stdout.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"doc_stride": 12.5}, "doc_stride must be an integer, got 12.5"),
+    ({"max_seq_length": 24, "doc_stride": 30}, "--doc_stride must be between 1 and --max_seq_length - 2 = 22 "
+                                                "(larger steps would skip characters), got 30 (from "
+                                                "cnbert_ner_settings.json beside --model_dir)"),
+])
+def test_a_damaged_settings_file_beside_the_model_is_named(tmp_path, settings, message):
+    (tmp_path / "cnbert_ner_settings.json").write_text(json.dumps({"task": "msra_ner", **settings}))
+    proc = run_cli(["--mode=predict", "--task=msra_ner", f"--model_dir={tmp_path}", "--text=北京"], check=False)
+    assert proc.returncode in (1, 2) and message in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
 
 
 def test_tensorflow_tags_and_pytorch_reads_its_model(tmp_path):

@@ -99,7 +99,6 @@ class NerFeatures:
     tags: np.ndarray | None     # int64 [rows, seq]
     sentence_index: np.ndarray  # int64 [rows]: the sentence of each row
     char_start: np.ndarray      # int64 [rows]: the row's first character within its sentence
-    num_chars: np.ndarray       # int64 [rows]: characters in the row
     token_is_max_context: np.ndarray  # bool [rows, seq]: the token's character is predicted from this row
 
     def __len__(self) -> int:
@@ -113,21 +112,27 @@ class NerFeatures:
         return arrays
 
 
+def default_doc_stride(max_seq_length: int) -> int:
+    """Half a window of max_seq_length - 2 characters (at least 1): every character but those
+    near a sentence's ends is seen by a window with a quarter window of context on each side."""
+    return max(1, (max_seq_length - 2) // 2)
+
+
 def build_ner_features(sentences: Sequence[NerSentence], tokenizer: ChineseBertTokenizer, max_seq_length: int,
                        labels: Sequence[str], doc_stride: int | None = None) -> NerFeatures:
     """Windows of at most max_seq_length - 2 characters, one token per character
     (ChineseBertTokenizer.character_ids). A longer sentence gets windows starting doc_stride
-    characters apart, the last ending at its last character (run_squad's doc_stride windows);
-    doc_stride None means max_seq_length - 2: consecutive windows, no overlap. With overlap, a
-    character near a window's edge is predicted from a window that sees context on both its sides.
-    Sentences must be all tagged or all untagged."""
+    characters apart (default: default_doc_stride), the last ending at its last character
+    (run_squad's doc_stride windows); doc_stride = max_seq_length - 2 gives consecutive windows
+    without overlap. With overlap, a character near a window's edge is predicted from a window that
+    sees context on both its sides. Sentences must be all tagged or all untagged."""
     if not sentences:
         raise ValueError("no sentences to featurise")
     if max_seq_length < 3:
         raise ValueError(f"max_seq_length {max_seq_length} leaves no room for a character")
     span = max_seq_length - 2
-    doc_stride = span if doc_stride is None else doc_stride
-    if not 1 <= doc_stride <= span:
+    doc_stride = default_doc_stride(max_seq_length) if doc_stride is None else doc_stride
+    if type(doc_stride) is not int or not 1 <= doc_stride <= span:
         raise ValueError(f"doc_stride must be between 1 and max_seq_length - 2 = {span} (larger steps would skip "
                          f"characters), got {doc_stride}")
     tagged = [s.tags is not None for s in sentences]
@@ -157,7 +162,6 @@ def build_ner_features(sentences: Sequence[NerSentence], tokenizer: ChineseBertT
     return NerFeatures(input_ids, np.zeros_like(input_ids), attention_mask, tag_ids,
                        sentence_index=np.array([row[2] for row in rows], dtype=np.int64),
                        char_start=np.array([row[3] for row in rows], dtype=np.int64),
-                       num_chars=np.array([len(row[0]) for row in rows], dtype=np.int64),
                        token_is_max_context=token_is_max_context)
 
 

@@ -597,11 +597,11 @@ def use_training_settings(model_dir: Path, settings_file: str, names: Sequence[s
                              f"--task={FLAGS.task}")
     taken = {name: saved[name] for name in names if name in saved and not FLAGS[name].present}
     for name, value in taken.items():
-        # bool is an int in Python; a saved true must not pass for a window length, nor 1 for a bool
-        default = FLAGS[name].default
+        # bool is an int in Python; a saved true must not pass for a window length, nor 1 for a bool.
+        # The flag's parser says what it takes (its default may be None).
         if isinstance(FLAGS[name], flags.BooleanFlag):
             expected, ok = "true or false", type(value) is bool
-        elif isinstance(default, int):
+        elif isinstance(FLAGS[name].parser, flags.IntegerParser):
             expected, ok = "an integer", type(value) is int
         else:
             expected, ok = "a finite number", type(value) in (int, float) and math.isfinite(value)

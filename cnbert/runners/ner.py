@@ -16,7 +16,7 @@ import logging
 import numpy as np
 from absl import app, flags
 
-from cnbert.data.ner import NerSentence, build_ner_features, decode_tags, entities
+from cnbert.data.ner import NerSentence, build_ner_features, decode_tags, default_doc_stride, entities
 from cnbert.runners import common
 from cnbert.tasks import ner as tasks
 
@@ -44,6 +44,8 @@ def _check_flag_combinations() -> None:
     common.check_flag_combinations(predict_only=("text",), single_prints="print the entities")
     if FLAGS.max_seq_length < 3:
         raise app.UsageError(f"--max_seq_length must be at least 3, got {FLAGS.max_seq_length}")
+    if FLAGS.mode == "train":
+        _resolve_doc_stride()  # predict mode may yet take both from the training run's settings
 
 
 def _resolve_doc_stride() -> None:
@@ -51,10 +53,12 @@ def _resolve_doc_stride() -> None:
     predict mode took the training run's settings; the resolved value is what a training run saves."""
     span = FLAGS.max_seq_length - 2
     if FLAGS.doc_stride is None:
-        FLAGS.doc_stride = max(1, span // 2)
+        FLAGS.doc_stride = default_doc_stride(FLAGS.max_seq_length)
     if not 1 <= FLAGS.doc_stride <= span:
+        # a default stride always fits: a bad one not given here came from the model's settings file
+        origin = "" if FLAGS["doc_stride"].present else f" (from {PREDICT_SETTINGS_FILE} beside --model_dir)"
         raise app.UsageError(f"--doc_stride must be between 1 and --max_seq_length - 2 = {span} (larger steps would "
-                             f"skip characters), got {FLAGS.doc_stride}")
+                             f"skip characters), got {FLAGS.doc_stride}{origin}")
 
 
 def _featurise(task, sentences, tokenizer, source: str):
@@ -90,7 +94,12 @@ def train_and_evaluate():
 def predict():
     task = tasks.get_task(FLAGS.task)
     single = FLAGS.text is not None
-    common.start_prediction(single, "--text", tasks.PREDICTIONS_FILE, PREDICT_SETTINGS_FILE, PREDICT_SETTINGS)
+    settings = PREDICT_SETTINGS
+    if FLAGS["max_seq_length"].present and not FLAGS["doc_stride"].present:
+        # a window length of one's own takes the default stride for it, not the training run's
+        settings = tuple(name for name in PREDICT_SETTINGS if name != "doc_stride")
+    common.start_prediction(single, "--text", tasks.PREDICTIONS_FILE, PREDICT_SETTINGS_FILE, settings)
+    _resolve_doc_stride()  # with the training run's settings taken, before the model loads
     if single and not FLAGS.text.strip():
         raise app.UsageError("--text must not be empty")
     setup = common.load_for_prediction(*TOKEN_TYPES)

@@ -9,16 +9,17 @@
 
 Variable paths are the layout's TF1 checkpoint names (cnbert.checkpoints.albert_layout):
 bert/encoder/transformer/group_0/inner_group_0/attention_1/self/query/kernel,
-bert/encoder/layer_shared/output/LayerNorm/gamma, ...; canonical names are the PyTorch model's
-state-dict names (Hugging Face AlbertModel's in the "albert" layout), under "albert." in task models.
+bert/encoder/layer_shared/output/LayerNorm/gamma, ...; one exception: brightmart's bare projection
+matrix bert/embeddings/word_embeddings_2 is the kernel of a bias-free dense layer here,
+bert/embeddings/word_embeddings_2/kernel, so that it follows set_precision as PyTorch's
+nn.Linear(bias=False) follows autocast. Canonical names are the PyTorch model's state-dict names
+(Hugging Face AlbertModel's in the "albert" layout), under "albert." in task models.
 
 A shared layer runs several times in one step: each application draws its dropout masks from its
 own seed (cnbert.tf.modeling.application_seed), as the PyTorch layer draws fresh masks per call, and
 gradient checkpointing recomputes each application on its own.
 
-Precision as in cnbert.tf.modeling: the dense layers follow set_precision. brightmart's word
-projection word_embeddings_2 is part of the (float32) embeddings here, where torch autocast would
-run it in half precision; the difference is one rounding of the E-to-H projection.
+Precision as in cnbert.tf.modeling: the dense layers, word_embeddings_2 included, follow set_precision.
 """
 from __future__ import annotations
 
@@ -51,15 +52,17 @@ class FactorizedWordEmbeddings(BertEmbeddings):
 
     def __init__(self, config: AlbertConfig):
         super().__init__(config, word_width=config.embedding_size)
+        self.word_embeddings_2 = Linear(self.width, config.initializer_range, use_bias=False,
+                                        name="word_embeddings_2")
 
     def build(self, input_shape=None):
         super().build(input_shape)
-        self.word_embeddings_2 = self.add_weight(
-            name="word_embeddings_2", shape=(self.word_width, self.width),
-            initializer=keras.initializers.RandomNormal(stddev=self.config.initializer_range))
+        self.word_embeddings_2.build((None, None, self.word_width))
 
     def embed_words(self, input_ids):
-        return tf.matmul(super().embed_words(input_ids), self.word_embeddings_2)
+        # in half precision under bf16 / fp16, as torch autocast runs the projection; the sum with
+        # the float32 tables is float32 there too
+        return tf.cast(self.word_embeddings_2(super().embed_words(input_ids)), tf.float32)
 
 
 class AlbertLayer(keras.layers.Layer):
@@ -189,8 +192,12 @@ class AlbertModel(BertModel):
         return SharedLayerEncoder(config, gradient_checkpointing)
 
     def canonical_names(self) -> dict[str, tuple[str, bool]]:
-        return {tf_name: (name, transposed) for name, (tf_name, transposed)
-                in albert_tf_names(self.config, add_pooling_layer=self.pooler is not None).items()}
+        names = {tf_name: (name, transposed) for name, (tf_name, transposed)
+                 in albert_tf_names(self.config, add_pooling_layer=self.pooler is not None).items()}
+        if isinstance(self.embeddings, FactorizedWordEmbeddings):  # the one path that is not the TF1 name
+            projection = self.embeddings.word_embeddings_2.kernel
+            names[projection.path] = names.pop(projection.path.removesuffix("/kernel"))
+        return names
 
     @property
     def hf_architecture(self) -> str:

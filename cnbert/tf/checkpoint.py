@@ -198,7 +198,8 @@ def load_finetuned(directory, task: str, **config_overrides) -> keras.Model:
 
 def save_pretrained(model: keras.Model, directory, vocab_file) -> Path:
     """Write config.json, model.safetensors and vocab.txt as cnbert.torch.save_pretrained does, so
-    the PyTorch model and transformers (BertForQuestionAnswering for a span model) load it.
+    the PyTorch model and transformers (Bert/AlbertForQuestionAnswering for a span model, ...) load
+    it; the factorized ALBERT layout has no transformers class.
     Written into a temporary sibling directory and renamed into place (atomic)."""
     directory = Path(directory)
     check_vocab_size(vocab_file, model.config)

@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from cnbert.config import BertConfig, check_label_names
+from cnbert.tasks import TASK_HEADS
 from cnbert.tasks import classification as classification_tasks
 from cnbert.tasks import ner as ner_tasks
 from cnbert.tf.modeling import CLASS_DROPOUT_SITE, BertModel, Linear, dropout
@@ -229,10 +230,11 @@ def _cross_entropy(logits, targets, num_classes: int, name: str, reduction: str)
     return tf.reduce_sum(per_feature) / tf.maximum(tf.reduce_sum(tf.cast(keep, tf.float32)), 1.0)
 
 
-# Task name -> model class; the label arrays each task's loss reads.
-TASK_MODELS = {"cmrc2018": BertForSpanExtraction, "drcd": BertForSpanExtraction, "cjrc": BertForCJRC,
-               **{name: BertForSequenceClassification for name in classification_tasks.TASKS},
-               **{name: BertForTokenClassification for name in ner_tasks.TASKS}}
+# Task name -> the model class the trainer takes (the ALBERT task models are its subclasses), and
+# the label arrays each task's loss reads.
+_HEAD_MODELS = {"span": BertForSpanExtraction, "cjrc": BertForCJRC, "classification": BertForSequenceClassification,
+                "tagging": BertForTokenClassification}
+TASK_MODELS = {task: _HEAD_MODELS[head] for task, head in TASK_HEADS.items()}
 TASK_LABELS = {"cmrc2018": ("start_positions", "end_positions"), "drcd": ("start_positions", "end_positions"),
                "cjrc": ("start_positions", "end_positions", "answer_class"),
                **{name: ("labels",) for name in classification_tasks.TASKS},

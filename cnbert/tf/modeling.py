@@ -44,7 +44,7 @@ _EMBEDDING_DROPOUT_SITE = 0
 SITES_PER_LAYER = 3
 CLASS_DROPOUT_SITE = 1_000_000
 # A layer applied several times (ALBERT's shared layers) draws each application's masks from its own
-# seed, folded in from the step's seed at APPLICATION_SEED_BASE + application (see application_seed).
+# seed, folded in from the step's seed at _APPLICATION_SEED_BASE + application (see application_seed).
 _APPLICATION_SEED_BASE = 2_000_000
 
 
@@ -66,22 +66,30 @@ def application_seed(seed, application: int):
 
 class Linear(keras.layers.Layer):
     """x @ kernel + bias with Google's names (kernel [in, out], bias [out]) and optionally a fused
-    activation: "gelu" (exact erf), "gelu_tanh" and "gelu_sigmoid" through ops.bias_gelu, or "relu"."""
+    activation: "gelu" (exact erf), "gelu_tanh" and "gelu_sigmoid" through ops.bias_gelu, or "relu".
+    use_bias=False: x @ kernel alone (no activation)."""
 
-    def __init__(self, units: int, initializer_range: float, activation: str | None = None, **kwargs):
+    def __init__(self, units: int, initializer_range: float, activation: str | None = None, use_bias: bool = True,
+                 **kwargs):
         kwargs.setdefault("dtype", "float32")  # not the global policy: set_precision chooses
         super().__init__(**kwargs)
+        if activation is not None and not use_bias:
+            raise ValueError("a Linear with an activation needs its bias")
         self.units = units
         self.initializer_range = initializer_range
         self.activation = activation
+        self.use_bias = use_bias
 
     def build(self, input_shape):
         self.kernel = self.add_weight(name="kernel", shape=(input_shape[-1], self.units),
                                       initializer=keras.initializers.RandomNormal(stddev=self.initializer_range))
-        self.bias = self.add_weight(name="bias", shape=(self.units,), initializer="zeros")
+        if self.use_bias:
+            self.bias = self.add_weight(name="bias", shape=(self.units,), initializer="zeros")
 
     def call(self, x):
         y = keras.ops.matmul(x, self.kernel)
+        if not self.use_bias:
+            return y
         if self.activation is None:
             return y + self.bias
         if self.activation == "relu":
