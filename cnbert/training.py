@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -144,6 +144,25 @@ def micro_batches(global_batch: np.ndarray, rank: int, world_size: int, accumula
     """This process's share of a global batch, split into accumulation micro-batches."""
     mine = global_batch[rank::world_size]
     return [chunk for chunk in np.array_split(mine, accumulation_steps)]
+
+
+# Arrays with one entry per token ([rows, seq]); trim_padding cuts these.
+TOKEN_ARRAYS = ("input_ids", "token_type_ids", "attention_mask", "tags")
+
+
+def trim_padding(batch: Mapping[str, np.ndarray], multiple: int = 8) -> dict[str, np.ndarray]:
+    """The batch without the padding columns that every row masks: its per-token arrays
+    (TOKEN_ARRAYS) cut after the last column any row's attention_mask uses, rounded up to a
+    multiple of `multiple` (matrix units work in blocks of 8). Masked keys get exactly zero
+    attention, so the outputs at the kept positions are unchanged, up to the order of float sums;
+    so is a loss that reads no padding position (a classifier's, a tagger's; not the span losses,
+    whose softmax covers the padding too). The compute saved is the cut columns' share, large for
+    short texts padded to a long set (LCQMC: median 23 pieces, padded to 128)."""
+    mask = np.asarray(batch["attention_mask"])
+    width = mask.shape[1]
+    used = np.flatnonzero(mask.any(axis=0))
+    keep = min(width, -(-(int(used[-1]) + 1 if used.size else 1) // multiple) * multiple)
+    return {name: array[:, :keep] if name in TOKEN_ARRAYS else array for name, array in batch.items()}
 
 
 def eval_shard(num_examples: int, rank: int, world_size: int) -> slice:

@@ -8,7 +8,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from cnbert.config import BertConfig
-from cnbert.torch import BertForSpanExtraction, span_loss
+from cnbert.torch import BertForSequenceClassification, BertForSpanExtraction, classification_loss, span_loss
 from cnbert.torch.distributed import DistContext
 from cnbert.torch.trainer import Trainer
 from cnbert.training import NonFiniteLossError
@@ -56,6 +56,35 @@ def test_same_seed_gives_the_same_loss_curve_and_the_loss_goes_down():
     assert [loss for _, loss in a.losses] != [loss for _, loss in c.losses]
     assert len(a.losses) == 9  # 24 features / 8 per step × 3 epochs
     assert np.mean([l for _, l in a.losses[-3:]]) < 0.8 * np.mean([l for _, l in a.losses[:3]])
+
+
+def test_a_classifier_trains_only_as_wide_as_each_micro_batch_needs_with_the_same_losses(monkeypatch):
+    """Classification losses read no padding position: trimmed micro-batches give the losses of
+    full-width ones. (The span losses' softmax covers the padding, so span models are not trimmed.)"""
+    data = toy_data(length=32)
+    lengths = np.random.default_rng(1).integers(12, 21, size=24)  # at most 20 of 32 columns used
+    data["attention_mask"] = (np.arange(32) < lengths[:, None]).astype(np.int64)
+    data["labels"] = (data["input_ids"][:, 0] % 3).astype(np.int64)
+    widths = []
+    forward = BertForSequenceClassification.forward
+    monkeypatch.setattr(BertForSequenceClassification, "forward",
+                        lambda self, input_ids, *a, **k: widths.append(input_ids.shape[1]) or forward(
+                            self, input_ids, *a, **k))
+
+    def losses(trim):
+        widths.clear()
+        torch.manual_seed(0)
+        model = BertForSequenceClassification(TINY, ("a", "b", "c"))
+        cfg = TrainingConfig(learning_rate=5e-3, num_train_epochs=2, train_batch_size=8, seed=3)
+        trainer = Trainer(model, cfg, lambda out, b: classification_loss(out, b["labels"], reduction="none"),
+                          show_progress=False, trim_padding=trim)
+        return [loss for _, loss in trainer.fit(data).losses]
+
+    trimmed = losses(True)
+    assert set(widths) <= {16, 24} and 24 in widths  # the longest row of each batch, rounded up to 8
+    untrimmed = losses(False)
+    assert set(widths) == {32}
+    np.testing.assert_allclose(trimmed, untrimmed, rtol=0, atol=1e-6)
 
 
 def test_gradient_accumulation_matches_one_big_batch():

@@ -4,7 +4,25 @@ import pytest
 
 from cnbert.report import format_markdown, summarize_seeds
 from cnbert.training import (TrainingConfig, TrainingRun, eval_shard, global_batches, linear_warmup_decay,
-                             micro_batches)
+                             micro_batches, trim_padding)
+
+
+def test_trim_padding_cuts_the_columns_every_row_masks_rounded_up_to_eight():
+    mask = np.zeros((3, 40), np.int64)
+    mask[0, :11], mask[1, :5], mask[2, :17] = 1, 1, 1  # longest row: 17 tokens
+    batch = {"input_ids": np.arange(120).reshape(3, 40), "token_type_ids": np.ones((3, 40), np.int64),
+             "attention_mask": mask, "tags": np.full((3, 40), -100), "start_positions": np.array([3, 0, 16]),
+             "labels": np.array([1, 0, 2])}
+    trimmed = trim_padding(batch)
+    for name in ("input_ids", "token_type_ids", "attention_mask", "tags"):
+        np.testing.assert_array_equal(trimmed[name], batch[name][:, :24], err_msg=name)  # 17 -> 24
+    for name in ("start_positions", "labels"):
+        assert trimmed[name] is batch[name]  # one value per row: untouched
+    assert trim_padding(batch, multiple=1)["input_ids"].shape == (3, 17)
+    assert trim_padding(batch, multiple=64)["input_ids"].shape == (3, 40)  # never wider than the arrays
+    mask[1, 39] = 1  # a row using the last column keeps them all
+    assert trim_padding(batch)["attention_mask"].shape == (3, 40)
+    assert trim_padding({"attention_mask": np.zeros((2, 30), np.int64)})["attention_mask"].shape == (2, 8)
 
 
 def test_global_batches_cover_each_example_once_and_depend_on_seed_and_epoch():

@@ -49,5 +49,7 @@ def _loss_for(task: str):
 
 def Trainer(model, config: TrainingConfig, task: str, ctx: DistContext | None = None, log_dir=None,
             show_progress: bool = True) -> _Trainer:
-    """The PyTorch Trainer with the task's loss."""
-    return _Trainer(model, config, _loss_for(task), ctx=ctx, log_dir=log_dir, show_progress=show_progress)
+    """The PyTorch Trainer with the task's loss; classifiers and taggers, whose losses read no
+    padding position, train each micro-batch only as wide as its longest row."""
+    return _Trainer(model, config, _loss_for(task), ctx=ctx, log_dir=log_dir, show_progress=show_progress,
+                    trim_padding=TASK_HEADS.get(task) in ("classification", "tagging"))

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from cnbert.torch.distributed import DistContext, all_gather_objects
 from cnbert.torch.modeling import set_gradient_checkpointing
 from cnbert.torch.optim import build_optimizer, build_scheduler
-from cnbert.training import FitResult, TrainingConfig, TrainingRun, eval_shard, micro_batches
+from cnbert.training import FitResult, TrainingConfig, TrainingRun, eval_shard, micro_batches, trim_padding
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,10 @@ class Trainer:
     input_names: the arrays passed to the model as keyword arguments; the other arrays a batch
     holds (labels) reach only loss_fn. config.gradient_checkpointing switches per-layer
     recomputation on the model's encoder (set_gradient_checkpointing).
+    trim_padding: run each training micro-batch only as wide as its longest row
+    (cnbert.training.trim_padding). Only for losses that read no padding position: a classifier's,
+    a tagger's (padding is ignored); not the span losses, whose softmax runs over every position of
+    the window, padding included, as Google's and transformers' do.
     """
 
     def __init__(
@@ -53,8 +57,10 @@ class Trainer:
         ctx: DistContext | None = None,
         log_dir=None,
         show_progress: bool = True,
+        trim_padding: bool = False,
     ):
         self.config = config
+        self.trim_padding = trim_padding
         self.ctx = ctx or DistContext()
         self.model = model.to(self.ctx.device)
         set_gradient_checkpointing(self.model, config.gradient_checkpointing)
@@ -129,7 +135,10 @@ class Trainer:
         micro = micro_batches(batch_index, ctx.rank, ctx.world_size, self.config.gradient_accumulation_steps)
         loss_sum = torch.zeros((), dtype=torch.float64, device=ctx.device)
         for i, index in enumerate(micro):
-            batch = self._to_device(train, index)
+            batch = {name: array[index] for name, array in train.items()}
+            if self.trim_padding:  # the TF trainer keeps one shape, which XLA compiles once
+                batch = trim_padding(batch)
+            batch = self._to_device(batch, slice(None))
             sync = i == len(micro) - 1
             with (contextlib.nullcontext() if sync or not ctx.distributed else wrapped.no_sync()):
                 with self._autocast():
