@@ -163,16 +163,26 @@ def _reject_duplicate_keys(pairs):
 
 
 def read_text_file(path, what: str = "file") -> str:
-    """A UTF-8 text file's content; any failure becomes a DataError naming the file."""
+    """A UTF-8 text file's content exactly as written: no newline translation (readers split on
+    "\n" and drop a trailing "\r" themselves, so a lone "\r" inside a field stays text), without
+    a leading byte-order mark. Any failure becomes a DataError naming the file (and, for bytes that
+    are not UTF-8, the line)."""
     path = Path(path)
     try:
-        return path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise DataError(path, None, f"{what} not found") from None
     except OSError as e:
         raise DataError(path, None, f"cannot read the {what} ({e.strerror or e})") from e
+    return _decode_utf8(path, data, f"the {what} is not UTF-8 text")
+
+
+def _decode_utf8(path: Path, data: bytes, message: str) -> str:
+    try:
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise DataError(path, f"byte {e.start}", f"the {what} is not UTF-8 text") from e
+        line = data.count(b"\n", 0, e.start) + 1
+        raise DataError(path, f"line {line} (byte {e.start})", message) from e
 
 
 def read_json_file(path, reject_duplicate_keys=False):
@@ -180,12 +190,12 @@ def read_json_file(path, reject_duplicate_keys=False):
     path = Path(path)
     hook = _reject_duplicate_keys if reject_duplicate_keys else None
     try:
-        with path.open(encoding="utf-8") as f:
-            return json.load(f, object_pairs_hook=hook)
+        data = path.read_bytes()
     except OSError as e:
         raise DataError(path, None, f"cannot read the file ({e.strerror or e})") from e
-    except UnicodeDecodeError as e:
-        raise DataError(path, f"byte {e.start}", "not UTF-8 text") from e
+    text = _decode_utf8(path, data, "not UTF-8 text")
+    try:
+        return json.loads(text, object_pairs_hook=hook)
     except json.JSONDecodeError as e:
         raise DataError(path, f"line {e.lineno} column {e.colno}", f"malformed JSON: {e.msg}") from e
     except _DuplicateKey as e:

@@ -102,11 +102,16 @@ def test_bad_records_are_named_by_file_and_line(tmp_path, text, where, problem):
 
 
 def test_columns_by_header_name_crlf_and_other_line_separators(tmp_path):
-    # columns in another order, Windows line ends, a U+2028 inside a text (not a record break), quotes as text
-    path = write(tmp_path, 'label\ttext_b\ttext_a\r\n1\t第二\u2028行\t"引号\r\n0\tb\ta\r\n')
+    # columns in another order, Windows line ends, a U+2028 and a lone CR inside texts (neither is a
+    # record break), quotes as text, a byte-order mark before the header
+    path = write(tmp_path, '\ufefflabel\ttext_b\ttext_a\r\n1\t第二\u2028行\t"引号\r\n0\tb\ra\ta\r\n')
     examples = read_classification_tsv(path, PAIR, ("0", "1"))
     assert examples == [ClassificationExample("data.tsv:2", '"引号', "第二\u2028行", "1"),
-                        ClassificationExample("data.tsv:3", "a", "b", "0")]
+                        ClassificationExample("data.tsv:3", "a", "b\ra", "0")]
+    latin = tmp_path / "latin.tsv"
+    latin.write_bytes("label\ttext_a\ttext_b\n1\ta\tb\n0\tcaf\u00e9\tb\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"latin.tsv: line 3 \(byte 31\): the data file is not UTF-8 text"):
+        read_classification_tsv(latin, PAIR, ("0", "1"))
 
 
 def test_unlabelled_files_may_lack_the_label_column_but_not_hold_bad_labels(tmp_path):

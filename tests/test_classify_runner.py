@@ -202,6 +202,16 @@ def test_dbqa_ranks_answers_and_reports_mrr_and_map(tmp_path, tiny_config):
         assert ("cannot be scored" in proc.stdout) == (name == "zeros") and "MRR" not in proc.stdout
         _, predicted = read_predictions(tmp_path / name / "predictions.tsv")
         assert [r[2:] for r in predicted] == [r[2:] for r in rows]
+    # a label outside the task's (as on line 2549 of the 2017 dev file): that line is predicted, the
+    # others are scored as training scored them
+    with_bad = lines[64:69] + ["10\t" + lines[69].split("\t", 1)[1]] + lines[69:112]
+    (tmp_path / "bad.txt").write_text("\n".join(with_bad) + "\n", encoding="utf-8")
+    proc = run_cli(["--mode=predict", "--task=dbqa", f"--model_dir={model_dir}",
+                    f"--predict_file={tmp_path / 'bad.txt'}", f"--output_dir={tmp_path / 'bad'}"])
+    assert "bad.txt: 1 of 49 lines have labels outside the task's" in proc.stdout
+    assert f"MRR {eval_results['MRR']:.3f}, MAP {eval_results['MAP']:.3f}" in proc.stdout
+    _, predicted = read_predictions(tmp_path / "bad" / "predictions.tsv")
+    assert len(predicted) == 49 and [r[2:] for r in predicted[:5] + predicted[6:]] == [r[2:] for r in rows]
     # a dev file that cannot be ranked is refused before training
     proc = run_cli(["--task=dbqa", f"--bert_config_file={tiny_config}", f"--train_file={tmp_path / 'train.txt'}",
                     f"--dev_file={tmp_path / 'zeros.txt'}", "--max_seq_length=64", f"--output_dir={tmp_path / 'o2'}"],

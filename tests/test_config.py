@@ -94,7 +94,7 @@ def test_file_errors_name_the_file(tmp_path):
         BertConfig.from_json_file(tmp_path / "missing.json")
     utf16 = tmp_path / "utf16.json"
     utf16.write_text(json.dumps(TINY), encoding="utf-16")
-    with pytest.raises(ConfigError, match=f"{utf16}: byte 0: the config file is not UTF-8 text"):
+    with pytest.raises(ConfigError, match=fr"{utf16}: line 1 \(byte 0\): the config file is not UTF-8 text"):
         BertConfig.from_json_file(utf16)
     broken = tmp_path / "bert_config.json"
     broken.write_text("{\"vocab_size\": 10,")

@@ -70,9 +70,10 @@ def test_bad_lines_are_named(tmp_path, text, where, problem):
 
 def test_untagged_files_and_mixed_sentences(tmp_path):
     path = tmp_path / "text.txt"
-    path.write_text("北\n京\n\n上\n海\n", encoding="utf-8")
+    path.write_text("北\n京\n \n上\n\u3000\n海\n", encoding="utf-8")  # a blank line of a space; an ideographic space
     sentences = read_bio(path, TASK.labels, tagged=False)
-    assert sentences == [NerSentence("text.txt:1", ("北", "京"), None), NerSentence("text.txt:4", ("上", "海"), None)]
+    assert sentences == [NerSentence("text.txt:1", ("北", "京"), None),
+                         NerSentence("text.txt:4", ("上", "\u3000", "海"), None)]
     path.write_text("北\n京\n\n上\tB-LOC\n海\tI-LOC\n", encoding="utf-8")
     with pytest.raises(DataError, match="line 4: this sentence is tagged, unlike the first"):
         read_bio(path, TASK.labels, tagged=False)

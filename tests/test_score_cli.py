@@ -200,5 +200,5 @@ def test_unreadable_files_are_data_errors(tmp_path):
         read_json_file(tmp_path / "missing.json")
     latin = tmp_path / "latin.json"
     latin.write_bytes('{"a": "caf\xe9"}'.encode("latin-1"))
-    with pytest.raises(DataError, match="byte 10: not UTF-8 text"):
+    with pytest.raises(DataError, match=r"line 1 \(byte 10\): not UTF-8 text"):
         read_json_file(latin)

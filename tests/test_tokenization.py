@@ -144,7 +144,7 @@ def test_load_vocab_reports_bad_files(tmp_path):
         load_vocab(no_sep)
     latin1 = tmp_path / "latin1.txt"
     latin1.write_bytes("[PAD]\n[UNK]\n[CLS]\n[SEP]\ncaf\u00e9\n".encode("latin-1"))
-    with pytest.raises(DataError, match=f"{latin1}: byte 27: the vocabulary file is not UTF-8 text"):
+    with pytest.raises(DataError, match=fr"{latin1}: line 5 \(byte 27\): the vocabulary file is not UTF-8 text"):
         load_vocab(latin1)
     with pytest.raises(DataError, match=f"{tmp_path}: cannot read the vocabulary file"):
         load_vocab(tmp_path)

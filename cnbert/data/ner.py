@@ -59,7 +59,9 @@ def read_bio(path, labels: Sequence[str], tagged: bool = True) -> list[NerSenten
 
     for number, line in enumerate(lines, start=1):
         line = line.removesuffix("\r")
-        if not line.strip():
+        # only ASCII blanks end a sentence: a line holding U+3000 (the ideographic space, common in
+        # Chinese text) is that character
+        if not line.strip(" \t"):
             close_sentence()
             continue
         fields = line.split("\t")

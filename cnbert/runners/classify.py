@@ -64,11 +64,15 @@ def _featurise(task, examples, tokenizer, source: str):
     return features
 
 
-def _predict(trainer, task, examples, features):
-    """(predictions, metrics): metrics when every example is labelled, else None."""
+def _predict(trainer, task, examples, features, scored=None):
+    """(predictions, metrics): the metrics of the examples at the indices `scored` (default: all of
+    them when every example is labelled), None when there are none."""
     logits = trainer.predict(features.model_arrays())["logits"]
     predictions = tasks.ClassificationPredictions(examples, task.labels, logits)
-    metrics = tasks.score(task, examples, logits) if features.labels is not None else None
+    if scored is None:
+        scored = range(len(examples)) if features.labels is not None else []
+    scored = list(scored)
+    metrics = tasks.score(task, [examples[i] for i in scored], logits[scored]) if scored else None
     return predictions, metrics
 
 
@@ -98,18 +102,23 @@ def predict():
         raise app.UsageError(f"--task={FLAGS.task} labels " + ("a pair: pass --text_a and --text_b" if task.pairs
                                                                else "one text: pass --text_a only") + ", not empty")
     setup = common.load_for_prediction(*_token_types(task))
+    scored = []  # the examples whose labels are scored
     if single:
         examples = [ClassificationExample("text", FLAGS.text_a, FLAGS.text_b, None)]
     else:
         examples = task.read(FLAGS.predict_file, labelled=False)  # labels, if the file has them, are scored too
-        if any(e.label is None for e in examples) or not tasks.scorable(task, examples):
-            # some lines' labels are not the task's, or (DBQA) no candidate is labelled 1: score nothing
-            if any(e.label is not None for e in examples):
-                print(f"the labels in {FLAGS.predict_file} cannot be scored (see above, or no candidate labelled "
-                      f"{task.labels[-1]!r}); writing predictions only", flush=True)
-            examples = [dataclasses.replace(e, label=None) for e in examples]
-    features = _featurise(task, examples, setup.tokenizer, FLAGS.predict_file or "--text_a")
-    predictions, metrics = _predict(setup.trainer(), task, examples, features)
+        scored = [i for i, e in enumerate(examples) if e.label is not None]
+        if scored and len(scored) < len(examples):
+            # (DBQA) lines whose label is not the task's: predicted, and left out of the score as training does
+            print(f"{FLAGS.predict_file}: {len(examples) - len(scored)} of {len(examples)} lines have labels outside "
+                  "the task's (see above): they are predicted but not scored", flush=True)
+        if scored and not tasks.scorable(task, [examples[i] for i in scored]):
+            print(f"the labels in {FLAGS.predict_file} cannot be scored: no candidate is labelled "
+                  f"{task.labels[-1]!r}; writing predictions only", flush=True)
+            scored = []
+    unlabelled = [dataclasses.replace(e, label=None) for e in examples]  # scoring reads `examples`
+    features = _featurise(task, unlabelled, setup.tokenizer, FLAGS.predict_file or "--text_a")
+    predictions, metrics = _predict(setup.trainer(), task, examples, features, scored)
     if single:
         probabilities = dict(zip(task.labels, predictions.probabilities[0].round(6).tolist()))
         print(json.dumps({"label": predictions.predicted[0], "probabilities": probabilities}, ensure_ascii=False))

@@ -1,10 +1,10 @@
-"""What the task runners (cnbert-mrc, cnbert-classify) share: the flags every fine-tuning run takes
+"""What the task runners (cnbert-mrc, cnbert-classify, cnbert-ner) share: the flags every fine-tuning run takes
 (model, training, output, framework), their checks, the multi-seed training loop with its report,
 and the command-line entry with its exit statuses.
 
 A runner defines its task flags (--task, --max_seq_length and the task's own), adopts these flags
 as its own (`flags.adopt_module_key_flags(common)`), and calls the functions below. Only one
-runner runs in a process: both define --task on absl's global FLAGS.
+runner runs in a process: each defines --task on absl's global FLAGS.
 """
 from __future__ import annotations
 
