@@ -175,7 +175,9 @@ def test_dbqa_ranks_answers_and_reports_mrr_and_map(tmp_path, tiny_config):
 
     lines = data_file("dbqa/nlpcc2017.dbqa.test").read_text(encoding="utf-8").split("\n")
     (tmp_path / "train.txt").write_text("\n".join(lines[:64]) + "\n", encoding="utf-8")
-    (tmp_path / "dev.txt").write_text("\n".join(lines[64:112]) + "\n", encoding="utf-8")
+    # the dev file ends with a label outside the task's, as the 2017 dev file's line 2549: left out
+    (tmp_path / "dev.txt").write_text("\n".join(lines[64:112] + ["10\t" + lines[70].split("\t", 1)[1]]) + "\n",
+                                      encoding="utf-8")
     out = tmp_path / "out"
     run_cli(["--task=dbqa", f"--bert_config_file={tiny_config}", f"--train_file={tmp_path / 'train.txt'}",
              f"--dev_file={tmp_path / 'dev.txt'}", "--max_seq_length=64", "--num_train_epochs=1",
@@ -183,6 +185,7 @@ def test_dbqa_ranks_answers_and_reports_mrr_and_map(tmp_path, tiny_config):
     report = json.loads((out / "report.json").read_text())
     assert report["metrics"] == ["MRR", "MAP", "accuracy", "F1"]
     eval_results = json.loads((out / "seed_123" / "eval_results.json").read_text())
+    assert eval_results["left_out"] == ["dev.txt:49"]
     _, rows = read_predictions(out / "seed_123" / "predictions.tsv")
     dev = [line.split("\t") for line in lines[64:112]]
     questions, relevant = [q for _, q, _ in dev], [label == "1" for label, _, _ in dev]

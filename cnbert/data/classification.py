@@ -53,16 +53,17 @@ class TsvFormat:
             raise ValueError(f"bad_labels must be 'error' or 'skip', got {self.bad_labels!r}")
 
 
-def read_classification_tsv(path, fmt: TsvFormat, labels: Sequence[str], labelled: bool = True
-                            ) -> list[ClassificationExample]:
+def read_classification_tsv(path, fmt: TsvFormat, labels: Sequence[str], labelled: bool = True,
+                            left_out: list | None = None) -> list[ClassificationExample]:
     """Examples of a tab-separated file. Lines are split on "\\n" only (texts may hold other line
     separators, such as U+2028) and on tabs only (quotes are text, as in Google BERT's readers).
 
     labelled=True: every line needs a label from `labels`. labelled=False (text to classify): the
     label column may be absent (from the header, or from every line of a headerless format); if
     present, its values are still checked. A format with bad_labels="skip" leaves a record with
-    another label out of a labelled read, with a warning naming its line; an unlabelled read keeps
-    the record, without its label.
+    another label out of a labelled read, with a warning naming its line, and appends its
+    "<file name>:<line>" to `left_out` when given; an unlabelled read keeps the record, without its
+    label.
     Raises DataError naming the file and line: a missing column, a line with another number of
     fields than the header, an empty text, a label not in `labels`, or an empty file.
     """
@@ -113,6 +114,8 @@ def read_classification_tsv(path, fmt: TsvFormat, labels: Sequence[str], labelle
                 raise DataError(path, where, problem)
             if labelled:
                 log.warning("%s: %s: %s; the record is left out", path, where, problem)
+                if left_out is not None:
+                    left_out.append(f"{path.name}:{number}")
                 continue
             # text to classify: every line gets a prediction; the file's labels are then not scored
             log.warning("%s: %s: %s; the labels of this file are not scored", path, where, problem)

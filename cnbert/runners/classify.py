@@ -64,15 +64,18 @@ def _featurise(task, examples, tokenizer, source: str):
     return features
 
 
-def _predict(trainer, task, examples, features, scored=None):
+def _predict(trainer, task, examples, features, scored=None, left_out=()):
     """(predictions, metrics): the metrics of the examples at the indices `scored` (default: all of
-    them when every example is labelled), None when there are none."""
+    them when every example is labelled), None when there are none; `left_out` (lines the reader left
+    out, file:line) is recorded with the metrics."""
     logits = trainer.predict(features.model_arrays())["logits"]
     predictions = tasks.ClassificationPredictions(examples, task.labels, logits)
     if scored is None:
         scored = range(len(examples)) if features.labels is not None else []
     scored = list(scored)
     metrics = tasks.score(task, [examples[i] for i in scored], logits[scored]) if scored else None
+    if metrics is not None and left_out:
+        metrics["left_out"] = list(left_out)
     return predictions, metrics
 
 
@@ -80,14 +83,20 @@ def _predict(trainer, task, examples, features, scored=None):
 
 def train_and_evaluate():
     task = tasks.get_task(FLAGS.task)
+    left_out = {}  # path -> the lines (DBQA) its reader left out: recorded with the file's scores
+
     def read(path):
-        examples = task.read(path)
+        left_out[path] = []
+        examples = task.read(path, left_out=left_out[path])
         tasks.check_scorable(task, examples, path)
         return examples
 
+    def evaluate(trainer, examples, features, path):
+        return _predict(trainer, task, examples, features, left_out=left_out[path])
+
     common.train_on_files(PROGRAM, __name__, task, *_token_types(task), read=read,
                           featurise=lambda examples, tokenizer, path: _featurise(task, examples, tokenizer, path),
-                          evaluate=lambda trainer, examples, features: _predict(trainer, task, examples, features),
+                          evaluate=evaluate,
                           settings_file=PREDICT_SETTINGS_FILE, settings_names=PREDICT_SETTINGS)
 
 
@@ -102,13 +111,14 @@ def predict():
         raise app.UsageError(f"--task={FLAGS.task} labels " + ("a pair: pass --text_a and --text_b" if task.pairs
                                                                else "one text: pass --text_a only") + ", not empty")
     setup = common.load_for_prediction(*_token_types(task))
-    scored = []  # the examples whose labels are scored
+    scored, left_out = [], []  # the examples whose labels are scored; those left out of the score
     if single:
         examples = [ClassificationExample("text", FLAGS.text_a, FLAGS.text_b, None)]
     else:
         examples = task.read(FLAGS.predict_file, labelled=False)  # labels, if the file has them, are scored too
         scored = [i for i, e in enumerate(examples) if e.label is not None]
-        if scored and len(scored) < len(examples):
+        left_out = [e.guid for e in examples if e.label is None] if scored else []
+        if left_out:
             # (DBQA) lines whose label is not the task's: predicted, and left out of the score as training does
             print(f"{FLAGS.predict_file}: {len(examples) - len(scored)} of {len(examples)} lines have labels outside "
                   "the task's (see above): they are predicted but not scored", flush=True)
@@ -118,7 +128,7 @@ def predict():
             scored = []
     unlabelled = [dataclasses.replace(e, label=None) for e in examples]  # scoring reads `examples`
     features = _featurise(task, unlabelled, setup.tokenizer, FLAGS.predict_file or "--text_a")
-    predictions, metrics = _predict(setup.trainer(), task, examples, features, scored)
+    predictions, metrics = _predict(setup.trainer(), task, examples, features, scored, left_out)
     if single:
         probabilities = dict(zip(task.labels, predictions.probabilities[0].round(6).tolist()))
         print(json.dumps({"label": predictions.predicted[0], "probabilities": probabilities}, ensure_ascii=False))

@@ -354,7 +354,7 @@ def train_on_files(program: str, runner_module: str, task, min_token_types: int,
     every seed, report, score the test file.
 
     task: has .title, .metric_names, .criterion(metrics). read(path) -> examples;
-    featurise(examples, tokenizer, path) -> features; evaluate(trainer, examples, features) ->
+    featurise(examples, tokenizer, path) -> features; evaluate(trainer, examples, features, path) ->
     (predictions with .write(directory), metrics). The task and `settings_names` flags are saved
     beside each best model in `settings_file`."""
     require_file("train_file")
@@ -369,12 +369,13 @@ def train_on_files(program: str, runner_module: str, task, min_token_types: int,
     settings = (settings_file, {name: getattr(FLAGS, name) for name in ("task", *settings_names)})
     runs = train_seeds(run.backend, run.ctx, run.seeds, run.first_model, run.initial_model,
                        features["train"].model_arrays(), FLAGS.task,
-                       lambda trainer: evaluate(trainer, examples["dev"], features["dev"]),
+                       lambda trainer: evaluate(trainer, examples["dev"], features["dev"], splits["dev"]),
                        task.criterion, task.metric_names, run.vocab, settings, run.rank0)
     best_seed = write_report(runs, task.metric_names, task.criterion, task.title, run.rank0)
     if FLAGS.do_predict:
         score_test(run.backend, run.ctx, FLAGS.task, runs.best_dirs[best_seed],
-                   lambda trainer: evaluate(trainer, examples["test"], features["test"]), task.metric_names, run.rank0)
+                   lambda trainer: evaluate(trainer, examples["test"], features["test"], splits["test"]),
+                   task.metric_names, run.rank0)
     raise_if_stopped(runs)
 
 

@@ -85,7 +85,7 @@ def train_and_evaluate():
     task = tasks.get_task(FLAGS.task)
     common.train_on_files(PROGRAM, __name__, task, *TOKEN_TYPES, read=task.read,
                           featurise=lambda sentences, tokenizer, path: _featurise(task, sentences, tokenizer, path),
-                          evaluate=lambda trainer, sentences, features: _predict(trainer, task, sentences, features),
+                          evaluate=lambda trainer, sentences, features, path: _predict(trainer, task, sentences, features),
                           settings_file=PREDICT_SETTINGS_FILE, settings_names=PREDICT_SETTINGS)
 
 

@@ -48,8 +48,8 @@ class ClassificationTask:
             return float(metrics["MRR"]) + float(metrics["MAP"])
         return float(metrics["accuracy"])
 
-    def read(self, path, labelled: bool = True) -> list[ClassificationExample]:
-        return read_classification_tsv(path, self.format, self.labels, labelled=labelled)
+    def read(self, path, labelled: bool = True, left_out: list | None = None) -> list[ClassificationExample]:
+        return read_classification_tsv(path, self.format, self.labels, labelled=labelled, left_out=left_out)
 
 
 TASKS = {
