@@ -54,6 +54,7 @@ class TrainingConfig:
     max_consecutive_nonfinite: int = 5  # stop after this many non-finite losses in a row
     logging_steps: int = 10
     gradient_checkpointing: bool = False  # recompute each encoder layer in the backward pass: less memory, more compute
+    group_by_length: bool = False  # batches of examples of similar length (global_batches): less padding to compute
 
     def __post_init__(self):
         problems = []
@@ -130,13 +131,38 @@ def linear_warmup_decay(step: int, warmup_steps: int, total_steps: int) -> float
     return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
 
 
-def global_batches(num_examples: int, batch_size: int, seed: int, epoch: int, min_size: int = 1) -> list[np.ndarray]:
+# With group_by_length, examples are sorted by length within runs of this many shuffled batches.
+GROUP_BATCHES = 50
+
+
+def global_batches(num_examples: int, batch_size: int, seed: int, epoch: int, min_size: int = 1,
+                   lengths: np.ndarray | None = None) -> list[np.ndarray]:
     """One epoch's shuffled global batches. A last batch smaller than `min_size` (fewer examples
-    than processes × micro-steps, so some micro-step would be empty) is dropped."""
-    order = np.random.default_rng([seed, epoch]).permutation(num_examples)
-    batches = [order[i:i + batch_size] for i in range(0, num_examples, batch_size)]
+    than processes × micro-steps, so some micro-step would be empty) is dropped.
+
+    With `lengths` (tokens per example), each batch holds examples of similar length, so that a
+    trainer that cuts the padding (trim_padding) computes little of it: the epoch's shuffled order
+    is cut into runs of GROUP_BATCHES batches, each run is sorted by length and cut into batches,
+    and the batches are shuffled, the one holding the longest example first (running out of memory
+    then happens at the first step, not hours in). The batch count is the same as without."""
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(num_examples)
+    if lengths is None:
+        batches = [order[i:i + batch_size] for i in range(0, num_examples, batch_size)]
+    else:
+        lengths = np.asarray(lengths)
+        if lengths.shape != (num_examples,):
+            raise ValueError(f"lengths has shape {lengths.shape}, expected ({num_examples},)")
+        span = GROUP_BATCHES * batch_size
+        runs = [run[np.argsort(-lengths[run], kind="stable")] for run in
+                (order[i:i + span] for i in range(0, num_examples, span))]
+        batches = [run[i:i + batch_size] for run in runs for i in range(0, len(run), batch_size)]
     if batches and len(batches[-1]) < min_size:
         batches.pop()
+    if lengths is not None and batches:
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+        longest = max(range(len(batches)), key=lambda b: lengths[batches[b]].max())
+        batches.insert(0, batches.pop(longest))
     return batches
 
 
@@ -165,6 +191,12 @@ def trim_padding(batch: Mapping[str, np.ndarray], multiple: int = 8) -> dict[str
     return {name: array[:, :keep] if name in TOKEN_ARRAYS else array for name, array in batch.items()}
 
 
+def example_lengths(arrays: Mapping[str, np.ndarray]) -> np.ndarray | None:
+    """Tokens per example (attention_mask's row sums), None without an attention_mask."""
+    mask = arrays.get("attention_mask")
+    return None if mask is None else np.asarray(mask).sum(axis=1)
+
+
 def eval_shard(num_examples: int, rank: int, world_size: int) -> slice:
     """Contiguous slice of the evaluation set for one process; concatenating shards in rank order
     restores the original order."""
@@ -182,7 +214,11 @@ class TrainingRun:
 
     def __init__(self, config: TrainingConfig, num_examples: int, processes: int,
                  criterion: Callable[[dict], float] | None = None,
-                 on_new_best: Callable[[dict], None] | None = None):
+                 on_new_best: Callable[[dict], None] | None = None, lengths: np.ndarray | None = None):
+        """lengths: tokens per example, which config.group_by_length needs."""
+        if config.group_by_length and lengths is None:
+            raise ValueError("group_by_length needs the examples' lengths")
+        self.lengths = lengths if config.group_by_length else None
         accum = config.gradient_accumulation_steps
         if num_examples < processes * accum:
             raise ValueError(f"{num_examples} training features cannot fill {processes} processes × {accum} micro-steps")
@@ -204,7 +240,7 @@ class TrainingRun:
         step, epoch = 0, 0
         while True:
             for batch in global_batches(self.num_examples, self.config.train_batch_size, self.config.seed, epoch,
-                                        self.processes * self.config.gradient_accumulation_steps):
+                                        self.processes * self.config.gradient_accumulation_steps, self.lengths):
                 if step == self.total_steps:
                     return
                 step += 1

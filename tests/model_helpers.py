@@ -219,12 +219,12 @@ def random_sibert_variables(settings, seed=0, norm_names=("gamma", "beta")):
     return variables
 
 
-def train_in_both_frameworks(task, arrays, num_labels, config=None):
+def train_in_both_frameworks(task, arrays, num_labels, config=None, **training_overrides):
     """Fit `config` (default: TINY_BERT; dropout off, eager attention) for one epoch of batches of 8 on
     `arrays` with the PyTorch and the TensorFlow trainers from the same initial weights; assert that
     they take the same steps (per-step losses within 1e-5) and end with the same logits (2e-4), and
-    that the first loss is that of a fresh `num_labels`-way classifier (ln num_labels ± 0.5). Returns
-    the TF trainer."""
+    that the first loss is that of a fresh `num_labels`-way classifier (ln num_labels ± 0.5).
+    training_overrides: other TrainingConfig settings. Returns the TF trainer."""
     from cnbert.config import BertConfig
     import cnbert.tf as ctf
     from cnbert.tf import backend as tf_backend
@@ -233,8 +233,8 @@ def train_in_both_frameworks(task, arrays, num_labels, config=None):
 
     config = BertConfig(**TINY_BERT) if config is None else config
     config = config.replace(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, attention="eager")
-    training = TrainingConfig(learning_rate=2e-3, num_train_epochs=1, train_batch_size=8, eval_batch_size=8,
-                              warmup_proportion=0.2)
+    training = TrainingConfig(**{"learning_rate": 2e-3, "num_train_epochs": 1, "train_batch_size": 8,
+                                 "eval_batch_size": 8, "warmup_proportion": 0.2, **training_overrides})
     torch.manual_seed(0)
     reference, _ = torch_backend.create_model(task, config)
     model, _ = tf_backend.create_model(task, config)

@@ -18,7 +18,7 @@ def test_benchmark_times_both_settings_on_the_same_batches(tmp_path):
     data = data_file("xnli_zh/dev.tsv").parents[1]
     out = tmp_path / "trim.json"
     proc = subprocess.run([sys.executable, "bench/trim_padding.py", "--task=xnli", f"--data={data}", "--steps=2",
-                           "--layers=1", "--hidden=64", "--batch_size=16", "--device=cpu", f"--json={out}"],
+                           "--layers=1", "--hidden=64", "--batch_size=8", "--device=cpu", f"--json={out}"],
                           cwd=REPO, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -26,7 +26,8 @@ def test_benchmark_times_both_settings_on_the_same_batches(tmp_path):
     result = json.loads(out.read_text())
     assert result["full"]["mean_width"] == 105  # XNLI dev, padded to its longest pair
     assert result["trimmed"]["mean_width"] < 105  # median 49 pieces: few batches need all columns
-    assert len(result["full"]["losses"]) == len(result["trimmed"]["losses"]) == 2
+    assert len(result["full"]["losses"]) == len(result["trimmed"]["losses"]) == len(result["grouped"]["losses"]) == 3
+    assert result["grouped"]["mean_width"] < result["trimmed"]["mean_width"]
     assert result["max_loss_difference"] < 1e-5
 
 

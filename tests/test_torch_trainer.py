@@ -1,12 +1,16 @@
 """The PyTorch Trainer on a tiny model: reproducibility, accumulation, precision, non-finite loss."""
 import contextlib
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from conftest import REPO
 from cnbert.config import BertConfig
 from cnbert.torch import BertForSequenceClassification, BertForSpanExtraction, classification_loss, span_loss
 from cnbert.torch.distributed import DistContext
@@ -71,20 +75,25 @@ def test_a_classifier_trains_only_as_wide_as_each_micro_batch_needs_with_the_sam
                         lambda self, input_ids, *a, **k: widths.append(input_ids.shape[1]) or forward(
                             self, input_ids, *a, **k))
 
-    def losses(trim):
+    def losses(trim, group_by_length=False):
         widths.clear()
         torch.manual_seed(0)
         model = BertForSequenceClassification(TINY, ("a", "b", "c"))
-        cfg = TrainingConfig(learning_rate=5e-3, num_train_epochs=2, train_batch_size=8, seed=3)
+        cfg = TrainingConfig(learning_rate=5e-3, num_train_epochs=2, train_batch_size=8, seed=3,
+                             group_by_length=group_by_length)
         trainer = Trainer(model, cfg, lambda out, b: classification_loss(out, b["labels"], reduction="none"),
                           show_progress=False, trim_padding=trim)
         return [loss for _, loss in trainer.fit(data).losses]
 
     trimmed = losses(True)
     assert set(widths) <= {16, 24} and 24 in widths  # the longest row of each batch, rounded up to 8
+    random_widths = list(widths)
     untrimmed = losses(False)
     assert set(widths) == {32}
     np.testing.assert_allclose(trimmed, untrimmed, rtol=0, atol=1e-6)
+    # batches of similar lengths leave less to compute: the shortest examples share a batch
+    losses(True, group_by_length=True)
+    assert len(widths) == len(random_widths) and sum(widths) < sum(random_widths)
 
 
 def test_gradient_accumulation_matches_one_big_batch():
@@ -283,3 +292,30 @@ def test_best_evaluation_uses_one_criterion_and_repeated_nan_loss_stops_keeping_
     assert [m["step"] for m in kept] == [1]  # ties keep the earlier evaluation
     # parameters were not touched by the NaN steps
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+
+
+def test_tensorboard_logging_imports_no_tensorflow_and_leaves_tensorflow_summaries_working(tmp_path):
+    """In a fresh process: a logged PyTorch fit imports no TensorFlow, and TensorFlow's own summaries
+    still work afterwards (a `tensorboard.compat.notf` stub, the usual trick, would break them)."""
+    code = f"""
+import sys
+import numpy as np
+sys.path.insert(0, {str(REPO / 'tests')!r})
+from test_torch_trainer import fresh_model, loss_fn, toy_data
+from cnbert.torch.trainer import Trainer
+from cnbert.training import TrainingConfig
+cfg = TrainingConfig(learning_rate=1e-3, num_train_epochs=1, train_batch_size=8, logging_steps=1)
+Trainer(fresh_model(), cfg, loss_fn, show_progress=False, log_dir={str(tmp_path / 'torch')!r}).fit(toy_data())
+print("tensorflow imported:", "tensorflow" in sys.modules)
+import tensorflow as tf
+with tf.summary.create_file_writer({str(tmp_path / 'tf')!r}).as_default():
+    tf.summary.scalar("x", 1.0, step=1)
+print("tf summary written")
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "tensorflow imported: False" in proc.stdout and "tf summary written" in proc.stdout
+    events = EventAccumulator(str(tmp_path / "torch"))
+    events.Reload()
+    assert [event.step for event in events.Scalars("train/loss")] == [1, 2, 3]

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from cnbert.report import format_markdown, summarize_seeds
-from cnbert.training import (TrainingConfig, TrainingRun, eval_shard, global_batches, linear_warmup_decay,
-                             micro_batches, trim_padding)
+from cnbert.training import (GROUP_BATCHES, TrainingConfig, TrainingRun, eval_shard, global_batches,
+                             linear_warmup_decay, micro_batches, trim_padding)
 
 
 def test_trim_padding_cuts_the_columns_every_row_masks_rounded_up_to_eight():
@@ -23,6 +23,40 @@ def test_trim_padding_cuts_the_columns_every_row_masks_rounded_up_to_eight():
     mask[1, 39] = 1  # a row using the last column keeps them all
     assert trim_padding(batch)["attention_mask"].shape == (3, 40)
     assert trim_padding({"attention_mask": np.zeros((2, 30), np.int64)})["attention_mask"].shape == (2, 8)
+
+
+def test_batches_grouped_by_length_cover_each_example_once_with_little_spread_the_longest_first():
+    lengths = np.random.default_rng(5).integers(5, 300, size=4003)
+    plain = global_batches(4003, 16, seed=1, epoch=0, min_size=4)
+    grouped = global_batches(4003, 16, seed=1, epoch=0, min_size=4, lengths=lengths)
+    assert len(grouped) == len(plain) == 250  # 4003 = 250 × 16 + 3: the short last batch is dropped in both
+    covered = np.concatenate(grouped)
+    assert len(covered) == len(set(covered.tolist())) == 4000
+    spread = [np.ptp(lengths[b]) for b in grouped]
+    assert np.median(spread) < 0.1 * np.median([np.ptp(lengths[b]) for b in plain])
+    assert lengths[grouped[0]].max() == lengths.max()  # an out-of-memory error would come at step 1
+    # runs of GROUP_BATCHES batches are sorted: consecutive batches are not, as the batch order is shuffled
+    assert len(set(np.sign(np.diff([lengths[b].mean() for b in grouped[1:40]])))) == 2
+    again = global_batches(4003, 16, seed=1, epoch=0, min_size=4, lengths=lengths)
+    assert all(np.array_equal(a, b) for a, b in zip(grouped, again))
+    other_epoch = global_batches(4003, 16, seed=1, epoch=1, min_size=4, lengths=lengths)
+    assert not all(np.array_equal(a, b) for a, b in zip(grouped[1:], other_epoch[1:]))
+    # a set smaller than one run is sorted whole
+    small = global_batches(40, 8, seed=0, epoch=0, lengths=np.arange(40))
+    assert sorted(sorted(b.tolist()) for b in small) == [list(range(i, i + 8)) for i in range(0, 40, 8)]
+    assert GROUP_BATCHES * 8 > 40
+    with pytest.raises(ValueError, match=r"lengths has shape \(39,\), expected \(40,\)"):
+        global_batches(40, 8, seed=0, epoch=0, lengths=np.arange(39))
+
+
+def test_a_run_grouped_by_length_needs_the_lengths_and_uses_them():
+    config = TrainingConfig(train_batch_size=4, num_train_epochs=1, group_by_length=True)
+    with pytest.raises(ValueError, match="group_by_length needs the examples' lengths"):
+        TrainingRun(config, 12, 1)
+    lengths = np.array([1, 9, 2, 8, 3, 7, 4, 6, 5, 10, 11, 12])
+    batches = list(TrainingRun(config, 12, 1, lengths=lengths).global_batches())
+    assert [sorted(lengths[b].tolist()) for b in batches][0] == [9, 10, 11, 12]
+    assert sorted(sorted(lengths[b].tolist()) for b in batches) == [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12]]
 
 
 def test_global_batches_cover_each_example_once_and_depend_on_seed_and_epoch():

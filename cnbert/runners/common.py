@@ -61,6 +61,9 @@ flags.DEFINE_float("adam_epsilon", 1e-6, "AdamW epsilon.")
 flags.DEFINE_float("max_grad_norm", 1.0, "Global gradient-norm clip (0: off).")
 flags.DEFINE_bool("gradient_checkpointing", False, "Recompute each encoder layer in the backward pass: less "
                   "activation memory for long sequences, about a third more compute.")
+flags.DEFINE_bool("group_by_length", False, "Batch training examples of similar length (sorted within runs of 50 "
+                  "shuffled batches; the longest batch first): with PyTorch, classifiers and taggers then compute "
+                  "less padding. Off: the original list's plain shuffle.")
 flags.DEFINE_enum("precision", "fp32", ["fp32", "bf16", "fp16"], "Mixed precision (autocast; fp16 adds loss scaling).")
 flags.DEFINE_float("eval_every", 0.0, "Evaluate every N optimizer steps (N >= 1) or every fraction of an epoch (0 < N < 1); "
                    "always at the end.")
@@ -222,7 +225,7 @@ def training_config(seed: int) -> TrainingConfig:
             gradient_accumulation_steps=FLAGS.gradient_accumulation_steps, warmup_proportion=FLAGS.warmup_proportion,
             weight_decay=FLAGS.weight_decay, adam_epsilon=FLAGS.adam_epsilon, max_grad_norm=FLAGS.max_grad_norm,
             precision=FLAGS.precision, seed=seed, eval_every=FLAGS.eval_every,
-            gradient_checkpointing=FLAGS.gradient_checkpointing)
+            gradient_checkpointing=FLAGS.gradient_checkpointing, group_by_length=FLAGS.group_by_length)
     except ValueError as e:
         raise app.UsageError(str(e)) from None
 

@@ -27,7 +27,7 @@ from cnbert.tf.distribute import is_chief, make_strategy
 from cnbert.tf.heads import ANSWER_CLASSES, TASK_LABELS, TASK_MODELS, check_labels, task_loss
 from cnbert.tf.modeling import set_gradient_checkpointing, set_precision
 from cnbert.tf.optim import LinearWarmupDecay, build_optimizer
-from cnbert.training import FitResult, TrainingConfig, TrainingRun, micro_batches
+from cnbert.training import FitResult, TrainingConfig, TrainingRun, example_lengths, micro_batches
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ class Trainer:
             on_new_best(metrics)
 
         run = TrainingRun(cfg, len(arrays["input_ids"]), replicas, criterion,
-                          save_best if on_new_best and self.is_chief else None)
+                          save_best if on_new_best and self.is_chief else None, lengths=example_lengths(arrays))
         total_steps = run.total_steps
         schedule = LinearWarmupDecay(cfg.learning_rate, cfg.warmup_steps(total_steps), total_steps)
         micro_size = math.ceil(math.ceil(cfg.train_batch_size / replicas) / accum)

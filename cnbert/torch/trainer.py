@@ -10,8 +10,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-import sys
-import types
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -22,7 +20,8 @@ from tqdm.auto import tqdm
 from cnbert.torch.distributed import DistContext, all_gather_objects
 from cnbert.torch.modeling import set_gradient_checkpointing
 from cnbert.torch.optim import build_optimizer, build_scheduler
-from cnbert.training import FitResult, TrainingConfig, TrainingRun, eval_shard, micro_batches, trim_padding
+from cnbert.training import (FitResult, TrainingConfig, TrainingRun, eval_shard, example_lengths, micro_batches,
+                             trim_padding)
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +89,7 @@ class Trainer:
         (ties keep the earlier); `on_new_best(metrics)` runs on the main process only."""
         cfg, ctx = self.config, self.ctx
         run = TrainingRun(cfg, len(next(iter(train.values()))), ctx.world_size, criterion,
-                          on_new_best if ctx.is_main else None)
+                          on_new_best if ctx.is_main else None, lengths=example_lengths(train))
         seed_everything(cfg.seed + ctx.rank)  # dropout streams differ per process, as with any DDP run
         model = self.model
         model.train()
@@ -182,9 +181,6 @@ class Trainer:
     def _summary_writer(self):
         if not (self.log_dir and self.ctx.is_main):
             return None
-        # TensorBoard's writer imports TensorFlow when it is installed (seconds and hundreds of MB for
-        # nothing here); the presence of `tensorboard.compat.notf` makes it use its built-in stub.
-        sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
-        from torch.utils.tensorboard import SummaryWriter  # imported lazily: only runs that log need it
+        from cnbert.scalar_log import ScalarWriter  # imported lazily: only runs that log need it
 
-        return SummaryWriter(log_dir=str(self.log_dir))
+        return ScalarWriter(self.log_dir)
