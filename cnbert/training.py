@@ -183,12 +183,22 @@ def trim_padding(batch: Mapping[str, np.ndarray], multiple: int = 8) -> dict[str
     attention, so the outputs at the kept positions are unchanged, up to the order of float sums;
     so is a loss that reads no padding position (a classifier's, a tagger's; not the span losses,
     whose softmax covers the padding too). The compute saved is the cut columns' share, large for
-    short texts padded to a long set (LCQMC: median 23 pieces, padded to 128)."""
+    short texts padded to a long set (LCQMC: median 23 pieces, padded to 128). The PyTorch trainer
+    cuts its training micro-batches and, rows sorted by length, its prediction batches."""
     mask = np.asarray(batch["attention_mask"])
     width = mask.shape[1]
     used = np.flatnonzero(mask.any(axis=0))
     keep = min(width, -(-(int(used[-1]) + 1 if used.size else 1) // multiple) * multiple)
     return {name: array[:, :keep] if name in TOKEN_ARRAYS else array for name, array in batch.items()}
+
+
+def zero_padding_outputs(outputs: Mapping[str, np.ndarray], attention_mask: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-token outputs with one vector per token ([rows, seq, labels]: a tagger's logits) set to 0
+    at padding positions, which hold whatever the model computed there: both trainers return these,
+    whatever width they ran (trim_padding)."""
+    keep = np.asarray(attention_mask)[:, :, None] != 0
+    return {name: np.where(keep, value, 0).astype(value.dtype, copy=False) if value.ndim == 3 else value
+            for name, value in outputs.items()}
 
 
 def example_lengths(arrays: Mapping[str, np.ndarray]) -> np.ndarray | None:

@@ -12,7 +12,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from conftest import REPO
 from cnbert.config import BertConfig
-from cnbert.torch import BertForSequenceClassification, BertForSpanExtraction, classification_loss, span_loss
+from cnbert.torch import (BertForSequenceClassification, BertForSpanExtraction, BertForTokenClassification,
+                          classification_loss, span_loss)
 from cnbert.torch.distributed import DistContext
 from cnbert.torch.trainer import Trainer
 from cnbert.training import NonFiniteLossError
@@ -319,3 +320,26 @@ print("tf summary written")
     events = EventAccumulator(str(tmp_path / "torch"))
     events.Reload()
     assert [event.step for event in events.Scalars("train/loss")] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("model_class", [BertForSequenceClassification, BertForTokenClassification])
+def test_trimmed_prediction_runs_rows_by_length_and_returns_them_in_order(model_class, monkeypatch):
+    data = toy_data(n=37, length=32)
+    lengths = np.random.default_rng(2).integers(3, 33, size=37)
+    data["attention_mask"] = (np.arange(32) < lengths[:, None]).astype(np.int64)
+    torch.manual_seed(0)
+    model = model_class(TINY, ("a", "b", "c"))
+    widths = []
+    forward = model_class.forward
+    monkeypatch.setattr(model_class, "forward", lambda self, input_ids, *a, **k: widths.append(input_ids.shape[1])
+                        or forward(self, input_ids, *a, **k))
+    cfg = TrainingConfig(eval_batch_size=8)
+    full = Trainer(model, cfg, loss_fn, show_progress=False).predict(data)["logits"]
+    assert widths == [32] * 5
+    widths.clear()
+    trimmed = Trainer(model, cfg, loss_fn, show_progress=False, trim_padding=True).predict(data)["logits"]
+    assert widths == sorted(widths) and widths[0] < 32  # shortest rows first, each batch only as wide as it needs
+    np.testing.assert_allclose(trimmed, full, rtol=0, atol=1e-5)  # row order restored
+    if model_class is BertForTokenClassification:  # per-token logits: 0 at every padding position
+        assert full.shape == (37, 32, 3) and np.all(full[data["attention_mask"] == 0] == 0)
+        assert np.abs(full[data["attention_mask"] == 1]).min() > 0

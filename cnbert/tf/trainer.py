@@ -27,7 +27,7 @@ from cnbert.tf.distribute import is_chief, make_strategy
 from cnbert.tf.heads import ANSWER_CLASSES, TASK_LABELS, TASK_MODELS, check_labels, task_loss
 from cnbert.tf.modeling import set_gradient_checkpointing, set_precision
 from cnbert.tf.optim import LinearWarmupDecay, build_optimizer
-from cnbert.training import FitResult, TrainingConfig, TrainingRun, example_lengths, micro_batches
+from cnbert.training import FitResult, TrainingConfig, TrainingRun, example_lengths, micro_batches, zero_padding_outputs
 
 log = logging.getLogger(__name__)
 
@@ -245,8 +245,9 @@ class Trainer:
 
     def predict(self, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Model outputs (float32 numpy) for every row of `arrays`, in order: "start_logits",
-        "end_logits" and, for CJRC, "class_logits". Each replica runs eval_batch_size rows per
-        step (the last step is padded, so prediction compiles once)."""
+        "end_logits" and, for CJRC, "class_logits"; a classifier's or tagger's "logits", the
+        tagger's 0 at padding positions, as the PyTorch trainer returns them. Each replica runs
+        eval_batch_size rows per step (the last step is padded, so prediction compiles once)."""
         inputs = self._checked_arrays(arrays, INPUT_NAMES)
         num_rows = len(inputs["input_ids"])
         if num_rows == 0:
@@ -270,7 +271,8 @@ class Trainer:
                 batch = padded
             for key, value in step(batch).items():
                 pieces.setdefault(key, []).append(value.numpy()[:rows])
-        return {key: np.concatenate(parts).astype(np.float32, copy=False) for key, parts in pieces.items()}
+        outputs = {key: np.concatenate(parts).astype(np.float32, copy=False) for key, parts in pieces.items()}
+        return zero_padding_outputs(outputs, inputs["attention_mask"])
 
     def _compiled_predict_step(self):
         if self._predict_step is None:

@@ -21,7 +21,7 @@ from cnbert.torch.distributed import DistContext, all_gather_objects
 from cnbert.torch.modeling import set_gradient_checkpointing
 from cnbert.torch.optim import build_optimizer, build_scheduler
 from cnbert.training import (FitResult, TrainingConfig, TrainingRun, eval_shard, example_lengths, micro_batches,
-                             trim_padding)
+                             trim_padding, zero_padding_outputs)
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +41,11 @@ class Trainer:
     input_names: the arrays passed to the model as keyword arguments; the other arrays a batch
     holds (labels) reach only loss_fn. config.gradient_checkpointing switches per-layer
     recomputation on the model's encoder (set_gradient_checkpointing).
-    trim_padding: run each training micro-batch only as wide as its longest row
-    (cnbert.training.trim_padding). Only for losses that read no padding position: a classifier's,
-    a tagger's (padding is ignored); not the span losses, whose softmax runs over every position of
-    the window, padding included, as Google's and transformers' do.
+    trim_padding: run each training micro-batch, and each prediction batch (rows sorted by length),
+    only as wide as its longest row (cnbert.training.trim_padding). Only for losses that read no
+    padding position: a classifier's, a tagger's (padding is ignored); not the span losses, whose
+    softmax runs over every position of the window, padding included, as Google's and
+    transformers' do (and whose post-processing reads every position's logits).
     """
 
     def __init__(
@@ -160,23 +161,35 @@ class Trainer:
 
     @torch.no_grad()
     def predict(self, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Model outputs (float32 numpy) for every row of `arrays`, in order. Each process runs
-        its contiguous shard; the shards are gathered to every process."""
+        """Model outputs (float32 numpy) for every row of `arrays`, in order; a tagger's logits are
+        0 at padding positions (zero_padding_outputs). Each process runs its contiguous shard; the
+        shards are gathered to every process. With trim_padding, the shard's rows run shortest first,
+        each batch only as wide as its longest row, and come back in their order."""
         ctx, model = self.ctx, self.model
         model.eval()
         n = len(next(iter(arrays.values())))
         shard = eval_shard(n, ctx.rank, ctx.world_size)
+        rows = np.arange(shard.start, shard.stop)
+        if self.trim_padding and "attention_mask" in arrays:
+            rows = rows[np.argsort(np.asarray(arrays["attention_mask"])[rows].sum(axis=1), kind="stable")]
+        width = np.asarray(arrays["input_ids"]).shape[1]
         pieces: dict[str, list[np.ndarray]] = {}
         bs = self.config.eval_batch_size
-        for start in range(shard.start, shard.stop, bs):
-            batch = self._to_device({k: arrays[k] for k in self.input_names}, slice(start, min(start + bs, shard.stop)))
+        for start in range(0, len(rows), bs):
+            batch = {k: arrays[k][rows[start:start + bs]] for k in self.input_names}
+            if self.trim_padding and "attention_mask" in batch:
+                batch = trim_padding(batch)
             with self._autocast():
-                outputs = model(**batch)
+                outputs = model(**self._to_device(batch, slice(None)))
             for key, value in outputs.items():
-                pieces.setdefault(key, []).append(value.float().cpu().numpy())
-        local = {k: np.concatenate(v) for k, v in pieces.items()}
+                value = value.float().cpu().numpy()
+                if value.ndim == 3 and value.shape[1] < width:  # a trimmed tagger's: the cut columns back
+                    value = np.pad(value, ((0, 0), (0, width - value.shape[1]), (0, 0)))
+                pieces.setdefault(key, []).append(value)
+        local = {k: np.concatenate(v)[np.argsort(rows, kind="stable")] for k, v in pieces.items()}
         gathered = [part for part in all_gather_objects(local, ctx) if part]
-        return {k: np.concatenate([part[k] for part in gathered]) for k in gathered[0]}
+        outputs = {k: np.concatenate([part[k] for part in gathered]) for k in gathered[0]}
+        return zero_padding_outputs(outputs, arrays["attention_mask"]) if "attention_mask" in arrays else outputs
 
     def _summary_writer(self):
         if not (self.log_dir and self.ctx.is_main):
