@@ -62,7 +62,6 @@ def _resolve_doc_stride() -> None:
 
 
 def _featurise(task, sentences, tokenizer, source: str):
-    _resolve_doc_stride()
     features = build_ner_features(sentences, tokenizer, FLAGS.max_seq_length, task.labels, FLAGS.doc_stride)
     long_sentences = {int(i) for i in features.sentence_index[features.char_start > 0]}
     if long_sentences:
