@@ -18,6 +18,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+LR_SCHEDULES = ("linear", "constant")  # what follows the warm-up (lr_multiplier)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -45,6 +46,7 @@ class TrainingConfig:
     eval_batch_size: int = 64           # per process
     gradient_accumulation_steps: int = 1
     warmup_proportion: float = 0.1
+    lr_schedule: str = "linear"         # after the warm-up: LR_SCHEDULES
     weight_decay: float = 0.01
     adam_epsilon: float = 1e-6          # Google BERT's AdamWeightDecay value, used by the original list
     max_grad_norm: float = 1.0          # global-norm clipping; 0 disables
@@ -75,6 +77,8 @@ class TrainingConfig:
             problems.append("gradient_accumulation_steps must be >= 1")
         if not 0 <= self.warmup_proportion < 1:
             problems.append(f"warmup_proportion must be in [0, 1), got {self.warmup_proportion}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            problems.append(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if self.weight_decay < 0 or self.max_grad_norm < 0:
             problems.append("weight_decay and max_grad_norm must be >= 0")
         if self.precision not in PRECISIONS:
@@ -104,6 +108,10 @@ class TrainingConfig:
     def warmup_steps(self, total_steps: int) -> int:
         return int(total_steps * self.warmup_proportion)
 
+    def lr_multiplier(self, step: int, total_steps: int) -> float:
+        """The multiplier of the peak learning rate at optimizer step `step` (0 before the first)."""
+        return lr_multiplier(step, self.warmup_steps(total_steps), total_steps, self.lr_schedule)
+
     def evaluation_steps(self, steps_per_epoch: int, total_steps: int) -> list[int]:
         """The optimizer steps after which to evaluate; the last step always.
 
@@ -124,10 +132,15 @@ class TrainingConfig:
         return sorted({step for step in points if step < total_steps} | {total_steps})
 
 
-def linear_warmup_decay(step: int, warmup_steps: int, total_steps: int) -> float:
-    """Learning-rate multiplier: linear warm-up to 1, then linear decay to 0 at total_steps."""
+def lr_multiplier(step: int, warmup_steps: int, total_steps: int, schedule: str = "linear") -> float:
+    """Learning-rate multiplier: linear warm-up from 0 to 1 over `warmup_steps`, then
+    - "linear": linear decay to 0 at total_steps (Google BERT's optimization.py, the original list);
+    - "constant": 1 to the end (ERNIE's fine-tuning scripts, whose optimizer keeps the learning rate
+      constant when warmup_proportion is 0)."""
     if warmup_steps > 0 and step < warmup_steps:
         return step / warmup_steps
+    if schedule == "constant":
+        return 1.0
     return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
 
 

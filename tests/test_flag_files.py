@@ -1,6 +1,7 @@
 """The flag files in flags/ parse with their runner's flags and hold the published settings: the
 original list's for reading comprehension (REFERENCE.md section 1); for classification, HFL
-Chinese-BERT-wwm's best learning rates with Google run_classifier.py's other defaults."""
+Chinese-BERT-wwm's best learning rates with Google run_classifier.py's other defaults; for MSRA NER,
+ERNIE's base-model settings."""
 import json
 import subprocess
 import sys
@@ -10,13 +11,16 @@ import pytest
 from conftest import REPO, data_file
 
 PARSE = """
-import json, sys
+import dataclasses, json, sys
 from absl import flags
 import cnbert.runners.{runner}  # defines the flags
+from cnbert.runners import common
 FLAGS = flags.FLAGS
 FLAGS(["cnbert", "--flagfile=" + sys.argv[1]])
 names = [{names}]
-print(json.dumps({{n: getattr(FLAGS, n) for n in names}}))
+values = {{n: getattr(FLAGS, n) for n in names}}
+values["training"] = dataclasses.asdict(common.training_config(123))  # what the trainer is handed
+print(json.dumps(values))
 """
 SHARED = ("task", "max_seq_length", "num_train_epochs", "train_batch_size", "learning_rate", "warmup_proportion",
           "weight_decay", "adam_epsilon", "max_grad_norm", "seeds", "train_file", "dev_file", "test_file",
@@ -53,6 +57,7 @@ def test_flag_file_holds_the_original_settings(model, task):
     assert (values["weight_decay"], values["max_grad_norm"]) == (0.01, 1.0)
     assert values["seeds"] == ["123", "456", "789", "556", "977"]
     assert values["cjrc_dev_fraction"] == (0.1 if task == "cjrc" else None)
+    assert values["training"]["lr_schedule"] == "linear"  # Google BERT's optimization.py decays to 0
 
 
 # task -> (learning rate, max_seq_length): HFL's best learning rate for the BERT-wwm family; lengths
@@ -74,6 +79,7 @@ def test_classification_flag_file_holds_the_published_settings(task):
     # with weight decay 0.01 and epsilon 1e-6, global-norm clip 1.0
     assert (values["num_train_epochs"], values["train_batch_size"], values["warmup_proportion"]) == (3, 32, 0.1)
     assert (values["weight_decay"], values["adam_epsilon"], values["max_grad_norm"]) == (0.01, 1e-6, 1.0)
+    assert values["training"]["lr_schedule"] == "linear"
     assert values["seeds"] == ["123", "456", "789", "556", "977"] and values["do_predict"]
     for name in AVAILABLE[task]:
         relative = values[name].removeprefix("$CNBERT_DATA/")
@@ -81,10 +87,28 @@ def test_classification_flag_file_holds_the_published_settings(task):
         assert data_file(relative).is_file()  # the path the flag file names is where the data is
 
 
+def test_ner_flag_file_holds_ernies_published_settings():
+    values = parse(REPO / "flags" / "msra_ner_roberta_wwm_ext_base.flags", "ner", SHARED + ("doc_stride",))
+    assert values["task"] == "msra_ner" and values["max_seq_length"] == 256 and values["doc_stride"] is None
+    # PaddlePaddle/ERNIE: README table (batch 16, lr 5e-5 for base) and ernie_base/run_msra_ner.sh (6 epochs,
+    # no warm-up, so optimization.py keeps the rate constant; weight decay 0.01; clip 1.0; Paddle Adam epsilon)
+    training = values["training"]
+    assert (training["num_train_epochs"], training["train_batch_size"]) == (6, 16)
+    assert training["learning_rate"] == pytest.approx(5e-5)
+    assert (training["warmup_proportion"], training["lr_schedule"]) == (0, "constant")
+    assert (training["weight_decay"], training["adam_epsilon"], training["max_grad_norm"]) == (0.01, 1e-8, 1.0)
+    assert values["seeds"] == ["123", "456", "789", "556", "977"]
+    for name in ("train_file", "dev_file"):
+        relative = values[name].removeprefix("$CNBERT_DATA/")
+        assert relative != values[name] and data_file(relative).is_file(), values[name]
+    assert values["dev_file"].endswith("msra_test_bio.txt")  # MSRA has no development split
+
+
 def test_every_flag_file_is_checked():
     files = {p.name for p in (REPO / "flags").glob("*.flags")}
     expected = ({f"{t}_{m}.flags" for m in ORIGINAL for t in ("cmrc2018", "drcd", "cjrc")} | {"demo.flags"}
-                | {f"{t}_roberta_wwm_ext_base.flags" for t in CLASSIFICATION})
+                | {f"{t}_roberta_wwm_ext_base.flags" for t in CLASSIFICATION}
+                | {"msra_ner_roberta_wwm_ext_base.flags"})
     assert files == expected
     demo = parse(REPO / "flags" / "demo.flags")
     assert demo["task"] == "cmrc2018" and demo["max_seq_length"] == 256

@@ -18,8 +18,8 @@ import cnbert.tf as ctf
 
 from cnbert.config import BertConfig  # noqa: E402
 from cnbert.tf import backend  # noqa: E402
-from cnbert.tf.optim import LinearWarmupDecay, build_optimizer  # noqa: E402
-from cnbert.training import TrainingConfig, global_batches, linear_warmup_decay  # noqa: E402
+from cnbert.tf.optim import WarmupSchedule, build_optimizer  # noqa: E402
+from cnbert.training import TrainingConfig, global_batches, lr_multiplier  # noqa: E402
 import cnbert.torch as cnbert_torch  # noqa: E402
 from cnbert.torch.trainer import Trainer as TorchTrainer  # noqa: E402
 
@@ -50,11 +50,12 @@ def features(n=22, seq=16, seed=0, cjrc=True):
     return arrays
 
 
-def test_schedule_mirrors_the_framework_neutral_definition():
+@pytest.mark.parametrize("name", ["linear", "constant"])
+def test_schedule_mirrors_the_framework_neutral_definition(name):
     for warmup, total in ((3, 10), (0, 4), (5, 5)):
-        schedule = LinearWarmupDecay(2.0, warmup, total)
+        schedule = WarmupSchedule(2.0, warmup, total, name)
         for step in range(total + 2):
-            assert float(schedule(step)) == pytest.approx(2.0 * linear_warmup_decay(step, warmup, total), abs=1e-7)
+            assert float(schedule(step)) == pytest.approx(2.0 * lr_multiplier(step, warmup, total, name), abs=1e-7)
 
 
 def test_fp16_loss_scaling_starts_and_grows_as_torch_grad_scaler_does():
@@ -88,14 +89,17 @@ def test_adamw_with_clipping_and_decay_takes_torch_adamw_steps():
     assert np.abs(variables[0].numpy() - matrix).max() > 0.02  # the steps were not vanishingly small
 
 
-def test_fit_reproduces_the_pytorch_trainer_step_for_step(tmp_path):
+@pytest.mark.parametrize("schedule", ["linear", "constant"])
+def test_fit_reproduces_the_pytorch_trainer_step_for_step(tmp_path, schedule):
     """Identical weights and features, dropout off: the same batch plan (3 global batches of
-    8, 8, 6 per epoch, 2 accumulation micro-steps), warm-up, decay, clipping and weight decay give
-    the same per-step losses, evaluations and final weights. The TF side runs XLA-compiled."""
+    8, 8, 6 per epoch, 2 accumulation micro-steps), warm-up, schedule, clipping and weight decay give
+    the same per-step losses, evaluations and final weights. The TF side runs XLA-compiled. (The two
+    schedules' final weights differ by far more than WEIGHT_TOLERANCE, so a schedule the TF trainer
+    dropped would fail here.)"""
     arrays = features()
     training = TrainingConfig(learning_rate=2e-3, num_train_epochs=2, train_batch_size=8, gradient_accumulation_steps=2,
-                              eval_batch_size=8, max_grad_norm=1.0, warmup_proportion=0.2, weight_decay=0.1,
-                              eval_every=2, logging_steps=1)
+                              eval_batch_size=8, max_grad_norm=1.0, warmup_proportion=0.2, lr_schedule=schedule,
+                              weight_decay=0.1, eval_every=2, logging_steps=1)
     torch.manual_seed(0)
     reference = cnbert_torch.BertForCJRC(CONFIG)
     model, _ = backend.create_model("cjrc", CONFIG, None)
@@ -149,6 +153,7 @@ def test_fit_reproduces_the_pytorch_trainer_step_for_step(tmp_path):
     assert sorted(logged_lr) == list(range(1, total + 1))
     assert logged_lr[1] == 0.0
     assert logged_lr[training.warmup_steps(total) + 1] == pytest.approx(2e-3)
+    assert logged_lr[total] == pytest.approx(2e-3 if schedule == "constant" else 2e-3 / (total - 1))
 
 
 def first_step_gradients(monkeypatch, model, **settings):

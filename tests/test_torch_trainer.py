@@ -151,10 +151,11 @@ def test_uneven_last_batch_is_a_true_global_mean():
     assert result.losses[-1][1] == pytest.approx(expected, rel=1e-5)
 
 
-def test_learning_rate_follows_warmup_then_linear_decay(tmp_path):
+@pytest.mark.parametrize("schedule", ["linear", "constant"])
+def test_learning_rate_follows_warmup_then_the_schedule(tmp_path, schedule):
     model = fresh_model()
     cfg = TrainingConfig(learning_rate=1e-3, num_train_epochs=10, train_batch_size=8, warmup_proportion=0.2,
-                         logging_steps=1)
+                         lr_schedule=schedule, logging_steps=1)
     trainer = Trainer(model, cfg, loss_fn, show_progress=False, log_dir=tmp_path)
     seen = []
     original = torch.optim.AdamW.step
@@ -168,8 +169,8 @@ def test_learning_rate_follows_warmup_then_linear_decay(tmp_path):
         trainer.fit(toy_data())
     finally:
         torch.optim.AdamW.step = original
-    # 30 steps, 6 warm-up steps: lr at step s (0-based) is s/6 then (30-s)/24, times 1e-3
-    expected = [1e-3 * (s / 6 if s < 6 else (30 - s) / 24) for s in range(30)]
+    # 30 steps, 6 warm-up steps: lr at step s (0-based) is s/6, then (30-s)/24 (linear) or 1, times 1e-3
+    expected = [1e-3 * (s / 6 if s < 6 else (30 - s) / 24 if schedule == "linear" else 1) for s in range(30)]
     np.testing.assert_allclose(seen, expected, rtol=1e-6)
     # TensorBoard logs, for each step, the rate that step used
     events = EventAccumulator(str(tmp_path))

@@ -4,7 +4,7 @@ import pytest
 
 from cnbert.report import format_markdown, summarize_seeds
 from cnbert.training import (GROUP_BATCHES, TrainingConfig, TrainingRun, eval_shard, global_batches,
-                             linear_warmup_decay, micro_batches, trim_padding)
+                             lr_multiplier, micro_batches, trim_padding)
 
 
 def test_trim_padding_cuts_the_columns_every_row_masks_rounded_up_to_eight():
@@ -89,12 +89,20 @@ def test_eval_shards_concatenate_back_in_order():
 
 
 def test_linear_warmup_then_decay():
-    assert linear_warmup_decay(0, 10, 100) == 0.0
-    assert linear_warmup_decay(5, 10, 100) == 0.5
-    assert linear_warmup_decay(10, 10, 100) == 1.0
-    assert linear_warmup_decay(55, 10, 100) == pytest.approx(0.5)
-    assert linear_warmup_decay(100, 10, 100) == 0.0
-    assert linear_warmup_decay(0, 0, 4) == 1.0
+    assert lr_multiplier(0, 10, 100) == 0.0
+    assert lr_multiplier(5, 10, 100) == 0.5
+    assert lr_multiplier(10, 10, 100) == 1.0
+    assert lr_multiplier(55, 10, 100) == pytest.approx(0.5)
+    assert lr_multiplier(100, 10, 100) == 0.0
+    assert lr_multiplier(0, 0, 4) == 1.0
+    assert lr_multiplier(3, 0, 4) == 0.25
+
+
+def test_constant_schedule_keeps_the_peak_after_the_warm_up():
+    assert [lr_multiplier(s, 4, 10, "constant") for s in (0, 2, 4, 9, 10)] == [0.0, 0.5, 1.0, 1.0, 1.0]
+    assert [lr_multiplier(s, 0, 10, "constant") for s in (0, 5, 9)] == [1.0, 1.0, 1.0]
+    cfg = TrainingConfig(warmup_proportion=0.25, lr_schedule="constant")
+    assert [cfg.lr_multiplier(s, 8) for s in range(8)] == [0.0, 0.5, 1, 1, 1, 1, 1, 1]
 
 
 def test_steps_and_eval_interval():
@@ -119,7 +127,7 @@ def test_fractional_eval_every_lands_on_epoch_ends(steps_per_epoch, expected):
     assert TrainingConfig(num_train_epochs=0.5, train_batch_size=10).total_steps(100) == 5
 
 
-@pytest.mark.parametrize("bad", [dict(precision="fp8"), dict(eval_every=1.5), dict(warmup_proportion=1.0),
+@pytest.mark.parametrize("bad", [dict(precision="fp8"), dict(eval_every=1.5), dict(warmup_proportion=1.0), dict(lr_schedule="cosine"),
                                  dict(learning_rate=0), dict(gradient_accumulation_steps=0)])
 def test_invalid_settings_are_rejected_with_the_reason(bad):
     with pytest.raises(ValueError, match="invalid training settings"):

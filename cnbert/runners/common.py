@@ -27,7 +27,7 @@ from cnbert.errors import DataError
 from cnbert.io_utils import read_json_file, replaced_together, write_json, write_text
 from cnbert.report import format_markdown, summarize_seeds
 from cnbert.tokenization import ChineseBertTokenizer, bundled_vocab_path
-from cnbert.training import NonFiniteLossError, TrainingConfig
+from cnbert.training import LR_SCHEDULES, NonFiniteLossError, TrainingConfig
 
 FLAGS = flags.FLAGS
 log = logging.getLogger("cnbert.runners")
@@ -56,6 +56,8 @@ flags.DEFINE_integer("train_batch_size", 32, "Global batch per optimizer step (a
 flags.DEFINE_integer("eval_batch_size", 64, "Evaluation batch per process.")
 flags.DEFINE_integer("gradient_accumulation_steps", 1, "Micro-steps per optimizer step.")
 flags.DEFINE_float("warmup_proportion", 0.1, "Fraction of steps with linear warm-up.")
+flags.DEFINE_enum("lr_schedule", "linear", list(LR_SCHEDULES), "After the warm-up: linear decay to 0 at the last step "
+                  "(Google BERT, the original list) or constant (ERNIE's fine-tuning scripts).")
 flags.DEFINE_float("weight_decay", 0.01, "Decoupled weight decay (not on biases and LayerNorm).")
 flags.DEFINE_float("adam_epsilon", 1e-6, "AdamW epsilon.")
 flags.DEFINE_float("max_grad_norm", 1.0, "Global gradient-norm clip (0: off).")
@@ -85,8 +87,8 @@ PATH_FLAGS = ("train_file", "dev_file", "test_file", "init_checkpoint", "bert_co
               "model_dir", "predict_file")
 TRAIN_ONLY_FLAGS = ("train_file", "dev_file", "test_file", "do_predict", "init_checkpoint", "bert_config_file",
                     "init_seed", "vocab_file", "seeds", "learning_rate", "num_train_epochs", "train_batch_size",
-                    "gradient_accumulation_steps", "warmup_proportion", "weight_decay", "adam_epsilon", "max_grad_norm",
-                    "gradient_checkpointing", "eval_every", "hidden_dropout_prob", "attention_probs_dropout_prob")
+                    "gradient_accumulation_steps", "warmup_proportion", "lr_schedule", "weight_decay", "adam_epsilon",
+                    "max_grad_norm", "gradient_checkpointing", "eval_every", "hidden_dropout_prob", "attention_probs_dropout_prob")
 PREDICT_ONLY_FLAGS = ("model_dir", "predict_file")
 
 
@@ -223,8 +225,8 @@ def training_config(seed: int) -> TrainingConfig:
             learning_rate=FLAGS.learning_rate, num_train_epochs=FLAGS.num_train_epochs,
             train_batch_size=FLAGS.train_batch_size, eval_batch_size=FLAGS.eval_batch_size,
             gradient_accumulation_steps=FLAGS.gradient_accumulation_steps, warmup_proportion=FLAGS.warmup_proportion,
-            weight_decay=FLAGS.weight_decay, adam_epsilon=FLAGS.adam_epsilon, max_grad_norm=FLAGS.max_grad_norm,
-            precision=FLAGS.precision, seed=seed, eval_every=FLAGS.eval_every,
+            lr_schedule=FLAGS.lr_schedule, weight_decay=FLAGS.weight_decay, adam_epsilon=FLAGS.adam_epsilon,
+            max_grad_norm=FLAGS.max_grad_norm, precision=FLAGS.precision, seed=seed, eval_every=FLAGS.eval_every,
             gradient_checkpointing=FLAGS.gradient_checkpointing, group_by_length=FLAGS.group_by_length)
     except ValueError as e:
         raise app.UsageError(str(e)) from None

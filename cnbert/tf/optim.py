@@ -4,32 +4,32 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from cnbert.training import TrainingConfig, linear_warmup_decay
+from cnbert.training import TrainingConfig
 
 
-class LinearWarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
-    """learning_rate × cnbert.training.linear_warmup_decay(step): linear warm-up to the peak, then
-    linear decay to 0 at total_steps."""
+class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """learning_rate × cnbert.training.lr_multiplier(step): linear warm-up to the peak, then linear
+    decay to 0 at total_steps ("linear") or the peak to the end ("constant")."""
 
-    def __init__(self, learning_rate: float, warmup_steps: int, total_steps: int):
+    def __init__(self, learning_rate: float, warmup_steps: int, total_steps: int, schedule: str = "linear"):
         self.learning_rate = learning_rate
         self.warmup_steps = warmup_steps
         self.total_steps = total_steps
+        self.schedule = schedule
 
     def __call__(self, step):
         step = tf.cast(step, tf.float32)
-        decay = tf.maximum(0.0, (self.total_steps - step) / max(1, self.total_steps - self.warmup_steps))
+        if self.schedule == "constant":
+            after_warmup = tf.ones_like(step)
+        else:
+            after_warmup = tf.maximum(0.0, (self.total_steps - step) / max(1, self.total_steps - self.warmup_steps))
         if self.warmup_steps > 0:
-            decay = tf.where(step < self.warmup_steps, step / self.warmup_steps, decay)
-        return self.learning_rate * decay
-
-    def multiplier(self, step: int) -> float:
-        """The same value in plain Python (the framework-neutral definition)."""
-        return linear_warmup_decay(step, self.warmup_steps, self.total_steps)
+            after_warmup = tf.where(step < self.warmup_steps, step / self.warmup_steps, after_warmup)
+        return self.learning_rate * after_warmup
 
     def get_config(self):
         return {"learning_rate": self.learning_rate, "warmup_steps": self.warmup_steps,
-                "total_steps": self.total_steps}
+                "total_steps": self.total_steps, "schedule": self.schedule}
 
 
 class AdamW(keras.optimizers.AdamW):

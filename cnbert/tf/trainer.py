@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from cnbert.tf.distribute import is_chief, make_strategy
 from cnbert.tf.heads import ANSWER_CLASSES, TASK_LABELS, TASK_MODELS, check_labels, task_loss
 from cnbert.tf.modeling import set_gradient_checkpointing, set_precision
-from cnbert.tf.optim import LinearWarmupDecay, build_optimizer
+from cnbert.tf.optim import WarmupSchedule, build_optimizer
 from cnbert.training import FitResult, TrainingConfig, TrainingRun, example_lengths, micro_batches, zero_padding_outputs
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,7 @@ class Trainer:
         run = TrainingRun(cfg, len(arrays["input_ids"]), replicas, criterion,
                           save_best if on_new_best and self.is_chief else None, lengths=example_lengths(arrays))
         total_steps = run.total_steps
-        schedule = LinearWarmupDecay(cfg.learning_rate, cfg.warmup_steps(total_steps), total_steps)
+        schedule = WarmupSchedule(cfg.learning_rate, cfg.warmup_steps(total_steps), total_steps, cfg.lr_schedule)
         micro_size = math.ceil(math.ceil(cfg.train_batch_size / replicas) / accum)
 
         log.info("training %d steps with jit_compile=%s (dropout masks depend on it)", total_steps, self.jit_compile)
@@ -139,7 +139,7 @@ class Trainer:
                 if run.check_loss(step, loss_value) or cfg.precision == "fp16":
                     schedule_step.assign(step - 1)
                     apply_step(grads)
-                lr = cfg.learning_rate * schedule.multiplier(step - 1)  # the rate this step used
+                lr = cfg.learning_rate * cfg.lr_multiplier(step - 1, total_steps)  # the rate this step used
                 run.record_loss(step, loss_value)
                 progress.update(1)
                 progress.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")

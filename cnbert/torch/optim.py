@@ -1,11 +1,9 @@
-"""AdamW with decoupled weight decay (bias and LayerNorm excluded) and the linear schedule."""
+"""AdamW with decoupled weight decay (bias and LayerNorm excluded) and the learning-rate schedule."""
 from __future__ import annotations
-
-import functools
 
 import torch
 
-from cnbert.training import TrainingConfig, linear_warmup_decay
+from cnbert.training import TrainingConfig
 
 
 def no_decay(name: str, param: torch.nn.Parameter) -> bool:
@@ -28,7 +26,5 @@ def build_optimizer(model: torch.nn.Module, config: TrainingConfig) -> torch.opt
     )
 
 
-def build_scheduler(optimizer, warmup_steps: int, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, functools.partial(linear_warmup_decay, warmup_steps=warmup_steps, total_steps=total_steps)
-    )
+def build_scheduler(optimizer, config: TrainingConfig, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: config.lr_multiplier(step, total_steps))

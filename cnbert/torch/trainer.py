@@ -96,7 +96,7 @@ class Trainer:
         model.train()
         wrapped = DistributedDataParallel(model) if ctx.distributed else model
         optimizer = build_optimizer(model, cfg)
-        scheduler = build_scheduler(optimizer, cfg.warmup_steps(run.total_steps), run.total_steps)
+        scheduler = build_scheduler(optimizer, cfg, run.total_steps)
         scaler = torch.amp.GradScaler(ctx.device.type, enabled=cfg.precision == "fp16")
         writer = self._summary_writer()
         progress = tqdm(total=run.total_steps, desc="train", disable=not self.show_progress, dynamic_ncols=True)
