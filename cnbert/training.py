@@ -95,7 +95,9 @@ class TrainingConfig:
                                   min_size=world_size * self.gradient_accumulation_steps))
 
     def total_steps(self, num_examples: int, world_size: int = 1) -> int:
-        return max(1, math.ceil(self.steps_per_epoch(num_examples, world_size) * self.num_train_epochs))
+        """ceil(epochs × steps per epoch), the product rounded first to 9 decimals, so that float noise
+        (7/50 epochs × 50 steps = 7.000000000000001) does not add a step."""
+        return max(1, math.ceil(round(self.steps_per_epoch(num_examples, world_size) * self.num_train_epochs, 9)))
 
     def check_batch_split(self, processes: int) -> None:
         """Raise ValueError when a global batch cannot give each of `processes` data-parallel workers
@@ -197,12 +199,25 @@ def trim_padding(batch: Mapping[str, np.ndarray], multiple: int = 8) -> dict[str
     so is a loss that reads no padding position (a classifier's, a tagger's; not the span losses,
     whose softmax covers the padding too). The compute saved is the cut columns' share, large for
     short texts padded to a long set (LCQMC: median 23 pieces, padded to 128). The PyTorch trainer
-    cuts its training micro-batches and, rows sorted by length, its prediction batches."""
+    cuts its training micro-batches and, rows sorted by length, its prediction batches; the TF
+    trainer cuts whole steps to a few widths (bucket_width)."""
     mask = np.asarray(batch["attention_mask"])
-    width = mask.shape[1]
-    used = np.flatnonzero(mask.any(axis=0))
-    keep = min(width, -(-(int(used[-1]) + 1 if used.size else 1) // multiple) * multiple)
+    keep = min(mask.shape[1], -(-used_width(mask) // multiple) * multiple)
     return {name: array[:, :keep] if name in TOKEN_ARRAYS else array for name, array in batch.items()}
+
+
+def used_width(attention_mask: np.ndarray) -> int:
+    """The columns up to the last one any row's attention_mask uses (at least 1)."""
+    used = np.flatnonzero(np.asarray(attention_mask).any(axis=0))
+    return int(used[-1]) + 1 if used.size else 1
+
+
+def bucket_width(used: int, full: int, smallest: int = 32) -> int:
+    """The width the TF trainer runs a batch whose rows use `used` columns at: the next power of two
+    from `smallest`, at most the arrays' `full` width. XLA compiles once per shape, so a run compiles
+    at most log2(full / smallest) + 2 widths (128 tokens: 32, 64, 128), where a multiple of 8
+    (trim_padding) would compile up to full / 8."""
+    return min(full, max(smallest, 1 << (used - 1).bit_length()))
 
 
 def zero_padding_outputs(outputs: Mapping[str, np.ndarray], attention_mask: np.ndarray) -> dict[str, np.ndarray]:

@@ -7,6 +7,7 @@ import pytest
 
 from cnbert.data import AnswerKind, MrcExample, locate_answer_start, read_cjrc, read_cmrc2018, read_drcd
 from cnbert.errors import DataError
+from cnbert.tasks.mrc import TASKS
 from conftest import FIXTURES, data_file
 
 CMRC_SAMPLE = FIXTURES / "mrc_cmrc2018_sample.json"
@@ -259,6 +260,19 @@ def test_drcd_dev_offsets_are_all_right():
     examples, report = read_drcd(data_file("drcd/DRCD_dev.json"))
     assert (report.questions, report.span_answers) == (3524, 7048)
     assert (report.repaired, report.inconsistent, report.without_offset) == ((), (), 0)
+
+
+@pytest.mark.data
+def test_one_question_is_read_as_a_files_question_is():
+    """Predict mode's --question / --context: a DRCD model reads them in simplified Chinese, as it
+    reads a file's questions; answers are sliced from the passage as given."""
+    first = read_drcd(data_file("drcd/DRCD_dev.json")).examples[0]
+    one = TASKS["drcd"].question_example(first.question_text, first.context_text)
+    assert (one.model_question, one.model_context) == (first.model_question, first.model_context)
+    assert one.model_context != one.context_text == first.context_text  # 歐洲 -> 欧洲
+    assert one.answers == () and one.qas_id == "question"
+    plain = TASKS["cmrc2018"].question_example(first.question_text, first.context_text)
+    assert (plain.model_question, plain.model_context) == (first.question_text, first.context_text)
 
 
 @pytest.mark.data

@@ -416,6 +416,13 @@ def test_drcd_run_answers_in_the_original_traditional_text(tmp_path, tiny_config
     test_results = json.loads((out / "test" / "test_results.json").read_text())
     assert test_results["model_dir"].endswith(f"seed_{report['best_seed']}/best_model")
     assert (test_results["F1"], test_results["EM"]) == pytest.approx((best["F1"], best["EM"]))
+    # one --question / --context is read as the file's questions are (the model reads simplified
+    # Chinese), so the best model answers it as it answered that question in the test file
+    test_answers = json.loads((out / "test" / "predictions.json").read_text(encoding="utf-8"))
+    for qa, context in [(p["qas"][0], p["context"]) for p in gold["data"][0]["paragraphs"][:2]]:
+        proc = run_cli(["--mode=predict", "--task=drcd", f"--model_dir={test_results['model_dir']}",
+                        f"--question={qa['question']}", f"--context={context}"])
+        assert json.loads(proc.stdout.strip().splitlines()[-1])["answer"] == test_answers[qa["id"]]
 
 
 @pytest.mark.data

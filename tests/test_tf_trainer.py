@@ -327,3 +327,66 @@ def test_bad_features_are_rejected_before_anything_is_compiled():
         backend.Trainer(model, TrainingConfig(), "drcd")
     with pytest.raises(ValueError, match="unknown distribution strategy 'tpu'"):
         backend.Trainer(model, TrainingConfig(), "cjrc", strategy_name="tpu")
+
+
+def varied_length_features(task, n=30, seq=80, seed=3):
+    """Rows of 3 to `seq` tokens (most under 32) with a classifier's labels or a tagger's tags."""
+    rng = np.random.default_rng(seed)
+    lengths = np.where(rng.random(n) < 0.7, rng.integers(3, 33, n), rng.integers(33, seq + 1, n))
+    attention_mask = (np.arange(seq) < lengths[:, None]).astype(np.int64)
+    arrays = dict(input_ids=rng.integers(1, 100, (n, seq)) * attention_mask, token_type_ids=np.zeros((n, seq), np.int64),
+                  attention_mask=attention_mask)
+    if task == "msra_ner":
+        arrays["tags"] = np.where(attention_mask == 1, rng.integers(0, 7, (n, seq)), -100)
+    else:
+        arrays["labels"] = rng.integers(0, 3, n)
+    return arrays
+
+
+@pytest.mark.parametrize("task", ["xnli", "msra_ner"])
+def test_trimmed_steps_run_at_bucket_widths_and_train_as_full_width_does(task, monkeypatch):
+    """A classifier's or tagger's steps run at the power-of-two width of their longest row (at most
+    the arrays' 80 columns), so XLA compiles 32, 64 and 80 only; losses and weights are those of
+    full-width steps (padding is masked), up to float rounding."""
+    arrays = varied_length_features(task)
+    config = CONFIG.replace(max_position_embeddings=80, hidden_dropout_prob=0.0)
+    training = TrainingConfig(learning_rate=2e-3, num_train_epochs=2, train_batch_size=6, gradient_accumulation_steps=2,
+                              warmup_proportion=0.0)
+    widths = []
+    replica_inputs = backend.Trainer._replica_inputs
+
+    def recording(self, arrays, batch_index, step, micro_size):
+        batch, weights, seeds = replica_inputs(self, arrays, batch_index, step, micro_size)
+        widths.append((batch["input_ids"].shape[-1], int(arrays["attention_mask"][batch_index].sum(axis=1).max())))
+        return batch, weights, seeds
+
+    monkeypatch.setattr(backend.Trainer, "_replica_inputs", recording)
+    runs, initial = {}, None
+    for trim in (False, True):
+        model, _ = backend.create_model(task, config, None)
+        if initial is None:
+            initial = ctf.canonical_weights(model)
+        ctf.load_canonical_weights(model, initial, allow_fresh_heads=False)
+        # trimming is the default for classifiers and taggers
+        trainer = backend.Trainer(model, training, task, show_progress=False, trim_padding=None if trim else False)
+        assert trainer.trim_padding is trim
+        widths.clear()
+        losses = [loss for _, loss in trainer.fit(arrays).losses]
+        runs[trim] = losses, ctf.canonical_weights(model), trainer.predict(arrays)["logits"], list(widths)
+    assert {width for width, _ in runs[False][3]} == {80}
+    trimmed_widths = runs[True][3]
+    assert all(width == min(80, max(32, 1 << (longest - 1).bit_length())) for width, longest in trimmed_widths)
+    assert {width for width, _ in trimmed_widths} == {32, 64, 80}  # every bucket is used by this data
+    np.testing.assert_allclose(runs[True][0], runs[False][0], rtol=0, atol=1e-5)
+    for name, value in runs[False][1].items():
+        np.testing.assert_allclose(runs[True][1][name], value, rtol=0, atol=1e-4, err_msg=name)
+    np.testing.assert_allclose(runs[True][2], runs[False][2], rtol=0, atol=1e-4)  # predictions back in row order
+    if task == "msra_ner":
+        assert np.all(runs[True][2][arrays["attention_mask"] == 0] == 0)
+
+
+def test_span_models_keep_the_full_width():
+    model, _ = backend.create_model("drcd", CONFIG, None)
+    assert not backend.Trainer(model, TrainingConfig(), "drcd", show_progress=False).trim_padding
+    with pytest.raises(ValueError, match="trim_padding would change the loss of a span model"):
+        backend.Trainer(model, TrainingConfig(), "drcd", trim_padding=True)

@@ -114,6 +114,9 @@ def test_steps_and_eval_interval():
     assert TrainingConfig(eval_every=50).evaluation_steps(4, 120) == [50, 100, 120]
     assert TrainingConfig(eval_every=0).evaluation_steps(4, 8) == [8]
     assert TrainingConfig(eval_every=0.5).evaluation_steps(1, 3) == [1, 2, 3]
+    # a fractional epoch meaning a whole number of steps gives that number, float noise notwithstanding
+    assert TrainingConfig(train_batch_size=8, num_train_epochs=7 / 50).total_steps(400) == 7  # 7.000000000000001
+    assert TrainingConfig(train_batch_size=8, num_train_epochs=0.141).total_steps(400) == 8
 
 
 @pytest.mark.parametrize("steps_per_epoch, expected", [

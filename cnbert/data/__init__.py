@@ -26,6 +26,7 @@ from cnbert.data.mrc_examples import (
     ReadReport,
     ReadResult,
     locate_answer_start,
+    question_example,
     read_cjrc,
     read_cmrc2018,
     read_drcd,
@@ -37,7 +38,7 @@ from cnbert.data.ner import NerFeatures, NerSentence, build_ner_features, decode
 __all__ = [
     "ClassificationExample", "ClassificationFeatures", "TsvFormat", "build_classification_features",
     "read_classification_tsv", "truncate_pair", "AnswerKind", "CLASS_IGNORED", "FeatureConfig", "InconsistentAnswer", "MrcAnswer", "MrcExample", "MrcFeatures",
-    "MrcPredictions", "NOT_CONTEXT", "OffsetRepair", "ReadReport", "ReadResult", "SpanCandidate",
+    "MrcPredictions", "NOT_CONTEXT", "OffsetRepair", "question_example", "ReadReport", "ReadResult", "SpanCandidate",
     "TraditionalToSimplified", "build_features", "locate_answer_start", "postprocess_predictions", "read_cjrc",
     "read_cmrc2018", "read_drcd", "NerFeatures", "NerSentence", "build_ner_features", "decode_tags", "entities",
     "entity_scores", "read_bio",

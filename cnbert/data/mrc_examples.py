@@ -182,6 +182,17 @@ def read_drcd(path, converter: TraditionalToSimplified | None = None, labelled: 
     return _read(path, cjrc=False, converter=converter or TraditionalToSimplified(), labelled=labelled)
 
 
+def question_example(question: str, context: str, qas_id: str = "question",
+                     converter: TraditionalToSimplified | None = None) -> MrcExample:
+    """One question to answer on one passage (no answers), built as the readers build a file's:
+    with `converter` (DRCD's), the model reads the question and passage converted, and answers are
+    still sliced from the passage as given."""
+    model_question, model_context = ((question, context) if converter is None else
+                                     (converter.convert(question)[0], converter.convert(context)[0]))
+    return MrcExample(qas_id=qas_id, question_text=question, context_text=context, answers=(),
+                      model_question=model_question, model_context=model_context)
+
+
 def read_cjrc(path, labelled: bool = True) -> ReadResult:
     """CJRC / CAIL2019 reading comprehension (labelled=False: questions to answer; see read_cmrc2018).
 

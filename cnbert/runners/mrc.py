@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 from absl import app, flags
 
-from cnbert.data import FeatureConfig, MrcExample, build_features, postprocess_predictions
+from cnbert.data import FeatureConfig, build_features, postprocess_predictions
 from cnbert.errors import DataError
 from cnbert.io_utils import read_json_file
 from cnbert.runners import common
@@ -177,8 +177,7 @@ def predict():
         raise app.UsageError("--question and --context go together and must not be empty")
     setup = common.load_for_prediction(2, TOKEN_TYPES_NEEDED, check_flags=_check_decoding_flags)
     if single:
-        examples = [MrcExample(qas_id="question", question_text=FLAGS.question, context_text=FLAGS.context,
-                               answers=())]
+        examples = [task.question_example(FLAGS.question, FLAGS.context)]
     else:
         examples = task.read(FLAGS.predict_file, labelled=False).examples  # answers, if any, are not needed
     features = build_features(examples, setup.tokenizer, _feature_config(), training=False)

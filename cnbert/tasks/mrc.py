@@ -11,7 +11,8 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 
 import numpy as np
 
-from cnbert.data import MrcExample, ReadResult, read_cjrc, read_cmrc2018, read_drcd
+from cnbert.data import (MrcExample, ReadResult, TraditionalToSimplified, mrc_examples, read_cjrc, read_cmrc2018,
+                         read_drcd)
 from cnbert.eval.cjrc_metric import evaluate_cjrc
 from cnbert.eval.cmrc_metric import evaluate_cmrc
 from cnbert.eval.predictions import question_id
@@ -25,11 +26,17 @@ class MrcTask:
     title: str
     read: Callable[[str], ReadResult]
     answer_classes: bool  # CJRC's span / YES / NO / unknown head
+    converter: Callable[[], TraditionalToSimplified] | None = None  # what `read` converts the model's text with
+
+    def question_example(self, question: str, context: str) -> MrcExample:
+        """One question on one passage (predict mode's --question / --context), read as `read`
+        reads a file's: a DRCD model reads it in simplified Chinese, as it was trained."""
+        return mrc_examples.question_example(question, context, converter=self.converter() if self.converter else None)
 
 
 TASKS = {
     "cmrc2018": MrcTask("cmrc2018", "CMRC 2018", read_cmrc2018, answer_classes=False),
-    "drcd": MrcTask("drcd", "DRCD", read_drcd, answer_classes=False),
+    "drcd": MrcTask("drcd", "DRCD", read_drcd, answer_classes=False, converter=TraditionalToSimplified),
     "cjrc": MrcTask("cjrc", "CJRC", read_cjrc, answer_classes=True),
 }
 

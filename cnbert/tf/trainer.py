@@ -5,7 +5,10 @@ guard, best-evaluation choice, TensorBoard and progress bar.
 How it maps onto tf.distribute: each replica is one "process" of the batch plan (its rank is the
 replica id), so a global batch is split over replicas and accumulation micro-steps exactly as the
 PyTorch trainer splits it over processes. Micro-batches are padded to one fixed size with
-zero-weight rows, so a whole run compiles the training step once (XLA compiles per shape).
+zero-weight rows, so that XLA, which compiles per shape, compiles the training step once per
+width: one width for span models; for classifiers and taggers, whose losses read no padding,
+each step runs only as wide as its longest example needs, rounded up to a power of two
+(cnbert.training.bucket_width), so a run compiles a few widths instead of one per length.
 Per-replica gradients are summed with one all-reduce before the optimizer clips and applies them.
 
 Under a mirrored strategy the trainer trains a copy of the model built under the strategy's
@@ -27,7 +30,9 @@ from cnbert.tf.distribute import is_chief, make_strategy
 from cnbert.tf.heads import ANSWER_CLASSES, TASK_LABELS, TASK_MODELS, check_labels, task_loss
 from cnbert.tf.modeling import set_gradient_checkpointing, set_precision
 from cnbert.tf.optim import WarmupSchedule, build_optimizer
-from cnbert.training import FitResult, TrainingConfig, TrainingRun, example_lengths, micro_batches, zero_padding_outputs
+from cnbert.tasks import TASK_HEADS
+from cnbert.training import (TOKEN_ARRAYS, FitResult, TrainingConfig, TrainingRun, bucket_width, example_lengths,
+                             micro_batches, used_width, zero_padding_outputs)
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +54,15 @@ class Trainer:
     policies; variables stay float32) and stay so after training: `set_precision(model, "fp32")`
     switches them back. Its encoder recomputes layers in the backward pass when
     training_config.gradient_checkpointing is set.
+
+    trim_padding (default: for classifiers and taggers, whose losses read no padding position):
+    run each training step, and each prediction batch (rows sorted by length), at the bucket
+    width of its longest row (cnbert.training.bucket_width) instead of the arrays' full width.
     """
 
     def __init__(self, model: keras.Model, training_config: TrainingConfig, task: str,
                  strategy_name: str = "one_device", log_dir=None, show_progress: bool = True,
-                 jit_compile: bool = True):
+                 jit_compile: bool = True, trim_padding: bool | None = None):
         if task not in TASK_MODELS:
             raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASK_MODELS)}")
         if not isinstance(model, TASK_MODELS[task]):
@@ -62,6 +71,10 @@ class Trainer:
         self.config = training_config
         self.task = task
         self.label_names = TASK_LABELS[task]
+        trims = TASK_HEADS[task] in ("classification", "tagging")  # span losses' softmax covers the padding
+        if trim_padding and not trims:
+            raise ValueError(f"trim_padding would change the loss of a {TASK_HEADS[task]} model (task {task!r})")
+        self.trim_padding = trims if trim_padding is None else trim_padding
         self.strategy = make_strategy(strategy_name)
         self.distributed = strategy_name != "one_device"
         self.replicas = self.strategy.num_replicas_in_sync
@@ -163,10 +176,18 @@ class Trainer:
             self._copy_weights(self._model, self.model)
         return run.result
 
+    def _width(self, attention_mask: np.ndarray) -> int:
+        """The columns a batch with this attention_mask runs at (all of them unless trimming)."""
+        full = attention_mask.shape[1]
+        return bucket_width(used_width(attention_mask), full) if self.trim_padding else full
+
     def _replica_inputs(self, arrays, batch_index, step: int, micro_size: int):
         """Per-replica [accum, micro_size, ...] arrays of this step's micro-batches (zero rows of
-        weight 0 fill short ones), their weights, and one dropout seed per micro-batch."""
+        weight 0 fill short ones), their weights, and one dropout seed per micro-batch. Every
+        replica and micro-step of a step runs at the same width (_width of the whole step)."""
         accum, replicas = self.config.gradient_accumulation_steps, self.replicas
+        width = self._width(arrays["attention_mask"][batch_index])
+        arrays = {name: array[:, :width] if name in TOKEN_ARRAYS else array for name, array in arrays.items()}  # views
 
         def for_replica(rank):
             batch = {name: np.zeros((accum, micro_size) + arrays[name].shape[1:], arrays[name].dtype) for name in arrays}
@@ -247,9 +268,11 @@ class Trainer:
         """Model outputs (float32 numpy) for every row of `arrays`, in order: "start_logits",
         "end_logits" and, for CJRC, "class_logits"; a classifier's or tagger's "logits", the
         tagger's 0 at padding positions, as the PyTorch trainer returns them. Each replica runs
-        eval_batch_size rows per step (the last step is padded, so prediction compiles once)."""
+        eval_batch_size rows per step (the last step is padded, so prediction compiles once per
+        width). With trim_padding the rows run shortest first, each step at its bucket width, and
+        come back in their order."""
         inputs = self._checked_arrays(arrays, INPUT_NAMES)
-        num_rows = len(inputs["input_ids"])
+        num_rows, full = inputs["input_ids"].shape
         if num_rows == 0:
             raise ValueError("predict() got no rows")
         if not self._fitting:  # the caller may have changed its model's weights since
@@ -257,12 +280,16 @@ class Trainer:
         per_replica, replicas = self.config.eval_batch_size, self.replicas
         chunk = per_replica * replicas
         step = self._compiled_predict_step()
+        order = np.arange(num_rows)
+        if self.trim_padding:
+            order = np.argsort(inputs["attention_mask"].sum(axis=1), kind="stable")
         pieces: dict[str, list[np.ndarray]] = {}
         for start in range(0, num_rows, chunk):
-            rows = min(chunk, num_rows - start)
-            padded = {name: np.zeros((chunk,) + a.shape[1:], a.dtype) for name, a in inputs.items()}
+            index = order[start:start + chunk]
+            rows, width = len(index), self._width(inputs["attention_mask"][index])
+            padded = {name: np.zeros((chunk, width), a.dtype) for name, a in inputs.items()}
             for name, array in inputs.items():
-                padded[name][:rows] = array[start:start + rows]
+                padded[name][:rows] = array[index, :width]
             if self.distributed:
                 batch = self.strategy.experimental_distribute_values_from_function(
                     lambda context: {name: a[context.replica_id_in_sync_group * per_replica:][:per_replica]
@@ -270,8 +297,12 @@ class Trainer:
             else:
                 batch = padded
             for key, value in step(batch).items():
-                pieces.setdefault(key, []).append(value.numpy()[:rows])
-        outputs = {key: np.concatenate(parts).astype(np.float32, copy=False) for key, parts in pieces.items()}
+                value = value.numpy()[:rows]
+                if value.ndim == 3 and width < full:  # a trimmed tagger's: the cut columns back
+                    value = np.pad(value, ((0, 0), (0, full - width), (0, 0)))
+                pieces.setdefault(key, []).append(value)
+        unsort = np.argsort(order, kind="stable")
+        outputs = {key: np.concatenate(parts)[unsort].astype(np.float32, copy=False) for key, parts in pieces.items()}
         return zero_padding_outputs(outputs, inputs["attention_mask"])
 
     def _compiled_predict_step(self):

@@ -136,7 +136,7 @@ class Trainer:
         loss_sum = torch.zeros((), dtype=torch.float64, device=ctx.device)
         for i, index in enumerate(micro):
             batch = {name: array[index] for name, array in train.items()}
-            if self.trim_padding:  # the TF trainer keeps one shape, which XLA compiles once
+            if self.trim_padding:  # to a multiple of 8; the TF trainer trims whole steps to a few widths (XLA)
                 batch = trim_padding(batch)
             batch = self._to_device(batch, slice(None))
             sync = i == len(micro) - 1
