@@ -334,8 +334,8 @@ def varied_length_features(task, n=30, seq=80, seed=3):
     rng = np.random.default_rng(seed)
     lengths = np.where(rng.random(n) < 0.7, rng.integers(3, 33, n), rng.integers(33, seq + 1, n))
     attention_mask = (np.arange(seq) < lengths[:, None]).astype(np.int64)
-    arrays = dict(input_ids=rng.integers(1, 100, (n, seq)) * attention_mask, token_type_ids=np.zeros((n, seq), np.int64),
-                  attention_mask=attention_mask)
+    arrays = dict(input_ids=rng.integers(1, 100, (n, seq)) * attention_mask,
+                  token_type_ids=np.zeros((n, seq), np.int64), attention_mask=attention_mask)
     if task == "msra_ner":
         arrays["tags"] = np.where(attention_mask == 1, rng.integers(0, 7, (n, seq)), -100)
     else:

@@ -88,7 +88,8 @@ PATH_FLAGS = ("train_file", "dev_file", "test_file", "init_checkpoint", "bert_co
 TRAIN_ONLY_FLAGS = ("train_file", "dev_file", "test_file", "do_predict", "init_checkpoint", "bert_config_file",
                     "init_seed", "vocab_file", "seeds", "learning_rate", "num_train_epochs", "train_batch_size",
                     "gradient_accumulation_steps", "warmup_proportion", "lr_schedule", "weight_decay", "adam_epsilon",
-                    "max_grad_norm", "gradient_checkpointing", "eval_every", "hidden_dropout_prob", "attention_probs_dropout_prob")
+                    "max_grad_norm", "gradient_checkpointing", "eval_every", "hidden_dropout_prob",
+                    "attention_probs_dropout_prob")
 PREDICT_ONLY_FLAGS = ("model_dir", "predict_file")
 
 

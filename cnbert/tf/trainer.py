@@ -187,7 +187,8 @@ class Trainer:
         replica and micro-step of a step runs at the same width (_width of the whole step)."""
         accum, replicas = self.config.gradient_accumulation_steps, self.replicas
         width = self._width(arrays["attention_mask"][batch_index])
-        arrays = {name: array[:, :width] if name in TOKEN_ARRAYS else array for name, array in arrays.items()}  # views
+        arrays = {name: array[:, :width] if name in TOKEN_ARRAYS else array  # views, not copies
+                  for name, array in arrays.items()}
 
         def for_replica(rank):
             batch = {name: np.zeros((accum, micro_size) + arrays[name].shape[1:], arrays[name].dtype) for name in arrays}
