@@ -53,6 +53,19 @@ ALBERT_EMBEDDING_LAYOUTS = ("albert", "factorized_word")
 FACTORIZED_ALBERT_MODEL_TYPE = "cnbert_factorized_albert"
 _ALBERT_LAYOUT_OF_MODEL_TYPE = {"albert": "albert", FACTORIZED_ALBERT_MODEL_TYPE: "factorized_word"}
 
+# What the code that writes each kind of ALBERT config assumes for a key the file leaves out, where
+# that differs from BertConfig's defaults: transformers' AlbertConfig (model_type "albert") and Google
+# ALBERT's modeling.AlbertConfig (albert_config.json, the "albert" layout without a model_type) both
+# default to albert_xxlarge. No weight's shape reveals the number of heads, the activation or the
+# dropout, so BERT's defaults would load such a checkpoint strictly and compute something else.
+# brightmart's albert_zh reads its configs with BERT's BertConfig, whose defaults are cnbert's.
+_ALBERT_XXLARGE = {"hidden_size": 4096, "num_attention_heads": 64, "intermediate_size": 16384,
+                   "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+_ALBERT_DEFAULTS = {
+    "transformers": {**_ALBERT_XXLARGE, "vocab_size": 30000, "hidden_act": "gelu_new"},
+    "google": {**_ALBERT_XXLARGE, "hidden_act": "gelu"},  # computed with the tanh form (README: kept as erf)
+}
+
 # ALBERT config keys whose other values select architectures this model does not implement: Google
 # ALBERT's experimental structures (every released checkpoint has these values) and brightmart's
 # pre-LayerNorm variant (modeling_preln.py; its released configs say "postln" when they say anything).
@@ -242,6 +255,11 @@ class AlbertConfig(BertConfig):
             raise ConfigError(f"{where}an ALBERT config without model_type or embedding_layout: say which layout "
                               f"({', '.join(ALBERT_EMBEDDING_LAYOUTS)}) it is, or read the model directory with "
                               "cnbert.checkpoints.read_pretrained_config, which tells it from the checkpoint")
+        # a key the file leaves out takes the default of the code that wrote the file
+        if model_type == "albert":
+            values = {**_ALBERT_DEFAULTS["transformers"], **values}
+        elif model_type is None and values["embedding_layout"] == "albert":
+            values = {**_ALBERT_DEFAULTS["google"], **values}
         for key, supported in _ALBERT_UNSUPPORTED_SETTINGS.items():
             if key in values and values[key] != supported:
                 raise ConfigError(f"{where}{key}={values[key]!r} is not supported (only {supported!r})")

@@ -36,6 +36,40 @@ def test_reads_a_transformers_config_json(tmp_path):
             assert getattr(config, field.name) == getattr(hf, field.name), field.name
 
 
+# the keys an ALBERT config may leave out whose values no weight's shape reveals (and the sizes)
+UNSHAPED = ("num_attention_heads", "hidden_act", "hidden_dropout_prob", "attention_probs_dropout_prob")
+
+
+@pytest.mark.parametrize("left_out", [UNSHAPED, UNSHAPED + ("hidden_size", "intermediate_size", "vocab_size")])
+def test_keys_a_transformers_albert_config_leaves_out_take_transformers_defaults(left_out):
+    """BERT's 12 heads and erf GELU would load an ALBERT checkpoint strictly and compute something else."""
+    import transformers
+    from cnbert.config import AlbertConfig
+    values = {"model_type": "albert", "embedding_size": 16, "hidden_size": 4096, "num_hidden_layers": 2,
+              "intermediate_size": 16384, "vocab_size": 30000}
+    values = {key: value for key, value in values.items() if key not in left_out}
+    config, hf = AlbertConfig.from_dict(values), transformers.AlbertConfig.from_dict(values)
+    for name in UNSHAPED + ("hidden_size", "intermediate_size", "vocab_size", "embedding_size"):
+        assert getattr(config, name) == getattr(hf, name), name
+    assert (config.num_attention_heads, config.hidden_act) == (64, "gelu_new")
+
+
+def test_keys_a_google_albert_config_leaves_out_take_google_albert_defaults():
+    """google-research/albert modeling.AlbertConfig: albert_xxlarge's 64 heads, no dropout, "gelu"
+    (which cnbert computes in the erf form, README); brightmart's albert_zh reads its configs with
+    BERT's BertConfig, whose defaults are BERT's."""
+    from cnbert.config import AlbertConfig
+    sizes = {"embedding_size": 16, "hidden_size": 192, "num_hidden_layers": 2, "intermediate_size": 384,
+             "vocab_size": 100}
+    google = AlbertConfig.from_dict({**sizes, "embedding_layout": "albert"})
+    assert (google.num_attention_heads, google.hidden_act, google.hidden_dropout_prob,
+            google.attention_probs_dropout_prob) == (64, "gelu", 0.0, 0.0)
+    brightmart = AlbertConfig.from_dict({**sizes, "embedding_layout": "factorized_word"})
+    assert (brightmart.num_attention_heads, brightmart.hidden_act, brightmart.hidden_dropout_prob) == (12, "gelu", 0.1)
+    # a key the file gives wins
+    assert AlbertConfig.from_dict({**sizes, "embedding_layout": "albert", "num_attention_heads": 2}).num_attention_heads == 2
+
+
 def test_written_config_json_is_read_by_transformers(tmp_path):
     import transformers
     config = BertConfig(**TINY, hidden_act="relu", layer_norm_eps=1e-6, pad_token_id=3, attention="eager")
