@@ -3,6 +3,8 @@ flags, so neither is imported here): fine-tuning a tiny random BERT on slices of
 ChnSentiCorp and LCQMC files, the saved artefacts agreeing with each other and with the gold
 labels, predict mode reproducing the run, and bad input refused before training."""
 import json
+import os
+import shutil
 
 import numpy as np
 import pytest
@@ -223,3 +225,103 @@ def test_dbqa_ranks_answers_and_reports_mrr_and_map(tmp_path, tiny_config):
     answered = {q for q, r in zip(questions, relevant) if r}  # the slice may cut a question off its answer
     assert eval_results["questions"] == len(answered)
     assert eval_results["questions_without_answer"] == len(set(questions)) - len(answered)
+
+
+def test_predict_mode_under_torchrun_prints_and_writes_once(trained_run, tmp_path):
+    """Every process predicts (the outputs are gathered to each); only the main one prints and writes."""
+    out, dev, _ = trained_run
+    best_model = out / "seed_123" / "best_model"
+    proc = run_runner(["--mode=predict", "--task=chnsenticorp", f"--model_dir={best_model}", "--text_a=房间很干净"],
+                      torchrun_procs=2, module="cnbert.runners.classify")
+    assert sum(line.startswith('{"label"') for line in proc.stdout.splitlines()) == 1
+    proc = run_runner(["--mode=predict", "--task=chnsenticorp", f"--model_dir={best_model}", f"--predict_file={dev}",
+                       f"--output_dir={tmp_path / 'p'}"], torchrun_procs=2, module="cnbert.runners.classify")
+    assert sum(line.startswith("wrote ") for line in proc.stdout.splitlines()) == 1
+    assert (tmp_path / "p" / "predictions.tsv").read_text() == (out / "seed_123" / "predictions.tsv").read_text()
+
+
+def test_too_few_training_features_are_refused_before_the_earlier_run_is_touched(trained_run, tmp_path, tiny_config):
+    out, dev, _ = trained_run
+    earlier = tmp_path / "earlier"
+    shutil.copytree(out, earlier)
+    train = head_of("chnsenticorp/train.tsv", 3, tmp_path, "train.tsv")
+    proc = run_cli(["--task=chnsenticorp", f"--bert_config_file={tiny_config}", f"--train_file={train}",
+                    f"--dev_file={dev}", "--gradient_accumulation_steps=4", "--train_batch_size=8",
+                    f"--output_dir={earlier}", "--overwrite_output_dir"], check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert (f"{train}: 3 training feature(s), too few to give each of 1 process(es) x 4 accumulation step(s) one"
+            in proc.stderr)
+    assert (earlier / "report.json").read_text() == (out / "report.json").read_text()  # the earlier run is whole
+
+
+MULTI_WORKER = """
+import os, sys
+port = int(sys.argv.pop(1))
+os.environ["TF_CONFIG"] = '{"cluster": {"worker": ["localhost:%d", "localhost:%d"]}, "task": {"type": "worker", "index": %s}}' % (port, port + 1, sys.argv.pop(1))
+from cnbert.runners import classify
+classify.run()
+"""
+
+
+def test_tensorflow_multi_worker_run_writes_once_from_the_chief(tmp_path, tiny_config):
+    """Two workers (TF_CONFIG on localhost) sharing --output_dir, as on a shared filesystem: the
+    strategy is made before TensorFlow runs an op, only the chief writes and prints, and the other
+    worker waits for the chief's best model before scoring the test file with it."""
+    import socket
+    import subprocess
+    import sys
+
+    from conftest import REPO
+    train = head_of("chnsenticorp/train.tsv", 32, tmp_path, "train.tsv")
+    dev = head_of("chnsenticorp/dev.tsv", 16, tmp_path, "dev.tsv")
+    script = tmp_path / "worker.py"
+    script.write_text(MULTI_WORKER)
+    with socket.socket() as probe:  # a free port pair is likely next to a free port
+        probe.bind(("localhost", 0))
+        port = probe.getsockname()[1]
+    out = tmp_path / "out"
+    args = ["--framework=tf", "--distribution_strategy=multi_worker_mirrored", "--task=chnsenticorp",
+            f"--bert_config_file={tiny_config}", f"--train_file={train}", f"--dev_file={dev}", "--do_predict",
+            f"--test_file={dev}", "--max_seq_length=64", "--num_train_epochs=1", "--train_batch_size=8",
+            "--learning_rate=1e-3", "--seeds=1", "--noprogress", "--device=cpu", f"--output_dir={out}"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    workers = [subprocess.Popen([sys.executable, str(script), str(port), str(index), *args], cwd=REPO, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for index in (0, 1)]
+    outputs = [worker.communicate(timeout=600) for worker in workers]
+    for worker, (stdout, stderr) in zip(workers, outputs):
+        assert worker.returncode == 0, stderr[-3000:]
+    chief, other = outputs[0][0], outputs[1][0]
+    assert "seed 1: best dev" in chief and "test: accuracy" in chief
+    assert "seed 1: best dev" not in other and "test: accuracy" not in other
+    report = json.loads((out / "report.json").read_text())
+    test_results = json.loads((out / "test" / "test_results.json").read_text())
+    assert test_results["model_dir"].endswith("seed_1/best_model") and set(report["seeds"]) == {"1"}
+    assert not [path for path in out.rglob(".staged-*")]
+
+
+TWO_LOGICAL_CPUS = """
+import sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from cnbert.runners import classify
+classify.run()
+"""
+
+
+def test_a_batch_too_small_for_the_tf_replicas_is_refused_before_the_earlier_run_is_touched(trained_run, tmp_path,
+                                                                                            tiny_config):
+    """mirrored over two replicas (two logical CPUs stand in for two GPUs): the batch split is checked
+    against the replicas, as under torchrun against the processes."""
+    out, dev, _ = trained_run
+    earlier = tmp_path / "earlier"
+    shutil.copytree(out, earlier)
+    script = tmp_path / "two_cpus.py"
+    script.write_text(TWO_LOGICAL_CPUS)
+    proc = run_runner(["--framework=tf", "--distribution_strategy=mirrored", "--task=chnsenticorp",
+                       f"--bert_config_file={tiny_config}", f"--train_file={dev}", f"--dev_file={dev}",
+                       "--train_batch_size=1", f"--output_dir={earlier}", "--overwrite_output_dir"],
+                      check=False, script=script)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "--train_batch_size=1 cannot be split over 2 process(es) x 1 accumulation steps" in proc.stderr
+    assert (earlier / "report.json").read_text() == (out / "report.json").read_text()

@@ -423,6 +423,11 @@ def test_drcd_run_answers_in_the_original_traditional_text(tmp_path, tiny_config
         proc = run_cli(["--mode=predict", "--task=drcd", f"--model_dir={test_results['model_dir']}",
                         f"--question={qa['question']}", f"--context={context}"])
         assert json.loads(proc.stdout.strip().splitlines()[-1])["answer"] == test_answers[qa["id"]]
+    # the task is saved with the model: a DRCD model is not run as a CMRC 2018 one, which would
+    # give it traditional text unconverted
+    proc = run_cli(["--mode=predict", "--task=cmrc2018", f"--model_dir={test_results['model_dir']}",
+                    f"--question={qa['question']}", f"--context={context}"], check=False)
+    assert proc.returncode == 2 and "was fine-tuned on --task=drcd, not --task=cmrc2018" in proc.stderr
 
 
 @pytest.mark.data

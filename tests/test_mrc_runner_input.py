@@ -138,6 +138,37 @@ def test_predict_mode_answers_questions_without_answers(tmp_path):
     assert max(len(candidates) for candidates in nbest.values()) == 2
 
 
+def test_an_interrupted_predict_run_leaves_the_earlier_answers_and_n_best_lists_together(tmp_path):
+    """predictions.json and nbest_predictions.json are replaced as one set: Ctrl-C while they are
+    written leaves both as the earlier run wrote them."""
+    model_dir = tmp_path / "model"
+    torch.manual_seed(0)
+    model, _ = backend.create_model("cmrc2018", BertConfig.from_dict(TINY))
+    backend.save_pretrained(model, model_dir, REPO / "cnbert" / "resources" / "vocab.txt")
+    questions = without_answers(tmp_path)
+    out = tmp_path / "answers"
+    common_args = ["--mode=predict", "--task=cmrc2018", f"--model_dir={model_dir}", f"--output_dir={out}", *SIZES]
+    run_cli(common_args + [f"--predict_file={questions}"])
+    earlier = {name: (out / name).read_bytes() for name in ("predictions.json", "nbest_predictions.json")}
+    data = json.loads(questions.read_text(encoding="utf-8"))
+    data["data"] = data["data"][1:]  # other questions: a new set differs from the earlier one
+    fewer = tmp_path / "fewer.json"
+    fewer.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    script = patched_runner(tmp_path, """
+        from cnbert.data import mrc_postprocess
+        written = mrc_postprocess.write_json
+        def write_json(path, value, **kwargs):
+            if path.name == "nbest_predictions.json":
+                raise KeyboardInterrupt  # Ctrl-C after the answers were written, before their n-best lists
+            return written(path, value, **kwargs)
+        mrc_postprocess.write_json = write_json
+    """)
+    proc = run_cli(common_args + [f"--predict_file={fewer}", "--overwrite_output_dir"], check=False, script=script)
+    assert proc.returncode == 130
+    assert {name: (out / name).read_bytes() for name in earlier} == earlier
+    assert sorted(path.name for path in out.iterdir()) == sorted(earlier)  # no staging directory left
+
+
 def test_overwrite_removes_an_earlier_report_before_training(tmp_path):
     # were this run to stop early, a report of the earlier run's seeds must not sit beside its files
     from cnbert.runners import common
@@ -177,6 +208,8 @@ def test_device_cuda_without_a_gpu_is_a_usage_error(tmp_path, tiny_config):
     (["--train_file={sample}"], "--train_file applies to --mode=train, and this run is --mode=predict"),
     (["--learning_rate=1e-5"], "--learning_rate applies to --mode=train, and this run is --mode=predict"),
     (["--hidden_dropout_prob=0"], "--hidden_dropout_prob applies to --mode=train, and this run is --mode=predict"),
+    (["--group_by_length"], "--group_by_length applies to --mode=train, and this run is --mode=predict"),
+    (["--lr_schedule=constant"], "--lr_schedule applies to --mode=train, and this run is --mode=predict"),
     (["--output_dir={tmp}/answers"], "--output_dir is for --predict_file; --question/--context print the answer"),
     (["--framework=tf", "--attention=fused"], "--attention chooses among the PyTorch implementations"),
     (["--null_score_threshold=5"], "--null_score_threshold applies to tasks with unanswerable questions (cjrc), "

@@ -129,6 +129,8 @@ def predict():
     unlabelled = [dataclasses.replace(e, label=None) for e in examples]  # scoring reads `examples`
     features = _featurise(task, unlabelled, setup.tokenizer, FLAGS.predict_file or "--text_a")
     predictions, metrics = _predict(setup.trainer(), task, examples, features, scored, left_out)
+    if not setup.ctx.is_main:  # under torchrun every process predicts; one prints and writes
+        return
     if single:
         probabilities = dict(zip(task.labels, predictions.probabilities[0].round(6).tolist()))
         print(json.dumps({"label": predictions.predicted[0], "probabilities": probabilities}, ensure_ascii=False))

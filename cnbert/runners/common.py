@@ -88,7 +88,7 @@ PATH_FLAGS = ("train_file", "dev_file", "test_file", "init_checkpoint", "bert_co
 TRAIN_ONLY_FLAGS = ("train_file", "dev_file", "test_file", "do_predict", "init_checkpoint", "bert_config_file",
                     "init_seed", "vocab_file", "seeds", "learning_rate", "num_train_epochs", "train_batch_size",
                     "gradient_accumulation_steps", "warmup_proportion", "lr_schedule", "weight_decay", "adam_epsilon",
-                    "max_grad_norm", "gradient_checkpointing", "eval_every", "hidden_dropout_prob",
+                    "max_grad_norm", "gradient_checkpointing", "group_by_length", "eval_every", "hidden_dropout_prob",
                     "attention_probs_dropout_prob")
 PREDICT_ONLY_FLAGS = ("model_dir", "predict_file")
 
@@ -211,10 +211,21 @@ def backend():
     return framework_backend
 
 
-def trainer_placement(backend_module, ctx=None) -> dict:
-    """The keyword arguments that place a backend's Trainer: the torch process group, or the TF strategy."""
+def process_group(backend_module):
+    """The processes this run spans, with `.is_main` (the one that writes and prints) and
+    `.world_size` (the workers a global batch is split over): torchrun's process group, or the TF
+    strategy's replicas. The TF strategy is made here, before TensorFlow runs an op, as a
+    multi-worker strategy must be."""
     if FLAGS.framework == "torch":
-        return {"ctx": ctx if ctx is not None else backend_module.init_distributed(FLAGS.device)}
+        return backend_module.init_distributed(FLAGS.device)
+    return backend_module.init_distributed(FLAGS.distribution_strategy)
+
+
+def trainer_placement(ctx) -> dict:
+    """The keyword arguments that place a backend's Trainer: the torch process group, or the TF
+    strategy (by name: make_strategy gives the one process_group made)."""
+    if FLAGS.framework == "torch":
+        return {"ctx": ctx}
     return {"strategy_name": FLAGS.distribution_strategy}
 
 
@@ -245,6 +256,15 @@ def seeds() -> list[int]:
         if not all(0 <= value < SEED_LIMIT for value in checked):
             raise app.UsageError(f"--{name} must be in [0, {SEED_LIMIT}), got {checked}")
     return values
+
+
+def check_enough_features(count: int, processes: int) -> None:
+    """Every process and accumulation micro-step needs a training feature; checked before the output
+    directory is touched."""
+    needed = processes * FLAGS.gradient_accumulation_steps
+    if count < needed:
+        raise DataError(FLAGS.train_file, "", f"{count} training feature(s), too few to give each of {processes} "
+                        f"process(es) x {FLAGS.gradient_accumulation_steps} accumulation step(s) one")
 
 
 def check_batch_split(config: TrainingConfig, processes: int) -> None:
@@ -322,7 +342,7 @@ class TrainingSetup:
     config: BertConfig
     vocab: Path
     backend: Any
-    ctx: Any  # the torch process group; None with TensorFlow
+    ctx: Any  # process_group's
     rank0: bool
     out: Path
     initial_model: Callable[[], Any]
@@ -336,14 +356,14 @@ def start_training(min_token_types: int, what: str) -> TrainingSetup:
     if FLAGS.do_predict:
         require_file("test_file")
     seed_list = seeds()
-    config, vocab = model_config(min_token_types, what)
     framework_backend = backend()
-    ctx = framework_backend.init_distributed(FLAGS.device) if FLAGS.framework == "torch" else None
-    rank0 = ctx is None or ctx.is_main
+    ctx = process_group(framework_backend)  # before anything runs a TensorFlow op
+    config, vocab = model_config(min_token_types, what)
+    rank0 = ctx.is_main
     check_output_dir(rank0)
     note_sibert_fullwidth(rank0)
     training_configs = [training_config(seed) for seed in seed_list]  # every seed's settings checked now
-    check_batch_split(training_configs[0], ctx.world_size if ctx is not None else 1)
+    check_batch_split(training_configs[0], ctx.world_size)
     note_random_init()
     initial_model = initial_model_factory(framework_backend, FLAGS.task, config, vocab, rank0)
     first_model = initial_model()
@@ -371,6 +391,7 @@ def train_on_files(program: str, runner_module: str, task, min_token_types: int,
     examples = {name: read(path) for name, path in splits.items()}
     features = {name: featurise(examples[name], run.tokenizer, path) for name, path in splits.items()}
     log.info(", ".join(f"{len(examples[name])} {name} examples" for name in splits))
+    check_enough_features(len(features["train"].model_arrays()["input_ids"]), run.ctx.world_size)
     prepare_output_dir(run.out, run.seeds, program, runner_module, run.rank0)
     settings = (settings_file, {name: getattr(FLAGS, name) for name in ("task", *settings_names)})
     runs = train_seeds(run.backend, run.ctx, run.seeds, run.first_model, run.initial_model,
@@ -450,7 +471,7 @@ def train_seeds(backend_module, ctx, seed_list: list[int], first_model, initial_
         seed_dir = out / f"seed_{seed}"
         model = first_model if seed == seed_list[0] else initial_model()
         trainer = backend_module.Trainer(model, training_config(seed), task, log_dir=seed_dir / "tensorboard",
-                                         show_progress=FLAGS.progress, **trainer_placement(backend_module, ctx))
+                                         show_progress=FLAGS.progress, **trainer_placement(ctx))
         latest = {}
 
         def evaluate(trainer=trainer, latest=latest):
@@ -509,11 +530,9 @@ def score_test(backend_module, ctx, task: str, model_dir: Path, evaluate_test: C
                rank0: bool) -> None:
     """Score --test_file once with the best model: test/ holds its predictions and test_results.json.
     evaluate_test(trainer) -> (predictions with .write(directory), metrics)."""
-    if ctx is not None:
-        backend_module.barrier(ctx)  # rank 0 alone saves best_model: no process may read it before it is complete
+    backend_module.barrier(ctx)  # rank 0 alone saves best_model: no process may read it before it is complete
     model = backend_module.load_finetuned(model_dir, task)
-    trainer = backend_module.Trainer(model, training_config(0), task, show_progress=False,
-                                     **trainer_placement(backend_module, ctx))
+    trainer = backend_module.Trainer(model, training_config(0), task, show_progress=False, **trainer_placement(ctx))
     predictions, metrics = evaluate_test(trainer)
     if rank0:
         with replaced_together(Path(FLAGS.output_dir) / "test") as staging:
@@ -561,13 +580,14 @@ def check_predict_file(writes: str) -> None:
 @dataclasses.dataclass
 class PredictionSetup:
     backend: Any
+    ctx: Any  # process_group's: under torchrun or several TF workers, only ctx.is_main prints and writes
     model: Any
     tokenizer: ChineseBertTokenizer
 
     def trainer(self):
         """A Trainer that runs the model (prediction only), placed as the flags say."""
         return self.backend.Trainer(self.model, training_config(0), FLAGS.task, show_progress=False,
-                                    **trainer_placement(self.backend))
+                                    **trainer_placement(self.ctx))
 
 
 def load_for_prediction(min_token_types: int, what: str, check_flags: Callable[[], None] = lambda: None
@@ -581,11 +601,12 @@ def load_for_prediction(min_token_types: int, what: str, check_flags: Callable[[
         check_output_dir(rank0=True)
     check_sequence_length(config, "; pass the --max_seq_length it was trained with")
     framework_backend = backend()
+    ctx = process_group(framework_backend)
     overrides = {"attention": FLAGS.attention} if FLAGS.attention else {}
     model = framework_backend.load_finetuned(FLAGS.model_dir, FLAGS.task, **overrides)
     tokenizer = ChineseBertTokenizer(Path(FLAGS.model_dir) / "vocab.txt", do_lower_case=FLAGS.do_lower_case,
                                      fullwidth_to_halfwidth=bool(FLAGS.fullwidth_to_halfwidth))
-    return PredictionSetup(framework_backend, model, tokenizer)
+    return PredictionSetup(framework_backend, ctx, model, tokenizer)
 
 
 def use_training_settings(model_dir: Path, settings_file: str, names: Sequence[str]) -> None:

@@ -21,7 +21,7 @@ from absl import app, flags
 
 from cnbert.data import FeatureConfig, build_features, postprocess_predictions
 from cnbert.errors import DataError
-from cnbert.io_utils import read_json_file
+from cnbert.io_utils import read_json_file, replaced_together
 from cnbert.runners import common
 from cnbert.tasks import mrc as tasks
 
@@ -136,12 +136,14 @@ def train_and_evaluate():
     log.info("%d train questions -> %d features; %d dev questions -> %d features", len(train_examples),
              len(train_features), len(dev_examples), len(dev_features))
     test = _read_test_split(task, tokenizer, feature_config) if FLAGS.do_predict else None
+    common.check_enough_features(len(train_features), run.ctx.world_size)
     common.prepare_output_dir(run.out, run.seeds, PROGRAM, __name__, run.rank0)
 
     def evaluate_dev(trainer):
         return _predict_examples(trainer, dev_examples, dev_features, FLAGS.task, dev_gold, gold_path)
 
-    settings = (PREDICT_SETTINGS_FILE, {name: getattr(FLAGS, name) for name in PREDICT_SETTINGS})
+    # with the task, so that predict mode refuses the model for another task (a DRCD model reads simplified text)
+    settings = (PREDICT_SETTINGS_FILE, {name: getattr(FLAGS, name) for name in ("task", *PREDICT_SETTINGS)})
     runs = common.train_seeds(run.backend, run.ctx, run.seeds, run.first_model, run.initial_model,
                               train_features.model_arrays(), FLAGS.task, evaluate_dev, tasks.criterion,
                               tasks.METRIC_NAMES, run.vocab, settings, run.rank0)
@@ -182,11 +184,15 @@ def predict():
         examples = task.read(FLAGS.predict_file, labelled=False).examples  # answers, if any, are not needed
     features = build_features(examples, setup.tokenizer, _feature_config(), training=False)
     predictions, _ = _predict_examples(setup.trainer(), examples, features, FLAGS.task)
+    if not setup.ctx.is_main:  # under torchrun every process predicts; one prints and writes
+        return
     if single:
         print(json.dumps({"question": FLAGS.question, "answer": predictions.answers["question"]}, ensure_ascii=False))
     else:
-        paths = predictions.write(FLAGS.output_dir)
-        print(f"wrote {paths[0]} and {paths[1]} ({len(examples)} questions)")
+        with replaced_together(FLAGS.output_dir) as staging:  # the answers and their n-best lists, as one set
+            names = [path.name for path in predictions.write(staging)]
+        print(f"wrote {Path(FLAGS.output_dir) / names[0]} and {Path(FLAGS.output_dir) / names[1]} "
+              f"({len(examples)} questions)")
 
 
 def main(argv):

@@ -108,6 +108,8 @@ def predict():
         sentences = task.read(FLAGS.predict_file, tagged=False)  # tags, if the file has them, are scored too
     features = _featurise(task, sentences, setup.tokenizer, FLAGS.predict_file or "--text")
     predictions, metrics = _predict(setup.trainer(), task, sentences, features)
+    if not setup.ctx.is_main:  # under torchrun every process predicts; one prints and writes
+        return
     if single:
         found = sorted(entities(predictions.predicted[0]))
         print(json.dumps({"entities": [{"text": FLAGS.text[start:end], "type": kind, "start": start, "end": end}

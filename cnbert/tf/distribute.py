@@ -1,6 +1,7 @@
 """tf.distribute strategies chosen by name."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import tensorflow as tf
@@ -52,3 +53,34 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     if resolver.task_type == "chief":
         return True
     return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in cluster
+
+
+@dataclasses.dataclass(frozen=True)
+class StrategyContext:
+    """A runner's view of its strategy, shaped like cnbert.torch.distributed.DistContext: is_main
+    (the chief, the one worker that writes) and world_size (the replicas a global batch is split over)."""
+
+    strategy: tf.distribute.Strategy
+
+    @property
+    def is_main(self) -> bool:
+        return is_chief(self.strategy)
+
+    @property
+    def world_size(self) -> int:
+        return self.strategy.num_replicas_in_sync
+
+
+def init_distributed(strategy_name: str) -> StrategyContext:
+    """The strategy of that name (make_strategy's, which Trainer reuses), made now: a multi-worker
+    strategy must exist before TensorFlow runs its first op, or its collectives cannot be set up."""
+    return StrategyContext(make_strategy(strategy_name))
+
+
+def barrier(context: StrategyContext) -> None:
+    """Return once every worker has called it (one all-reduce over the workers); a single process
+    has none to wait for."""
+    strategy = context.strategy
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        tf.function(lambda: strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.constant(1.0)),
+                                            axis=None))()
