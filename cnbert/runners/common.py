@@ -211,14 +211,20 @@ def backend():
     return framework_backend
 
 
+_OPEN_GROUPS: list[tuple[Any, Any]] = []  # (backend, process_group()) to finish when the runner succeeds
+
+
 def process_group(backend_module):
     """The processes this run spans, with `.is_main` (the one that writes and prints) and
     `.world_size` (the workers a global batch is split over): torchrun's process group, or the TF
     strategy's replicas. The TF strategy is made here, before TensorFlow runs an op, as a
-    multi-worker strategy must be."""
+    multi-worker strategy must be. run_main finishes it: the processes exit together."""
     if FLAGS.framework == "torch":
-        return backend_module.init_distributed(FLAGS.device)
-    return backend_module.init_distributed(FLAGS.distribution_strategy)
+        ctx = backend_module.init_distributed(FLAGS.device)
+    else:
+        ctx = backend_module.init_distributed(FLAGS.distribution_strategy)
+    _OPEN_GROUPS.append((backend_module, ctx))
+    return ctx
 
 
 def trainer_placement(ctx) -> dict:
@@ -659,6 +665,9 @@ def run_main(program: str, argv, body: Callable[[], None]) -> int:
             raise app.UsageError("--task is required")
         expand_paths()
         body()
+        while _OPEN_GROUPS:  # only after success: a process that failed alone would leave the others waiting
+            backend_module, ctx = _OPEN_GROUPS.pop()
+            backend_module.finish(ctx)
     except app.UsageError as e:
         # printed here rather than by absl, which under `python -m` or torchrun adds the module
         # docstring and every flag's help, burying the one line that matters

@@ -84,3 +84,8 @@ def barrier(context: StrategyContext) -> None:
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         tf.function(lambda: strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.constant(1.0)),
                                             axis=None))()
+
+
+def finish(context: StrategyContext) -> None:
+    """Wait for every worker before this one exits (the workers leave together, as torch's do)."""
+    barrier(context)

@@ -63,3 +63,11 @@ def all_gather_objects(obj, ctx: DistContext) -> list:
 def barrier(ctx: DistContext) -> None:
     if ctx.distributed:
         dist.barrier()
+
+
+def finish(ctx: DistContext) -> None:
+    """Wait for every process, then close the process group: a process that exits while another
+    still holds its connections makes gloo abort that one."""
+    if ctx.distributed and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
