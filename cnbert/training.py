@@ -153,7 +153,8 @@ GROUP_BATCHES = 50
 def global_batches(num_examples: int, batch_size: int, seed: int, epoch: int, min_size: int = 1,
                    lengths: np.ndarray | None = None) -> list[np.ndarray]:
     """One epoch's shuffled global batches. A last batch smaller than `min_size` (fewer examples
-    than processes × micro-steps, so some micro-step would be empty) is dropped.
+    than processes × micro-steps, so some micro-step would be empty) is dropped: its examples, a
+    random draw, sit out this epoch.
 
     With `lengths` (tokens per example), each batch holds examples of similar length, so that a
     trainer that cuts the padding (trim_padding) computes little of it: the epoch's shuffled order
@@ -162,18 +163,21 @@ def global_batches(num_examples: int, batch_size: int, seed: int, epoch: int, mi
     then happens at the first step, not hours in). The batch count is the same as without."""
     rng = np.random.default_rng([seed, epoch])
     order = rng.permutation(num_examples)
+    remainder = num_examples % batch_size
+    if 0 < remainder < min_size:
+        # The last batch would leave a micro-step empty: its examples sit out this epoch. They are
+        # dropped before any grouping, so they are a random draw either way, never the shortest.
+        order = order[:num_examples - remainder]
     if lengths is None:
-        batches = [order[i:i + batch_size] for i in range(0, num_examples, batch_size)]
+        batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     else:
         lengths = np.asarray(lengths)
         if lengths.shape != (num_examples,):
             raise ValueError(f"lengths has shape {lengths.shape}, expected ({num_examples},)")
         span = GROUP_BATCHES * batch_size
         runs = [run[np.argsort(-lengths[run], kind="stable")] for run in
-                (order[i:i + span] for i in range(0, num_examples, span))]
+                (order[i:i + span] for i in range(0, len(order), span))]
         batches = [run[i:i + batch_size] for run in runs for i in range(0, len(run), batch_size)]
-    if batches and len(batches[-1]) < min_size:
-        batches.pop()
     if lengths is not None and batches:
         batches = [batches[i] for i in rng.permutation(len(batches))]
         longest = max(range(len(batches)), key=lambda b: lengths[batches[b]].max())

@@ -25,6 +25,22 @@ def test_trim_padding_cuts_the_columns_every_row_masks_rounded_up_to_eight():
     assert trim_padding({"attention_mask": np.zeros((2, 30), np.int64)})["attention_mask"].shape == (2, 8)
 
 
+def test_grouping_by_length_drops_the_same_random_examples_as_the_plain_shuffle():
+    """A last batch too small for every process and micro-step sits out the epoch: the same random
+    examples with or without grouping, never the run's shortest (sorting put those last)."""
+    lengths = np.arange(100)[::-1] + 3  # examples 96..99 are the four shortest
+    trained = np.zeros(100, int)  # epochs each example is trained in
+    for epoch in range(20):
+        plain = global_batches(100, 16, seed=1, epoch=epoch, min_size=8)
+        grouped = global_batches(100, 16, seed=1, epoch=epoch, min_size=8, lengths=lengths)
+        assert len(plain) == len(grouped) == 6  # 100 = 6 x 16 + 4, and 4 examples cannot fill 8 micro-steps
+        kept = np.sort(np.concatenate(grouped))
+        np.testing.assert_array_equal(kept, np.sort(np.concatenate(plain)))
+        trained[kept] += 1
+    assert trained[96:].min() >= 15  # each sits out about 4 epochs in 100 (it was every epoch)
+    assert (trained < 20).sum() > 20  # a fresh draw each epoch
+
+
 def test_batches_grouped_by_length_cover_each_example_once_with_little_spread_the_longest_first():
     lengths = np.random.default_rng(5).integers(5, 300, size=4003)
     plain = global_batches(4003, 16, seed=1, epoch=0, min_size=4)
