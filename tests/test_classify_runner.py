@@ -255,9 +255,10 @@ def test_too_few_training_features_are_refused_before_the_earlier_run_is_touched
 
 
 MULTI_WORKER = """
-import os, sys
-port = int(sys.argv.pop(1))
-os.environ["TF_CONFIG"] = '{"cluster": {"worker": ["localhost:%d", "localhost:%d"]}, "task": {"type": "worker", "index": %s}}' % (port, port + 1, sys.argv.pop(1))
+import json, os, sys
+port, index = int(sys.argv.pop(1)), int(sys.argv.pop(1))
+cluster = {"worker": [f"localhost:{port}", f"localhost:{port + 1}"]}
+os.environ["TF_CONFIG"] = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
 from cnbert.runners import classify
 classify.run()
 """

@@ -67,7 +67,8 @@ def test_keys_a_google_albert_config_leaves_out_take_google_albert_defaults():
     brightmart = AlbertConfig.from_dict({**sizes, "embedding_layout": "factorized_word"})
     assert (brightmart.num_attention_heads, brightmart.hidden_act, brightmart.hidden_dropout_prob) == (12, "gelu", 0.1)
     # a key the file gives wins
-    assert AlbertConfig.from_dict({**sizes, "embedding_layout": "albert", "num_attention_heads": 2}).num_attention_heads == 2
+    given = AlbertConfig.from_dict({**sizes, "embedding_layout": "albert", "num_attention_heads": 2})
+    assert given.num_attention_heads == 2
 
 
 def test_written_config_json_is_read_by_transformers(tmp_path):

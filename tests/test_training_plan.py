@@ -146,8 +146,8 @@ def test_fractional_eval_every_lands_on_epoch_ends(steps_per_epoch, expected):
     assert TrainingConfig(num_train_epochs=0.5, train_batch_size=10).total_steps(100) == 5
 
 
-@pytest.mark.parametrize("bad", [dict(precision="fp8"), dict(eval_every=1.5), dict(warmup_proportion=1.0), dict(lr_schedule="cosine"),
-                                 dict(learning_rate=0), dict(gradient_accumulation_steps=0)])
+@pytest.mark.parametrize("bad", [dict(precision="fp8"), dict(eval_every=1.5), dict(warmup_proportion=1.0),
+                                 dict(lr_schedule="cosine"), dict(learning_rate=0), dict(gradient_accumulation_steps=0)])
 def test_invalid_settings_are_rejected_with_the_reason(bad):
     with pytest.raises(ValueError, match="invalid training settings"):
         TrainingConfig(**bad)
