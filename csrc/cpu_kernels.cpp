@@ -145,13 +145,15 @@ void softmax_row(const scalar_t* x, const mask_t* m, scalar_t* y, int64_t sk, ac
     std::fill(y, y + sk, static_cast<scalar_t>(0));
     return;
   }
-  acc_t sum = 0;
+  // The row sum runs in double: one running float32 sum of Sk near-equal terms (a large logit
+  // among many equal ones) rounds the same way at every step and drifts by ~Sk/2 ulp.
+  double sum = 0;
   for (int64_t k = 0; k < sk; ++k) {
     row[k] = std::exp(row[k] - max_value);
-    sum += row[k];
+    sum += static_cast<double>(row[k]);
   }
-  const acc_t inv = acc_t(1) / sum;
-  for (int64_t k = 0; k < sk; ++k) y[k] = static_cast<scalar_t>(row[k] * inv);
+  const double inv = 1.0 / sum;
+  for (int64_t k = 0; k < sk; ++k) y[k] = static_cast<scalar_t>(static_cast<double>(row[k]) * inv);
 }
 
 }  // namespace
@@ -192,11 +194,12 @@ void softmax_backward_cpu(const at::Tensor& grad, const at::Tensor& out, double 
       for (int64_t r = begin; r < end; ++r) {
         const scalar_t* gr = g + r * sk;
         const scalar_t* yr = y + r * sk;
-        acc_t dot = 0;
-        for (int64_t k = 0; k < sk; ++k) dot += static_cast<acc_t>(gr[k]) * static_cast<acc_t>(yr[k]);
+        double dot = 0;  // in double, as the forward pass's row sum
+        for (int64_t k = 0; k < sk; ++k) dot += static_cast<double>(gr[k]) * static_cast<double>(yr[k]);
         scalar_t* out_row = gs + r * sk;
         for (int64_t k = 0; k < sk; ++k) {
-          out_row[k] = static_cast<scalar_t>(s * static_cast<acc_t>(yr[k]) * (static_cast<acc_t>(gr[k]) - dot));
+          out_row[k] = static_cast<scalar_t>(s * static_cast<acc_t>(yr[k]) *
+                                             static_cast<acc_t>(static_cast<double>(gr[k]) - dot));
         }
       }
     });

@@ -5,8 +5,8 @@
 #include <torch/extension.h>
 #include <torch/library.h>
 
+#include <limits>
 #include <string>
-
 #include <tuple>
 
 #include "kernels.h"
@@ -158,7 +158,18 @@ std::optional<at::Tensor> prepare_mask(const at::Tensor& scores, const std::opti
   }
   const bool broadcast_keys = m.size(3) > 1 && m.stride(3) == 0;
   if (broadcast_keys) m = m.narrow(3, 0, 1);
-  if (dtype != at::kBool && dtype != at::kFloat && dtype != scores.scalar_type()) m = m.to(at::kFloat);
+  if (dtype != at::kBool && dtype != at::kFloat && dtype != scores.scalar_type()) {
+    at::Tensor narrowed = m.to(at::kFloat);
+    // A finite float64 value beyond float32's range would round to +-inf, masking a row fully (or
+    // giving NaN) where the unfused chain shifts it: such values are clamped to float32's largest
+    // finite magnitude, true +-inf kept. Only a mask with infinities after the cast needs a look.
+    if (dtype == at::kDouble && at::isinf(narrowed).any().item<bool>() &&
+        at::isinf(narrowed).sum().item<int64_t>() != at::isinf(m).sum().item<int64_t>()) {
+      const double lo = std::numeric_limits<float>::lowest(), hi = std::numeric_limits<float>::max();
+      narrowed = at::where(at::isinf(m), m, m.clamp(lo, hi)).to(at::kFloat);
+    }
+    m = narrowed;
+  }
   if (broadcast_keys) m = m.expand({m.size(0), m.size(1), m.size(2), scores.size(3)});
   if (m.size(3) > 1 && m.stride(3) != 1) m = m.contiguous();
   rows.stride_b = m.size(0) == 1 ? 0 : m.stride(0);

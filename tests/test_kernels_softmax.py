@@ -136,6 +136,34 @@ def test_rows_holding_nan_come_out_nan(device, dtype, sk):
                  dtype, what="finite rows beside NaN rows")
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("sk", [512, 1024, 4096])
+def test_a_large_logit_among_many_equal_ones_keeps_float32_accuracy(device, sk):
+    """Rows [0, -d, -d, ...] with exp(-d) near 1 / (Sk - 1): a running float32 sum of the Sk - 1 equal
+    terms rounds the same way at every step, and drifted past the float32 tolerance by Sk = 512."""
+    d = math.log(sk - 1) + 0.0005 * torch.arange(200, dtype=torch.float64)
+    scores = (-d)[:, None].expand(200, sk).clone()
+    scores[:, 0] = 0.0
+    check_softmax(scores.reshape(1, 1, 200, sk).to(torch.float32).to(device), None, 1.0, what=f"Sk={sk}")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("ops", [k, reference], ids=["kernels", "reference"])
+def test_a_float64_mask_beyond_float32s_range_stays_finite(device, dtype, ops):
+    """The kernels read such a mask in float32: a finite value is clamped to float32's largest, not
+    rounded to -inf (which would mask the row fully: zeros) or +inf (NaN); -inf still masks. (Next
+    to a shift that large, float32 keeps nothing of the scores: equal ones show the row's fate.)"""
+    scores = torch.zeros(1, 1, 4, 4, dtype=dtype, device=device)
+    mask = torch.zeros(1, 1, 4, 4, dtype=torch.float64)
+    mask[..., 0, :] = torch.finfo(torch.float64).min  # every key: a uniform shift
+    mask[..., 1, :] = -1e39
+    mask[..., 2, 0] = 1e39  # key 0 dominates
+    mask[..., 3, :] = float("-inf")  # every key masked
+    y = ops.scaled_masked_softmax(scores, mask.to(device), 1.0).float().cpu()
+    assert y[0, 0].tolist() == [[0.25] * 4, [0.25] * 4, [1.0, 0.0, 0.0, 0.0], [0.0] * 4]
+
+
 def test_finite_additive_mask_never_masks_a_row_fully():
     # -10000 on every key shifts a row uniformly: softmax is unchanged, as in the unfused chain.
     scores = torch.randn(1, 1, 2, 8, dtype=torch.float64)

@@ -92,7 +92,8 @@ def bias_gelu(x: torch.Tensor, bias: torch.Tensor, approximate: str = "none") ->
 def scaled_masked_softmax(scores: torch.Tensor, mask: torch.Tensor | None, scale: float) -> torch.Tensor:
     """softmax(scores * scale + mask) over the last axis, in one pass.
 
-    scores: [B, H, Sq, Sk], float32/float64/float16/bfloat16 (accumulated in float32, or float64).
+    scores: [B, H, Sq, Sk], float32/float64/float16/bfloat16 (computed in float32, or float64; the
+    CPU kernels sum each row in float64, so that a row of many equal logits keeps float32 accuracy).
     mask: None; a boolean keep-mask (True = attend, as in scaled_dot_product_attention); or an
     additive floating mask (e.g. -10000 * (1 - attention_mask), or -inf). Shape [B, 1, 1, Sk]
     (key padding), [B or 1, 1, Sq, Sk], or any 4-D shape that broadcasts to scores with a full
@@ -100,6 +101,8 @@ def scaled_masked_softmax(scores: torch.Tensor, mask: torch.Tensor | None, scale
     Fully masked rows (every logit -inf, e.g. a boolean mask with no True in the row) give all
     zeros instead of NaN, with zero gradient. A finite additive mask such as -10000 never masks a
     row fully: such a row is the ordinary softmax of its (equal) logits, as in the unfused chain.
+    A mask is read in the scores' dtype or float32; a finite float64 value beyond float32's range
+    is read as float32's largest finite magnitude (not as +-inf), so this holds for it too.
     A row holding a NaN logit (one the mask does not remove) comes out NaN, as from torch.softmax.
     The backward pass needs only the output; the mask receives no gradient.
     """

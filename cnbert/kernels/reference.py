@@ -50,7 +50,7 @@ def scaled_masked_softmax(scores: torch.Tensor, mask: torch.Tensor | None, scale
         if mask.dtype == torch.bool:
             logits = logits.masked_fill(~mask, float("-inf"))
         else:
-            logits = logits + mask.to(_mask_dtype(mask.dtype, scores.dtype)).to(dtype)
+            logits = logits + _cast_mask(mask, _mask_dtype(mask.dtype, scores.dtype)).to(dtype)
     live = (logits != float("-inf")).any(dim=-1, keepdim=True)  # NaN counts as live; works for Sk = 0
     # Dead rows get finite logits before the softmax so that neither pass produces NaN.
     probs = torch.softmax(logits.masked_fill(~live, 0.0), dim=-1) * live
@@ -65,6 +65,15 @@ def _unbroadcast(mask: torch.Tensor) -> torch.Tensor:
         if mask.shape[d] > 1 and mask.stride(d) == 0:
             mask = mask.narrow(d, 0, 1)
     return mask
+
+
+def _cast_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The additive mask in `dtype`, a finite value beyond its range clamped to its largest finite
+    magnitude rather than rounded to +-inf (so that it never masks a row fully); +-inf kept."""
+    if torch.finfo(mask.dtype).max > torch.finfo(dtype).max:
+        info = torch.finfo(dtype)
+        mask = torch.where(mask.isinf(), mask, mask.clamp(info.min, info.max))
+    return mask.to(dtype)
 
 
 def _mask_dtype(mask_dtype: torch.dtype, scores_dtype: torch.dtype) -> torch.dtype:
