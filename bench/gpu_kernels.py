@@ -549,9 +549,9 @@ def section_training(device: str, timer: Timer, smoke: bool, rows: list, budget:
         else:
             name, model, loss = _transformers_model(sizes, vocab, inputs)
         row["model"] = name
-        if loss is None:
-            row["skipped"] = model
-            print(f"  {name} ({attention}): skipped: {model}")
+        if loss is None:  # a model that cannot run is a failed row: its comparison is lost
+            row["error"] = model
+            print(f"  {name} ({attention}): cannot run: {model}", flush=True)
             return row
         params = sum(p.numel() for p in model.parameters())
         row.update(_time_training(model.to(device), loss, timer, device, steps))

@@ -53,6 +53,31 @@ def test_smoke_run_covers_every_section(tmp_path):
     assert "| softmax shape | impl |" in run.stdout and "| model | attention |" in run.stdout
 
 
+WITHOUT_TASK_PACKAGES = """
+import runpy, sys
+class Absent:  # the GPU machine has torch and transformers, not OpenCC or NLTK
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("opencc", "nltk"):
+            raise ImportError(f"No module named {name!r} (absent on the GPU machine)")
+sys.meta_path.insert(0, Absent())
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+@needs_extension
+def test_training_rows_run_without_the_task_packages(tmp_path):
+    """cnbert's models import without OpenCC and NLTK (only DRCD conversion and CMRC scoring need
+    them), so the benchmark times them there; a model that cannot run fails the run."""
+    out = tmp_path / "gpu_kernels.json"
+    run = subprocess.run([sys.executable, "-c", WITHOUT_TASK_PACKAGES, str(SCRIPT), "--smoke", "--sections",
+                          "training", "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    rows = json.loads(out.read_text())["training"]
+    assert [row["model"].split()[0] for row in rows] == ["cnbert", "cnbert", "transformers"]
+    assert all(row["ms_per_step"] > 0 and "error" not in row for row in rows)
+
+
 @needs_extension
 def test_paths_check_set_keeps_each_kernel_path_in_fewer_cases(tmp_path):
     # The cases compute-sanitizer reruns (bench/gpu_run.sh): 2 dtypes x 1 GELU form x 2 shapes x

@@ -1,6 +1,7 @@
 """bench/gpu_run.sh runs once per GPU lease, where a mistake costs device time: its step handling
 and its compute-sanitizer step are run here against a stand-in sanitizer that records how it was
-called and answers as the real one does (exit 3 on errors, given --error-exitcode 3)."""
+called and answers as the real one does (exit 3 on errors, given --error-exitcode 3), or exits as
+EXIT_<tool> says (a check that could not run)."""
 import os
 import subprocess
 import sys
@@ -14,6 +15,8 @@ tool=memcheck
 args=("$@")
 for ((i = 0; i < ${#args[@]}; i++)); do [ "${args[i]}" = --tool ] && tool=${args[i + 1]}; done
 echo "$*" >> "$CALLS"
+exit_var=EXIT_$tool
+[ -z "${!exit_var:-}" ] || exit "${!exit_var}"
 rc_var=RC_$tool
 echo "========= ERROR SUMMARY: ${!rc_var:-0} errors"
 [ "${!rc_var:-0}" = 0 ] || exit 3
@@ -55,7 +58,8 @@ def test_sanitize_skips_tools_that_cannot_finish_before_the_deadline(tmp_path):
     run, calls = run_script(tmp_path, "sanitize", GPU_RUN_SECONDS="60")
     assert run.returncode == 0, run.stdout + run.stderr
     assert calls == []
-    assert run.stdout.count("skipped") == 4 and "run 'bash bench/gpu_run.sh sanitize' next" in run.stdout
+    assert run.stdout.count("skipped") == 4
+    assert "next: GPU_RUN_SECONDS=<the call's limit - 30> bash bench/gpu_run.sh build sanitize" in run.stdout
     assert "0 of 4 tools ran to the end" in run.stdout and run.stderr == ""
 
 
@@ -80,3 +84,22 @@ def test_tests_step_fails_without_cuda_kernels_instead_of_passing_on_skips(tmp_p
     assert "no CUDA kernels: " in run.stderr
     assert run.stdout.rstrip().endswith("tests exit 1")
     assert not (tmp_path / "out" / "cuda_tests.log").exists()
+
+
+def test_sanitize_stops_when_a_tool_could_not_run_the_check(tmp_path):
+    # e.g. a fresh machine without the build (the check's import fails), or a device the tool refuses
+    run, calls = run_script(tmp_path, "sanitize", EXIT_memcheck="1")
+    assert run.returncode == 1
+    assert [call.split()[1] for call in calls] == ["memcheck"]
+    assert "memcheck: exit 1 (sanitize.log); the other tools are not run" in run.stdout
+
+
+def test_a_benchmark_that_cannot_import_what_it_times_fails_before_the_build(tmp_path):
+    # the GPU machine's own packages: here transformers is made unimportable
+    fake = tmp_path / "site" / "transformers"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('no transformers on this machine')\n")
+    run, _ = run_script(tmp_path, "build", "bench", PYTHONPATH=str(tmp_path / "site"))
+    assert run.returncode == 1
+    assert "the benchmark cannot import what it times" in run.stdout and "no transformers" in run.stdout
+    assert not (tmp_path / "out" / "build.log").exists()  # nothing was built

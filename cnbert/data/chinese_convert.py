@@ -24,13 +24,15 @@ from __future__ import annotations
 
 import difflib
 
-import opencc
-
 
 class TraditionalToSimplified:
     """A length-preserving OpenCC converter: `convert(text)` returns a string of `len(text)`."""
 
     def __init__(self, config: str = "t2s"):
+        # imported here, not with the module: only DRCD needs OpenCC, and importing cnbert (its
+        # models, say, on a machine set up for a benchmark) must not require it
+        import opencc
+
         self.config = config
         self._opencc = opencc.OpenCC(config)
         self._character_cache: dict[str, str] = {}

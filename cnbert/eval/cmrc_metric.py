@@ -15,8 +15,7 @@ tokenizer (`word_tokenize(..., preserve_line=True)`), which needs no downloaded 
 differ when a run of non-Chinese text holds a sentence boundary inside it ("U.S. Army. The").
 """
 import difflib
-
-from nltk.tokenize import NLTKWordTokenizer
+import functools
 
 from cnbert.errors import DataError
 from cnbert.eval.predictions import read_gold_questions
@@ -29,7 +28,13 @@ SP_CHAR = (
 )
 _SP_CHAR_SET = frozenset(SP_CHAR)
 
-_word_tokenizer = NLTKWordTokenizer()
+
+@functools.cache
+def _word_tokenizer():
+    # imported on first use, not with the module: scoring CMRC needs NLTK, importing cnbert does not
+    from nltk.tokenize import NLTKWordTokenizer
+
+    return NLTKWordTokenizer()
 
 
 def _is_cjk(char):
@@ -45,7 +50,7 @@ def cmrc_segments(text, remove_punct):
 
     def flush():
         if pending:
-            segments.extend(_word_tokenizer.tokenize("".join(pending)))
+            segments.extend(_word_tokenizer().tokenize("".join(pending)))
             pending.clear()
 
     for char in text.lower().strip():
