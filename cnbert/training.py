@@ -99,6 +99,13 @@ class TrainingConfig:
         (7/50 epochs × 50 steps = 7.000000000000001) does not add a step."""
         return max(1, math.ceil(round(self.steps_per_epoch(num_examples, world_size) * self.num_train_epochs, 9)))
 
+    def check_enough_examples(self, num_examples: int, processes: int) -> None:
+        """Raise ValueError when `num_examples` cannot give each of `processes` data-parallel workers
+        an example for every accumulation micro-step."""
+        accum = self.gradient_accumulation_steps
+        if num_examples < processes * accum:
+            raise ValueError(f"{num_examples} training features cannot fill {processes} processes × {accum} micro-steps")
+
     def check_batch_split(self, processes: int) -> None:
         """Raise ValueError when a global batch cannot give each of `processes` data-parallel workers
         an example for every accumulation micro-step."""
@@ -261,9 +268,7 @@ class TrainingRun:
         if config.group_by_length and lengths is None:
             raise ValueError("group_by_length needs the examples' lengths")
         self.lengths = lengths if config.group_by_length else None
-        accum = config.gradient_accumulation_steps
-        if num_examples < processes * accum:
-            raise ValueError(f"{num_examples} training features cannot fill {processes} processes × {accum} micro-steps")
+        config.check_enough_examples(num_examples, processes)
         config.check_batch_split(processes)
         self.config = config
         self.num_examples = num_examples

@@ -38,6 +38,15 @@ def train_args(tiny_config, out, *extra):
             f"--output_dir={out}", *SIZES, "--num_train_epochs=1", "--train_batch_size=8", "--seeds=123", *extra]
 
 
+def saved_cmrc_model(tmp_path):
+    """A tiny random CMRC 2018 model saved as a training run saves its best model."""
+    model_dir = tmp_path / "model"
+    torch.manual_seed(0)
+    model, _ = backend.create_model("cmrc2018", BertConfig.from_dict(TINY))
+    backend.save_pretrained(model, model_dir, REPO / "cnbert" / "resources" / "vocab.txt")
+    return model_dir
+
+
 def assert_refused(proc, message):
     assert proc.returncode != 0
     assert message in proc.stderr, proc.stderr[-3000:]
@@ -110,10 +119,7 @@ def test_a_config_with_one_token_type_is_refused_for_reading_comprehension(tmp_p
 
 
 def test_predict_mode_answers_questions_without_answers(tmp_path):
-    model_dir = tmp_path / "model"
-    torch.manual_seed(0)
-    model, _ = backend.create_model("cmrc2018", BertConfig.from_dict(TINY))
-    backend.save_pretrained(model, model_dir, REPO / "cnbert" / "resources" / "vocab.txt")
+    model_dir = saved_cmrc_model(tmp_path)
     questions = without_answers(tmp_path)
     out = tmp_path / "answers"
     run_cli(["--mode=predict", "--task=cmrc2018", f"--model_dir={model_dir}", f"--predict_file={questions}",
@@ -141,10 +147,7 @@ def test_predict_mode_answers_questions_without_answers(tmp_path):
 def test_an_interrupted_predict_run_leaves_the_earlier_answers_and_n_best_lists_together(tmp_path):
     """predictions.json and nbest_predictions.json are replaced as one set: Ctrl-C while they are
     written leaves both as the earlier run wrote them."""
-    model_dir = tmp_path / "model"
-    torch.manual_seed(0)
-    model, _ = backend.create_model("cmrc2018", BertConfig.from_dict(TINY))
-    backend.save_pretrained(model, model_dir, REPO / "cnbert" / "resources" / "vocab.txt")
+    model_dir = saved_cmrc_model(tmp_path)
     questions = without_answers(tmp_path)
     out = tmp_path / "answers"
     common_args = ["--mode=predict", "--task=cmrc2018", f"--model_dir={model_dir}", f"--output_dir={out}", *SIZES]
@@ -322,10 +325,7 @@ def test_tf_predict_mode_uses_the_distribution_strategy_asked_for(tmp_path):
 
         Trainer.__init__ = reporting_init
     """)
-    model_dir = tmp_path / "model"
-    torch.manual_seed(0)
-    model, _ = backend.create_model("cmrc2018", BertConfig.from_dict(TINY))
-    backend.save_pretrained(model, model_dir, REPO / "cnbert" / "resources" / "vocab.txt")
+    model_dir = saved_cmrc_model(tmp_path)
     proc = run_cli(["--mode=predict", "--task=cmrc2018", "--framework=tf", "--distribution_strategy=mirrored",
                     f"--model_dir={model_dir}", "--question=谁？", "--context=范廷颂是越南罗马天主教枢机。", *SIZES],
                    script=script)

@@ -265,12 +265,13 @@ def seeds() -> list[int]:
 
 
 def check_enough_features(count: int, processes: int) -> None:
-    """Every process and accumulation micro-step needs a training feature; checked before the output
-    directory is touched."""
-    needed = processes * FLAGS.gradient_accumulation_steps
-    if count < needed:
+    """Every process and accumulation micro-step needs a training feature (the trainer's check, made
+    before the output directory is touched)."""
+    try:
+        training_config(0).check_enough_examples(count, processes)
+    except ValueError:
         raise DataError(FLAGS.train_file, "", f"{count} training feature(s), too few to give each of {processes} "
-                        f"process(es) x {FLAGS.gradient_accumulation_steps} accumulation step(s) one")
+                        f"process(es) x {FLAGS.gradient_accumulation_steps} accumulation step(s) one") from None
 
 
 def check_batch_split(config: TrainingConfig, processes: int) -> None:

@@ -9,6 +9,13 @@ TASK_HEADS = {"cmrc2018": "span", "drcd": "span", "cjrc": "cjrc",
               **{name: "tagging" for name in ner.TASKS}}
 
 
+def ignores_padding(task: str) -> bool:
+    """Whether a task's loss and outputs read no padding position, so that a trainer may cut the
+    padding columns every row masks: classifiers and taggers. Not the span models, whose softmax
+    over positions covers the whole window, padding included, as Google's and transformers' do."""
+    return TASK_HEADS.get(task) in ("classification", "tagging")
+
+
 def output_labels(task: str) -> tuple[str, ...] | None:
     """The labels a task's classifier outputs, in order: a classification or NER task's; None for
     reading comprehension (whose heads output spans)."""

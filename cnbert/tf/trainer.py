@@ -30,7 +30,7 @@ from cnbert.tf.distribute import is_chief, make_strategy
 from cnbert.tf.heads import ANSWER_CLASSES, TASK_LABELS, TASK_MODELS, check_labels, task_loss
 from cnbert.tf.modeling import set_gradient_checkpointing, set_precision
 from cnbert.tf.optim import WarmupSchedule, build_optimizer
-from cnbert.tasks import TASK_HEADS
+from cnbert.tasks import TASK_HEADS, ignores_padding
 from cnbert.training import (TOKEN_ARRAYS, FitResult, TrainingConfig, TrainingRun, bucket_width, example_lengths,
                              micro_batches, used_width, zero_padding_outputs)
 
@@ -71,7 +71,7 @@ class Trainer:
         self.config = training_config
         self.task = task
         self.label_names = TASK_LABELS[task]
-        trims = TASK_HEADS[task] in ("classification", "tagging")  # span losses' softmax covers the padding
+        trims = ignores_padding(task)
         if trim_padding and not trims:
             raise ValueError(f"trim_padding would change the loss of a {TASK_HEADS[task]} model (task {task!r})")
         self.trim_padding = trims if trim_padding is None else trim_padding

@@ -5,6 +5,7 @@ cnbert.tf.backend offers the same functions, so a runner switches frameworks wit
 from __future__ import annotations
 
 from cnbert.config import BertConfig
+from cnbert.tasks import ignores_padding
 from cnbert.torch.checkpoint import TASK_HEADS, load_for_task, load_pretrained, model_for_task, save_pretrained
 from cnbert.torch.distributed import DistContext, barrier, check_device, finish, init_distributed
 from cnbert.torch.heads import classification_loss, cjrc_loss, span_loss, token_classification_loss
@@ -52,4 +53,4 @@ def Trainer(model, config: TrainingConfig, task: str, ctx: DistContext | None = 
     """The PyTorch Trainer with the task's loss; classifiers and taggers, whose losses read no
     padding position, train each micro-batch only as wide as its longest row."""
     return _Trainer(model, config, _loss_for(task), ctx=ctx, log_dir=log_dir, show_progress=show_progress,
-                    trim_padding=TASK_HEADS.get(task) in ("classification", "tagging"))
+                    trim_padding=ignores_padding(task))
