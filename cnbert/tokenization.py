@@ -57,6 +57,34 @@ def load_vocab(path) -> dict[str, int]:
     return vocab
 
 
+def _is_removed_by_cleaning(ch: str) -> bool:
+    # BERT's text cleaning drops NUL, U+FFFD and control/format characters (not tab or newlines)
+    return ch in "\x00\ufffd" or (ch not in "\t\n\r" and unicodedata.category(ch).startswith("C"))
+
+
+def _lower_final_sigmas(text: str) -> str:
+    """`text` with each capital sigma that ends a word as lower-cased final sigma (ς).
+
+    Google's tokenizer lower-cases with `str.lower()`, which turns Σ at a word's end into ς and
+    elsewhere into σ (Unicode's Final_Sigma context); the fast normaliser lower-cases character by
+    character and always gives σ, another id. The context is judged as the reference sees it,
+    after cleaning removed its characters. ς lower-cases to itself, so the normaliser keeps it, and
+    the one-for-one replacement keeps every offset."""
+    if "Σ" not in text:
+        return text
+    kept = [i for i, ch in enumerate(text) if not _is_removed_by_cleaning(ch)]
+    cleaned = "".join(text[i] for i in kept)
+    lowered = cleaned.lower()
+    characters = list(text)
+    position = 0  # in `lowered`: a character may lower-case to several (İ to i̇)
+    for i, ch in zip(kept, cleaned):
+        width = len(ch.lower())
+        if ch == "Σ" and lowered[position] == "ς":
+            characters[i] = "ς"
+        position += width
+    return "".join(characters)
+
+
 def _cover_trailing_marks(text: str, offsets) -> list[tuple[int, int]]:
     """Offsets with each token's end moved past the combining marks (Unicode category M) right
     after it that no token covers. Accent stripping drops such marks, so a token's end offset stops
@@ -131,8 +159,10 @@ class ChineseBertTokenizer:
         return self.encode_batch([text])[0]
 
     def encode_batch(self, texts: list[str]) -> list[Encoded]:
-        # a per-character map keeps every offset valid for the text as given
+        # per-character maps keep every offset valid for the text as given
         normalised = [t.translate(FULLWIDTH_TO_HALFWIDTH) for t in texts] if self.fullwidth_to_halfwidth else texts
+        if self.do_lower_case:
+            normalised = [_lower_final_sigmas(t) for t in normalised]
         return [
             Encoded(list(e.ids), list(e.tokens), _cover_trailing_marks(text, e.offsets))
             for text, e in zip(texts, self._tokenizer.encode_batch(normalised, add_special_tokens=False))

@@ -78,6 +78,18 @@ def test_adjacent_shrinking_and_growing_phrases_in_one_replaced_run_fall_back(mo
     assert converter.convert("說計畫了") == ("說计划了", False)
 
 
+def test_a_coincidentally_aligned_character_does_not_hide_a_length_change(monkeypatch):
+    # 甲乙 -> 丙 shrinks and 丁 -> 乙戊 grows: 甲乙丁己 -> 丙乙戊己. The diff against the per-character
+    # text lines the new 乙 (half of 丁's conversion) up with the original 乙, leaving two
+    # one-character runs, 甲 -> 丙 and 丁 -> 戊, that no split check can see; yet an answer 丁己
+    # would be read as 戊己.
+    converter = TraditionalToSimplified()
+    monkeypatch.setattr(converter, "_opencc", _PhraseStubOpenCC({"甲乙": "丙", "丁": "乙戊"}))
+    assert converter._opencc.convert("甲乙丁己") == "丙乙戊己"
+    assert converter.convert("甲乙丁己") == ("甲乙丁己", True)
+    assert converter.convert("子甲乙丁") == ("子甲乙丁", True)
+
+
 def test_read_drcd_fixture_keeps_answers_in_traditional_text():
     examples, report = read_drcd(FIXTURES / "mrc_drcd_sample.json")
     assert report.questions == 6 and report.conversion_fallbacks == 0

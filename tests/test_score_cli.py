@@ -67,6 +67,22 @@ def test_drcd_is_scored_on_traditional_text_with_the_cmrc_scorer(tmp_path):
     assert "1 predictions match no gold question (ignored): not-a-drcd-id" in result.stderr
 
 
+def test_unmatched_id_warnings_look_ids_up_as_the_scorer_does(tmp_path):
+    # The CMRC 2018 scorer looks a gold id up stripped of spaces: " Q1" finds the prediction "Q1"
+    # and is scored; "Q2 " looks up "Q2", which is missing, so the prediction "Q2 " is unused.
+    gold = write_json(tmp_path / "gold.json", {"data": [{"paragraphs": [{"context": "北京是首都", "qas": [
+        {"id": " Q1", "question": "首都是哪里？", "answers": [{"text": "北京", "answer_start": 0}]},
+        {"id": "Q2 ", "question": "北京是什么？", "answers": [{"text": "首都", "answer_start": 3}]}]}]}]})
+    predictions = write_json(tmp_path / "predictions.json", {"Q1": "北京", "Q2 ": "首都"})
+    result = score("--task=cmrc2018", f"--data_file={gold}", f"--predictions_file={predictions}")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert (report["EM"], report["TOTAL"], report["SKIP"]) == ("50.000", 2, 1)
+    warnings = result.stderr.strip().splitlines()
+    assert warnings == ["cnbert-score: warning: 1 gold questions have no prediction (scored 0): 'Q2 '",
+                        "cnbert-score: warning: 1 predictions match no gold question (ignored): 'Q2 '"]
+
+
 # A made-up two-case CJRC file (the real one states no licence, so nothing of it is copied here).
 CJRC_GOLD = {"version": "1.0", "data": [
     {"caseid": "1", "domain": "civil", "paragraphs": [{"context": "原告与被告于2010年登记结婚。", "qas": [

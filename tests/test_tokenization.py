@@ -16,6 +16,7 @@ between clusters must normalise to whitespace only (nothing is silently dropped)
 """
 import functools
 import json
+import random
 import time
 
 import pytest
@@ -203,6 +204,21 @@ def test_special_token_literals_in_text_are_plain_text(tokenizer, reference):
     # the separator token: text is text here, so a passage cannot inject special tokens.
     assert reference.tokenize("[SEP]x") == ["[SEP]", "x"]
     assert tokenizer.encode("[SEP]x").tokens == ["[", "sep", "]", "x"]
+
+
+def test_capital_sigma_ending_a_word_lower_cases_to_final_sigma_as_in_the_reference(tokenizer, reference):
+    # str.lower() gives ς for a Σ that ends a word and σ elsewhere; the two have different ids.
+    assert tokenizer.encode("ΑΣ ΣΑ").tokens == ["α", "##ς", "σ", "##α"]
+    assert tokenizer.encode("ΑΣ ΣΑ").offsets == [(0, 1), (1, 2), (3, 4), (4, 5)]
+    # Random texts over the characters that decide the context: letters, Σ, what the reference
+    # skips (a combining mark, an apostrophe, a full stop, a zero-width space), what its cleaning
+    # removes (a control character, U+FFFD), and what ends a word (spaces, a CJK character).
+    rng = random.Random(0)
+    alphabet = ["Σ", "Σ", "Α", "ω", "Ά", "\u0301", "'", ".", "\u200b", "\x01", "\ufffd", " ", "\t", "中", "x"]
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 8))) for _ in range(3000)]
+    for text, encoded in zip(texts, tokenizer.encode_batch(texts)):
+        assert encoded.ids == reference_ids(reference, text), repr(text)
+    assert sum("##ς" in tokenizer.convert_ids_to_tokens(reference_ids(reference, t)) for t in texts) > 100
 
 
 # ---------------------------------------------------------------------------------------------

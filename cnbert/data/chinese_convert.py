@@ -11,14 +11,16 @@ OpenCC converts phrase by phrase and a phrase may convert to a different number 
 compared with the text converted one character at a time (keeping the original character wherever
 a single character does not convert to exactly one): the whole-text conversion is kept only where
 the two differ by same-length replacements alone, the phrase-level choices such as 計畫 → 计划,
-and no replaced run hides a length change: no split of the run's original characters converts
-to a different length on either side (OpenCC turning 甲乙 into one character and 丁 into two
+and nothing hides a length change: split inside or at the edge of a replaced run, the text
+converts to its own length on either side (OpenCC turning 甲乙 into one character and 丁 into two
 would replace 甲乙丁 by three characters, yet 丁 would no longer stand at 丁's place). Otherwise
 the character-by-character conversion is used. Comparing lengths alone would not do: a phrase
 that shrinks and another that grows leave the length unchanged and shift every character between
-them. (OpenCC 1.4.2's `t2s` dictionaries contain no length-changing entry, so with `t2s`
-the whole-text conversion is always kept; the check guards other configurations and other
-dictionary versions.)
+them. Splits inside the runs alone would not do either: the diff can line a character up with its
+namesake by coincidence (甲乙 → 丙 beside 丁 → 乙戊 turns 甲乙丁己 into 丙乙戊己, whose 乙 is half
+of 丁's conversion), leaving runs of one character, 甲 and 丁, with no split inside them.
+(OpenCC 1.4.2's `t2s` dictionaries contain no length-changing entry, so with `t2s` the whole-text
+conversion is always kept; the checks guard other configurations and other dictionary versions.)
 """
 from __future__ import annotations
 
@@ -44,17 +46,16 @@ class TraditionalToSimplified:
         if converted == by_character:
             return converted, False
         runs = _same_length_replacements(by_character, converted)
-        if runs is not None and all(self._keeps_length_at_every_split(text[start:end]) for start, end in runs):
+        if runs is not None and all(self._keeps_length_when_split(text, split)
+                                    for start, end in runs for split in range(start, end + 1)):
             return converted, False
         return by_character, True
 
-    def _keeps_length_at_every_split(self, original: str) -> bool:
-        """Whether both sides of every split of `original` convert to their own length: a run
-        whose conversion has the right total length but hides a shrinking phrase beside a
-        growing one fails at the split between them."""
-        return all(len(self._opencc.convert(original[:k])) == k
-                   and len(self._opencc.convert(original[k:])) == len(original) - k
-                   for k in range(1, len(original)))
+    def _keeps_length_when_split(self, text: str, split: int) -> bool:
+        """Whether both sides of `text` split at `split` convert to their own length. A shrinking
+        phrase beside a growing one fails at the split between them."""
+        return (len(self._opencc.convert(text[:split])) == split
+                and len(self._opencc.convert(text[split:])) == len(text) - split)
 
     def _convert_character(self, ch: str) -> str:
         if ch not in self._character_cache:

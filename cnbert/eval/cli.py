@@ -14,7 +14,7 @@ from absl import app, flags
 
 from cnbert.errors import DataError
 from cnbert.eval.cjrc_metric import evaluate_cjrc, format_cjrc_scores
-from cnbert.eval.cmrc_metric import evaluate_cmrc, format_cmrc_scores
+from cnbert.eval.cmrc_metric import evaluate_cmrc, format_cmrc_scores, prediction_key
 from cnbert.eval.predictions import load_predictions, read_gold_questions
 from cnbert.io_utils import read_json_file
 
@@ -41,19 +41,23 @@ def score(task, data_file, predictions_file):
     else:
         scores = format_cmrc_scores(evaluate_cmrc(gold_data, predictions, source=data_file),
                                     predictions_file)
-    _warn_unmatched(read_gold_questions(gold_data, data_file), predictions)
+    # the CJRC scorer looks gold ids up as they are, the CMRC 2018 one stripped of spaces
+    key = (lambda question_id: question_id) if task == "cjrc" else prediction_key
+    _warn_unmatched(read_gold_questions(gold_data, data_file), predictions, key)
     return scores
 
 
-def _warn_unmatched(questions, predictions):
+def _warn_unmatched(questions, predictions, key):
     # Neither case is an error for the official scorers, but both usually mean the wrong file.
-    gold_ids = {question.id for question in questions}
-    missing = [question.id for question in questions if question.id not in predictions]
-    extra = [question_id for question_id in predictions if question_id not in gold_ids]
+    gold_keys = {key(question.id) for question in questions}
+    missing = [question.id for question in questions if key(question.id) not in predictions]
+    extra = [question_id for question_id in predictions if question_id not in gold_keys]
     for count, what, examples in ((len(missing), "gold questions have no prediction (scored 0)", missing),
                                   (len(extra), "predictions match no gold question (ignored)", extra)):
         if count:
-            shown = ", ".join(examples[:5]) + (", ..." if count > 5 else "")
+            # quoted where spaces around an id would otherwise be invisible
+            shown = ", ".join(question_id if question_id == question_id.strip() else repr(question_id)
+                              for question_id in examples[:5]) + (", ..." if count > 5 else "")
             print(f"cnbert-score: warning: {count} {what}: {shown}", file=sys.stderr)
 
 

@@ -101,6 +101,12 @@ def cmrc_em(prediction, golds):
     return int(any(cmrc_remove_punctuation(gold) == normalized for gold in golds))
 
 
+def prediction_key(question_id: str) -> str:
+    """The predictions key a gold question is looked up by: as the official scorer, a gold id
+    " Q1" looks up "Q1"."""
+    return question_id.strip()
+
+
 def evaluate_cmrc(gold_data, predictions, source="<gold data>"):
     """Score `predictions` ({question id: answer}) against a SQuAD-style CMRC 2018 / DRCD gold.
 
@@ -118,7 +124,7 @@ def evaluate_cmrc(gold_data, predictions, source="<gold data>"):
         if not question.answers:
             # The official takes max() over an empty list here and crashes.
             raise DataError(source, f"question {question.id!r}", "has no gold answers")
-        query_id = question.id.strip()  # as the official: a gold id " Q1" looks up "Q1"
+        query_id = prediction_key(question.id)
         if query_id not in predictions:
             skipped += 1
             continue
