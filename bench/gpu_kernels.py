@@ -121,11 +121,15 @@ def section_env(device: str) -> dict:
     return info
 
 
-def poison(nbytes: int, device: str) -> None:
-    """Fill a freed block of the caching allocator with NaN bytes; the next allocation of this size
-    reuses it, so an element a kernel forgets to write reads as NaN."""
-    if device == "cuda" and nbytes:
-        torch.empty(nbytes, dtype=torch.uint8, device=device).fill_(0xFF)  # freed at once
+def poison(device: str, *sizes: int) -> None:
+    """Fill freed blocks of the caching allocator with NaN bytes, two of each size in `sizes`; the
+    next allocations of those sizes reuse them, so an element a kernel forgets to write reads as NaN.
+    Two, because an op given a non-contiguous input first copies it to a block of the same size,
+    which takes the first; its output then takes the second."""
+    if device == "cuda":
+        blocks = [torch.empty(n, dtype=torch.uint8, device=device).fill_(0xFF)
+                  for n in sizes for _ in range(2) if n]
+        del blocks  # freed together, after all are allocated
 
 
 def _record(results: list, failures: list, what: str, problem: str) -> None:
@@ -138,9 +142,9 @@ def compare_gelu(x: torch.Tensor, grad: torch.Tensor, approximate: str, device: 
     """Problems ('' if none) of k.gelu's output and input gradient against float64."""
     x = x.detach().requires_grad_(True)
     x64 = x.detach().double().requires_grad_(True)
-    poison(x.nbytes, device)
+    poison(device, x.nbytes)
     y = k.gelu(x, approximate)
-    poison(x.nbytes, device)
+    poison(device, x.nbytes)
     (gx,) = torch.autograd.grad(y, x, grad)
     y64 = reference.gelu(x64, approximate)
     (gx64,) = torch.autograd.grad(y64, x64, grad.double())
@@ -153,9 +157,9 @@ def compare_bias_gelu(x: torch.Tensor, bias: torch.Tensor, grad: torch.Tensor, a
     gradient sums a column of every row, so its tolerance grows with that sum."""
     x, bias = x.detach().requires_grad_(True), bias.detach().requires_grad_(True)
     x64, b64 = x.detach().double().requires_grad_(True), bias.detach().double().requires_grad_(True)
-    poison(x.nbytes, device)
+    poison(device, x.nbytes)
     y = k.bias_gelu(x, bias, approximate)
-    poison(x.nbytes, device)
+    poison(device, x.nbytes, bias.nbytes)
     gx, gb = torch.autograd.grad(y, (x, bias), grad)
     y64 = reference.bias_gelu(x64, b64, approximate)
     gx64, gb64 = torch.autograd.grad(y64, (x64, b64), grad.double())
@@ -179,16 +183,16 @@ def compare_softmax(scores: torch.Tensor, mask, grad: torch.Tensor, device: str)
     output, to a tolerance that only fp32 accumulation needs (as tests/test_kernels_softmax.py)."""
     x = scores.detach().requires_grad_(True)
     x64 = x.detach().double().requires_grad_(True)
-    poison(x.nbytes, device)
+    poison(device, x.nbytes)
     y = k.scaled_masked_softmax(x, mask, SCALE)
-    poison(x.nbytes, device)
+    poison(device, x.nbytes)
     (gx,) = torch.autograd.grad(y, x, grad)
     y64 = reference.scaled_masked_softmax(x64, mask, SCALE)
     (gx64,) = torch.autograd.grad(y64, x64, grad.double())
     g_scale = float(grad.abs().max()) if grad.numel() else 0.0
     y_own, g64 = y.detach().double(), grad.double()
     expected = SCALE * y_own * (g64 - (g64 * y_own).sum(-1, keepdim=True))
-    poison(x.nbytes, device)
+    poison(device, x.nbytes)
     backward_op = softmax_backward_op(grad, y.detach(), SCALE)
     return (mismatch(y, y64, x.dtype),
             mismatch(gx, gx64, x.dtype, atol=4 * TOLERANCE[x.dtype][0] * SCALE * g_scale),

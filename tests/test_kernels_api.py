@@ -120,6 +120,10 @@ _WITHOUT_EXTENSION = textwrap.dedent(
     assert torch.equal(dead, torch.zeros_like(dead))
     dead.sum().backward()
     assert torch.equal(s.grad, torch.zeros_like(s))
+    # outputs are contiguous, as the kernels' are, for a transposed input too
+    t = torch.randn(6, 4, dtype=torch.float64).t()
+    assert k.gelu(t).is_contiguous() and k.bias_gelu(t, b).is_contiguous()
+    assert k.scaled_masked_softmax(s.detach().transpose(2, 3), None, 0.5).is_contiguous()
     print("fallback ok")
     """
 )

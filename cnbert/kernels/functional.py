@@ -69,7 +69,7 @@ def gelu(x: torch.Tensor, approximate: str = "none") -> torch.Tensor:
     _check_floating("x", x)
     if runs_on(x):
         return torch.ops.cnbert.gelu(x, approximate)
-    return reference.gelu(x, approximate)
+    return reference.gelu(x, approximate).contiguous()  # element-wise torch keeps x's strides
 
 
 def bias_gelu(x: torch.Tensor, bias: torch.Tensor, approximate: str = "none") -> torch.Tensor:
@@ -86,7 +86,7 @@ def bias_gelu(x: torch.Tensor, bias: torch.Tensor, approximate: str = "none") ->
     bias = bias.to(x.dtype)
     if runs_on(x):
         return torch.ops.cnbert.bias_gelu(x, bias, approximate)
-    return reference.bias_gelu(x, bias, approximate)
+    return reference.bias_gelu(x, bias, approximate).contiguous()
 
 
 def scaled_masked_softmax(scores: torch.Tensor, mask: torch.Tensor | None, scale: float) -> torch.Tensor:
