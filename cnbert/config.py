@@ -117,6 +117,10 @@ class BertConfig:
     layer_norm_eps: float = 1e-12
     pad_token_id: int | None = 0
     attention: str = "sdpa"
+    # Dropout on the input of a classification head (sentence and token classifiers, CJRC's answer
+    # class); None takes hidden_dropout_prob, as transformers' BertConfig does (key
+    # `classifier_dropout`; Google's run_classifier hard-codes 0.1, BERT's hidden dropout).
+    classifier_dropout: float | None = None
 
     def __post_init__(self):
         self._validate()
@@ -124,6 +128,10 @@ class BertConfig:
     @property
     def head_size(self) -> int:
         return self.hidden_size // self.num_attention_heads
+
+    @property
+    def classifier_dropout_rate(self) -> float:
+        return self.hidden_dropout_prob if self.classifier_dropout is None else self.classifier_dropout
 
     def replace(self, **changes) -> "BertConfig":
         """A copy with some fields changed (validated again), e.g. `config.replace(attention="eager")`."""
@@ -199,8 +207,10 @@ class BertConfig:
                  f"{self.num_attention_heads}")
         if self.hidden_act not in HIDDEN_ACTIVATIONS:
             fail(f"hidden_act {self.hidden_act!r} is not supported; choose one of {', '.join(HIDDEN_ACTIVATIONS)}")
-        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout"):
             value = getattr(self, name)
+            if name == "classifier_dropout" and value is None:
+                continue
             if not _is_number(value) or not 0.0 <= value < 1.0:
                 fail(f"{name} must be a number in [0, 1), got {value!r}")
         for name in ("initializer_range", "layer_norm_eps"):
@@ -228,6 +238,10 @@ class AlbertConfig(BertConfig):
     num_hidden_groups: int = 1
     inner_group_num: int = 1
     embedding_layout: str = "albert"
+    # ALBERT's own: 0.1 whatever the hidden dropout, which ALBERT configs set to 0. Google ALBERT's
+    # classifier_utils and brightmart albert_zh's run_classifier hard-code it; transformers'
+    # AlbertConfig defaults `classifier_dropout_prob`, the key it is read from and written as, to it.
+    classifier_dropout: float | None = 0.1
 
     @property
     def model_type(self) -> str:
@@ -263,12 +277,19 @@ class AlbertConfig(BertConfig):
         for key, supported in _ALBERT_UNSUPPORTED_SETTINGS.items():
             if key in values and values[key] != supported:
                 raise ConfigError(f"{where}{key}={values[key]!r} is not supported (only {supported!r})")
+        if "classifier_dropout" in values:
+            raise ConfigError(f"{where}has classifier_dropout, BERT's key; ALBERT's is classifier_dropout_prob")
+        if "classifier_dropout_prob" in values:
+            values = {**values, "classifier_dropout": values["classifier_dropout_prob"]}
         return cls._from_known_keys(values, where)
 
     def to_dict(self) -> dict[str, Any]:
         """All fields plus model_type ("albert", which transformers.AlbertConfig reads, or
-        FACTORIZED_ALBERT_MODEL_TYPE); `from_dict(to_dict())` gives an equal config."""
-        return {"model_type": self.model_type, **dataclasses.asdict(self)}
+        FACTORIZED_ALBERT_MODEL_TYPE), classifier_dropout under transformers' ALBERT name,
+        classifier_dropout_prob; `from_dict(to_dict())` gives an equal config."""
+        values = dataclasses.asdict(self)
+        values["classifier_dropout_prob"] = values.pop("classifier_dropout")
+        return {"model_type": self.model_type, **values}
 
     def _validate(self) -> None:
         super()._validate()

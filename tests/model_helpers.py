@@ -232,7 +232,8 @@ def train_in_both_frameworks(task, arrays, num_labels, config=None, **training_o
     from cnbert.training import TrainingConfig
 
     config = BertConfig(**TINY_BERT) if config is None else config
-    config = config.replace(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, attention="eager")
+    config = config.replace(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, classifier_dropout=0.0,
+                            attention="eager")
     training = TrainingConfig(**{"learning_rate": 2e-3, "num_train_epochs": 1, "train_batch_size": 8,
                                  "eval_batch_size": 8, "warmup_proportion": 0.2, **training_overrides})
     torch.manual_seed(0)

@@ -17,6 +17,7 @@ from cnbert.checkpoints import CheckpointError
 from cnbert.config import AlbertConfig, BertConfig
 from cnbert.data.classification import build_classification_features
 from cnbert.tasks import classification as tasks
+from cnbert.tf.checkpoint import model_for_task as tf_model_for_task
 from cnbert.tokenization import ChineseBertTokenizer, bundled_vocab_path
 from cnbert.torch import (
     AlbertForSequenceClassification,
@@ -67,6 +68,37 @@ def test_albert_classifier_is_transformers_albert_for_sequence_classification_in
     batch = padded_batch()
     torch.testing.assert_close(our_logits(ours.double(), batch), hf_logits(hf.double(), batch),
                                atol=FLOAT64_TOLERANCE, rtol=0)
+
+
+@pytest.mark.parametrize("task, output", [("lcqmc", "logits"), ("msra_ner", "logits"), ("cjrc", "class_logits")])
+@pytest.mark.parametrize("layout", ["albert", "factorized_word"])
+def test_albert_heads_drop_their_input_at_0_1_though_the_encoder_has_no_dropout(layout, task, output):
+    """ALBERT configs set every dropout to 0, yet Google's and brightmart's fine-tuning code drops
+    the classifier's input at 0.1 (cnbert.config.AlbertConfig.classifier_dropout); in both frameworks."""
+    config = AlbertConfig(vocab_size=VOCAB_SIZE, embedding_size=16, hidden_size=64, num_hidden_layers=2,
+                          num_attention_heads=4, intermediate_size=128, max_position_embeddings=48,
+                          embedding_layout=layout, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    batch = padded_batch()
+    arrays = [b.numpy() for b in batch]
+
+    def torch_outputs(config):
+        torch.manual_seed(0)
+        model = model_for_task(task, config).train()
+        return [model(*batch)[output].detach() for _ in range(2)]
+
+    def tf_outputs(config):
+        model = tf_model_for_task(task, config)
+        return [model(arrays[0], attention_mask=arrays[1], token_type_ids=arrays[2], training=True,
+                      dropout_seed=seed)[output].numpy() for seed in ([1, 2], [3, 4])]
+
+    first, second = torch_outputs(config)
+    assert (first - second).abs().max() > 1e-3
+    first, second = torch_outputs(config.replace(classifier_dropout=0.0))
+    torch.testing.assert_close(first, second, atol=0, rtol=0)
+    first, second = tf_outputs(config)
+    assert np.abs(first - second).max() > 1e-3
+    first, second = tf_outputs(config.replace(classifier_dropout=0.0))
+    np.testing.assert_array_equal(first, second)
 
 
 def test_factorized_albert_classifier_saves_and_reloads(tmp_path):

@@ -124,16 +124,19 @@ def test_tensorflow_fine_tunes_pairs_and_pytorch_reads_its_model(tmp_path, tiny_
     train = head_of("lcqmc/lcqmc_train.tsv", 48, tmp_path, "train.tsv")
     dev = head_of("lcqmc/lcqmc_dev.tsv", 24, tmp_path, "dev.tsv")
     out = tmp_path / "out"
-    config = tiny_config
+    config, extra = tiny_config, []
     if model_type == "albert":  # Google ALBERT: 32-wide embeddings, the two layers sharing one group
         config = tmp_path / "tiny_albert_config.json"
         config.write_text(json.dumps({**TINY, "model_type": "albert", "embedding_size": 32}))
+        extra = ["--classifier_dropout=0.2"]
     run_cli(["--framework=tf", "--task=lcqmc", f"--bert_config_file={config}", f"--train_file={train}",
              f"--dev_file={dev}", "--max_seq_length=48", "--num_train_epochs=1", "--train_batch_size=16",
-             "--learning_rate=1e-3", f"--output_dir={out}"])
+             "--learning_rate=1e-3", f"--output_dir={out}", *extra])
     eval_results = json.loads((out / "seed_123" / "eval_results.json").read_text())
     saved = json.loads((out / "seed_123" / "best_model" / "config.json").read_text())
     assert saved["model_type"] == model_type
+    # the flag reaches the model, saved under transformers' name for each model type
+    assert (saved["classifier_dropout_prob"] == 0.2 if model_type == "albert" else saved["classifier_dropout"] is None)
     assert saved["architectures"] == [f"{model_type.capitalize()}ForSequenceClassification"]
     gold = gold_labels(dev)
     _, rows = read_predictions(out / "seed_123" / "predictions.tsv")

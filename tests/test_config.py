@@ -28,7 +28,7 @@ def test_reads_a_transformers_config_json(tmp_path):
     import transformers
     hf = transformers.BertConfig(**TINY, hidden_act="gelu_new", layer_norm_eps=1e-5, hidden_dropout_prob=0.2,
                                  attention_probs_dropout_prob=0.05, max_position_embeddings=40,
-                                 type_vocab_size=3, initializer_range=0.05, pad_token_id=1)
+                                 type_vocab_size=3, initializer_range=0.05, pad_token_id=1, classifier_dropout=0.3)
     hf.save_pretrained(tmp_path)
     config = BertConfig.from_json_file(tmp_path / "config.json")
     for field in dataclasses.fields(BertConfig):
@@ -71,9 +71,34 @@ def test_keys_a_google_albert_config_leaves_out_take_google_albert_defaults():
     assert given.num_attention_heads == 2
 
 
+def test_classifier_dropout_is_bert_hidden_dropout_and_albert_0_1_unless_set():
+    """Google's run_classifier, Google ALBERT's classifier_utils and brightmart albert_zh's
+    run_classifier all hard-code 0.1 before the classifier; transformers' BertConfig takes
+    hidden_dropout_prob and its AlbertConfig 0.1. ALBERT configs set the hidden dropout to 0, so
+    following it would train ALBERT's classifiers without dropout."""
+    from cnbert.config import AlbertConfig
+    assert BertConfig(**TINY).classifier_dropout_rate == 0.1
+    assert BertConfig(**TINY, hidden_dropout_prob=0.2).classifier_dropout_rate == 0.2
+    assert BertConfig(**TINY, hidden_dropout_prob=0.2, classifier_dropout=0.0).classifier_dropout_rate == 0.0
+    sizes = {"embedding_size": 16, "hidden_size": 192, "num_hidden_layers": 2, "intermediate_size": 384,
+             "vocab_size": 100}
+    for values in ({**sizes, "embedding_layout": "albert"}, {**sizes, "embedding_layout": "factorized_word",
+                                                              "hidden_dropout_prob": 0.0},
+                   {**sizes, "model_type": "albert"}):
+        albert = AlbertConfig.from_dict(values)
+        assert (albert.hidden_dropout_prob, albert.classifier_dropout_rate) == (0.0, 0.1), values
+    # transformers' ALBERT key, read and written under its name
+    albert = AlbertConfig.from_dict({**sizes, "model_type": "albert", "classifier_dropout_prob": 0.25})
+    assert albert.classifier_dropout_rate == 0.25 and albert.to_dict()["classifier_dropout_prob"] == 0.25
+    assert "classifier_dropout" not in albert.to_dict() and AlbertConfig.from_dict(albert.to_dict()) == albert
+    with pytest.raises(ConfigError, match="has classifier_dropout, BERT's key; ALBERT's is classifier_dropout_prob"):
+        AlbertConfig.from_dict({**sizes, "model_type": "albert", "classifier_dropout": 0.25})
+
+
 def test_written_config_json_is_read_by_transformers(tmp_path):
     import transformers
-    config = BertConfig(**TINY, hidden_act="relu", layer_norm_eps=1e-6, pad_token_id=3, attention="eager")
+    config = BertConfig(**TINY, hidden_act="relu", layer_norm_eps=1e-6, pad_token_id=3, attention="eager",
+                        classifier_dropout=0.25)
     config.to_json_file(tmp_path / "config.json", architectures=["BertForQuestionAnswering"])
     hf = transformers.BertConfig.from_pretrained(tmp_path)
     assert hf.model_type == "bert" and hf.architectures == ["BertForQuestionAnswering"]
@@ -97,6 +122,8 @@ def test_dict_round_trip_and_replace():
     (dict(hidden_act="swish"), "choose one of gelu, gelu_new"),
     (dict(hidden_dropout_prob=1.0), r"hidden_dropout_prob must be a number in \[0, 1\)"),
     (dict(attention_probs_dropout_prob=-0.1), "attention_probs_dropout_prob"),
+    (dict(classifier_dropout=1.0), r"classifier_dropout must be a number in \[0, 1\), got 1.0"),
+    (dict(classifier_dropout="0.1"), r"classifier_dropout must be a number in \[0, 1\), got '0.1'"),
     (dict(layer_norm_eps=0.0), "layer_norm_eps must be a number in"),
     (dict(initializer_range=float("nan")), "initializer_range"),
     (dict(vocab_size=0), "vocab_size must be a positive integer"),

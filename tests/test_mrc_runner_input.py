@@ -211,6 +211,7 @@ def test_device_cuda_without_a_gpu_is_a_usage_error(tmp_path, tiny_config):
     (["--train_file={sample}"], "--train_file applies to --mode=train, and this run is --mode=predict"),
     (["--learning_rate=1e-5"], "--learning_rate applies to --mode=train, and this run is --mode=predict"),
     (["--hidden_dropout_prob=0"], "--hidden_dropout_prob applies to --mode=train, and this run is --mode=predict"),
+    (["--classifier_dropout=0"], "--classifier_dropout applies to --mode=train, and this run is --mode=predict"),
     (["--group_by_length"], "--group_by_length applies to --mode=train, and this run is --mode=predict"),
     (["--lr_schedule=constant"], "--lr_schedule applies to --mode=train, and this run is --mode=predict"),
     (["--output_dir={tmp}/answers"], "--output_dir is for --predict_file; --question/--context print the answer"),

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 GROUPS = dict(num_hidden_layers=4, num_hidden_groups=2, inner_group_num=2)  # layer i -> group i // 2
 CONFIGS = {
     "albert": AlbertConfig(**{**SIZES, **GROUPS}, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-                           attention="eager"),
+                           classifier_dropout=0.0, attention="eager"),
     "factorized_word": FACTORIZED.replace(attention="eager"),
 }
 LAYOUTS = list(CONFIGS)

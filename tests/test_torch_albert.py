@@ -56,7 +56,7 @@ V = VOCAB_SIZE
 SIZES = dict(vocab_size=V, embedding_size=16, hidden_size=64, num_hidden_layers=3, num_attention_heads=4,
              intermediate_size=128, max_position_embeddings=48)
 FACTORIZED = AlbertConfig(**SIZES, embedding_layout="factorized_word", hidden_dropout_prob=0.0,
-                          attention_probs_dropout_prob=0.0)
+                          attention_probs_dropout_prob=0.0, classifier_dropout=0.0)
 PARITY_TOLERANCE = 1e-5  # fp32 against transformers, absolute, on logits of magnitude ~1
 FLOAT64_TOLERANCE = 2e-5  # fp32 against the float64 reference, absolute, on values of magnitude ~1-3
 
@@ -419,7 +419,7 @@ def test_brightmart_tf_checkpoint_loads_strictly_matches_the_reference_and_round
 
     config = read_pretrained_config(directory)
     assert find_config(directory).name == "albert_config_large.json"
-    assert type(config) is AlbertConfig and config == FACTORIZED.replace(attention="sdpa")
+    assert type(config) is AlbertConfig and config == FACTORIZED.replace(attention="sdpa", classifier_dropout=0.1)
     encoder = AlbertModel(config)
     report = load_pretrained(encoder, directory)
     assert report.initialised == [] and report.ignored == []  # cls/* and global_step are skipped in conversion
@@ -566,19 +566,22 @@ def test_model_for_task_picks_bert_or_albert():
 
 def test_albert_config_reads_and_writes_transformers_configs(tmp_path):
     hf = transformers.AlbertConfig(**SIZES, num_hidden_groups=3, inner_group_num=2, hidden_act="gelu",
-                                   layer_norm_eps=1e-6, hidden_dropout_prob=0.2, pad_token_id=1)
+                                   layer_norm_eps=1e-6, hidden_dropout_prob=0.2, pad_token_id=1,
+                                   classifier_dropout_prob=0.3)
     hf.save_pretrained(tmp_path / "hf")
     config = read_config(tmp_path / "hf" / "config.json")
     assert type(config) is AlbertConfig and config.embedding_layout == "albert"
     for field in ("embedding_size", "hidden_size", "num_hidden_groups", "inner_group_num", "hidden_act",
                   "layer_norm_eps", "hidden_dropout_prob", "pad_token_id", "max_position_embeddings"):
         assert getattr(config, field) == getattr(hf, field), field
+    assert config.classifier_dropout == hf.classifier_dropout_prob == 0.3
 
     written = config.replace(attention="eager")
     written.to_json_file(tmp_path / "config.json", architectures=["AlbertForQuestionAnswering"])
     again = transformers.AlbertConfig.from_pretrained(tmp_path)
     for field in ("embedding_size", "num_hidden_groups", "inner_group_num", "layer_norm_eps", "hidden_act"):
         assert getattr(again, field) == getattr(written, field), field
+    assert again.classifier_dropout_prob == written.classifier_dropout
     assert read_config(tmp_path / "config.json") == written
     assert config_from_dict(FACTORIZED.to_dict()) == FACTORIZED
     assert FACTORIZED.to_dict()["model_type"] == FACTORIZED_ALBERT_MODEL_TYPE

@@ -74,6 +74,8 @@ flags.DEFINE_enum("attention", None, ["eager", "sdpa", "fused"], "Attention impl
                   "fused uses cnbert's C++/CUDA kernels for the masked softmax and the FFN's bias + GELU.")
 flags.DEFINE_float("hidden_dropout_prob", None, "Override the config's hidden dropout.")
 flags.DEFINE_float("attention_probs_dropout_prob", None, "Override the config's attention dropout.")
+flags.DEFINE_float("classifier_dropout", None, "Override the dropout before a classification head (sentence and "
+                   "token classifiers, CJRC's answer class); default: BERT's hidden dropout, 0.1 for ALBERT.")
 flags.DEFINE_enum("device", "auto", ["auto", "cpu", "cuda"], "torch: where to run.")
 flags.DEFINE_enum("distribution_strategy", "one_device", ["one_device", "mirrored", "multi_worker_mirrored"],
                   "tf: tf.distribute strategy.")
@@ -89,7 +91,7 @@ TRAIN_ONLY_FLAGS = ("train_file", "dev_file", "test_file", "do_predict", "init_c
                     "init_seed", "vocab_file", "seeds", "learning_rate", "num_train_epochs", "train_batch_size",
                     "gradient_accumulation_steps", "warmup_proportion", "lr_schedule", "weight_decay", "adam_epsilon",
                     "max_grad_norm", "gradient_checkpointing", "group_by_length", "eval_every", "hidden_dropout_prob",
-                    "attention_probs_dropout_prob")
+                    "attention_probs_dropout_prob", "classifier_dropout")
 PREDICT_ONLY_FLAGS = ("model_dir", "predict_file")
 
 
@@ -145,7 +147,8 @@ def check_flag_combinations(train_only: Sequence[str] = (), predict_only: Sequen
 def model_config(min_token_types: int, what: str) -> tuple[BertConfig, Path]:
     """The model config (with flag overrides) and the vocabulary file, validated together.
     min_token_types: the token types the task's inputs use; `what` says why (for the error)."""
-    overrides = {k: getattr(FLAGS, k) for k in ("attention", "hidden_dropout_prob", "attention_probs_dropout_prob")
+    overrides = {k: getattr(FLAGS, k) for k in ("attention", "hidden_dropout_prob", "attention_probs_dropout_prob",
+                                                "classifier_dropout")
                  if getattr(FLAGS, k) is not None}
     if FLAGS.init_checkpoint:
         source = Path(FLAGS.init_checkpoint)

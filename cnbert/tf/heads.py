@@ -109,7 +109,7 @@ class BertForCJRC(_SpanModel):
     def call(self, input_ids, attention_mask=None, token_type_ids=None, training=False, dropout_seed=None):
         sequence_output, outputs, seed = self._encode_spans(input_ids, attention_mask, token_type_ids, training,
                                                             dropout_seed)
-        cls = dropout(sequence_output[:, 0], self.config.hidden_dropout_prob, seed, CLASS_DROPOUT_SITE)
+        cls = dropout(sequence_output[:, 0], self.config.classifier_dropout_rate, seed, CLASS_DROPOUT_SITE)
         outputs["class_logits"] = tf.cast(self.answer_class(cls), tf.float32)
         return outputs
 
@@ -135,7 +135,7 @@ class _LabelledHeadModel(_TaskModel):
     def call(self, input_ids, attention_mask=None, token_type_ids=None, training=False, dropout_seed=None):
         encoded, seed = self._encode(input_ids, attention_mask, token_type_ids, training, dropout_seed)
         features = encoded["pooled_output" if self.pooled else "sequence_output"]
-        features = dropout(features, self.config.hidden_dropout_prob, seed, CLASS_DROPOUT_SITE)
+        features = dropout(features, self.config.classifier_dropout_rate, seed, CLASS_DROPOUT_SITE)
         return {"logits": tf.cast(self.classifier(features), tf.float32)}
 
 

@@ -85,7 +85,7 @@ class BertForCJRC(_EncoderTaskModel):
         self.config = config
         self.add_module(self.base_model_prefix, self.build_encoder(config))
         self.qa_outputs = nn.Linear(config.hidden_size, 2)
-        self.class_dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.class_dropout = nn.Dropout(config.classifier_dropout_rate)
         self.answer_class = nn.Linear(config.hidden_size, len(ANSWER_CLASSES))
         init_bert_weights(self.qa_outputs, config.initializer_range)
         init_bert_weights(self.answer_class, config.initializer_range)
@@ -111,7 +111,7 @@ class _LabelledHeadModel(_EncoderTaskModel):
         self.config = config
         self.labels = check_label_names(labels)
         self.add_module(self.base_model_prefix, self.build_encoder(config, add_pooling_layer=self.pooled))
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = nn.Dropout(config.classifier_dropout_rate)
         self.classifier = nn.Linear(config.hidden_size, len(self.labels))
         init_bert_weights(self.classifier, config.initializer_range)
 
