@@ -141,6 +141,9 @@ def test_padding_does_not_leak_into_real_tokens_and_defaults_are_zero_token_type
     assert np.abs(unmasked[real] - before[real]).max() > 1e-3  # the mask is what kept them equal
     np.testing.assert_array_equal(tf_outputs(model, input_ids, attention_mask, None)["start_logits"],
                                   tf_outputs(model, input_ids, attention_mask, np.zeros_like(input_ids))["start_logits"])
+    # a boolean mask, or a float one, means what the integer mask does (as in the torch model)
+    for same_mask in (attention_mask.astype(bool), attention_mask.astype(np.float32)):
+        np.testing.assert_array_equal(tf_outputs(model, input_ids, same_mask, token_type_ids)["start_logits"], before)
 
 
 def test_bad_shapes_raise():

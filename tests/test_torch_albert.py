@@ -528,6 +528,20 @@ def test_cjrc_head_on_albert_and_its_loss(layout):
     assert cjrc.albert.embeddings.word_embeddings.weight.grad[0].abs().sum() == 0  # padding row
 
 
+@pytest.mark.parametrize("layout", ["albert", "factorized_word"])
+def test_the_residual_stream_stays_float32_under_bf16_autocast(layout):
+    """As in BERT (whose embeddings end in LayerNorm, float32 under autocast) and in the TF model:
+    the Google layout's E -> H projection comes out in bf16 under autocast and is cast back."""
+    model = AlbertModel(AlbertConfig(**SIZES, embedding_layout=layout)).eval()
+    first_layer = model.encoder.albert_layer_groups[0] if layout == "albert" else model.encoder.layer_shared
+    seen = []
+    first_layer.register_forward_pre_hook(lambda module, args: seen.append(args[0].dtype))
+    input_ids, attention_mask, token_type_ids = padded_batch()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        model(input_ids, attention_mask, token_type_ids)
+    assert seen and set(seen) == {torch.float32}
+
+
 @pytest.mark.parametrize("attention", ["eager", "sdpa"])
 def test_padding_does_not_leak_into_real_tokens(attention):
     torch.manual_seed(0)

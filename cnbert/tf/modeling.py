@@ -289,6 +289,12 @@ class BertPooler(keras.layers.Layer):
         return tf.tanh(tf.cast(self.dense(sequence_output[:, 0]), tf.float32))
 
 
+def _keep_mask(attention_mask) -> tf.Tensor:
+    """True where attention_mask keeps a token: 1 (any non-zero) or True, as the torch model reads it."""
+    mask = tf.convert_to_tensor(attention_mask)
+    return mask if mask.dtype == tf.bool else tf.not_equal(mask, tf.zeros((), mask.dtype))
+
+
 class BertModel(keras.Model):
     """The encoder, always named "bert", so its variable paths are exactly Google's names.
 
@@ -350,7 +356,7 @@ class BertModel(keras.Model):
                 raise ValueError(f"{name} has shape {tensor.shape} but input_ids has {input_ids.shape}")
         if token_type_ids is None:
             token_type_ids = tf.zeros_like(input_ids)
-        key_mask = None if attention_mask is None else tf.not_equal(attention_mask, 0)[:, None, None, :]
+        key_mask = None if attention_mask is None else _keep_mask(attention_mask)[:, None, None, :]
         seed = self._dropout_seed(training, dropout_seed)
         hidden = self.embeddings(input_ids, token_type_ids, seed)
         sequence_output = self.encoder(hidden, key_mask, seed, training=training)

@@ -114,7 +114,9 @@ class AlbertTransformer(LayerStack):
         self.albert_layer_groups = nn.ModuleList(AlbertLayerGroup(config) for _ in range(config.num_hidden_groups))
 
     def forward(self, embeddings, key_padding_mask):
-        hidden_states = self.embedding_hidden_mapping_in(embeddings)
+        # Under autocast the projection comes out in half precision; back to the embeddings' dtype
+        # (LayerNorm's float32), so the residual stream stays float32 as in BERT and the TF model.
+        hidden_states = self.embedding_hidden_mapping_in(embeddings).to(embeddings.dtype)
         for i in range(self.num_layers):
             # Layer i belongs to group floor(i * groups / layers), computed exactly (Google writes
             # int(i / layers * groups), transformers int(i / (layers / groups)); all agree when the
