@@ -14,7 +14,7 @@ import transformers
 import cnbert.tf as ctf
 
 from cnbert.checkpoints import CheckpointError, bert_parameter_shapes, hf_to_google  # noqa: E402
-from cnbert.config import BertConfig  # noqa: E402
+from cnbert.config import AlbertConfig, BertConfig  # noqa: E402
 from cnbert.tf import backend  # noqa: E402
 from cnbert.tf.modeling import BertLayer, BertResidualOutput, Linear, set_gradient_checkpointing  # noqa: E402
 from cnbert.tokenization import bundled_vocab_path  # noqa: E402
@@ -414,6 +414,47 @@ def test_tf_fine_tuned_directory_loads_in_pytorch_and_back(tmp_path, task):
     (tmp_path / "torch_model" / "model.safetensors").unlink()
     torch.save(torch_model.state_dict(), tmp_path / "torch_model" / "pytorch_model.bin")
     assert_outputs_close(tf_outputs(backend.load_finetuned(tmp_path / "torch_model", task), *batch), want)
+
+
+@pytest.mark.parametrize("config", [CONFIG.replace(hidden_act="quick_gelu", layer_norm_eps=1e-5, classifier_dropout=0.2),
+                                    AlbertConfig(**TINY, embedding_size=16, num_hidden_groups=2),
+                                    AlbertConfig(**TINY, embedding_size=16, embedding_layout="factorized_word")],
+                         ids=["bert", "albert", "factorized_albert"])
+def test_get_config_rebuilds_each_model_and_keras_files_round_trip(tmp_path, config):
+    """keras-hub's convention: get_config is the constructor's arguments (JSON), from_config rebuilds
+    the architecture, and Keras's own format saves and loads the whole model."""
+    import json
+    input_ids, attention_mask, token_type_ids = padded_arrays()
+    encoder = (ctf.AlbertModel if isinstance(config, AlbertConfig) else ctf.BertModel)(config, add_pooling_layer=False)
+    models = [encoder] + [backend.create_model(task, config, None)[0]
+                          for task in ("cmrc2018", "cjrc", "lcqmc", "msra_ner")]
+    set_gradient_checkpointing(models[2], True)
+    for model in models:
+        values = json.loads(json.dumps(model.get_config()))
+        rebuilt = type(model).from_config(values)
+        assert type(rebuilt) is type(model) and rebuilt.config == model.config
+        assert rebuilt.get_config() == values and [v.path for v in rebuilt.weights] == [v.path for v in model.weights]
+        path = tmp_path / f"{model.name}.keras"
+        model.save(path)
+        loaded = keras.saving.load_model(path)
+        assert type(loaded) is type(model) and loaded.get_config() == values
+        assert getattr(loaded, "labels", None) == getattr(model, "labels", None)
+        want = tf_outputs(model, input_ids, attention_mask, token_type_ids)
+        assert set(want) == set(tf_outputs(rebuilt, input_ids, attention_mask, token_type_ids))
+        for name, got in tf_outputs(loaded, input_ids, attention_mask, token_type_ids).items():
+            np.testing.assert_array_equal(got, want[name], err_msg=f"{type(model).__name__} {name}")
+    assert models[2].get_config()["gradient_checkpointing"] and not models[1].get_config()["gradient_checkpointing"]
+    assert models[3].get_config()["labels"] == ["0", "1"] and models[0].get_config()["add_pooling_layer"] is False
+
+
+def test_the_optimizer_and_schedule_deserialize_as_cnbert_s_own():
+    """Keras would otherwise rebuild its own AdamW, which adds epsilon elsewhere (cnbert.tf.optim)."""
+    from cnbert.tf.optim import AdamW, WarmupSchedule
+    optimizer = AdamW(learning_rate=WarmupSchedule(1e-3, 10, 100, "constant"), weight_decay=0.01, epsilon=1e-8)
+    again = keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
+    assert type(again) is AdamW and (again.weight_decay, again.epsilon) == (0.01, 1e-8)
+    assert type(again._learning_rate) is WarmupSchedule
+    assert again._learning_rate.get_config() == optimizer._learning_rate.get_config()
 
 
 def test_saved_model_serving_signature_reproduces_the_logits(tmp_path):

@@ -167,6 +167,7 @@ class SharedLayerEncoder(LayerStack):
         return hidden_states
 
 
+@keras.saving.register_keras_serializable(package="cnbert")
 class AlbertModel(BertModel):
     """The ALBERT encoder for config.embedding_layout, named "bert" like Google's and brightmart's
     checkpoints; the same call and outputs as BertModel."""
@@ -217,17 +218,21 @@ class _OnAlbertEncoder:
         return albert_architecture(self.config.embedding_layout, self.head_name, self.factorized_head_name)
 
 
+@keras.saving.register_keras_serializable(package="cnbert")
 class AlbertForSpanExtraction(_OnAlbertEncoder, BertForSpanExtraction):
     head_name, factorized_head_name = "ForQuestionAnswering", "ForSpanExtraction"
 
 
+@keras.saving.register_keras_serializable(package="cnbert")
 class AlbertForCJRC(_OnAlbertEncoder, BertForCJRC):
     head_name = "ForCJRC"
 
 
+@keras.saving.register_keras_serializable(package="cnbert")
 class AlbertForSequenceClassification(_OnAlbertEncoder, BertForSequenceClassification):
     head_name = "ForSequenceClassification"
 
 
+@keras.saving.register_keras_serializable(package="cnbert")
 class AlbertForTokenClassification(_OnAlbertEncoder, BertForTokenClassification):
     head_name = "ForTokenClassification"

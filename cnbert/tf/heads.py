@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from cnbert.config import BertConfig, check_label_names
+from cnbert.config import BertConfig, check_label_names, config_from_dict
 from cnbert.tasks import TASK_HEADS
 from cnbert.tasks import classification as classification_tasks
 from cnbert.tasks import ner as ner_tasks
@@ -50,9 +50,17 @@ class _TaskModel(keras.Model):
     def build(self, input_shape=None):
         """Nothing left to create: the layers were built in the constructor."""
 
+    def get_config(self) -> dict:
+        """The constructor's arguments, the model config as a dict (as cnbert.tf.modeling.BertModel)."""
+        return {"config": self.config.to_dict(), "gradient_checkpointing": self.bert.encoder.gradient_checkpointing}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "_TaskModel":
+        return cls(**{**config, "config": config_from_dict(config["config"])})
+
     def same_architecture(self) -> "_TaskModel":
         """A freshly initialised model of the same class, config and labels (a replica's copy)."""
-        return type(self)(self.config)
+        return type(self).from_config(self.get_config())
 
     def _encode(self, input_ids, attention_mask, token_type_ids, training, dropout_seed):
         """(the encoder's outputs, the step's dropout seed or None)."""
@@ -78,6 +86,7 @@ class _SpanModel(_TaskModel):
         return sequence_output, {"start_logits": logits[..., 0], "end_logits": logits[..., 1]}, seed
 
 
+@keras.saving.register_keras_serializable(package="cnbert")
 class BertForSpanExtraction(_SpanModel):
     """Span extraction (CMRC 2018, DRCD): qa_outputs = Linear(hidden, 2) on every token; canonical
     names are those of transformers' BertForQuestionAnswering."""
@@ -93,6 +102,7 @@ class BertForSpanExtraction(_SpanModel):
         return self._encode_spans(input_ids, attention_mask, token_type_ids, training, dropout_seed)[1]
 
 
+@keras.saving.register_keras_serializable(package="cnbert")
 class BertForCJRC(_SpanModel):
     """CJRC: the span head plus answer_class = Linear(hidden, 4) over (span, yes, no, unknown) on
     [CLS]'s final hidden state after dropout (why [CLS] and not the pooler: cnbert.torch.heads)."""
@@ -129,8 +139,8 @@ class _LabelledHeadModel(_TaskModel):
         self.classifier.build((None, config.hidden_size) if self.pooled else (None, None, config.hidden_size))
         self.build()
 
-    def same_architecture(self) -> "_LabelledHeadModel":
-        return type(self)(self.config, self.labels)
+    def get_config(self) -> dict:
+        return {**super().get_config(), "labels": list(self.labels)}
 
     def call(self, input_ids, attention_mask=None, token_type_ids=None, training=False, dropout_seed=None):
         encoded, seed = self._encode(input_ids, attention_mask, token_type_ids, training, dropout_seed)
@@ -139,6 +149,7 @@ class _LabelledHeadModel(_TaskModel):
         return {"logits": tf.cast(self.classifier(features), tf.float32)}
 
 
+@keras.saving.register_keras_serializable(package="cnbert")
 class BertForSequenceClassification(_LabelledHeadModel):
     """Sentence classification and matching: logits [batch, labels] from the pooled [CLS] vector, as
     transformers' BertForSequenceClassification."""
@@ -148,6 +159,7 @@ class BertForSequenceClassification(_LabelledHeadModel):
     model_name = "bert_for_sequence_classification"
 
 
+@keras.saving.register_keras_serializable(package="cnbert")
 class BertForTokenClassification(_LabelledHeadModel):
     """Tagging (NER): logits [batch, seq, tags] from every token, as transformers'
     BertForTokenClassification (no pooler)."""

@@ -29,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from cnbert.checkpoints import ENCODER_PREFIX, PRETRAINING_HEAD_PREFIXES, bert_parameter_shapes, hf_to_google
-from cnbert.config import BertConfig
+from cnbert.config import BertConfig, config_from_dict
 from cnbert.tf import ops
 
 # config.hidden_act -> the FFN's fused activation (see Linear).
@@ -295,12 +295,17 @@ def _keep_mask(attention_mask) -> tf.Tensor:
     return mask if mask.dtype == tf.bool else tf.not_equal(mask, tf.zeros((), mask.dtype))
 
 
+@keras.saving.register_keras_serializable(package="cnbert")
 class BertModel(keras.Model):
     """The encoder, always named "bert", so its variable paths are exactly Google's names.
 
     call(input_ids, attention_mask=None, token_type_ids=None, training=False, dropout_seed=None)
     -> {"sequence_output": [batch, seq, hidden] float32, "pooled_output": [batch, hidden] float32
-    (only with the pooler)}. attention_mask: 1 = token, 0 = padding.
+    (only with the pooler)}. attention_mask: 1 = token, 0 = padding (or True / False).
+
+    get_config / from_config rebuild the architecture (the model config as a dict, the pooler,
+    gradient checkpointing), so `model.save("m.keras")` and `keras.saving.load_model` work; the
+    precision is not part of it (set_precision chooses it for a run).
 
     Subclasses (cnbert.tf.albert) change the parts through make_embeddings / make_encoder and
     their canonical names through canonical_names and canonical_prefix.
@@ -319,6 +324,14 @@ class BertModel(keras.Model):
         self.pooler = BertPooler(config) if add_pooling_layer else None
         self.build()
         zero_padding_row(self)
+
+    def get_config(self) -> dict:
+        return {"config": self.config.to_dict(), "add_pooling_layer": self.pooler is not None,
+                "gradient_checkpointing": self.encoder.gradient_checkpointing}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "BertModel":
+        return cls(**{**config, "config": config_from_dict(config["config"])})
 
     @staticmethod
     def make_embeddings(config: BertConfig) -> BertEmbeddings:

@@ -7,6 +7,7 @@ import tensorflow as tf
 from cnbert.training import TrainingConfig
 
 
+@keras.saving.register_keras_serializable(package="cnbert")
 class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
     """learning_rate × cnbert.training.lr_multiplier(step): linear warm-up to the peak, then linear
     decay to 0 at total_steps ("linear") or the peak to the end ("constant")."""
@@ -32,6 +33,7 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
                 "total_steps": self.total_steps, "schedule": self.schedule}
 
 
+@keras.saving.register_keras_serializable(package="cnbert")
 class AdamW(keras.optimizers.AdamW):
     """keras.optimizers.AdamW with two deliberate differences, so that the TF and PyTorch trainers
     take the same steps:
