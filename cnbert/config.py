@@ -293,6 +293,8 @@ class AlbertConfig(BertConfig):
 
     def _validate(self) -> None:
         super()._validate()
+        if self.classifier_dropout is None:  # transformers' AlbertConfig refuses a null classifier_dropout_prob
+            raise ConfigError("classifier_dropout_prob must be a number in [0, 1) for ALBERT, got None")
         for name in ("embedding_size", "num_hidden_groups", "inner_group_num"):
             value = getattr(self, name)
             if not _is_int(value) or value <= 0:

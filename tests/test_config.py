@@ -93,6 +93,8 @@ def test_classifier_dropout_is_bert_hidden_dropout_and_albert_0_1_unless_set():
     assert "classifier_dropout" not in albert.to_dict() and AlbertConfig.from_dict(albert.to_dict()) == albert
     with pytest.raises(ConfigError, match="has classifier_dropout, BERT's key; ALBERT's is classifier_dropout_prob"):
         AlbertConfig.from_dict({**sizes, "model_type": "albert", "classifier_dropout": 0.25})
+    with pytest.raises(ConfigError, match=r"classifier_dropout_prob must be a number in \[0, 1\) for ALBERT, got None"):
+        AlbertConfig.from_dict({**sizes, "model_type": "albert", "classifier_dropout_prob": None})
 
 
 def test_written_config_json_is_read_by_transformers(tmp_path):
