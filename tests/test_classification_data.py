@@ -316,8 +316,8 @@ def test_text_to_classify_may_leave_out_the_label_of_a_headerless_format(tmp_pat
     with caplog.at_level("WARNING"):
         kept = dbqa.read(pairs, labelled=False)  # every line is predicted, even one with a bad label
     assert [(e.guid, e.label) for e in kept] == [("pairs.txt:1", "0"), ("pairs.txt:2", None)]
-    assert "line 2: label '10' is not one of this task's labels ['0', '1']; the labels of this file are not scored" \
-        in caplog.text
+    assert ("line 2: label '10' is not one of this task's labels ['0', '1']; the line is predicted but left out of "
+            "the score") in caplog.text
     assert [e.guid for e in dbqa.read(pairs)] == ["pairs.txt:1"]  # to train or score, it is left out
 
 

@@ -1,6 +1,9 @@
 """cnbert-mrc refuses bad input before it trains or writes anything: each case exits non-zero with
 a message naming the flag or file, without a traceback, and leaves the output directory as it was."""
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -190,6 +193,8 @@ def test_overwrite_removes_an_earlier_report_before_training(tmp_path):
     (["--model_dir={tmp}"], "--model_dir applies to --mode=predict, and this run is --mode=train"),
     (["--question=谁？"], "--question applies to --mode=predict, and this run is --mode=train"),
     (["--distribution_strategy=mirrored"], "--distribution_strategy is for --framework=tf"),
+    (["--classifier_dropout=0.2"], "--classifier_dropout applies to a classification head (cjrc's answer class), "
+                                   "and --task=cmrc2018's span head has none"),
     (["--framework=tf", "--device=cuda"], "--device=cuda: device=cuda was asked for, but TensorFlow sees no GPU"),
 ])
 def test_flags_the_run_would_ignore_are_refused(tmp_path, tiny_config, extra, message):
@@ -332,3 +337,15 @@ def test_tf_predict_mode_uses_the_distribution_strategy_asked_for(tmp_path):
                    script=script)
     assert "strategy replicas: MirroredStrategy 1" in proc.stdout, proc.stdout[-2000:]
     assert '"answer":' in proc.stdout
+
+
+@pytest.mark.parametrize("script, own_flag", [("cnbert-mrc", "--doc_stride"), ("cnbert-classify", "--text_a"),
+                                              ("cnbert-ner", "--max_seq_length"), ("cnbert-score", "--predictions_file")])
+def test_installed_scripts_help_lists_their_flags(script, own_flag):
+    """absl's --help lists the flags of the module sys.argv[0] names: for an installed script, the
+    wrapper, unless the runner hands its flags over. A usage error points users at --help."""
+    path = Path(sys.executable).with_name(script)
+    result = subprocess.run([str(path), "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stderr  # absl's help flag exits with 1
+    listed = [line.split(":")[0].strip() for line in result.stdout.splitlines() if line.startswith("  --")]
+    assert own_flag in listed and "--task" in listed, result.stdout[:2000]

@@ -117,8 +117,8 @@ def read_classification_tsv(path, fmt: TsvFormat, labels: Sequence[str], labelle
                 if left_out is not None:
                     left_out.append(f"{path.name}:{number}")
                 continue
-            # text to classify: every line gets a prediction; the file's labels are then not scored
-            log.warning("%s: %s: %s; the labels of this file are not scored", path, where, problem)
+            # text to classify: every line gets a prediction; this line's label is left out of the score
+            log.warning("%s: %s: %s; the line is predicted but left out of the score", path, where, problem)
             label = None
         examples.append(ClassificationExample(f"{path.name}:{number}", text_a, text_b, label))
     if not examples:

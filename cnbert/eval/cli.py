@@ -13,6 +13,7 @@ import sys
 from absl import app, flags
 
 from cnbert.errors import DataError
+from cnbert.flag_help import help_lists_flags_of
 from cnbert.eval.cjrc_metric import evaluate_cjrc, format_cjrc_scores
 from cnbert.eval.cmrc_metric import evaluate_cmrc, format_cmrc_scores, prediction_key
 from cnbert.eval.predictions import load_predictions, read_gold_questions
@@ -74,6 +75,7 @@ def main(argv):
 
 
 def run():
+    help_lists_flags_of(__name__)
     app.run(main)
 
 

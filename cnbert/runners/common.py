@@ -24,6 +24,7 @@ from absl import app, flags
 from cnbert.checkpoints import check_vocab_size, find_weights, is_sibert_checkpoint, read_pretrained_config
 from cnbert.config import BertConfig, ConfigError, read_config
 from cnbert.errors import DataError
+from cnbert.flag_help import help_lists_flags_of
 from cnbert.io_utils import read_json_file, replaced_together, write_json, write_text
 from cnbert.report import format_markdown, summarize_seeds
 from cnbert.tokenization import ChineseBertTokenizer, bundled_vocab_path
@@ -700,4 +701,5 @@ def run(program: str, main: Callable) -> None:
             print_usage_error(program, e)
             sys.exit(EXIT_USAGE)
 
+    help_lists_flags_of(main.__module__)
     app.run(main, flags_parser=parse_flags)

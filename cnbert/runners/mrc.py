@@ -50,6 +50,7 @@ PREDICT_SETTINGS = ("max_seq_length", "doc_stride", "max_query_length", "max_ans
 PREDICT_SETTINGS_FILE = "cnbert_mrc_settings.json"
 # Only cjrc has unanswerable questions, so only its decoding compares the null score.
 NULL_SCORE_TASKS = ("cjrc",)
+CLASS_HEAD_TASKS = ("cjrc",)  # the tasks whose model classifies (CJRC's answer class) besides finding spans
 TOKEN_TYPES_NEEDED = "reading comprehension needs token types 0 (question) and 1 (passage)"
 
 
@@ -75,6 +76,9 @@ def _check_flag_combinations() -> None:
     if FLAGS.null_score_threshold != FLAGS["null_score_threshold"].default and FLAGS.task not in NULL_SCORE_TASKS:
         raise app.UsageError(f"--null_score_threshold applies to tasks with unanswerable questions "
                              f"({', '.join(NULL_SCORE_TASKS)}), and --task={FLAGS.task} has none")
+    if FLAGS.classifier_dropout is not None and FLAGS.task not in CLASS_HEAD_TASKS:
+        raise app.UsageError(f"--classifier_dropout applies to a classification head ({', '.join(CLASS_HEAD_TASKS)}'s "
+                             f"answer class), and --task={FLAGS.task}'s span head has none")
 
 
 def _single_question() -> bool:
