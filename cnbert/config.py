@@ -10,14 +10,13 @@ pretraining arguments, siBert's own keys) is read as the BertConfig it describes
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from cnbert.errors import DataError
-from cnbert.io_utils import read_text_file, write_json
+from cnbert.io_utils import parse_json_text, read_text_file, write_json
 
 # "gelu" is the exact erf form (what Google/HIT configs mean); "gelu_new" and "gelu_pytorch_tanh"
 # are Hugging Face's names for the tanh approximation; "quick_gelu" is Hugging Face's name for the
@@ -385,13 +384,9 @@ def read_config_dict(path) -> dict[str, Any]:
     if path.name == SIBERT_SETTINGS_FILE:
         return sibert_config_values(read_sibert_settings(path), source=str(path))
     try:
-        text = read_text_file(path, "config file")
+        values = parse_json_text(path, read_text_file(path, "config file"))
     except DataError as e:
         raise ConfigError(str(e)) from e
-    try:
-        values = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path}: not valid JSON ({e})") from None
     _check_mapping(values, _where(str(path)))
     return values
 

@@ -193,10 +193,18 @@ def read_json_file(path, reject_duplicate_keys=False):
         data = path.read_bytes()
     except OSError as e:
         raise DataError(path, None, f"cannot read the file ({e.strerror or e})") from e
-    text = _decode_utf8(path, data, "not UTF-8 text")
+    return parse_json_text(path, _decode_utf8(path, data, "not UTF-8 text"), hook)
+
+
+def parse_json_text(path, text: str, object_pairs_hook=None):
+    """json.loads(text); any failure becomes a DataError naming `path` (and the line)."""
     try:
-        return json.loads(text, object_pairs_hook=hook)
+        return json.loads(text, object_pairs_hook=object_pairs_hook)
     except json.JSONDecodeError as e:
         raise DataError(path, f"line {e.lineno} column {e.colno}", f"malformed JSON: {e.msg}") from e
     except _DuplicateKey as e:
         raise DataError(path, f"id {e.key!r}", "appears twice") from e
+    except RecursionError as e:
+        raise DataError(path, None, "malformed JSON: nested too deeply to read") from e
+    except ValueError as e:  # e.g. an integer of more digits than Python converts
+        raise DataError(path, None, f"malformed JSON: {e}") from e

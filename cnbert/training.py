@@ -81,6 +81,8 @@ class TrainingConfig:
             problems.append(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if self.weight_decay < 0 or self.max_grad_norm < 0:
             problems.append("weight_decay and max_grad_norm must be >= 0")
+        if self.adam_epsilon <= 0:  # 0 divides 0 by 0 for a weight without gradient: NaN weights
+            problems.append(f"adam_epsilon must be > 0, got {self.adam_epsilon}")
         if self.precision not in PRECISIONS:
             problems.append(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.eval_every < 0 or (self.eval_every >= 1 and self.eval_every != int(self.eval_every)):

@@ -117,6 +117,14 @@ def test_predict_mode_reproduces_the_run_and_labels_one_text(trained_run, tmp_pa
     proc = run_cli(["--mode=predict", "--task=chnsenticorp", f"--model_dir={best_model}", "--text_a=a",
                     "--text_b=b"], check=False)
     assert proc.returncode == 2 and "labels one text: pass --text_a only" in proc.stderr
+    # a window length read from a damaged settings file is checked, and the file named
+    damaged = tmp_path / "damaged"
+    shutil.copytree(best_model, damaged)
+    (damaged / "cnbert_classify_settings.json").write_text(json.dumps({"task": "chnsenticorp", "max_seq_length": 3}))
+    proc = run_cli(["--mode=predict", "--task=chnsenticorp", f"--model_dir={damaged}", "--text_a=很好"], check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert ("--max_seq_length must be at least 8, got 3 (--max_seq_length from cnbert_classify_settings.json beside "
+            "--model_dir)") in proc.stderr
 
 
 @pytest.mark.parametrize("model_type", ["bert", "albert"])

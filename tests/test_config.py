@@ -162,7 +162,14 @@ def test_file_errors_name_the_file(tmp_path):
         BertConfig.from_json_file(utf16)
     broken = tmp_path / "bert_config.json"
     broken.write_text("{\"vocab_size\": 10,")
-    with pytest.raises(ConfigError, match=f"{broken}: not valid JSON"):
+    with pytest.raises(ConfigError, match=f"{broken}: line 1 column 19: malformed JSON: Expecting property name"):
+        BertConfig.from_json_file(broken)
+    # what json.loads raises besides JSONDecodeError: too deep for the parser, an integer too long to convert
+    broken.write_text("[" * 100_000)
+    with pytest.raises(ConfigError, match=f"{broken}: malformed JSON: nested too deeply to read"):
+        BertConfig.from_json_file(broken)
+    broken.write_text('{"vocab_size": ' + "9" * 5000 + "}")
+    with pytest.raises(ConfigError, match=f"{broken}: malformed JSON: Exceeds the limit"):
         BertConfig.from_json_file(broken)
     broken.write_text(json.dumps({**TINY, "num_attention_heads": 3}))
     with pytest.raises(ConfigError, match=f"{broken}: hidden_size 64 is not divisible"):

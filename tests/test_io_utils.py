@@ -98,6 +98,14 @@ def test_read_json_errors_name_the_file_and_line(tmp_path):
     assert read_json_file(twice) == {"q1": "b"}
     with pytest.raises(DataError, match=r"twice.json: id 'q1': appears twice"):
         read_json_file(twice, reject_duplicate_keys=True)
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000, encoding="utf-8")
+    with pytest.raises(DataError, match=r"deep.json: malformed JSON: nested too deeply to read"):
+        read_json_file(deep)
+    long_number = tmp_path / "long.json"
+    long_number.write_text('{"answer_start": ' + "1" * 5000 + "}", encoding="utf-8")
+    with pytest.raises(DataError, match=r"long.json: malformed JSON: Exceeds the limit \(4300 digits\)"):
+        read_json_file(long_number)
 
 
 def test_outputs_get_the_usual_permissions_not_temporary_file_ones(tmp_path):

@@ -78,6 +78,62 @@ def test_an_unlabelled_test_file_is_refused_before_training(tmp_path, tiny_confi
     assert not out.exists()
 
 
+def zero_width_passages(tmp_path):
+    """The sample with every passage replaced by zero-width spaces, which the tokenizer drops."""
+    data = json.loads(SAMPLE.read_text(encoding="utf-8"))
+    for article in data["data"]:
+        for paragraph in article["paragraphs"]:
+            paragraph["context"] = "\u200b" * 5
+            for qa in paragraph["qas"]:
+                qa["answers"] = [{"text": "\u200b", "answer_start": 0}]
+    path = tmp_path / "zero_width.json"
+    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("flag", ["--dev_file", "--test_file"])
+def test_a_file_with_nothing_to_answer_is_refused_before_the_earlier_run_is_touched(tmp_path, tiny_config, flag):
+    out = tmp_path / "out"
+    (out / "seed_123").mkdir(parents=True)
+    (out / "report.md").write_text("earlier report")
+    empty = tmp_path / "empty.json"
+    empty.write_text('{"version": "v1.0", "data": []}')
+    for bad, message in ((empty, f"{empty}: no questions"),
+                         (zero_width_passages(tmp_path), "nothing to answer from: no passage of its 23 questions has "
+                                                         "text the tokenizer keeps")):
+        extra = [f"{flag}={bad}"] + (["--do_predict"] if flag == "--test_file" else [])
+        proc = run_cli(train_args(tiny_config, out, *extra, "--overwrite_output_dir"), check=False)
+        assert proc.returncode == 1
+        assert_refused(proc, message)
+        assert (out / "report.md").read_text() == "earlier report" and (out / "seed_123").is_dir()
+
+
+def test_predict_mode_refuses_what_it_cannot_answer(tmp_path):
+    model_dir = saved_cmrc_model(tmp_path)
+    proc = run_cli(["--mode=predict", "--task=cmrc2018", f"--model_dir={model_dir}", "--question=谁？",
+                    "--context=\u200b\u200b", *SIZES], check=False)
+    assert_refused(proc, "--context: nothing to answer from: no passage of its 1 questions has text the tokenizer")
+    proc = run_cli(["--mode=predict", "--task=cmrc2018", f"--model_dir={model_dir}",
+                    f"--predict_file={zero_width_passages(tmp_path)}", f"--output_dir={tmp_path / 'answers'}", *SIZES],
+                   check=False)
+    assert_refused(proc, "zero_width.json: nothing to answer from")
+    assert not (tmp_path / "answers").exists()
+
+
+def test_cjrc_split_needs_two_passages(tmp_path, tiny_config):
+    one_passage = {"data": [{"caseid": "1", "domain": "civil", "paragraphs": [{"context": "原告与被告于2010年登记结婚。",
+                    "qas": [{"id": f"q{i}", "question": "何时结婚？", "is_impossible": "false",
+                             "answers": [{"text": "2010年", "answer_start": 6}]} for i in range(3)]}]}]}
+    train = tmp_path / "cjrc.json"
+    train.write_text(json.dumps(one_passage, ensure_ascii=False), encoding="utf-8")
+    out = tmp_path / "out"
+    proc = run_cli(["--task=cjrc", f"--bert_config_file={tiny_config}", f"--train_file={train}",
+                    "--cjrc_dev_fraction=0.1", f"--output_dir={out}", *SIZES, "--seeds=123"], check=False)
+    assert proc.returncode == 1
+    assert_refused(proc, f"{train}: --cjrc_dev_fraction splits the file by passage, and it has 1: at least two")
+    assert not out.exists()
+
+
 def test_a_train_file_without_a_usable_answer_is_named(tmp_path, tiny_config):
     data = json.loads(SAMPLE.read_text(encoding="utf-8"))
     for article in data["data"]:
@@ -193,6 +249,8 @@ def test_overwrite_removes_an_earlier_report_before_training(tmp_path):
     (["--model_dir={tmp}"], "--model_dir applies to --mode=predict, and this run is --mode=train"),
     (["--question=谁？"], "--question applies to --mode=predict, and this run is --mode=train"),
     (["--distribution_strategy=mirrored"], "--distribution_strategy is for --framework=tf"),
+    (["--hidden_dropout_prob=1.5"], "--hidden_dropout_prob must be a dropout rate in [0, 1), got 1.5"),
+    (["--attention_probs_dropout_prob=-1"], "--attention_probs_dropout_prob must be a dropout rate in [0, 1), got -1"),
     (["--classifier_dropout=0.2"], "--classifier_dropout applies to a classification head (cjrc's answer class), "
                                    "and --task=cmrc2018's span head has none"),
     (["--framework=tf", "--device=cuda"], "--device=cuda: device=cuda was asked for, but TensorFlow sees no GPU"),
@@ -309,6 +367,21 @@ def test_a_damaged_settings_file_beside_the_model_is_named(tmp_path, settings, m
     assert_refused(proc, f"{settings_file}: {message}")
 
 
+@pytest.mark.parametrize("settings, message", [
+    ({"n_best_size": 0}, "--n_best_size must be at least 1, got 0 (--n_best_size from cnbert_mrc_settings.json "
+                         "beside --model_dir)"),
+    ({"max_seq_length": 64, "doc_stride": 1000}, "(--max_seq_length, --doc_stride from cnbert_mrc_settings.json "
+                                                 "beside --model_dir)"),
+])
+def test_a_bad_value_in_the_settings_beside_the_model_is_traced_to_that_file(tmp_path, settings, message):
+    model_dir = saved_cmrc_model(tmp_path)
+    (model_dir / "cnbert_mrc_settings.json").write_text(json.dumps({"task": "cmrc2018", **settings}))
+    proc = run_cli(["--mode=predict", "--task=cmrc2018", f"--model_dir={model_dir}", "--question=谁？",
+                    "--context=范廷颂是越南罗马天主教枢机。"], check=False)
+    assert proc.returncode == 2
+    assert_refused(proc, message)
+
+
 def test_dev_file_equal_to_train_file_is_warned_about_and_flags_txt_reruns_the_run(tmp_path, tiny_config):
     out = tmp_path / "out"
     proc = run_cli(train_args(tiny_config, out, "--num_train_epochs=0.1"))
@@ -337,6 +410,14 @@ def test_tf_predict_mode_uses_the_distribution_strategy_asked_for(tmp_path):
                    script=script)
     assert "strategy replicas: MirroredStrategy 1" in proc.stdout, proc.stdout[-2000:]
     assert '"answer":' in proc.stdout
+
+
+def test_a_flag_file_that_is_not_utf8_is_a_usage_error(tmp_path):
+    flag_file = tmp_path / "run.flags"
+    flag_file.write_text("--task=cmrc2018\n", encoding="utf-16")  # as Windows Notepad saves "Unicode"
+    proc = run_cli([f"--flagfile={flag_file}"], check=False)
+    assert proc.returncode == 2
+    assert_refused(proc, f"cnbert-mrc: error: cannot read --flagfile={flag_file} as UTF-8 text: 'utf-8' codec")
 
 
 @pytest.mark.parametrize("script, own_flag", [("cnbert-mrc", "--doc_stride"), ("cnbert-classify", "--text_a"),

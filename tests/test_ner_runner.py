@@ -92,8 +92,8 @@ def test_predict_mode_reproduces_the_run_and_prints_entities(trained_run, tmp_pa
 @pytest.mark.parametrize("settings, message", [
     ({"doc_stride": 12.5}, "doc_stride must be an integer, got 12.5"),
     ({"max_seq_length": 24, "doc_stride": 30}, "--doc_stride must be between 1 and --max_seq_length - 2 = 22 "
-                                                "(larger steps would skip characters), got 30 (from "
-                                                "cnbert_ner_settings.json beside --model_dir)"),
+                                                "(larger steps would skip characters), got 30 (--doc_stride, "
+                                                "--max_seq_length from cnbert_ner_settings.json beside --model_dir)"),
 ])
 def test_a_damaged_settings_file_beside_the_model_is_named(tmp_path, settings, message):
     (tmp_path / "cnbert_ner_settings.json").write_text(json.dumps({"task": "msra_ner", **settings}))

@@ -153,6 +153,13 @@ def test_invalid_settings_are_rejected_with_the_reason(bad):
         TrainingConfig(**bad)
 
 
+@pytest.mark.parametrize("epsilon", [0.0, -1e-8])
+def test_adam_epsilon_must_be_positive(epsilon):
+    # with 0, AdamW divides 0 by 0 for a weight that got no gradient (an unused embedding row): NaN weights
+    with pytest.raises(ValueError, match=f"adam_epsilon must be > 0, got {epsilon}"):
+        TrainingConfig(adam_epsilon=epsilon)
+
+
 def test_seed_report_mean_and_max():
     summary = summarize_seeds({123: {"F1": 80.0, "EM": 60.0}, 456: {"F1": 82.0, "EM": 59.0}}, ["F1", "EM"])
     assert summary["mean"] == {"F1": 81.0, "EM": 59.5}

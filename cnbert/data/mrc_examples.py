@@ -213,6 +213,8 @@ def _read(path, cjrc: bool, converter: TraditionalToSimplified | None = None, la
     path = Path(path)
     reader = _Reader(path, cjrc, converter, labelled)
     examples = reader.read(read_json_file(path))
+    if not examples:
+        raise DataError(path, None, "no questions")
     report = ReadReport(str(path), len(examples), reader.span_answers, tuple(reader.repaired),
                         tuple(reader.inconsistent), reader.without_offset, reader.conversion_fallbacks,
                         tuple(reader.empty_questions))

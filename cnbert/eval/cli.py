@@ -4,21 +4,23 @@
 
 Prints one JSON object: for cmrc2018 / drcd the official record (AVERAGE, F1, EM as "%.3f"
 strings, TOTAL, SKIP, FILE), for cjrc {"civil", "criminal", "overall"} with em / f1 to one decimal
-and the question counts. Bad input exits with status 1 and a message naming the file and entry.
+and the question counts. Bad input exits with status 1 and a message naming the file and entry,
+bad flags with status 2.
 """
 import json
 import os
 import sys
 
-from absl import app, flags
+from absl import flags
 
+from cnbert import command_line
 from cnbert.errors import DataError
-from cnbert.flag_help import help_lists_flags_of
 from cnbert.eval.cjrc_metric import evaluate_cjrc, format_cjrc_scores
 from cnbert.eval.cmrc_metric import evaluate_cmrc, format_cmrc_scores, prediction_key
 from cnbert.eval.predictions import load_predictions, read_gold_questions
 from cnbert.io_utils import read_json_file
 
+PROGRAM = "cnbert-score"
 TASKS = ("cmrc2018", "drcd", "cjrc")
 
 FLAGS = flags.FLAGS
@@ -59,24 +61,24 @@ def _warn_unmatched(questions, predictions, key):
             # quoted where spaces around an id would otherwise be invisible
             shown = ", ".join(question_id if question_id == question_id.strip() else repr(question_id)
                               for question_id in examples[:5]) + (", ..." if count > 5 else "")
-            print(f"cnbert-score: warning: {count} {what}: {shown}", file=sys.stderr)
+            print(f"{PROGRAM}: warning: {count} {what}: {shown}", file=sys.stderr)
 
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+        command_line.print_usage_error(PROGRAM, f"unexpected arguments: {' '.join(argv[1:])}")
+        return command_line.EXIT_USAGE
     try:
         report = score(FLAGS.task, FLAGS.data_file, FLAGS.predictions_file)
     except DataError as e:
-        print(f"cnbert-score: error: {e}", file=sys.stderr)
-        return 1
+        print(f"{PROGRAM}: error: {e}", file=sys.stderr)
+        return command_line.EXIT_FAILED
     print(json.dumps(report))  # default escaping, as the official CMRC scorer prints
     return 0
 
 
 def run():
-    help_lists_flags_of(__name__)
-    app.run(main)
+    command_line.run(PROGRAM, main)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import logging
 from absl import app, flags
 
 from cnbert.data.classification import ClassificationExample, build_classification_features
+from cnbert import command_line
 from cnbert.runners import common
 from cnbert.tasks import classification as tasks
 
@@ -48,8 +49,14 @@ def _token_types(task: tasks.ClassificationTask) -> tuple[int, str]:
 
 def _check_flag_combinations() -> None:
     common.check_flag_combinations(predict_only=("text_a", "text_b"), single_prints="print the label")
+    _check_max_seq_length()
+
+
+def _check_max_seq_length() -> None:
+    """Run again in predict mode once --max_seq_length may have come from the training settings."""
     if FLAGS.max_seq_length < 8:
-        raise app.UsageError(f"--max_seq_length must be at least 8, got {FLAGS.max_seq_length}")
+        raise app.UsageError(f"--max_seq_length must be at least 8, got {FLAGS.max_seq_length}"
+                             f"{common.value_origin('max_seq_length')}")
 
 
 def _single_example() -> bool:
@@ -110,7 +117,7 @@ def predict():
     if single and (not FLAGS.text_a or bool(FLAGS.text_b) != task.pairs):
         raise app.UsageError(f"--task={FLAGS.task} labels " + ("a pair: pass --text_a and --text_b" if task.pairs
                                                                else "one text: pass --text_a only") + ", not empty")
-    setup = common.load_for_prediction(*_token_types(task))
+    setup = common.load_for_prediction(*_token_types(task), check_flags=_check_max_seq_length)
     scored, left_out = [], []  # the examples whose labels are scored; those left out of the score
     if single:
         examples = [ClassificationExample("text", FLAGS.text_a, FLAGS.text_b, None)]
@@ -151,7 +158,7 @@ def main(argv):
 
 
 def run():
-    common.run(PROGRAM, main)
+    command_line.run(PROGRAM, main)
 
 
 if __name__ == "__main__":

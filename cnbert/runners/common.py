@@ -24,7 +24,7 @@ from absl import app, flags
 from cnbert.checkpoints import check_vocab_size, find_weights, is_sibert_checkpoint, read_pretrained_config
 from cnbert.config import BertConfig, ConfigError, read_config
 from cnbert.errors import DataError
-from cnbert.flag_help import help_lists_flags_of
+from cnbert.command_line import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, print_usage_error
 from cnbert.io_utils import read_json_file, replaced_together, write_json, write_text
 from cnbert.report import format_markdown, summarize_seeds
 from cnbert.tokenization import ChineseBertTokenizer, bundled_vocab_path
@@ -151,6 +151,9 @@ def model_config(min_token_types: int, what: str) -> tuple[BertConfig, Path]:
     overrides = {k: getattr(FLAGS, k) for k in ("attention", "hidden_dropout_prob", "attention_probs_dropout_prob",
                                                 "classifier_dropout")
                  if getattr(FLAGS, k) is not None}
+    for name, value in overrides.items():
+        if name != "attention" and not 0 <= value < 1:  # NaN too
+            raise app.UsageError(f"--{name} must be a dropout rate in [0, 1), got {value}")
     if FLAGS.init_checkpoint:
         source = Path(FLAGS.init_checkpoint)
         directory = checkpoint_directory(source)
@@ -620,6 +623,21 @@ def load_for_prediction(min_token_types: int, what: str, check_flags: Callable[[
     return PredictionSetup(framework_backend, ctx, model, tokenizer)
 
 
+# flag name -> the settings file predict mode took its value from (for errors about the value)
+_FROM_SETTINGS: dict[str, str] = {}
+
+
+def value_origin(*names: str) -> str:
+    """For an error about flag values: " (--x, --y from FILE beside --model_dir)" naming those of
+    `names` that predict mode took from the model's training settings, not the command line; ""
+    when none was."""
+    taken = [name for name in names if name in _FROM_SETTINGS]
+    if not taken:
+        return ""
+    files = sorted({_FROM_SETTINGS[name] for name in taken})
+    return f" ({', '.join(f'--{name}' for name in taken)} from {', '.join(files)} beside --model_dir)"
+
+
 def use_training_settings(model_dir: Path, settings_file: str, names: Sequence[str]) -> None:
     """Flags among `names` not given on the command line take the values the model was trained with
     (saved beside it by the training run, in `settings_file`, with the task when the runner saves it:
@@ -647,18 +665,12 @@ def use_training_settings(model_dir: Path, settings_file: str, names: Sequence[s
         if not ok:
             raise ConfigError(f"{path}: {name} must be {expected}, got {value!r}")
         setattr(FLAGS, name, value)
+        _FROM_SETTINGS[name] = path.name
     if taken:
         print("as in training (" + path.name + "): " + ", ".join(f"--{k}={v}" for k, v in taken.items()), flush=True)
 
 
 # ---- the command line ------------------------------------------------------------------------
-
-EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130  # 130: 128 + SIGINT, as shells report Ctrl-C
-
-
-def print_usage_error(program: str, error) -> None:
-    print(f"{program}: error: {error}\n({program} --help lists the flags)", file=sys.stderr)
-
 
 def run_main(program: str, argv, body: Callable[[], None]) -> int:
     """Run `body` (the runner's checks and work) with the shared error handling and exit statuses."""
@@ -688,18 +700,3 @@ def run_main(program: str, argv, body: Callable[[], None]) -> int:
               "and nothing half-written is left (a training run writes its report only at the end)", file=sys.stderr)
         return EXIT_INTERRUPTED
     return 0
-
-
-def run(program: str, main: Callable) -> None:
-    """absl's app.run, with a flag it cannot parse (unknown, or a bad value) reported like any other
-    usage error: `<program>: error: ...` and exit status 2."""
-
-    def parse_flags(argv):
-        try:
-            return FLAGS(argv)
-        except flags.Error as e:
-            print_usage_error(program, e)
-            sys.exit(EXIT_USAGE)
-
-    help_lists_flags_of(main.__module__)
-    app.run(main, flags_parser=parse_flags)

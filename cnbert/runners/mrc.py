@@ -22,6 +22,7 @@ from absl import app, flags
 from cnbert.data import FeatureConfig, build_features, postprocess_predictions
 from cnbert.errors import DataError
 from cnbert.io_utils import read_json_file, replaced_together
+from cnbert import command_line
 from cnbert.runners import common
 from cnbert.tasks import mrc as tasks
 
@@ -59,13 +60,13 @@ def _feature_config() -> FeatureConfig:
         return FeatureConfig(max_seq_length=FLAGS.max_seq_length, max_query_length=FLAGS.max_query_length,
                              doc_stride=FLAGS.doc_stride)
     except ValueError as e:
-        raise app.UsageError(str(e)) from None
+        raise app.UsageError(f"{e}{common.value_origin('max_seq_length', 'max_query_length', 'doc_stride')}") from None
 
 
 def _check_decoding_flags() -> None:
     for name in ("n_best_size", "max_answer_length"):
         if getattr(FLAGS, name) < 1:
-            raise app.UsageError(f"--{name} must be at least 1, got {getattr(FLAGS, name)}")
+            raise app.UsageError(f"--{name} must be at least 1, got {getattr(FLAGS, name)}{common.value_origin(name)}")
 
 
 def _check_flag_combinations() -> None:
@@ -92,6 +93,10 @@ def _load_splits(task: tasks.MrcTask):
     """(train examples, dev examples, dev gold JSON restricted to dev, dev gold path)."""
     train_result = task.read(FLAGS.train_file)  # readers log their repair / consistency report
     if FLAGS.cjrc_dev_fraction is not None:
+        passages = len({example.context_text for example in train_result.examples})
+        if passages < 2:
+            raise DataError(FLAGS.train_file, "", f"--cjrc_dev_fraction splits the file by passage, and it has "
+                                                  f"{passages}: at least two are needed, one to train and one to evaluate")
         train, dev = tasks.split_by_passage(train_result.examples, FLAGS.cjrc_dev_fraction)
         gold_path = FLAGS.train_file
     else:
@@ -136,7 +141,7 @@ def train_and_evaluate():
     if len(train_features) == 0:
         raise DataError(FLAGS.train_file, "", "no training features: no question has an answer that could be "
                                               "located in its passage (see the warnings above)")
-    dev_features = build_features(dev_examples, tokenizer, feature_config, training=False)
+    dev_features = _features_to_answer(dev_examples, tokenizer, feature_config, gold_path)
     log.info("%d train questions -> %d features; %d dev questions -> %d features", len(train_examples),
              len(train_features), len(dev_examples), len(dev_features))
     test = _read_test_split(task, tokenizer, feature_config) if FLAGS.do_predict else None
@@ -168,8 +173,18 @@ class TestSplit(NamedTuple):
 
 def _read_test_split(task, tokenizer, feature_config) -> TestSplit:
     examples = task.read(FLAGS.test_file).examples  # labelled: it is scored
-    features = build_features(examples, tokenizer, feature_config, training=False)
+    features = _features_to_answer(examples, tokenizer, feature_config, FLAGS.test_file)
     return TestSplit(examples, features, read_json_file(FLAGS.test_file))
+
+
+def _features_to_answer(examples, tokenizer, feature_config, source):
+    """The windows of questions to answer; refused when there are none (every passage was empty
+    to the tokenizer, e.g. spaces or zero-width characters), before any training is spent."""
+    features = build_features(examples, tokenizer, feature_config, training=False)
+    if len(features) == 0:
+        raise DataError(source, "", f"nothing to answer from: no passage of its {len(examples)} questions has text "
+                                    "the tokenizer keeps")
+    return features
 
 
 # ---- predict mode ------------------------------------------------------------------------------
@@ -186,7 +201,7 @@ def predict():
         examples = [task.question_example(FLAGS.question, FLAGS.context)]
     else:
         examples = task.read(FLAGS.predict_file, labelled=False).examples  # answers, if any, are not needed
-    features = build_features(examples, setup.tokenizer, _feature_config(), training=False)
+    features = _features_to_answer(examples, setup.tokenizer, _feature_config(), FLAGS.predict_file or "--context")
     predictions, _ = _predict_examples(setup.trainer(), examples, features, FLAGS.task)
     if not setup.ctx.is_main:  # under torchrun every process predicts; one prints and writes
         return
@@ -208,7 +223,7 @@ def main(argv):
 
 
 def run():
-    common.run(PROGRAM, main)
+    command_line.run(PROGRAM, main)
 
 
 if __name__ == "__main__":

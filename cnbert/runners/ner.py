@@ -17,6 +17,7 @@ import numpy as np
 from absl import app, flags
 
 from cnbert.data.ner import NerSentence, build_ner_features, decode_tags, default_doc_stride, entities
+from cnbert import command_line
 from cnbert.runners import common
 from cnbert.tasks import ner as tasks
 
@@ -55,10 +56,9 @@ def _resolve_doc_stride() -> None:
     if FLAGS.doc_stride is None:
         FLAGS.doc_stride = default_doc_stride(FLAGS.max_seq_length)
     if not 1 <= FLAGS.doc_stride <= span:
-        # a default stride always fits: a bad one not given here came from the model's settings file
-        origin = "" if FLAGS["doc_stride"].present else f" (from {PREDICT_SETTINGS_FILE} beside --model_dir)"
         raise app.UsageError(f"--doc_stride must be between 1 and --max_seq_length - 2 = {span} (larger steps would "
-                             f"skip characters), got {FLAGS.doc_stride}{origin}")
+                             f"skip characters), got {FLAGS.doc_stride}"
+                             f"{common.value_origin('doc_stride', 'max_seq_length')}")
 
 
 def _featurise(task, sentences, tokenizer, source: str):
@@ -131,7 +131,7 @@ def main(argv):
 
 
 def run():
-    common.run(PROGRAM, main)
+    command_line.run(PROGRAM, main)
 
 
 if __name__ == "__main__":

@@ -168,6 +168,8 @@ class Trainer:
         ctx, model = self.ctx, self.model
         model.eval()
         n = len(next(iter(arrays.values())))
+        if n == 0:
+            raise ValueError("predict() got no rows")
         shard = eval_shard(n, ctx.rank, ctx.world_size)
         rows = np.arange(shard.start, shard.stop)
         if self.trim_padding and "attention_mask" in arrays:
