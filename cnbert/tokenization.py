@@ -135,6 +135,7 @@ class ChineseBertTokenizer:
         )
         tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         self._tokenizer = tokenizer
+        self._character_ids: dict[str, int] = {}  # character_ids' lookups so far
 
     @property
     def vocab_size(self) -> int:
@@ -159,20 +160,35 @@ class ChineseBertTokenizer:
         return self.encode_batch([text])[0]
 
     def encode_batch(self, texts: list[str]) -> list[Encoded]:
+        return [
+            Encoded(list(e.ids), list(e.tokens), _cover_trailing_marks(text, e.offsets))
+            for text, e in zip(texts, self._encode_batch(texts))
+        ]
+
+    def encode_ids_batch(self, texts: list[str]) -> list[list[int]]:
+        """The ids of encode_batch alone: half the work where tokens and offsets are not needed
+        (classification)."""
+        return [e.ids for e in self._encode_batch(texts)]
+
+    def _encode_batch(self, texts: list[str]):
         # per-character maps keep every offset valid for the text as given
         normalised = [t.translate(FULLWIDTH_TO_HALFWIDTH) for t in texts] if self.fullwidth_to_halfwidth else texts
         if self.do_lower_case:
             normalised = [_lower_final_sigmas(t) for t in normalised]
-        return [
-            Encoded(list(e.ids), list(e.tokens), _cover_trailing_marks(text, e.offsets))
-            for text, e in zip(texts, self._tokenizer.encode_batch(normalised, add_special_tokens=False))
-        ]
+        return self._tokenizer.encode_batch(normalised, add_special_tokens=False)
 
     def character_ids(self, characters) -> list[int]:
         """One id per character, for tagging character by character (NER): the character's word piece
         after the BERT normaliser, or [UNK] for one that normalises to nothing (a space, a control or
-        zero-width character), so ids and tags stay aligned."""
+        zero-width character), so ids and tags stay aligned. Each character is a word of its own, so
+        its id depends on nothing else: each distinct one is looked up once per tokenizer."""
         characters = list(characters)
+        unseen = list(dict.fromkeys(c for c in characters if c not in self._character_ids))
+        if unseen:
+            self._character_ids.update(zip(unseen, self._look_up_characters(unseen)))
+        return [self._character_ids[c] for c in characters]
+
+    def _look_up_characters(self, characters: list[str]) -> list[int]:
         words = [c.translate(FULLWIDTH_TO_HALFWIDTH) for c in characters] if self.fullwidth_to_halfwidth else characters
         encoding = self._tokenizer.encode(words, is_pretokenized=True, add_special_tokens=False)
         ids = [self.vocab[UNK]] * len(characters)

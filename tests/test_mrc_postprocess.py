@@ -122,10 +122,14 @@ def brute_force(example, features, rows, start, end, max_answer_length):
     return sorted(best.items(), key=lambda item: -item[1])
 
 
-def test_n_best_equals_exhaustive_search_when_n_best_covers_every_piece(tokenizer):
+@pytest.mark.parametrize("chunk", [None, 2], ids=["one-chunk", "chunks-of-2"])
+def test_n_best_equals_exhaustive_search_when_n_best_covers_every_piece(tokenizer, monkeypatch, chunk):
+    if chunk:  # candidate pairs are found a chunk of features at a time: splitting must not change them
+        monkeypatch.setattr("cnbert.data.mrc_postprocess._PAIR_CHUNK", chunk)
     rng = np.random.default_rng(7)
     examples = [example("a"), example("b", context="乙" * 5 + "Hello world 한국 Straße" + "丙" * 30)]
     features = features_of(tokenizer, examples)
+    assert len(features) > 2 * 2
     start, end = rng.normal(size=features.input_ids.shape), rng.normal(size=features.input_ids.shape)
     start[:, :4] = end[:, :4] = 100  # [CLS], the question and [SEP] must never win
     predictions = postprocess_predictions(examples, features, start, end, n_best_size=32, max_answer_length=6)

@@ -89,6 +89,9 @@ def test_one_token_per_character_as_google_bert_tokenizes_each_character():
     chars = [c for s in sentences for c in s.chars] + list("Ａé \u200b\x00ﬁ")
     want = [reference.convert_tokens_to_ids((reference.tokenize(c) or ["[UNK]"])[0]) for c in chars]
     assert tokenizer.character_ids(chars) == want
+    # each distinct character is looked up once, then answered from what the tokenizer learnt
+    assert tokenizer.character_ids(chars[::-1]) == want[::-1]
+    assert len(tokenizer._character_ids) == len(set(chars))
 
 
 @pytest.mark.parametrize("doc_stride", [None, 38, 7])

@@ -171,6 +171,7 @@ def test_ids_and_offsets_match_the_reference_on_fixtures_and_tricky_text(tokeniz
         assert encoded.tokens == tokenizer.convert_ids_to_tokens(encoded.ids)
         assert offset_problems(text, encoded, reference) == [], text
     assert tokenizer.encode(TRICKY_TEXTS[1]) == tokenizer.encode_batch([TRICKY_TEXTS[1]])[0]
+    assert tokenizer.encode_ids_batch(texts) == [encoded.ids for encoded in tokenizer.encode_batch(texts)]
 
 
 def test_a_token_ends_after_the_combining_marks_that_follow_it(tokenizer):

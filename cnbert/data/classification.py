@@ -174,8 +174,8 @@ def build_classification_features(examples: Sequence[ClassificationExample], tok
     if any(labelled) and not all(labelled):
         raise ValueError(f"example {examples[labelled.index(False)].guid} has no label, but others have one")
     label_index = {name: i for i, name in enumerate(labels)}
-    pieces_a = [enc.ids for enc in tokenizer.encode_batch([e.text_a for e in examples])]
-    pieces_b = [enc.ids for enc in tokenizer.encode_batch([e.text_b for e in examples])] if pair else None
+    pieces_a = tokenizer.encode_ids_batch([e.text_a for e in examples])
+    pieces_b = tokenizer.encode_ids_batch([e.text_b for e in examples]) if pair else None
     rows, truncated = [], 0
     for i in range(len(examples)):
         a = list(pieces_a[i])

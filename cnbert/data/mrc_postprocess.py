@@ -127,9 +127,18 @@ class _Pairs:
     count: np.ndarray
 
 
+_PAIR_CHUNK = 1024  # features scored at once: the [chunk, k * k] temporaries stay tens of MB
+
+
 def _candidate_pairs(features: MrcFeatures, start_logits, end_logits, n_best_size, max_answer_length) -> _Pairs:
-    is_context = features.context_offsets[:, :, 0] >= 0
-    start_scores = np.where(is_context & features.token_is_max_context, start_logits, -np.inf)
+    chunks = [_chunk_pairs(features.context_offsets[rows, :, 0] >= 0, features.token_is_max_context[rows],
+                           start_logits[rows], end_logits[rows], n_best_size, max_answer_length)
+              for rows in (slice(i, i + _PAIR_CHUNK) for i in range(0, max(len(start_logits), 1), _PAIR_CHUNK))]
+    return _Pairs(*(np.concatenate([getattr(chunk, name) for chunk in chunks]) for name in ("start", "end", "count")))
+
+
+def _chunk_pairs(is_context, is_max_context, start_logits, end_logits, n_best_size, max_answer_length) -> _Pairs:
+    start_scores = np.where(is_context & is_max_context, start_logits, -np.inf)
     end_scores = np.where(is_context, end_logits, -np.inf)
     k = min(n_best_size, start_scores.shape[1])
     starts = np.argpartition(-start_scores, k - 1, axis=1)[:, :k]
@@ -142,7 +151,7 @@ def _candidate_pairs(features: MrcFeatures, start_logits, end_logits, n_best_siz
     order = np.argsort(-scores, axis=1, kind="stable")
     pair_start = np.take_along_axis(np.broadcast_to(s, valid.shape).reshape(len(scores), -1), order, axis=1)
     pair_end = np.take_along_axis(np.broadcast_to(e, valid.shape).reshape(len(scores), -1), order, axis=1)
-    return _Pairs(pair_start, pair_end, valid.reshape(len(scores), -1).sum(axis=1))
+    return _Pairs(pair_start.astype(np.int32), pair_end.astype(np.int32), valid.reshape(len(scores), -1).sum(axis=1))
 
 
 def _best_spans(example: MrcExample, features: MrcFeatures, feature_ids, pairs: _Pairs, start_logits, end_logits,
