@@ -2,6 +2,7 @@
 exit status 2, and a --help that lists the script's own flags."""
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from absl import app, flags
 
@@ -22,8 +23,9 @@ def run(program: str, main: Callable) -> None:
         except flags.Error as e:
             print_usage_error(program, e)
         except (OSError, UnicodeDecodeError) as e:  # absl reads a flag file as UTF-8 text, and lets these out
-            named = [arg.split("=", 1)[1] for arg in argv if arg.startswith(("--flagfile=", "-flagfile="))]
-            print_usage_error(program, f"cannot read --flagfile={' / '.join(named)} as UTF-8 text: {e}")
+            path = _unreadable_flag_file(argv[1:])
+            print_usage_error(program, f"cannot read {f'--flagfile={path}' if path else 'a --flagfile'} as "
+                                       f"UTF-8 text: {e}")
         sys.exit(EXIT_USAGE)
 
     _help_lists_flags_of(main.__module__)
@@ -38,3 +40,34 @@ def _help_lists_flags_of(module_name: str) -> None:
         return
     for flag in flags.FLAGS.get_key_flags_for_module(module_name):
         flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+
+
+def _flag_files_named(args) -> list[str]:
+    """The flag files among command-line arguments or flag-file lines: --flagfile=F or --flagfile F."""
+    args = [arg.strip() for arg in args]
+    named = []
+    for i, arg in enumerate(args):
+        name, equals, value = arg.partition("=")
+        if name.lstrip("-") == "flagfile" and name.startswith("-"):
+            if equals:
+                named.append(value)
+            elif i + 1 < len(args):
+                named.append(args[i + 1])
+    return named
+
+
+def _unreadable_flag_file(args) -> str | None:
+    """The first flag file, named on the command line or inside another flag file, that cannot be
+    read as UTF-8 text."""
+    pending, seen = _flag_files_named(args), set()
+    while pending:
+        path = pending.pop(0)
+        if path in seen:
+            continue
+        seen.add(path)
+        try:
+            text = Path(path).read_bytes().decode("utf-8")
+        except (OSError, UnicodeDecodeError):
+            return path
+        pending += _flag_files_named(text.splitlines())
+    return None

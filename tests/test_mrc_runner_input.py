@@ -370,16 +370,26 @@ def test_a_damaged_settings_file_beside_the_model_is_named(tmp_path, settings, m
 @pytest.mark.parametrize("settings, message", [
     ({"n_best_size": 0}, "--n_best_size must be at least 1, got 0 (--n_best_size from cnbert_mrc_settings.json "
                          "beside --model_dir)"),
-    ({"max_seq_length": 64, "doc_stride": 1000}, "(--max_seq_length, --doc_stride from cnbert_mrc_settings.json "
-                                                 "beside --model_dir)"),
+    ({"max_seq_length": 64, "max_query_length": 16, "doc_stride": 1000},
+     "doc_stride (1000) is larger than the smallest passage window (max_seq_length - max_query_length - 3 = 45); "),
+    ({"max_seq_length": 64, "max_query_length": 16, "doc_stride": 1000},
+     "(--max_seq_length, --max_query_length, --doc_stride from cnbert_mrc_settings.json beside --model_dir)"),
+    ({"max_seq_length": 64}, "max_seq_length (64) leaves no room for the passage: it must be at least "
+                             "max_query_length + 4 = 68 ([CLS] question [SEP] passage [SEP]) (--max_seq_length from "
+                             "cnbert_mrc_settings.json beside --model_dir)"),
 ])
 def test_a_bad_value_in_the_settings_beside_the_model_is_traced_to_that_file(tmp_path, settings, message):
     model_dir = saved_cmrc_model(tmp_path)
     (model_dir / "cnbert_mrc_settings.json").write_text(json.dumps({"task": "cmrc2018", **settings}))
-    proc = run_cli(["--mode=predict", "--task=cmrc2018", f"--model_dir={model_dir}", "--question=谁？",
-                    "--context=范廷颂是越南罗马天主教枢机。"], check=False)
+    question = ["--mode=predict", "--task=cmrc2018", f"--model_dir={model_dir}", "--question=谁？",
+                "--context=范廷颂是越南罗马天主教枢机。"]
+    proc = run_cli(question, check=False)
     assert proc.returncode == 2
     assert_refused(proc, message)
+    # a bad value typed on the command line is not blamed on the file
+    (model_dir / "cnbert_mrc_settings.json").write_text(json.dumps({"task": "cmrc2018", "max_seq_length": 64}))
+    proc = run_cli(question + ["--doc_stride=0"], check=False)
+    assert_refused(proc, "cnbert-mrc: error: doc_stride must be a positive integer, got 0\n")
 
 
 def test_dev_file_equal_to_train_file_is_warned_about_and_flags_txt_reruns_the_run(tmp_path, tiny_config):
@@ -412,12 +422,15 @@ def test_tf_predict_mode_uses_the_distribution_strategy_asked_for(tmp_path):
     assert '"answer":' in proc.stdout
 
 
-def test_a_flag_file_that_is_not_utf8_is_a_usage_error(tmp_path):
+def test_a_flag_file_that_is_not_utf8_is_a_usage_error_naming_it(tmp_path):
     flag_file = tmp_path / "run.flags"
     flag_file.write_text("--task=cmrc2018\n", encoding="utf-16")  # as Windows Notepad saves "Unicode"
-    proc = run_cli([f"--flagfile={flag_file}"], check=False)
-    assert proc.returncode == 2
-    assert_refused(proc, f"cnbert-mrc: error: cannot read --flagfile={flag_file} as UTF-8 text: 'utf-8' codec")
+    outer = tmp_path / "outer.flags"
+    outer.write_text(f"--seeds=1\n--flagfile={flag_file}\n")
+    for args in ([f"--flagfile={flag_file}"], ["--flagfile", str(flag_file)], [f"--flagfile={outer}"]):
+        proc = run_cli(args, check=False)
+        assert proc.returncode == 2
+        assert_refused(proc, f"cnbert-mrc: error: cannot read --flagfile={flag_file} as UTF-8 text: 'utf-8' codec")
 
 
 @pytest.mark.parametrize("script, own_flag", [("cnbert-mrc", "--doc_stride"), ("cnbert-classify", "--text_a"),

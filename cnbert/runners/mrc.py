@@ -60,7 +60,9 @@ def _feature_config() -> FeatureConfig:
         return FeatureConfig(max_seq_length=FLAGS.max_seq_length, max_query_length=FLAGS.max_query_length,
                              doc_stride=FLAGS.doc_stride)
     except ValueError as e:
-        raise app.UsageError(f"{e}{common.value_origin('max_seq_length', 'max_query_length', 'doc_stride')}") from None
+        # the settings file is named only for the values the failed check read (its message names them)
+        checked = [name for name in ("max_seq_length", "max_query_length", "doc_stride") if name in str(e)]
+        raise app.UsageError(f"{e}{common.value_origin(*checked)}") from None
 
 
 def _check_decoding_flags() -> None:

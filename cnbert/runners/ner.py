@@ -58,7 +58,8 @@ def _resolve_doc_stride() -> None:
     if not 1 <= FLAGS.doc_stride <= span:
         raise app.UsageError(f"--doc_stride must be between 1 and --max_seq_length - 2 = {span} (larger steps would "
                              f"skip characters), got {FLAGS.doc_stride}"
-                             f"{common.value_origin('doc_stride', 'max_seq_length')}")
+                             # below 1 is wrong whatever the window; above the bound, the window may be the file's
+                             f"{common.value_origin('doc_stride', *(['max_seq_length'] if FLAGS.doc_stride >= 1 else []))}")
 
 
 def _featurise(task, sentences, tokenizer, source: str):
