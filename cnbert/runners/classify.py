@@ -19,8 +19,8 @@ import logging
 
 from absl import app, flags
 
-from cnbert.data.classification import ClassificationExample, build_classification_features
 from cnbert import command_line
+from cnbert.data.classification import ClassificationExample, build_classification_features
 from cnbert.runners import common
 from cnbert.tasks import classification as tasks
 

@@ -22,9 +22,9 @@ from typing import Any
 from absl import app, flags
 
 from cnbert.checkpoints import check_vocab_size, find_weights, is_sibert_checkpoint, read_pretrained_config
+from cnbert.command_line import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, print_usage_error
 from cnbert.config import BertConfig, ConfigError, read_config
 from cnbert.errors import DataError
-from cnbert.command_line import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, print_usage_error
 from cnbert.io_utils import read_json_file, replaced_together, write_json, write_text
 from cnbert.report import format_markdown, summarize_seeds
 from cnbert.tokenization import ChineseBertTokenizer, bundled_vocab_path

@@ -19,10 +19,10 @@ from typing import NamedTuple
 
 from absl import app, flags
 
+from cnbert import command_line
 from cnbert.data import FeatureConfig, build_features, postprocess_predictions
 from cnbert.errors import DataError
 from cnbert.io_utils import read_json_file, replaced_together
-from cnbert import command_line
 from cnbert.runners import common
 from cnbert.tasks import mrc as tasks
 

@@ -16,8 +16,8 @@ import logging
 import numpy as np
 from absl import app, flags
 
-from cnbert.data.ner import NerSentence, build_ner_features, decode_tags, default_doc_stride, entities
 from cnbert import command_line
+from cnbert.data.ner import NerSentence, build_ner_features, decode_tags, default_doc_stride, entities
 from cnbert.runners import common
 from cnbert.tasks import ner as tasks
 
