@@ -135,7 +135,7 @@ class ChineseBertTokenizer:
         )
         tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         self._tokenizer = tokenizer
-        self._character_ids: dict[str, int] = {}  # character_ids' lookups so far
+        self._character_ids: dict[bool, dict[str, int]] = {}  # character_ids' lookups so far
 
     @property
     def vocab_size(self) -> int:
@@ -183,10 +183,12 @@ class ChineseBertTokenizer:
         zero-width character), so ids and tags stay aligned. Each character is a word of its own, so
         its id depends on nothing else: each distinct one is looked up once per tokenizer."""
         characters = list(characters)
-        unseen = list(dict.fromkeys(c for c in characters if c not in self._character_ids))
+        # keyed by the one setting read at call time (the normaliser's are fixed at construction)
+        known = self._character_ids.setdefault(self.fullwidth_to_halfwidth, {})
+        unseen = list(dict.fromkeys(c for c in characters if c not in known))
         if unseen:
-            self._character_ids.update(zip(unseen, self._look_up_characters(unseen)))
-        return [self._character_ids[c] for c in characters]
+            known.update(zip(unseen, self._look_up_characters(unseen)))
+        return [known[c] for c in characters]
 
     def _look_up_characters(self, characters: list[str]) -> list[int]:
         words = [c.translate(FULLWIDTH_TO_HALFWIDTH) for c in characters] if self.fullwidth_to_halfwidth else characters

@@ -91,7 +91,9 @@ def test_one_token_per_character_as_google_bert_tokenizes_each_character():
     assert tokenizer.character_ids(chars) == want
     # each distinct character is looked up once, then answered from what the tokenizer learnt
     assert tokenizer.character_ids(chars[::-1]) == want[::-1]
-    assert len(tokenizer._character_ids) == len(set(chars))
+    assert len(tokenizer._character_ids[False]) == len(set(chars))
+    tokenizer.fullwidth_to_halfwidth = True  # read at call time: the lookups so far do not apply
+    assert tokenizer.character_ids(["Ａ"]) == [reference.convert_tokens_to_ids("a")]
 
 
 @pytest.mark.parametrize("doc_stride", [None, 38, 7])
