@@ -301,8 +301,9 @@ def test_a_loss_that_stays_non_finite_stops_training_without_touching_the_weight
     before = ctf.canonical_weights(model)
     training = TrainingConfig(num_train_epochs=3, train_batch_size=4, max_consecutive_nonfinite=2)
     trainer = backend.Trainer(model, training, "drcd", show_progress=False, jit_compile=False)
-    with pytest.raises(ctf.NonFiniteLossError, match="NaN/inf for 2 consecutive steps \\(last at step 2\\)"):
+    with pytest.raises(ctf.NonFiniteLossError, match="NaN/inf for 2 consecutive steps \\(last at step 2\\)") as info:
         trainer.fit(arrays)
+    assert [step for step, _ in info.value.result.losses] == [1, 2]  # the stopping step is logged too
     after = ctf.canonical_weights(model)
     for name, value in before.items():
         np.testing.assert_array_equal(after[name], value, err_msg=name)

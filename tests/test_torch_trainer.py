@@ -288,9 +288,13 @@ def test_best_evaluation_uses_one_criterion_and_repeated_nan_loss_stops_keeping_
     cfg = TrainingConfig(learning_rate=1e-3, num_train_epochs=5, train_batch_size=8, eval_every=1,
                          max_consecutive_nonfinite=3)
     trainer = Trainer(fresh_model(), cfg, count_steps, show_progress=False)
-    with pytest.raises(NonFiniteLossError, match="3 consecutive steps.*best checkpoint saved so far \\(step 1\\)"):
+    with pytest.raises(NonFiniteLossError, match="3 consecutive steps.*best checkpoint saved so far \\(step 1\\)") as info:
         trainer.fit(toy_data(), evaluate=lambda: {"F1": 1.0, "EM": 1.0}, criterion=lambda m: 0.0,
                     on_new_best=kept.append)
+    # every step's loss is in the history, the one that stopped the run included
+    losses = info.value.result.losses
+    assert [step for step, _ in losses] == list(range(1, len(losses) + 1))
+    assert f"(last at step {losses[-1][0]})" in str(info.value) and not math.isfinite(losses[-1][1])
     assert [m["step"] for m in kept] == [1]  # ties keep the earlier evaluation
     # parameters were not touched by the NaN steps
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())

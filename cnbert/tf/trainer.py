@@ -148,12 +148,12 @@ class Trainer:
                 batch, weights, seeds = self._replica_inputs(arrays, batch_index, step - 1, micro_size)
                 loss_sum, grads = grad_step(batch, weights, seeds, tf.constant(len(batch_index), tf.float32))
                 loss_value = float(loss_sum) / len(batch_index)
+                run.record_loss(step, loss_value)  # first: the step that stops a diverged run is logged too
                 # with fp16 the loss-scale optimizer skips a non-finite step itself and lowers the scale
                 if run.check_loss(step, loss_value) or cfg.precision == "fp16":
                     schedule_step.assign(step - 1)
                     apply_step(grads)
                 lr = cfg.learning_rate * cfg.lr_multiplier(step - 1, total_steps)  # the rate this step used
-                run.record_loss(step, loss_value)
                 progress.update(1)
                 progress.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
                 if writer and (step % cfg.logging_steps == 0 or step == 1):

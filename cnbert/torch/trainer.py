@@ -103,12 +103,12 @@ class Trainer:
         try:
             for step, batch_index in enumerate(run.global_batches(), start=1):
                 loss_value = self._accumulate(wrapped, train, batch_index, scaler)
+                run.record_loss(step, loss_value)  # first: the step that stops a diverged run is logged too
                 if run.check_loss(step, loss_value) or scaler.is_enabled():
                     self._optimizer_step(model, optimizer, scaler)  # with fp16 the scaler skips a non-finite step
                 optimizer.zero_grad(set_to_none=True)
                 lr = scheduler.get_last_lr()[0]  # the rate this step used, before the schedule moves on
                 scheduler.step()
-                run.record_loss(step, loss_value)
                 progress.update(1)
                 progress.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
                 if writer and (step % cfg.logging_steps == 0 or step == 1):
