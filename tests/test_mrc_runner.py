@@ -263,8 +263,9 @@ def test_a_diverging_seed_stops_alone_and_the_report_names_it(tmp_path, tiny_con
     assert "5 consecutive steps" in report["stopped_seeds"]["456"]
     assert "- 456: training loss was NaN/inf for 5 consecutive steps" in (out / "report.md").read_text()
     history = json.loads((out / "seed_456" / "training_history.json").read_text())
-    # steps 1 to 4 went on (their real losses recorded); the fifth non-finite step stopped the seed
-    assert [step for step, _ in history["losses"]] == [1, 2, 3, 4] and "5 consecutive" in history["stopped"]
+    # steps 1 to 4 went on (their real losses recorded); the fifth non-finite step stopped the seed,
+    # and is recorded too
+    assert [step for step, _ in history["losses"]] == [1, 2, 3, 4, 5] and "5 consecutive" in history["stopped"]
 
 
 def test_the_best_seed_is_the_highest_f1_plus_em_and_its_model_scores_the_test_file(tmp_path, tiny_config):
