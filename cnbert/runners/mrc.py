@@ -51,7 +51,8 @@ PREDICT_SETTINGS = ("max_seq_length", "doc_stride", "max_query_length", "max_ans
 PREDICT_SETTINGS_FILE = "cnbert_mrc_settings.json"
 # Only cjrc has unanswerable questions, so only its decoding compares the null score.
 NULL_SCORE_TASKS = ("cjrc",)
-CLASS_HEAD_TASKS = ("cjrc",)  # the tasks whose model classifies (CJRC's answer class) besides finding spans
+# the tasks whose model classifies (CJRC's answer class) besides finding spans
+CLASS_HEAD_TASKS = tuple(name for name, task in tasks.TASKS.items() if task.answer_classes)
 TOKEN_TYPES_NEEDED = "reading comprehension needs token types 0 (question) and 1 (passage)"
 
 
