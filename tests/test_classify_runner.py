@@ -248,6 +248,7 @@ def test_predict_mode_under_torchrun_prints_and_writes_once(trained_run, tmp_pat
     proc = run_runner(["--mode=predict", "--task=chnsenticorp", f"--model_dir={best_model}", f"--predict_file={dev}",
                        f"--output_dir={tmp_path / 'p'}"], torchrun_procs=2, module="cnbert.runners.classify")
     assert sum(line.startswith("wrote ") for line in proc.stdout.splitlines()) == 1
+    assert proc.stdout.count("as in training (cnbert_classify_settings.json)") == 1
     assert (tmp_path / "p" / "predictions.tsv").read_text() == (out / "seed_123" / "predictions.tsv").read_text()
 
 
@@ -309,6 +310,63 @@ def test_tensorflow_multi_worker_run_writes_once_from_the_chief(tmp_path, tiny_c
     test_results = json.loads((out / "test" / "test_results.json").read_text())
     assert test_results["model_dir"].endswith("seed_1/best_model") and set(report["seeds"]) == {"1"}
     assert not [path for path in out.rglob(".staged-*")]
+
+
+EXIT_STATUS_PER_RANK = """
+import os, time
+from pathlib import Path
+status_dir = Path(__file__).parent / "statuses"
+from cnbert.runners import classify
+try:
+    classify.run()
+except SystemExit as exit:
+    (status_dir / f"rank{os.environ['RANK']}").write_text(str(exit.code))
+    if os.environ["RANK"] == "0":
+        time.sleep(3)  # so that torchrun cannot stop rank 1 before it has written its status
+    raise
+"""
+
+
+def test_a_non_empty_output_dir_stops_every_torchrun_process_with_the_usage_error(trained_run, tmp_path, tiny_config):
+    """Rank 0 alone looks into --output_dir (the others could see the flags.txt it writes), and tells
+    the others: every process exits with the usage error, none goes on to read data."""
+    out, dev, _ = trained_run
+    script = tmp_path / "exit_status.py"
+    script.write_text(EXIT_STATUS_PER_RANK)
+    statuses = tmp_path / "statuses"
+    statuses.mkdir()
+    proc = run_runner(["--task=chnsenticorp", f"--bert_config_file={tiny_config}",
+                       f"--train_file={dev}", f"--dev_file={dev}", f"--output_dir={out}"],
+                      torchrun_procs=2, check=False, script=script)
+    assert proc.returncode != 0
+    assert {path.name: path.read_text() for path in statuses.iterdir()} == {"rank0": "2", "rank1": "2"}, \
+        proc.stderr[-3000:]
+    assert proc.stderr.count(f"--output_dir={out} is not empty") == 2
+
+
+def test_a_non_empty_output_dir_stops_every_tensorflow_worker_with_the_usage_error(trained_run, tmp_path,
+                                                                                   tiny_config):
+    import socket
+    import subprocess
+    import sys
+
+    from conftest import REPO
+    out, dev, _ = trained_run
+    script = tmp_path / "worker.py"
+    script.write_text(MULTI_WORKER)
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        port = probe.getsockname()[1]
+    args = ["--framework=tf", "--distribution_strategy=multi_worker_mirrored", "--task=chnsenticorp",
+            f"--bert_config_file={tiny_config}", f"--train_file={dev}", f"--dev_file={dev}", "--noprogress",
+            "--device=cpu", f"--output_dir={out}"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    workers = [subprocess.Popen([sys.executable, str(script), str(port), str(index), *args], cwd=REPO, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for index in (0, 1)]
+    outputs = [worker.communicate(timeout=600) for worker in workers]
+    for worker, (_, stderr) in zip(workers, outputs):
+        assert worker.returncode == 2, stderr[-3000:]
+        assert f"--output_dir={out} is not empty" in stderr
 
 
 TWO_LOGICAL_CPUS = """

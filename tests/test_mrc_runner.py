@@ -268,6 +268,47 @@ def test_a_diverging_seed_stops_alone_and_the_report_names_it(tmp_path, tiny_con
     assert [step for step, _ in history["losses"]] == [1, 2, 3, 4, 5] and "5 consecutive" in history["stopped"]
 
 
+@pytest.mark.slow
+def test_under_torchrun_a_diverging_seed_leaves_rank_0_time_to_write_the_others_outputs(tmp_path, tiny_config):
+    """As above under two processes, with every best-model save slowed down by 3 s (a large
+    checkpoint): every process stops on the diverged seed, and the others wait for rank 0, the one
+    writing, to save seed 123's last best model and the report, rather than exit first and have
+    torchrun kill it mid-write. The notes (random initialisation, dev = train) come once, from rank 0."""
+    script = patched_runner(tmp_path, """
+        import time
+
+        from cnbert.torch import backend
+        from cnbert.training import TrainingRun
+
+        check_loss = TrainingRun.check_loss
+
+        def nan_for_seed_456(self, step, loss):
+            return check_loss(self, step, float("nan") if self.config.seed == 456 else loss)
+
+        TrainingRun.check_loss = nan_for_seed_456
+        save = backend.save_pretrained
+
+        def slow_save(*args, **kwargs):
+            time.sleep(3)
+            save(*args, **kwargs)
+
+        backend.save_pretrained = slow_save
+    """)
+    sample = REPO / "tests" / "fixtures" / "mrc_cmrc2018_sample.json"
+    out = tmp_path / "out"
+    proc = run_cli(["--task=cmrc2018", f"--bert_config_file={tiny_config}", f"--train_file={sample}",
+                    f"--dev_file={sample}", *SIZES, "--num_train_epochs=1", "--train_batch_size=8",
+                    "--seeds=456,123", f"--output_dir={out}"], torchrun_procs=2, check=False, script=script)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert list(report["seeds"]) == ["123"] and "456" in report["stopped_seeds"]
+    assert (out / "report.md").is_file() and (out / "seed_123" / "training_history.json").is_file()
+    assert (out / "seed_123" / "best_model" / "config.json").is_file() and not list(out.rglob(".staged-*"))
+    assert proc.stderr.count("seed(s) 456 stopped before the end of training") == 2  # one per process
+    assert proc.stdout.count("RANDOMLY INITIALISED") == 1
+    assert proc.stdout.count("WARNING: --dev_file is --train_file") == 1
+
+
 def test_the_best_seed_is_the_highest_f1_plus_em_and_its_model_scores_the_test_file(tmp_path, tiny_config):
     """Dev scores patched in per seed: 123 gets F1 60 + EM 30 = 90, 456 gets 70 + 35 = 105 and 789
     gets 75 + 10 = 85 (the best F1 alone, the worst sum). The report must name 456, the seed with

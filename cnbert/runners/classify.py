@@ -127,11 +127,11 @@ def predict():
         left_out = [e.guid for e in examples if e.label is None] if scored else []
         if left_out:
             # (DBQA) lines whose label is not the task's: predicted, and left out of the score as training does
-            print(f"{FLAGS.predict_file}: {len(examples) - len(scored)} of {len(examples)} lines have labels outside "
-                  "the task's (see above): they are predicted but not scored", flush=True)
+            common.note(f"{FLAGS.predict_file}: {len(examples) - len(scored)} of {len(examples)} lines have labels "
+                        "outside the task's (see above): they are predicted but not scored")
         if scored and not tasks.scorable(task, [examples[i] for i in scored]):
-            print(f"the labels in {FLAGS.predict_file} cannot be scored: no candidate is labelled "
-                  f"{task.labels[-1]!r}; writing predictions only", flush=True)
+            common.note(f"the labels in {FLAGS.predict_file} cannot be scored: no candidate is labelled "
+                        f"{task.labels[-1]!r}; writing predictions only")
             scored = []
     unlabelled = [dataclasses.replace(e, label=None) for e in examples]  # scoring reads `examples`
     features = _featurise(task, unlabelled, setup.tokenizer, FLAGS.predict_file or "--text_a")

@@ -219,6 +219,16 @@ def backend():
 
 
 _OPEN_GROUPS: list[tuple[Any, Any]] = []  # (backend, process_group()) to finish when the runner succeeds
+_PENDING_NOTES: list[str] = []  # note()s made before process_group() knew which process is the main one
+
+
+def note(message: str) -> None:
+    """Print `message` from the main process alone (under torchrun or several TF workers every
+    process runs the runner): now if process_group() has been made, else as soon as it is."""
+    if not _OPEN_GROUPS:
+        _PENDING_NOTES.append(message)
+    elif _OPEN_GROUPS[-1][1].is_main:
+        print(message, flush=True)
 
 
 def process_group(backend_module):
@@ -231,7 +241,16 @@ def process_group(backend_module):
     else:
         ctx = backend_module.init_distributed(FLAGS.distribution_strategy)
     _OPEN_GROUPS.append((backend_module, ctx))
+    while _PENDING_NOTES:
+        note(_PENDING_NOTES.pop(0))
     return ctx
+
+
+def close_process_groups() -> None:
+    """Wait for every process, then let go of the process groups: the processes exit together."""
+    while _OPEN_GROUPS:
+        backend_module, ctx = _OPEN_GROUPS.pop()
+        backend_module.finish(ctx)
 
 
 def trainer_placement(ctx) -> dict:
@@ -291,12 +310,15 @@ def check_batch_split(config: TrainingConfig, processes: int) -> None:
 
 # ---- output ----------------------------------------------------------------------------------
 
-def check_output_dir(rank0: bool):
+def check_output_dir(rank0: bool, any_process: Callable[[bool], bool] = bool) -> None:
+    """--output_dir can be written, and is empty unless --overwrite_output_dir. Only rank 0 looks (the
+    others could already see the flags.txt it goes on to write); any_process(flag) tells them all
+    what it found, so that every process stops with the same error."""
     if not FLAGS.output_dir:
         raise app.UsageError("--output_dir is required")
     out = Path(FLAGS.output_dir)
     check_writable_directory("output_dir", out)
-    if rank0 and out.exists() and any(out.iterdir()) and not FLAGS.overwrite_output_dir:
+    if any_process(rank0 and out.exists() and any(out.iterdir()) and not FLAGS.overwrite_output_dir):
         raise app.UsageError(f"--output_dir={out} is not empty; pass --overwrite_output_dir to reuse it")
 
 
@@ -331,17 +353,17 @@ def effective_flags(program: str, runner_module: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def note_sibert_fullwidth(rank0: bool) -> None:
-    if rank0 and FLAGS.fullwidth_to_halfwidth and not FLAGS["fullwidth_to_halfwidth"].present:
-        print("siBert checkpoint: full-width characters are mapped to half-width before WordPiece, as siBert's "
-              "tokenizer does (--fullwidth_to_halfwidth)", flush=True)
+def note_sibert_fullwidth() -> None:
+    if FLAGS.fullwidth_to_halfwidth and not FLAGS["fullwidth_to_halfwidth"].present:
+        note("siBert checkpoint: full-width characters are mapped to half-width before WordPiece, as siBert's "
+             "tokenizer does (--fullwidth_to_halfwidth)")
 
 
 def note_random_init() -> None:
     if not FLAGS.init_checkpoint:
-        print(f"NOTE: no --init_checkpoint: the model is RANDOMLY INITIALISED from {FLAGS.bert_config_file}; "
-              "its scores say nothing about a pretrained model. Point --init_checkpoint at a pretrained Chinese "
-              "BERT directory for real numbers.", flush=True)
+        note(f"NOTE: no --init_checkpoint: the model is RANDOMLY INITIALISED from {FLAGS.bert_config_file}; "
+             "its scores say nothing about a pretrained model. Point --init_checkpoint at a pretrained Chinese "
+             "BERT directory for real numbers.")
 
 
 # ---- the multi-seed run ----------------------------------------------------------------------
@@ -374,8 +396,8 @@ def start_training(min_token_types: int, what: str) -> TrainingSetup:
     ctx = process_group(framework_backend)  # before anything runs a TensorFlow op
     config, vocab = model_config(min_token_types, what)
     rank0 = ctx.is_main
-    check_output_dir(rank0)
-    note_sibert_fullwidth(rank0)
+    check_output_dir(rank0, lambda flag: framework_backend.any_process(ctx, flag))
+    note_sibert_fullwidth()
     training_configs = [training_config(seed) for seed in seed_list]  # every seed's settings checked now
     check_batch_split(training_configs[0], ctx.world_size)
     note_random_init()
@@ -422,8 +444,8 @@ def train_on_files(program: str, runner_module: str, task, min_token_types: int,
 
 def warn_if_dev_is_train() -> None:
     if Path(FLAGS.dev_file).resolve() == Path(FLAGS.train_file).resolve():
-        print("WARNING: --dev_file is --train_file: dev scores (and the best-model choice) will be measured on "
-              "training data", flush=True)
+        note("WARNING: --dev_file is --train_file: dev scores (and the best-model choice) will be measured on "
+             "training data")
 
 
 class TrainingStopped(RuntimeError):
@@ -667,7 +689,7 @@ def use_training_settings(model_dir: Path, settings_file: str, names: Sequence[s
         setattr(FLAGS, name, value)
         _FROM_SETTINGS[name] = path.name
     if taken:
-        print("as in training (" + path.name + "): " + ", ".join(f"--{k}={v}" for k, v in taken.items()), flush=True)
+        note("as in training (" + path.name + "): " + ", ".join(f"--{k}={v}" for k, v in taken.items()))
 
 
 # ---- the command line ------------------------------------------------------------------------
@@ -682,17 +704,21 @@ def run_main(program: str, argv, body: Callable[[], None]) -> int:
             raise app.UsageError("--task is required")
         expand_paths()
         body()
-        while _OPEN_GROUPS:  # only after success: a process that failed alone would leave the others waiting
-            backend_module, ctx = _OPEN_GROUPS.pop()
-            backend_module.finish(ctx)
+        close_process_groups()  # only when every process got here: one that failed alone would leave the others waiting
     except app.UsageError as e:
         # printed here rather than by absl, which under `python -m` or torchrun adds the module
         # docstring and every flag's help, burying the one line that matters
         print_usage_error(program, e)
         return EXIT_USAGE
-    except (DataError, ConfigError, TrainingStopped) as e:
-        # bad input (a data file, a checkpoint, a config), the message naming the file and the
-        # record; or a seed whose training diverged, after the other seeds' report was written
+    except TrainingStopped as e:
+        # a seed whose training diverged, after the other seeds' outputs and report were written.
+        # Every process stops here (the loss that stopped it is averaged over them), rank 0 last, as it
+        # alone writes: the others wait for it, or torchrun would kill it mid-write when they exit.
+        print(f"{program}: error: {e}", file=sys.stderr, flush=True)
+        close_process_groups()
+        return EXIT_FAILED
+    except (DataError, ConfigError) as e:
+        # bad input (a data file, a checkpoint, a config), the message naming the file and the record
         print(f"{program}: error: {e}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:

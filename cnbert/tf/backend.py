@@ -6,12 +6,12 @@ import keras
 
 from cnbert.config import BertConfig
 from cnbert.tf.checkpoint import LoadReport, load_finetuned, load_pretrained, model_for_task, save_pretrained
-from cnbert.tf.distribute import barrier, finish, init_distributed, use_device
+from cnbert.tf.distribute import any_process, barrier, finish, init_distributed, use_device
 from cnbert.tf.export import export_saved_model
 from cnbert.tf.trainer import FitResult, Trainer
 
 __all__ = ["create_model", "load_finetuned", "save_pretrained", "Trainer", "FitResult", "seed_everything",
-           "export_saved_model", "use_device", "init_distributed", "barrier", "finish"]
+           "export_saved_model", "use_device", "init_distributed", "any_process", "barrier", "finish"]
 
 
 def seed_everything(seed: int) -> None:

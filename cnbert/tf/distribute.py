@@ -77,13 +77,24 @@ def init_distributed(strategy_name: str) -> StrategyContext:
     return StrategyContext(make_strategy(strategy_name))
 
 
-def barrier(context: StrategyContext) -> None:
-    """Return once every worker has called it (one all-reduce over the workers); a single process
-    has none to wait for."""
+def _sum_over_workers(context: StrategyContext, value: float) -> float:
+    """`value` summed over every replica of every worker (one all-reduce): all workers must call it."""
     strategy = context.strategy
-    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        tf.function(lambda: strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.constant(1.0)),
-                                            axis=None))()
+    return float(tf.function(lambda: strategy.reduce(tf.distribute.ReduceOp.SUM,
+                                                     strategy.run(lambda: tf.constant(value)), axis=None))())
+
+
+def any_process(context: StrategyContext, flag: bool) -> bool:
+    """Whether `flag` is true in any worker; every worker gets the same answer."""
+    if not isinstance(context.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return flag  # one process
+    return _sum_over_workers(context, float(flag)) > 0
+
+
+def barrier(context: StrategyContext) -> None:
+    """Return once every worker has called it; a single process has none to wait for."""
+    if isinstance(context.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        _sum_over_workers(context, 1.0)
 
 
 def finish(context: StrategyContext) -> None:

@@ -7,13 +7,13 @@ from __future__ import annotations
 from cnbert.config import BertConfig
 from cnbert.tasks import ignores_padding
 from cnbert.torch.checkpoint import TASK_HEADS, load_for_task, load_pretrained, model_for_task, save_pretrained
-from cnbert.torch.distributed import DistContext, barrier, check_device, finish, init_distributed
+from cnbert.torch.distributed import DistContext, any_process, barrier, check_device, finish, init_distributed
 from cnbert.torch.heads import classification_loss, cjrc_loss, span_loss, token_classification_loss
 from cnbert.torch.trainer import Trainer as _Trainer
 from cnbert.torch.trainer import seed_everything
 from cnbert.training import TrainingConfig
 
-__all__ = ["create_model", "load_finetuned", "save_pretrained", "Trainer", "barrier", "finish", "init_distributed",
+__all__ = ["create_model", "load_finetuned", "save_pretrained", "Trainer", "any_process", "barrier", "finish", "init_distributed",
            "seed_everything", "use_device"]
 
 

@@ -60,6 +60,15 @@ def all_gather_objects(obj, ctx: DistContext) -> list:
     return out
 
 
+def any_process(ctx: DistContext, flag: bool) -> bool:
+    """Whether `flag` is true in any process; every process gets the same answer."""
+    if not ctx.distributed:
+        return flag
+    votes = torch.tensor([int(flag)], device=ctx.device)  # NCCL reduces CUDA tensors only
+    dist.all_reduce(votes, op=dist.ReduceOp.MAX)
+    return bool(votes.item())
+
+
 def barrier(ctx: DistContext) -> None:
     if ctx.distributed:
         dist.barrier()
