@@ -579,6 +579,14 @@ def test_runner_fine_tunes_a_sibert_checkpoint_with_its_tokenizer(tmp_path):
     proc = run_cli(["--mode=predict", "--task=cmrc2018", f"--model_dir={best}", "--question=ＣＭＲＣ是什么？",
                     "--context=ＣＭＲＣ２０１８是中文阅读理解评测。"])
     assert "--fullwidth_to_halfwidth=True" in proc.stdout.split("as in training")[1].splitlines()[0]
+    # fine-tuned again from the saved model, which no longer looks like siBert's checkpoint: the map
+    # stays on, as its training settings say
+    again = tmp_path / "again"
+    proc = fine_tune_on_sample(best, again)
+    assert "--init_checkpoint was fine-tuned with full-width characters mapped to half-width " \
+           "(cnbert_mrc_settings.json)" in proc.stdout
+    assert json.loads((again / "seed_123" / "best_model" / "cnbert_mrc_settings.json").read_text()
+                      )["fullwidth_to_halfwidth"] is True
 
 
 def test_a_checkpoint_that_does_not_fit_fails_before_any_data_is_read(tmp_path, init_checkpoint):

@@ -158,13 +158,13 @@ def model_config(min_token_types: int, what: str) -> tuple[BertConfig, Path]:
         source = Path(FLAGS.init_checkpoint)
         directory = checkpoint_directory(source)
         config = read_pretrained_config(source, **overrides)  # BERT or ALBERT, any supported layout
-        _default_fullwidth_to_halfwidth(sibert=is_sibert_checkpoint(source))
+        _default_fullwidth_to_halfwidth(_fullwidth_reason(source, directory))
         vocab = Path(FLAGS.vocab_file) if FLAGS.vocab_file else directory / "vocab.txt"
         if not vocab.is_file():
             raise app.UsageError(f"--init_checkpoint={source}: {directory} has no vocab.txt; pass --vocab_file")
     elif FLAGS.bert_config_file:
         config = read_config(FLAGS.bert_config_file).replace(**overrides)
-        _default_fullwidth_to_halfwidth(sibert=False)
+        _default_fullwidth_to_halfwidth(None)
         vocab = Path(FLAGS.vocab_file) if FLAGS.vocab_file else bundled_vocab_path()
     else:
         raise app.UsageError("pass --init_checkpoint (a pretrained model) or --bert_config_file (random initialisation)")
@@ -186,11 +186,30 @@ def checkpoint_directory(source: Path) -> Path:
                          "(PREFIX.index is missing)")
 
 
-def _default_fullwidth_to_halfwidth(sibert: bool) -> None:
-    # siBert was pretrained on half-width text (its tokenizer maps full-width forms first): without the
-    # same map, full-width letters, digits and punctuation would reach it as other tokens, or [UNK]
+def _fullwidth_reason(source: Path, directory: Path) -> str | None:
+    """Why the model at --init_checkpoint reads text with full-width forms mapped to half-width, or
+    None: siBert was pretrained so (its tokenizer maps them first); a model cnbert fine-tuned with
+    the map (from siBert, say) says so in its training settings. Without the same map, full-width
+    letters, digits and punctuation would reach the model as other tokens, or [UNK]."""
+    if is_sibert_checkpoint(source):
+        return "siBert checkpoint: full-width characters are mapped to half-width before WordPiece, as siBert's " \
+               "tokenizer does (--fullwidth_to_halfwidth)"
+    for settings in sorted(directory.glob("cnbert_*_settings.json")):  # the runners' PREDICT_SETTINGS_FILEs
+        saved = read_json_file(settings)
+        if not isinstance(saved, dict):
+            raise ConfigError(f"{settings}: expected a JSON object of training settings, got {type(saved).__name__}")
+        if saved.get("fullwidth_to_halfwidth") is True:
+            return (f"--init_checkpoint was fine-tuned with full-width characters mapped to half-width "
+                    f"({settings.name}): so is this run (--fullwidth_to_halfwidth)")
+    return None
+
+
+def _default_fullwidth_to_halfwidth(reason: str | None) -> None:
+    """--fullwidth_to_halfwidth, when not given: on, with a note saying why, when there is a reason."""
     if FLAGS.fullwidth_to_halfwidth is None:
-        FLAGS.fullwidth_to_halfwidth = sibert
+        FLAGS.fullwidth_to_halfwidth = reason is not None
+        if reason:
+            note(reason)
 
 
 def check_model_fits_task(config: BertConfig, source: str, min_token_types: int, what: str) -> None:
@@ -353,12 +372,6 @@ def effective_flags(program: str, runner_module: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def note_sibert_fullwidth() -> None:
-    if FLAGS.fullwidth_to_halfwidth and not FLAGS["fullwidth_to_halfwidth"].present:
-        note("siBert checkpoint: full-width characters are mapped to half-width before WordPiece, as siBert's "
-             "tokenizer does (--fullwidth_to_halfwidth)")
-
-
 def note_random_init() -> None:
     if not FLAGS.init_checkpoint:
         note(f"NOTE: no --init_checkpoint: the model is RANDOMLY INITIALISED from {FLAGS.bert_config_file}; "
@@ -397,7 +410,6 @@ def start_training(min_token_types: int, what: str) -> TrainingSetup:
     config, vocab = model_config(min_token_types, what)
     rank0 = ctx.is_main
     check_output_dir(rank0, lambda flag: framework_backend.any_process(ctx, flag))
-    note_sibert_fullwidth()
     training_configs = [training_config(seed) for seed in seed_list]  # every seed's settings checked now
     check_batch_split(training_configs[0], ctx.world_size)
     note_random_init()
