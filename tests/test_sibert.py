@@ -245,3 +245,22 @@ def test_a_pretraining_directory_with_several_checkpoints_loads_the_prefix_named
     tf_model, _ = tf_backend.create_model("cmrc2018", CONFIG, directory / "model.ckpt-6000", directory / "vocab.txt")
     np.testing.assert_array_equal(ctf.canonical_weights(tf_model)["bert.embeddings.word_embeddings.weight"],
                                   later["bert_model/embedding/word_embedding"])
+
+
+def test_the_vocabulary_beside_a_checkpoint_prefix_is_checked_in_both_frameworks(sibert_dir, tmp_path):
+    """A prefix's config and vocabulary are its directory's: a vocab.txt one entry short of the
+    config's vocab_size is refused whether the directory or the prefix is passed."""
+    from cnbert.tf import BertModel as TFBertModel
+    from cnbert.tf import load_pretrained as tf_load_pretrained
+
+    directory = tmp_path / "SiBertV0"
+    shutil.copytree(sibert_dir, directory)
+    lines = (directory / "vocab.txt").read_text(encoding="utf-8").split("\n")
+    (directory / "vocab.txt").write_text("\n".join(lines[:VOCAB_SIZE - 1]) + "\n", encoding="utf-8")
+    message = (f"{directory / 'vocab.txt'}: the vocabulary has {VOCAB_SIZE - 1} entries but the model config says "
+               f"vocab_size={VOCAB_SIZE}")
+    for source in (directory, directory / "model.ckpt-5000"):
+        with pytest.raises(CheckpointError, match=message):
+            from_pretrained(BertModel, source)
+        with pytest.raises(CheckpointError, match=message):
+            tf_load_pretrained(TFBertModel(CONFIG), source)

@@ -125,15 +125,16 @@ def test_strict_loading_errors(hf_dir, change, message):
 
 def test_vocab_size_disagreements(tmp_path, hf_dir):
     small = BertForSpanExtraction(CONFIG.replace(vocab_size=21000))
+    for source in (hf_dir, hf_dir / "model.safetensors"):  # the vocab.txt beside a weights file is the model's too
+        with pytest.raises(CheckpointError, match="the vocabulary has 21128 entries but the model config says "
+                                                  "vocab_size=21000"):
+            load_pretrained(small, source)
+    lines = (hf_dir / "vocab.txt").read_text(encoding="utf-8").split("\n")
+    (hf_dir / "vocab.txt").write_text("\n".join(lines[:21000]) + "\n", encoding="utf-8")
     with pytest.raises(CheckpointError, match=r"embeddings\.word_embeddings\.weight: the checkpoint has shape "
                                               r"\(21128, 64\) but the model expects \(21000, 64\) "
                                               r"\(config vocab_size=21000, checkpoint has 21128\)"):
         load_pretrained(small, hf_dir / "model.safetensors")
-    with pytest.raises(CheckpointError, match="the vocabulary has 21128 entries but the model config says "
-                                              "vocab_size=21000"):
-        load_pretrained(small, hf_dir)
-    lines = (hf_dir / "vocab.txt").read_text(encoding="utf-8").split("\n")
-    (hf_dir / "vocab.txt").write_text("\n".join(lines[:21000]) + "\n", encoding="utf-8")
     with pytest.raises(CheckpointError, match=f"{hf_dir / 'vocab.txt'}: the vocabulary has 21000 entries"):
         from_pretrained(BertForSpanExtraction, hf_dir)
 

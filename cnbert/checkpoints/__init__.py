@@ -27,6 +27,7 @@ from cnbert.checkpoints.files import (
     WeightsFile,
     check_classifier_labels,
     check_vocab_size,
+    check_vocabulary,
     find_config,
     find_weights,
     is_sibert_checkpoint,
@@ -46,7 +47,7 @@ from cnbert.checkpoints.google_tf import (
 
 __all__ = [
     "BERT_NAME", "ENCODER_PREFIX", "PRETRAINING_HEAD_PREFIXES", "CheckpointError", "LoadPlan", "LoadReport",
-    "bert_parameter_shapes", "normalize_checkpoint_names", "plan_load", "reading_weights", "WeightsFile", "check_classifier_labels", "check_vocab_size",
+    "bert_parameter_shapes", "normalize_checkpoint_names", "plan_load", "reading_weights", "WeightsFile", "check_classifier_labels", "check_vocab_size", "check_vocabulary",
     "find_config", "find_weights", "is_sibert_checkpoint", "read_pretrained_config", "TFConversion", "google_to_hf", "hf_to_google",
     "load_tf_checkpoint", "tf_checkpoint_prefix", "is_skipped_variable", "list_tf_variables",
     "ALBERT_ENCODER_PREFIX", "ALBERT_PRETRAINING_HEAD_PREFIXES", "albert_architecture", "albert_parameter_shapes",

@@ -153,6 +153,17 @@ def _albert_layout_of_checkpoint(weights: WeightsFile, config_path: Path) -> str
     return layout
 
 
+def check_vocabulary(source, config: BertConfig, vocab_file=None) -> None:
+    """`vocab_file`, else the model's vocab.txt when there is one (in the directory `source`, or
+    beside the weights file or TF checkpoint prefix `source` names), has config.vocab_size entries."""
+    if vocab_file is None:
+        source = Path(source)
+        beside = (source if source.is_dir() else find_weights(source).path.parent) / "vocab.txt"
+        vocab_file = beside if beside.is_file() else None
+    if vocab_file is not None:
+        check_vocab_size(vocab_file, config)
+
+
 def check_vocab_size(vocab_file, config: BertConfig) -> int:
     """Raise unless the vocabulary file has exactly config.vocab_size entries; return that count."""
     size = len(load_vocab(vocab_file))

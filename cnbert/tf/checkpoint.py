@@ -26,6 +26,7 @@ from cnbert.checkpoints import (
     LoadReport,
     check_classifier_labels,
     check_vocab_size,
+    check_vocabulary,
     convert_tf_variables,
     find_weights,
     load_tf_checkpoint,
@@ -143,13 +144,10 @@ def load_pretrained(model: keras.Model, source, vocab_file=None) -> LoadReport:
     """Load a pretrained checkpoint (Hugging Face directory; Google BERT, Google ALBERT, brightmart
     albert_zh or siBert TF1 directory; or a weights file)
     into `model` strictly; task heads absent from it stay freshly initialised and are reported.
-    The vocabulary (`vocab_file`, else vocab.txt in a source directory) must have
+    The vocabulary (`vocab_file`, else the model's vocab.txt when present: check_vocabulary) must have
     config.vocab_size entries."""
     source = Path(source)
-    if vocab_file is None and source.is_dir() and (source / "vocab.txt").is_file():
-        vocab_file = source / "vocab.txt"
-    if vocab_file is not None:
-        check_vocab_size(vocab_file, model.config)
+    check_vocabulary(source, model.config, vocab_file)
     state, path = read_canonical_weights(source)
     return _checked_labels(load_canonical_weights(model, state, source=path, allow_fresh_heads=True), model, source)
 

@@ -22,6 +22,7 @@ from cnbert.checkpoints import (
     CheckpointError,
     check_classifier_labels,
     check_vocab_size,
+    check_vocabulary,
     convert_tf_variables,
     find_weights,
     load_tf_checkpoint,
@@ -74,14 +75,11 @@ def load_pretrained(model: torch.nn.Module, source, vocab_file=None, allow_fresh
     when the model has none) and shape mismatches raise CheckpointError naming them. Task heads
     named by `model.head_prefixes` may be absent: they keep their fresh initialisation and are
     listed in the report, unless `allow_fresh_heads` is False (a fine-tuned model must have them).
-    The vocabulary (`vocab_file`, else vocab.txt in a source directory when present) must have
+    The vocabulary (`vocab_file`, else the model's vocab.txt when present: check_vocabulary) must have
     config.vocab_size entries.
     """
     source = Path(source)
-    if vocab_file is None and source.is_dir() and (source / "vocab.txt").is_file():
-        vocab_file = source / "vocab.txt"
-    if vocab_file is not None:
-        check_vocab_size(vocab_file, model.config)
+    check_vocabulary(source, model.config, vocab_file)
     state, path = read_state_dict(source)
     model_state = model.state_dict()
     plan = plan_load({name: tuple(t.shape) for name, t in model_state.items()}, state,
