@@ -120,16 +120,21 @@ sanitize() {
     [ "$tool" = memcheck ] && options+=(--padding 512)
     echo "== $tool" >> "$OUT/sanitize.log"
     PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout "$((left - 10))" "$sanitizer" "${options[@]}" \
-      python3 bench/gpu_kernels.py --sections check --check-set paths --json "/tmp/sanitize_$tool.json" \
+      python3 bench/gpu_kernels.py --sections check --check-set paths --json "$OUT/sanitize_$tool.json" \
       >> "$OUT/sanitize.log" 2>&1
     rc=$?
     [ "$rc" -eq 124 ] || finished=$((finished + 1))
     case $rc in
       0) echo "   $tool: no errors, all checks passed" ;;
       3) echo "   $tool: ERRORS (sanitize.log)"; status=1 ;;
+      1)
+        # the tool found nothing, but the check failed: a wrong value (which the other tools may
+        # still explain, so they run), or it could not import or run (then each fails in seconds)
+        echo "   $tool: no sanitizer errors, but the check failed (sanitize.log, sanitize_$tool.json)"
+        status=1 ;;
       124) echo "   $tool: did not finish in time (sanitize.log)" ;;
       *)
-        # not a finding: the check could not run (no CUDA kernels, a device the tool does not
+        # not a finding: the tool itself could not run the check (a device or driver it does not
         # support), and the next tool would fail the same way
         echo "   $tool: exit $rc (sanitize.log); the other tools are not run"
         status=1

@@ -45,7 +45,7 @@ def test_sanitize_runs_each_tool_on_cnbert_kernels_and_fails_on_errors(tmp_path)
     for call in calls:
         assert "--kernel-name kns=cnbert --error-exitcode 3" in call
         assert call.endswith("python3 bench/gpu_kernels.py --sections check --check-set paths "
-                             f"--json /tmp/sanitize_{call.split()[1]}.json")
+                             f"--json {tmp_path / 'out'}/sanitize_{call.split()[1]}.json")  # comes back with $OUT
     assert ("--padding 512" in calls[0]) and not any("--padding" in call for call in calls[1:])
     assert "memcheck: no errors" in run.stdout and "racecheck: ERRORS" in run.stdout
     assert "synccheck: no errors" in run.stdout and "4 of 4 tools ran to the end" in run.stdout
@@ -87,11 +87,21 @@ def test_tests_step_fails_without_cuda_kernels_instead_of_passing_on_skips(tmp_p
 
 
 def test_sanitize_stops_when_a_tool_could_not_run_the_check(tmp_path):
-    # e.g. a fresh machine without the build (the check's import fails), or a device the tool refuses
-    run, calls = run_script(tmp_path, "sanitize", EXIT_memcheck="1")
+    # e.g. a device or driver the tool refuses: the next tool would fail the same way
+    run, calls = run_script(tmp_path, "sanitize", EXIT_memcheck="255")
     assert run.returncode == 1
     assert [call.split()[1] for call in calls] == ["memcheck"]
-    assert "memcheck: exit 1 (sanitize.log); the other tools are not run" in run.stdout
+    assert "memcheck: exit 255 (sanitize.log); the other tools are not run" in run.stdout
+
+
+def test_sanitize_goes_on_after_a_failed_value_check(tmp_path):
+    # the check exits 1 on a wrong value, and the tool passes that on when it finds nothing itself:
+    # the other tools still run, as they may explain the wrong value
+    run, calls = run_script(tmp_path, "sanitize", EXIT_memcheck="1")
+    assert run.returncode == 1
+    assert [call.split()[1] for call in calls] == ["memcheck", "racecheck", "initcheck", "synccheck"]
+    assert "memcheck: no sanitizer errors, but the check failed" in run.stdout
+    assert "4 of 4 tools ran to the end" in run.stdout
 
 
 def test_a_benchmark_that_cannot_import_what_it_times_fails_before_the_build(tmp_path):
