@@ -70,7 +70,7 @@ def replaced_together(directory) -> Iterator[Path]:
                     replace_directory(entry, directory / entry.name)
                 else:
                     os.replace(entry, directory / entry.name)
-        staging.rmdir()
+            staging.rmdir()  # before a held SIGTERM ends the process, which runs no cleanup
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

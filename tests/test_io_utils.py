@@ -177,3 +177,42 @@ def test_ctrl_c_during_the_renames_takes_effect_once_the_whole_set_is_in_place(t
     assert read_set(tmp_path) == ("v2", "v2", "v2")
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+SIGTERM_DURING_RENAMES = """
+import os, signal, sys
+from pathlib import Path
+from cnbert import io_utils
+
+directory = Path(sys.argv[1])
+real_replace, renames = os.replace, []
+
+
+def terminated_replace(src, dst):  # SIGTERM arrives right after the first rename
+    real_replace(src, dst)
+    renames.append(dst)
+    if len(renames) == 1:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+with io_utils.replaced_together(directory) as staging:
+    (staging / "a.json").write_text("v2")
+    (staging / "b.json").write_text("v2")
+    io_utils.os.replace = terminated_replace
+"""
+
+
+def test_sigterm_during_the_renames_ends_the_process_with_the_set_in_place_and_nothing_left(tmp_path):
+    """SIGTERM's default action ends the process at once, running no cleanup: the staging directory
+    must be gone before the held signal is let through."""
+    import subprocess
+    import sys
+
+    for name in ("a.json", "b.json"):
+        (tmp_path / name).write_text("v1")
+    script = tmp_path.parent / f"{tmp_path.name}_sigterm.py"
+    script.write_text(SIGTERM_DURING_RENAMES)
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -15, proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json"]  # no .staged-* left
+    assert [(tmp_path / name).read_text() for name in ("a.json", "b.json")] == ["v2", "v2"]
