@@ -1,5 +1,6 @@
 """What every cnbert console script shares: flag errors reported as `<program>: error: ...` with
 exit status 2, and a --help that lists the script's own flags."""
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -20,12 +21,21 @@ def run(program: str, main: Callable) -> None:
     def parse_flags(argv):
         try:
             return flags.FLAGS(argv)
+        except SystemExit as e:
+            # absl's --help, --helpshort, --helpfull and --helpxml print, then exit with 1: asking
+            # for help is no error
+            sys.exit(0 if e.code == 1 else e.code)
+        except BrokenPipeError:
+            # the help went to a pipe closed early (`--help | head`): stop quietly, as Python's docs advise
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(EXIT_FAILED)
         except flags.Error as e:
             print_usage_error(program, e)
         except (OSError, UnicodeDecodeError) as e:  # absl reads a flag file as UTF-8 text, and lets these out
             path = _unreadable_flag_file(argv[1:])
-            print_usage_error(program, f"cannot read {f'--flagfile={path}' if path else 'a --flagfile'} as "
-                                       f"UTF-8 text: {e}")
+            if path is None:  # not a flag file's fault
+                raise
+            print_usage_error(program, f"cannot read --flagfile={path} as UTF-8 text: {e}")
         sys.exit(EXIT_USAGE)
 
     _help_lists_flags_of(main.__module__)
