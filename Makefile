@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.cnbert-installed
+# TensorFlow: tf-cpu, or tf-gpu on a machine with NVIDIA GPUs (`make install TF_EXTRA=tf-gpu`)
+TF_EXTRA ?= tf-cpu
 
 .PHONY: demo test install clean
 
@@ -12,7 +14,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(STAMP): $(BIN)/python pyproject.toml setup.py $(wildcard csrc/*.cpp csrc/*.h csrc/cuda/*)
-	$(BIN)/python tools/pins.py test build > $(VENV)/pins.txt
+	$(BIN)/python tools/pins.py $(TF_EXTRA) test build > $(VENV)/pins.txt
 	$(BIN)/python -m pip install --quiet -r $(VENV)/pins.txt
 	$(BIN)/python -m pip install --quiet --no-build-isolation --no-deps -e .
 	touch $(STAMP)

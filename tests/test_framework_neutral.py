@@ -1,4 +1,5 @@
 """Shared modules import neither torch nor TensorFlow (both paths use them; neither copies them)."""
+import os
 import subprocess
 import sys
 
@@ -37,3 +38,40 @@ def test_shared_modules_import_no_framework():
     assert imported_frameworks(library) == "[]"
     for runner in COMMAND_LINE_MODULES:
         assert imported_frameworks([runner]) == "[]", runner
+
+
+def without_tensorflow(tmp_path, code: str) -> subprocess.CompletedProcess:
+    """Run `code` where `import tensorflow` fails, as where neither TensorFlow extra is installed."""
+    fake = tmp_path / "site" / "tensorflow"
+    fake.mkdir(parents=True, exist_ok=True)
+    (fake / "__init__.py").write_text("raise ImportError('No module named tensorflow')\n")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(tmp_path / "site")})
+
+
+def test_without_tensorflow_a_tf_checkpoint_names_itself_and_the_extra_to_install(tmp_path):
+    """TensorFlow is optional (pyproject's tf-cpu / tf-gpu extras): the torch path runs without it,
+    and only a TF checkpoint, which needs it to be read, says so."""
+    prefix = tmp_path / "bert_model.ckpt"
+    prefix.with_name("bert_model.ckpt.index").write_bytes(b"")
+    proc = without_tensorflow(tmp_path, f"from cnbert.checkpoints import list_tf_variables\n"
+                                        f"list_tf_variables({str(prefix)!r})")
+    assert proc.returncode == 1
+    assert (f"ImportError: {prefix} is a TensorFlow checkpoint, and reading one needs TensorFlow (No module named "
+            "tensorflow): install cnbert's tf-cpu extra, or tf-gpu for NVIDIA GPUs") in proc.stderr, proc.stderr
+    proc = without_tensorflow(tmp_path, "import cnbert.tf")
+    assert "install cnbert's tf-cpu extra, or tf-gpu for NVIDIA GPUs" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_the_tensorflow_extras_pin_one_version_and_make_installs_the_cpu_one():
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert not [pin for pin in project["dependencies"] if pin.startswith(("tensorflow", "keras"))]
+    cpu, gpu = (project["optional-dependencies"][extra] for extra in ("tf-cpu", "tf-gpu"))
+    version = lambda pins, name: next(pin.split("==")[1] for pin in pins if pin.split("==")[0] == name)
+    assert version(cpu, "tensorflow-cpu") == version(gpu, "tensorflow[and-cuda]")
+    assert version(cpu, "keras") == version(gpu, "keras")
+    pins = subprocess.run([sys.executable, "tools/pins.py", "tf-cpu", "test", "build"], cwd=REPO, capture_output=True,
+                          text=True, check=True).stdout.split()
+    assert set(cpu) <= set(pins) and "TF_EXTRA ?= tf-cpu" in (REPO / "Makefile").read_text()

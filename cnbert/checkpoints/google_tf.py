@@ -98,13 +98,23 @@ def hf_to_google(weights: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return variables
 
 
+def _tensorflow(prefix: Path):
+    """TensorFlow, imported only to read a TF checkpoint: it is heavy, and an optional dependency."""
+    try:
+        import tensorflow as tf
+    except ImportError as e:
+        raise ImportError(f"{prefix} is a TensorFlow checkpoint, and reading one needs TensorFlow ({e}): install "
+                          "cnbert's tf-cpu extra, or tf-gpu for NVIDIA GPUs (in a clone: `make install`, or "
+                          "`pip install -e '.[tf-cpu]'`)") from e
+    return tf
+
+
 def load_tf_checkpoint(path) -> dict[str, np.ndarray]:
     """Every variable of a TF checkpoint as numpy arrays. `path` is the checkpoint prefix
     (".../bert_model.ckpt", as Google ships it) or a directory holding exactly one checkpoint.
     Imports TensorFlow here, never at module import."""
     prefix = tf_checkpoint_prefix(path)
-    import tensorflow as tf  # heavy and optional: only this function needs it
-
+    tf = _tensorflow(prefix)
     with reading_weights(prefix):
         reader = tf.train.load_checkpoint(str(prefix))
         return {name: reader.get_tensor(name) for name in sorted(reader.get_variable_to_shape_map())}
@@ -114,8 +124,7 @@ def list_tf_variables(path) -> dict[str, tuple[int, ...]]:
     """Names and shapes of a TF checkpoint's variables, read from its index without loading values.
     Imports TensorFlow here, never at module import."""
     prefix = tf_checkpoint_prefix(path)
-    import tensorflow as tf  # heavy and optional: only this function needs it
-
+    tf = _tensorflow(prefix)
     with reading_weights(prefix):
         return {name: tuple(shape) for name, shape in tf.train.list_variables(str(prefix))}
 
