@@ -229,7 +229,8 @@ class AlbertConfig(BertConfig):
 
     embedding_size: E, the width of the word embeddings (of all embeddings in the "albert" layout).
     num_hidden_groups: groups of layers with their own weights; layer i of num_hidden_layers uses group
-        i * num_hidden_groups // num_hidden_layers. inner_group_num: layers inside each group.
+        i * num_hidden_groups // num_hidden_layers (a config where Google's or transformers' float
+        formula gives another group for some layer is refused). inner_group_num: layers inside each group.
     embedding_layout: one of ALBERT_EMBEDDING_LAYOUTS (see there); it decides model_type on writing.
     """
 
@@ -301,6 +302,17 @@ class AlbertConfig(BertConfig):
         if self.num_hidden_groups > self.num_hidden_layers:
             raise ConfigError(f"num_hidden_groups {self.num_hidden_groups} exceeds num_hidden_layers "
                               f"{self.num_hidden_layers}")
+        layers, groups = self.num_hidden_layers, self.num_hidden_groups
+        disputed = [i for i in range(layers) if len({i * groups // layers,  # exact, cnbert's
+                                                     int(i / layers * groups),  # Google ALBERT's modeling.py
+                                                     int(i / (layers / groups))}) > 1]  # transformers'
+        if disputed:
+            # float rounding: the implementations disagree for these layers (exact arithmetic sides with
+            # one or the other), and no checkpoint says which code trained it
+            raise ConfigError(f"num_hidden_groups {groups} with num_hidden_layers {layers}: Google's ALBERT code "
+                              "(int(i / layers * groups)) and transformers (int(i / (layers / groups))) put layer(s) "
+                              f"{', '.join(map(str, disputed))} in different groups, so the same weights would be "
+                              "different models; every released ALBERT has num_hidden_groups 1")
         if self.embedding_layout not in ALBERT_EMBEDDING_LAYOUTS:
             raise ConfigError(f"embedding_layout {self.embedding_layout!r} is not one of "
                               f"{', '.join(ALBERT_EMBEDDING_LAYOUTS)}")

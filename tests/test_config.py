@@ -190,3 +190,16 @@ def test_framework_neutral_modules_import_neither_torch_nor_tensorflow():
             "sys.exit(f'imported {bad}' if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("layers, groups, disputed", [(18, 14, "9"), (22, 22, "15")])
+def test_albert_groups_the_implementations_assign_differently_are_refused(layers, groups, disputed):
+    """Layer i's group is floor(i * groups / layers); Google's ALBERT computes int(i / layers * groups)
+    and transformers int(i / (layers / groups)) in floating point, which disagree for these layers."""
+    from cnbert.config import AlbertConfig
+
+    with pytest.raises(ConfigError, match=fr"num_hidden_groups {groups} with num_hidden_layers {layers}: .* put "
+                                          fr"layer\(s\) {disputed} in different groups"):
+        AlbertConfig(hidden_size=64, num_attention_heads=2, num_hidden_layers=layers, num_hidden_groups=groups)
+    for layers, groups in ((24, 1), (4, 2), (12, 3), (6, 6), (24, 24)):  # every layer agreed on
+        AlbertConfig(hidden_size=64, num_attention_heads=2, num_hidden_layers=layers, num_hidden_groups=groups)

@@ -119,8 +119,8 @@ class AlbertTransformer(LayerStack):
         hidden_states = self.embedding_hidden_mapping_in(embeddings).to(embeddings.dtype)
         for i in range(self.num_layers):
             # Layer i belongs to group floor(i * groups / layers), computed exactly (Google writes
-            # int(i / layers * groups), transformers int(i / (layers / groups)); all agree when the
-            # groups divide the layers, as in every released checkpoint).
+            # int(i / layers * groups), transformers int(i / (layers / groups)); AlbertConfig refuses
+            # the layer and group counts where float rounding makes any of the three disagree).
             group = self.albert_layer_groups[i * self.num_groups // self.num_layers]
             hidden_states = self.run_layer(group, hidden_states, key_padding_mask)
         return hidden_states
