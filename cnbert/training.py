@@ -322,6 +322,8 @@ class TrainingRun:
         metrics = dict(metrics, step=step)
         self.result.evaluations.append(metrics)
         score = self.criterion(metrics) if self.criterion else 0.0
+        if math.isnan(score):  # never the best, nor worse than any: no best model could be chosen
+            raise ValueError(f"the evaluation at step {step} scored NaN ({metrics}): it cannot be ranked")
         if score > self._best_score:
             self._best_score = score
             self.result.best_metrics, self.result.best_step = metrics, step

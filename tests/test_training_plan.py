@@ -188,6 +188,10 @@ def test_mrc_criterion_ranks_evaluations_by_f1_plus_em():
     run.record_evaluation(1, {"F1": 70.0, "EM": 10.0})  # the better F1 ...
     run.record_evaluation(2, {"F1": 60.0, "EM": 35.0})  # ... but the better F1 + EM (95 > 80)
     assert run.result.best_step == 2
+    # a NaN score compares false with everything: it would never be the best, and a run of them
+    # would end with no best model at all
+    with pytest.raises(ValueError, match=r"the evaluation at step 3 scored NaN .* cannot be ranked"):
+        run.record_evaluation(3, {"F1": float("nan"), "EM": 35.0})
 
 
 def test_training_run_walks_the_batch_plan_across_epochs_and_keeps_the_best_evaluation():
