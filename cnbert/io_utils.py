@@ -44,6 +44,7 @@ def atomic_directory(target) -> Iterator[Path]:
     try:
         yield staging
         _usual_permissions(staging)
+        _sync_files(staging)
         replace_directory(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -93,6 +94,18 @@ def _interrupts_held() -> Iterator[None]:
             signal.signal(signum, signal.SIG_DFL if handler is None else handler)
         if caught:
             signal.raise_signal(caught[0])
+
+
+def _sync_files(directory: Path) -> None:
+    """Flush every file under `directory` to disk (as atomic_open does its one file), so that after a
+    power loss the rename that publishes the directory cannot point at files whose data was lost."""
+    for path in directory.rglob("*"):
+        if path.is_file():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
 
 def _umask() -> int:

@@ -38,6 +38,24 @@ def test_atomic_directory_creates_and_replaces_a_directory_without_leftovers(tmp
     assert [p.name for p in target.parent.iterdir()] == ["best"]
 
 
+def test_atomic_directory_flushes_every_file_to_disk_before_publishing_it(tmp_path, monkeypatch):
+    """A library writing into the staging directory (safetensors' save_file) does not fsync: the
+    rename must not publish files whose data a power loss would lose."""
+    synced, real_fsync = [], os.fsync
+
+    def recording_fsync(fd):
+        synced.append(os.path.realpath(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(io_utils.os, "fsync", recording_fsync)
+    with io_utils.atomic_directory(tmp_path / "model") as staging:
+        (staging / "model.safetensors").write_bytes(b"weights")
+        (staging / "sub").mkdir()
+        (staging / "sub" / "config.json").write_text("{}")
+        staged = str(staging)
+    assert sorted(synced) == [f"{staged}/model.safetensors", f"{staged}/sub/config.json"]
+
+
 @pytest.mark.parametrize("interruption", [RuntimeError, KeyboardInterrupt])
 def test_failure_inside_atomic_directory_keeps_the_old_directory_and_removes_the_staging_one(tmp_path, interruption):
     target = tmp_path / "best"
