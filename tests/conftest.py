@@ -1,5 +1,6 @@
 """Shared fixtures. Real data sets come from CNBERT_DATA (CI sets it and CNBERT_REQUIRE_DATA=1,
 so a missing file fails there instead of skipping)."""
+import importlib.util
 import os
 from pathlib import Path
 
@@ -7,6 +8,14 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def pytest_configure(config):
+    # The library runs without TensorFlow (an optional extra), but the suite checks the TensorFlow
+    # mirror against the PyTorch path throughout: say so once, rather than in a hundred errors.
+    if importlib.util.find_spec("tensorflow") is None:
+        raise pytest.UsageError("the test suite needs TensorFlow: install cnbert's tf-cpu extra (or tf-gpu), "
+                                "as `make test` does")
 
 
 def data_file(relative):

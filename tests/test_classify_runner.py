@@ -97,6 +97,35 @@ def test_training_writes_a_consistent_report_models_and_predictions(trained_run)
     assert "--max_seq_length=64" in flags_file and "--doc_stride" not in flags_file
 
 
+def test_a_run_stopped_before_its_processes_are_known_still_prints_its_notes(trained_run):
+    """Predict mode takes --max_seq_length from the model's settings before the process group
+    exists; a usage error found before then must not swallow that note."""
+    out, _, _ = trained_run
+    proc = run_cli(["--mode=predict", "--task=chnsenticorp", f"--model_dir={out / 'seed_123' / 'best_model'}",
+                    "--text_a=房间", "--text_b=很干净"], check=False)
+    assert proc.returncode == 2 and "labels one text: pass --text_a only" in proc.stderr
+    assert "as in training (cnbert_classify_settings.json): --max_seq_length=64" in proc.stdout
+
+
+def test_the_models_settings_are_read_for_the_fullwidth_default_only_when_the_flag_is_not_given(trained_run,
+                                                                                                 tmp_path):
+    """--init_checkpoint a cnbert model whose settings file is broken: an error naming it when the
+    default needs it; none when --[no]fullwidth_to_halfwidth decides (the run goes on, here to the
+    non-empty --output_dir check that comes after the model's config)."""
+    import shutil
+
+    out, dev, _ = trained_run
+    model = tmp_path / "model"
+    shutil.copytree(out / "seed_123" / "best_model", model)
+    (model / "cnbert_classify_settings.json").write_text("[]")
+    args = ["--task=chnsenticorp", f"--init_checkpoint={model}", f"--train_file={dev}", f"--dev_file={dev}",
+            f"--output_dir={out}"]
+    proc = run_cli(args, check=False)
+    assert proc.returncode == 1 and "cnbert_classify_settings.json: expected a JSON object" in proc.stderr
+    proc = run_cli(args + ["--nofullwidth_to_halfwidth"], check=False)
+    assert proc.returncode == 2 and f"--output_dir={out} is not empty" in proc.stderr, proc.stderr[-2000:]
+
+
 def test_predict_mode_reproduces_the_run_and_labels_one_text(trained_run, tmp_path):
     out, dev, _ = trained_run
     best_model = out / "seed_123" / "best_model"

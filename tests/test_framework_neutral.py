@@ -75,3 +75,27 @@ def test_the_tensorflow_extras_pin_one_version_and_make_installs_the_cpu_one():
     pins = subprocess.run([sys.executable, "tools/pins.py", "tf-cpu", "test", "build"], cwd=REPO, capture_output=True,
                           text=True, check=True).stdout.split()
     assert set(cpu) <= set(pins) and "TF_EXTRA ?= tf-cpu" in (REPO / "Makefile").read_text()
+
+
+def test_make_reinstalls_when_the_tensorflow_extra_changes_and_removes_the_other_flavour(tmp_path):
+    """`make install TF_EXTRA=tf-gpu` in a set-up clone: the stamp of a tf-cpu install does not
+    stand for it, and the install first removes tensorflow-cpu, whose files tf-gpu's would overwrite."""
+    for name in ("Makefile", "pyproject.toml", "setup.py"):
+        (tmp_path / name).write_bytes((REPO / name).read_bytes())
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    (tmp_path / ".venv" / "bin" / "python").symlink_to(sys.executable)
+    stamp = tmp_path / ".venv" / ".cnbert-installed-tf-cpu"
+    stamp.touch()
+    os.utime(stamp, (os.path.getmtime(tmp_path / "setup.py") + 60,) * 2)  # newer than what it depends on
+
+    def dry_run(*args):
+        return subprocess.run(["make", "-n", "install", *args], cwd=tmp_path, capture_output=True, text=True,
+                              check=True).stdout
+
+    assert "Nothing to be done" in dry_run()
+    switch = dry_run("TF_EXTRA=tf-gpu")
+    assert "tools/pins.py tf-gpu test build" in switch and "pip show --quiet tensorflow-cpu" in switch
+    assert switch.index("uninstall --quiet --yes tensorflow tensorflow-cpu") < switch.index("pip install --quiet -r")
+    proc = subprocess.run([sys.executable, str(REPO / "tools" / "pins.py"), "tf-gpus"], capture_output=True, text=True)
+    assert proc.returncode == 1 and "tools/pins.py: unknown extra(s) tf-gpus; pyproject.toml has tf-cpu, tf-gpu" \
+        in proc.stderr

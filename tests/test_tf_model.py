@@ -481,7 +481,8 @@ def test_missing_or_wrong_tensorflow_gives_one_clear_import_error(monkeypatch):
     from cnbert.tf import _check_installation
 
     monkeypatch.setitem(sys.modules, "tensorflow", None)
-    with pytest.raises(ImportError, match=r"needs TensorFlow >= 2.16, which cannot be imported .*pip install tensorflow"):
+    with pytest.raises(ImportError, match=r"needs TensorFlow >= 2.16, which cannot be imported .*install cnbert's tf-cpu "
+                                           r"extra, or tf-gpu for NVIDIA GPUs"):
         _check_installation()
     monkeypatch.setitem(sys.modules, "tensorflow", types.SimpleNamespace(__version__="2.15.1"))
     with pytest.raises(ImportError, match=r"needs TensorFlow >= 2.16 \(Keras 3\), found 2.15.1"):

@@ -10,6 +10,10 @@ from pathlib import Path
 
 project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
 extras = sys.argv[1:]
+unknown = [extra for extra in extras if extra not in project["optional-dependencies"]]
+if unknown:
+    sys.exit(f"tools/pins.py: unknown extra(s) {', '.join(unknown)}; pyproject.toml has "
+             f"{', '.join(project['optional-dependencies'])}")
 pins = list(project["dependencies"])
 for extra in extras:
     pins += project["optional-dependencies"][extra]

@@ -105,7 +105,7 @@ def _tensorflow(prefix: Path):
     except ImportError as e:
         raise ImportError(f"{prefix} is a TensorFlow checkpoint, and reading one needs TensorFlow ({e}): install "
                           "cnbert's tf-cpu extra, or tf-gpu for NVIDIA GPUs (in a clone: `make install`, or "
-                          "`pip install -e '.[tf-cpu]'`)") from e
+                          "`pip install --no-build-isolation -e '.[tf-cpu]'`)") from e
     return tf
 
 

@@ -48,7 +48,8 @@ flags.DEFINE_integer("init_seed", 0, "Seed of the random initialisation when the
 flags.DEFINE_string("vocab_file", None, "Vocabulary; default: the checkpoint's vocab.txt, else the bundled Chinese vocabulary.")
 flags.DEFINE_bool("do_lower_case", True, "Lower-case and strip accents (true for all Chinese BERT checkpoints).")
 flags.DEFINE_bool("fullwidth_to_halfwidth", None, "Map full-width forms (U+FF01..U+FF5E, U+3000) to half-width "
-                  "before WordPiece, as siBert's tokenizer does. Default: on for a siBert checkpoint, else off.")
+                  "before WordPiece, as siBert's tokenizer does. Default: on for a siBert checkpoint or a model cnbert "
+                  "fine-tuned with it on (its cnbert_*_settings.json says so), else off.")
 flags.DEFINE_string("output_dir", None, "Where results go; must be empty unless --overwrite_output_dir.")
 flags.DEFINE_bool("overwrite_output_dir", False, "Allow a non-empty --output_dir.")
 flags.DEFINE_float("learning_rate", 3e-5, "Peak learning rate.")
@@ -158,13 +159,13 @@ def model_config(min_token_types: int, what: str) -> tuple[BertConfig, Path]:
         source = Path(FLAGS.init_checkpoint)
         directory = checkpoint_directory(source)
         config = read_pretrained_config(source, **overrides)  # BERT or ALBERT, any supported layout
-        _default_fullwidth_to_halfwidth(_fullwidth_reason(source, directory))
+        _default_fullwidth_to_halfwidth(lambda: _fullwidth_reason(source, directory))
         vocab = Path(FLAGS.vocab_file) if FLAGS.vocab_file else directory / "vocab.txt"
         if not vocab.is_file():
             raise app.UsageError(f"--init_checkpoint={source}: {directory} has no vocab.txt; pass --vocab_file")
     elif FLAGS.bert_config_file:
         config = read_config(FLAGS.bert_config_file).replace(**overrides)
-        _default_fullwidth_to_halfwidth(None)
+        _default_fullwidth_to_halfwidth(lambda: None)
         vocab = Path(FLAGS.vocab_file) if FLAGS.vocab_file else bundled_vocab_path()
     else:
         raise app.UsageError("pass --init_checkpoint (a pretrained model) or --bert_config_file (random initialisation)")
@@ -204,12 +205,14 @@ def _fullwidth_reason(source: Path, directory: Path) -> str | None:
     return None
 
 
-def _default_fullwidth_to_halfwidth(reason: str | None) -> None:
-    """--fullwidth_to_halfwidth, when not given: on, with a note saying why, when there is a reason."""
+def _default_fullwidth_to_halfwidth(reason: Callable[[], str | None]) -> None:
+    """--fullwidth_to_halfwidth, when not given: on, with a note saying why, when reason() gives one
+    (asked only then: a flag given decides without reading the model's settings)."""
     if FLAGS.fullwidth_to_halfwidth is None:
-        FLAGS.fullwidth_to_halfwidth = reason is not None
-        if reason:
-            note(reason)
+        why = reason()
+        FLAGS.fullwidth_to_halfwidth = why is not None
+        if why:
+            note(why)
 
 
 def check_model_fits_task(config: BertConfig, source: str, min_token_types: int, what: str) -> None:
@@ -243,11 +246,20 @@ _PENDING_NOTES: list[str] = []  # note()s made before process_group() knew which
 
 def note(message: str) -> None:
     """Print `message` from the main process alone (under torchrun or several TF workers every
-    process runs the runner): now if process_group() has been made, else as soon as it is."""
+    process runs the runner): now if process_group() has been made, else as soon as it is (or
+    from every process, should the run stop before: print_pending_notes)."""
     if not _OPEN_GROUPS:
         _PENDING_NOTES.append(message)
     elif _OPEN_GROUPS[-1][1].is_main:
         print(message, flush=True)
+
+
+def print_pending_notes() -> None:
+    """The notes of a run that stopped before its processes were known: each process prints them,
+    as it prints the error that stopped it (a note may explain the error, e.g. a value it names
+    was taken from the model's training settings)."""
+    while _PENDING_NOTES:
+        print(_PENDING_NOTES.pop(0), flush=True)
 
 
 def process_group(backend_module):
@@ -720,6 +732,7 @@ def run_main(program: str, argv, body: Callable[[], None]) -> int:
     except app.UsageError as e:
         # printed here rather than by absl, which under `python -m` or torchrun adds the module
         # docstring and every flag's help, burying the one line that matters
+        print_pending_notes()
         print_usage_error(program, e)
         return EXIT_USAGE
     except TrainingStopped as e:
@@ -731,6 +744,7 @@ def run_main(program: str, argv, body: Callable[[], None]) -> int:
         return EXIT_FAILED
     except (DataError, ConfigError) as e:
         # bad input (a data file, a checkpoint, a config), the message naming the file and the record
+        print_pending_notes()
         print(f"{program}: error: {e}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:

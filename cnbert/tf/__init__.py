@@ -9,7 +9,8 @@ import os
 REQUIRED_TENSORFLOW = (2, 16)  # the first release whose tf.keras is Keras 3
 REQUIRED_KERAS = (3, 0)
 _INSTALL_ADVICE = ("install cnbert's tf-cpu extra, or tf-gpu for NVIDIA GPUs (pyproject.toml pins the versions; "
-                   "in a clone: `make install`, or `pip install -e '.[tf-cpu]'`), or use --framework=torch")
+                   "in a clone: `make install`, or `pip install --no-build-isolation -e '.[tf-cpu]'`), "
+                   "or use --framework=torch")
 
 
 def _version(text: str) -> tuple[int, ...]:

@@ -187,8 +187,7 @@ def load_finetuned(directory, task: str, **config_overrides) -> keras.Model:
     hidden_dropout_prob=0.0 (the same keyword arguments as the PyTorch backend's)."""
     directory = Path(directory)
     model = model_for_task(task, read_pretrained_config(directory, **config_overrides))
-    if (directory / "vocab.txt").is_file():
-        check_vocab_size(directory / "vocab.txt", model.config)
+    check_vocabulary(directory, model.config)
     state, path = read_canonical_weights(directory)
     _checked_labels(load_canonical_weights(model, state, source=path, allow_fresh_heads=False), model, directory)
     return model
