@@ -196,10 +196,7 @@ def _fullwidth_reason(source: Path, directory: Path) -> str | None:
         return "siBert checkpoint: full-width characters are mapped to half-width before WordPiece, as siBert's " \
                "tokenizer does (--fullwidth_to_halfwidth)"
     for settings in sorted(directory.glob("cnbert_*_settings.json")):  # the runners' PREDICT_SETTINGS_FILEs
-        saved = read_json_file(settings)
-        if not isinstance(saved, dict):
-            raise ConfigError(f"{settings}: expected a JSON object of training settings, got {type(saved).__name__}")
-        if saved.get("fullwidth_to_halfwidth") is True:
+        if read_training_settings(settings).get("fullwidth_to_halfwidth") is True:
             return (f"--init_checkpoint was fine-tuned with full-width characters mapped to half-width "
                     f"({settings.name}): so is this run (--fullwidth_to_halfwidth)")
     return None
@@ -684,6 +681,14 @@ def value_origin(*names: str) -> str:
     return f" ({', '.join(f'--{name}' for name in taken)} from {', '.join(files)} beside --model_dir)"
 
 
+def read_training_settings(path: Path) -> dict:
+    """A settings file a training run saved beside its best model (a runner's PREDICT_SETTINGS_FILE)."""
+    saved = read_json_file(path)
+    if not isinstance(saved, dict):
+        raise ConfigError(f"{path}: expected a JSON object of training settings, got {type(saved).__name__}")
+    return saved
+
+
 def use_training_settings(model_dir: Path, settings_file: str, names: Sequence[str]) -> None:
     """Flags among `names` not given on the command line take the values the model was trained with
     (saved beside it by the training run, in `settings_file`, with the task when the runner saves it:
@@ -691,9 +696,7 @@ def use_training_settings(model_dir: Path, settings_file: str, names: Sequence[s
     path = model_dir / settings_file
     if not path.is_file():
         return
-    saved = read_json_file(path)
-    if not isinstance(saved, dict):
-        raise ConfigError(f"{path}: expected a JSON object of training settings, got {type(saved).__name__}")
+    saved = read_training_settings(path)
     if saved.get("task", FLAGS.task) != FLAGS.task:
         # tasks with the same labels (LCQMC's and ChnSentiCorp's 0 / 1) cannot be told apart by them
         raise app.UsageError(f"--model_dir={FLAGS.model_dir} was fine-tuned on --task={saved['task']}, not "
