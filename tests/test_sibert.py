@@ -264,3 +264,28 @@ def test_the_vocabulary_beside_a_checkpoint_prefix_is_checked_in_both_frameworks
             from_pretrained(BertModel, source)
         with pytest.raises(CheckpointError, match=message):
             tf_load_pretrained(TFBertModel(CONFIG), source)
+
+
+def test_errors_about_a_tf_checkpoint_name_its_variables_and_their_stored_shapes(variables, tmp_path):
+    """A mis-shaped kernel is reported under its converted name and transposed shape, with the TF
+    variable and shape that tf.train.list_variables shows; a missing one says how it is named."""
+    from cnbert.tf import BertModel as TFBertModel
+    from cnbert.tf import load_pretrained as tf_load_pretrained
+
+    kernel = "bert_model/transformers/layer_0/intermediate/proj_m1/w"
+    broken = {name: value for name, value in variables.items()
+              if name != "bert_model/transformers/layer_1/output/LayerNorm_output/beta"}
+    broken[kernel] = np.zeros((64, 100), np.float32)
+    directory = write_tf_checkpoint(tmp_path / "SiBertV0", broken, sibert_setting_txt(SETTINGS), "model.ckpt-5000",
+                                    "setting.txt")
+    message = (r"missing weights \[encoder\.layer\.1\.output\.LayerNorm\.bias\] \(named as transformers names the "
+               r"converted TF variables\); encoder\.layer\.0\.intermediate\.dense\.weight: the checkpoint has shape "
+               rf"\(100, 64\) but the model expects \(128, 64\) \(TF variable {kernel}, stored as \[64, 100\]\)")
+    with pytest.raises(CheckpointError, match=message):
+        from_pretrained(BertModel, directory)
+    with pytest.raises(CheckpointError, match=message):
+        tf_load_pretrained(TFBertModel(CONFIG), directory)
+    # a task model holds the encoder under "bert.": its names are found all the same
+    with pytest.raises(CheckpointError, match=rf"bert\.encoder\.layer\.0\.intermediate\.dense\.weight: .* \(TF "
+                                              rf"variable {kernel}, stored as \[64, 100\]\)"):
+        from_pretrained(BertForSpanExtraction, directory)

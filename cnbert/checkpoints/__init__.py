@@ -16,6 +16,7 @@ from cnbert.checkpoints.bert_layout import (
     ENCODER_PREFIX,
     PRETRAINING_HEAD_PREFIXES,
     CheckpointError,
+    ConvertedTFWeights,
     LoadPlan,
     LoadReport,
     bert_parameter_shapes,
@@ -46,7 +47,7 @@ from cnbert.checkpoints.google_tf import (
 )
 
 __all__ = [
-    "BERT_NAME", "ENCODER_PREFIX", "PRETRAINING_HEAD_PREFIXES", "CheckpointError", "LoadPlan", "LoadReport",
+    "BERT_NAME", "ENCODER_PREFIX", "PRETRAINING_HEAD_PREFIXES", "CheckpointError", "ConvertedTFWeights", "LoadPlan", "LoadReport",
     "bert_parameter_shapes", "normalize_checkpoint_names", "plan_load", "reading_weights", "WeightsFile", "check_classifier_labels", "check_vocab_size", "check_vocabulary",
     "find_config", "find_weights", "is_sibert_checkpoint", "read_pretrained_config", "TFConversion", "google_to_hf", "hf_to_google",
     "load_tf_checkpoint", "tf_checkpoint_prefix", "is_skipped_variable", "list_tf_variables",

@@ -123,6 +123,16 @@ class LoadReport:
         return report
 
 
+class ConvertedTFWeights(dict):
+    """Weights converted from a TF checkpoint, under model names, that remember where each came from:
+    `sources` maps a model name to (TF variable, shape as stored), so that plan_load's errors name
+    what `tf.train.list_variables` shows, not only the converted name and transposed shape."""
+
+    def __init__(self, weights: Mapping[str, Any], sources: Mapping[str, tuple[str, tuple[int, ...]]]):
+        super().__init__(weights)
+        self.sources = dict(sources)
+
+
 @dataclasses.dataclass
 class LoadPlan:
     """What a strict load does. `tensors` maps model names to checkpoint values whose shapes match;
@@ -175,6 +185,13 @@ def plan_load(expected_shapes: Mapping[str, tuple[int, ...]], state: Mapping[str
     shapes that disagree (naming the tensor and both shapes).
     """
     encoder_prefix = model_prefix if any(k.startswith(model_prefix) for k in expected_shapes) else ""
+    tf_sources = getattr(state, "sources", {})  # ConvertedTFWeights'
+
+    def stored(name: str) -> str:
+        """" (TF variable V, stored as [a, b])" for a weight converted from a TF checkpoint."""
+        found = tf_sources.get(name[len(encoder_prefix):] if name.startswith(encoder_prefix) else name)
+        return f" (TF variable {found[0]}, stored as {list(found[1])})" if found else ""
+
     state = normalize_checkpoint_names(state, encoder_prefix, source, model_prefix)
     has_pooler = any(k.startswith(f"{encoder_prefix}pooler.") for k in expected_shapes)
     ignorable = pretraining_head_prefixes + tuple(encoder_prefix + b for b in _LEGACY_BUFFERS)
@@ -187,7 +204,7 @@ def plan_load(expected_shapes: Mapping[str, tuple[int, ...]], state: Mapping[str
             have, want = tuple(value.shape), tuple(expected_shapes[name])
             if have != want:
                 wrong_shapes.append(f"{name}: the checkpoint has shape {have} but the model expects {want}"
-                                    f"{_shape_hint(name, have, want)}")
+                                    f"{_shape_hint(name, have, want)}{stored(name)}")
             tensors[name] = value
         elif name.startswith(ignorable):
             ignored.append(name)
@@ -207,9 +224,10 @@ def plan_load(expected_shapes: Mapping[str, tuple[int, ...]], state: Mapping[str
 
     problems = []
     if missing_required:
-        problems.append(f"missing weights {_names(missing_required)}")
+        converted = " (named as transformers names the converted TF variables)" if tf_sources else ""
+        problems.append(f"missing weights {_names(missing_required)}{converted}")
     if unexpected:
-        problems.append(f"unexpected keys {_names(unexpected)} (only the pretraining heads "
+        problems.append(f"unexpected keys {_names([name + stored(name) for name in unexpected])} (only the pretraining heads "
                         f"{'/'.join(p + '*' for p in pretraining_head_prefixes)} may be left unused)")
     problems.extend(wrong_shapes)
     if problems:

@@ -19,7 +19,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from cnbert.checkpoints.bert_layout import BERT_NAME, CheckpointError, reading_weights
+from cnbert.checkpoints.bert_layout import BERT_NAME, CheckpointError, ConvertedTFWeights, reading_weights
 
 _TF_PREFIX = "bert/"
 # Optimizer state and pretraining heads that fine-tuning never reads.
@@ -32,10 +32,11 @@ _HF_LAYER = re.compile(r"layer\.(\d+)")
 
 @dataclasses.dataclass
 class TFConversion:
-    """`weights`: Hugging Face BertModel names (no "bert." prefix) to arrays in the torch layout;
+    """`weights`: Hugging Face BertModel names (no "bert." prefix) to arrays in the torch layout,
+    remembering each one's TF variable and stored shape (ConvertedTFWeights.sources);
     `skipped`: TF variables deliberately not converted (optimizer slots, global_step, cls/* heads)."""
 
-    weights: dict[str, np.ndarray]
+    weights: ConvertedTFWeights
     skipped: list[str]
 
 
@@ -70,7 +71,8 @@ def rename_tf_variables(variables: Mapping[str, np.ndarray], rename: Callable[[s
         weights[model_name] = np.ascontiguousarray(array.T) if transpose else array
     if unknown:
         raise CheckpointError(source, "", f"variables that are not {kind}: {sorted(unknown)[:12]}{hint(unknown)}")
-    return TFConversion(weights=weights, skipped=sorted(skipped))
+    sources = {model_name: (name, np.shape(variables[name])) for model_name, name in origin.items()}
+    return TFConversion(weights=ConvertedTFWeights(weights, sources), skipped=sorted(skipped))
 
 
 def is_skipped_variable(name: str) -> bool:

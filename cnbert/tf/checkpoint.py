@@ -23,6 +23,7 @@ from safetensors.numpy import load_file, save_file
 
 from cnbert.checkpoints import (
     CheckpointError,
+    ConvertedTFWeights,
     LoadReport,
     check_classifier_labels,
     check_vocab_size,
@@ -123,7 +124,8 @@ def read_canonical_weights(source) -> tuple[dict[str, np.ndarray], str]:
         if conversion.skipped:
             logger.info("%s: skipped %d TF variables (optimizer slots, global_step, pretraining heads)",
                         path, len(conversion.skipped))
-        state = conversion.weights
+        return ConvertedTFWeights({name: np.asarray(value, dtype=np.float32)
+                                   for name, value in conversion.weights.items()}, conversion.weights.sources), path
     return {name: np.asarray(value, dtype=np.float32) for name, value in state.items()}, path
 
 

@@ -20,6 +20,7 @@ from cnbert.checkpoints import (
     ENCODER_PREFIX,
     PRETRAINING_HEAD_PREFIXES,
     CheckpointError,
+    ConvertedTFWeights,
     check_classifier_labels,
     check_vocab_size,
     check_vocabulary,
@@ -63,8 +64,9 @@ def read_state_dict(source) -> tuple[dict[str, torch.Tensor], str]:
                     path, len(conversion.skipped))
     # torch.from_numpy cannot take ml_dtypes' bfloat16 (a TF checkpoint saved in bf16): widen it,
     # losslessly, to float32
-    return {name: torch.from_numpy(array.astype("float32") if array.dtype.name == "bfloat16" else array)
-            for name, array in conversion.weights.items()}, path
+    return ConvertedTFWeights({name: torch.from_numpy(array.astype("float32") if array.dtype.name == "bfloat16"
+                                                      else array) for name, array in conversion.weights.items()},
+                              conversion.weights.sources), path
 
 
 def load_pretrained(model: torch.nn.Module, source, vocab_file=None, allow_fresh_heads: bool = True) -> LoadReport:
