@@ -482,12 +482,27 @@ def test_cjrc_run_holds_out_passages_and_scores_with_the_cjrc_metric(tmp_path, t
              f"--output_dir={out}", *SIZES, "--num_train_epochs=1", "--train_batch_size=16", "--learning_rate=1e-3"])
     gold = json.loads(cjrc.read_text(encoding="utf-8"))
     all_ids = [qa["id"] for a in gold["data"] for p in a["paragraphs"] for qa in p["qas"]]
-    predictions = json.loads((out / "seed_123" / "predictions.json").read_text(encoding="utf-8"))
+    written = json.loads((out / "seed_123" / "predictions.json").read_text(encoding="utf-8"))
+    # the official CJRC evaluate.py reads only a list: `for pred in preds: pred_dict[pred['id']] = pred['answer']`
+    assert isinstance(written, list) and all(set(entry) == {"id", "answer"} for entry in written)
+    predictions = {entry["id"]: entry["answer"] for entry in written}
     # 20 documents, 4 held out (6 questions each in this file): dev is a fifth of the questions
-    assert len(predictions) == len(all_ids) // 5 and set(predictions) <= set(all_ids)
+    assert len(predictions) == len(written) == len(all_ids) // 5 and set(predictions) <= set(all_ids)
     results = json.loads((out / "seed_123" / "eval_results.json").read_text())
     assert results["TOTAL"] == len(predictions)
     assert {"F1", "EM"} <= set(results) and any(k.endswith("_F1") for k in results)
+    domains = [k[:-len("_TOTAL")] for k in results if k.endswith("_TOTAL")]
+    assert domains and sum(results[f"{d}_TOTAL"] for d in domains) == results["TOTAL"]
+    if framework == "torch":
+        # questions to answer need no domain (only the scorer reports by it), nor answers
+        questions = tmp_path / "questions.json"
+        questions.write_text(json.dumps({"data": [{"paragraphs": [{"context": p["context"], "qas": [
+            {"id": qa["id"], "question": qa["question"]} for qa in p["qas"]]} for p in a["paragraphs"]]}
+            for a in gold["data"][:2]]}, ensure_ascii=False), encoding="utf-8")
+        run_cli(["--mode=predict", "--task=cjrc", f"--model_dir={out / 'seed_123' / 'best_model'}",
+                 f"--predict_file={questions}", f"--output_dir={tmp_path / 'answers'}"])
+        answered = json.loads((tmp_path / "answers" / "predictions.json").read_text(encoding="utf-8"))
+        assert [entry["id"] for entry in answered] == all_ids[:len(answered)] and len(answered) == 12
     nbest = json.loads((out / "seed_123" / "nbest_predictions.json").read_text(encoding="utf-8"))
     assert set(nbest) == set(predictions)
 

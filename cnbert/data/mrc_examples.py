@@ -293,7 +293,9 @@ class _Reader:
         for article_index, article in enumerate(data):
             where = f"data[{article_index}]"
             paragraphs = self.field(article, "paragraphs", list, where)
-            domain = self.read_domain(article, where) if self.cjrc else ""
+            # a file of questions to answer needs no domain: the scorer alone reports by it
+            wants_domain = self.cjrc and (self.labelled or "domain" in article)
+            domain = self.read_domain(article, where) if wants_domain else ""
             for paragraph_index, paragraph in enumerate(paragraphs):
                 where_p = f"{where}.paragraphs[{paragraph_index}]"
                 if isinstance(paragraph, dict) and isinstance(paragraph.get("id"), str):

@@ -54,19 +54,25 @@ class SpanCandidate:
 class MrcPredictions:
     """answers: {qas_id: text}; nbest: {qas_id: spans, best first}; kinds: {qas_id: chosen AnswerKind}
     (SPAN for every question without class logits); class_scores (CJRC): {qas_id: the four scores
-    of the module docstring, in AnswerKind order}."""
+    of the module docstring, in AnswerKind order}; answers_as_list: write predictions.json as
+    [{"id", "answer"}], the only form CJRC's official evaluate.py reads (CMRC 2018's and DRCD's
+    scorers read {id: text})."""
 
     answers: dict[str, str]
     nbest: dict[str, list[SpanCandidate]]
     kinds: dict[str, AnswerKind]
     class_scores: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+    answers_as_list: bool = False
 
     def write(self, output_dir) -> tuple[Path, Path]:
-        """Write predictions.json ({id: text}) and nbest_predictions.json ({id: [{text, probability,
-        start_logit, end_logit}, ...]}) atomically into output_dir; return their paths."""
+        """Write predictions.json ({id: text}, or [{"id": id, "answer": text}] with answers_as_list)
+        and nbest_predictions.json ({id: [{text, probability, start_logit, end_logit}, ...]})
+        atomically into output_dir; return their paths."""
         output_dir = Path(output_dir)
         predictions_path, nbest_path = output_dir / PREDICTIONS_FILE, output_dir / NBEST_FILE
-        write_json(predictions_path, self.answers)
+        answers = ([{"id": qas_id, "answer": text} for qas_id, text in self.answers.items()] if self.answers_as_list
+                   else self.answers)
+        write_json(predictions_path, answers)
         write_json(nbest_path, {qas_id: [c.to_json() for c in spans] for qas_id, spans in self.nbest.items()})
         return predictions_path, nbest_path
 

@@ -12,6 +12,7 @@ The flags every runner shares (model, training, output, framework) are cnbert.ru
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -115,6 +116,7 @@ def _predict_examples(trainer, examples, features, task_name, gold=None, gold_pa
         examples, features, outputs["start_logits"], outputs["end_logits"], class_logits=outputs.get("class_logits"),
         n_best_size=FLAGS.n_best_size, max_answer_length=FLAGS.max_answer_length,
         null_score_threshold=FLAGS.null_score_threshold)
+    predictions = dataclasses.replace(predictions, answers_as_list=tasks.get_task(task_name).predictions_as_list)
     metrics = tasks.score(task_name, gold, predictions.answers, source=gold_path) if gold is not None else None
     return predictions, metrics
 

@@ -27,6 +27,8 @@ class MrcTask:
     read: Callable[[str], ReadResult]
     answer_classes: bool  # CJRC's span / YES / NO / unknown head
     converter: Callable[[], TraditionalToSimplified] | None = None  # what `read` converts the model's text with
+    # predictions.json as [{"id", "answer"}], the only form the official scorer reads (CJRC's evaluate.py)
+    predictions_as_list: bool = False
 
     def question_example(self, question: str, context: str) -> MrcExample:
         """One question on one passage (predict mode's --question / --context), read as `read`
@@ -37,7 +39,7 @@ class MrcTask:
 TASKS = {
     "cmrc2018": MrcTask("cmrc2018", "CMRC 2018", read_cmrc2018, answer_classes=False),
     "drcd": MrcTask("drcd", "DRCD", read_drcd, answer_classes=False, converter=TraditionalToSimplified),
-    "cjrc": MrcTask("cjrc", "CJRC", read_cjrc, answer_classes=True),
+    "cjrc": MrcTask("cjrc", "CJRC", read_cjrc, answer_classes=True, predictions_as_list=True),
 }
 
 
@@ -88,7 +90,8 @@ def score(task: str, gold_data: Mapping, predictions: Mapping[str, str], source:
         flat = {"F1": scores["overall"]["f1"], "EM": scores["overall"]["em"], "TOTAL": scores["overall"]["qas"]}
         for domain in ("civil", "criminal"):
             if domain in scores:
-                flat.update({f"{domain}_F1": scores[domain]["f1"], f"{domain}_EM": scores[domain]["em"]})
+                flat.update({f"{domain}_F1": scores[domain]["f1"], f"{domain}_EM": scores[domain]["em"],
+                             f"{domain}_TOTAL": scores[domain]["qas"]})
         return flat
     return dict(evaluate_cmrc(gold_data, predictions, source=source))
 
