@@ -305,34 +305,41 @@ classify.run()
 """
 
 
-def test_tensorflow_multi_worker_run_writes_once_from_the_chief(tmp_path, tiny_config):
-    """Two workers (TF_CONFIG on localhost) sharing --output_dir, as on a shared filesystem: the
-    strategy is made before TensorFlow runs an op, only the chief writes and prints, and the other
-    worker waits for the chief's best model before scoring the test file with it."""
+def run_two_tf_workers(tmp_path, args) -> list[tuple[int, str, str]]:
+    """cnbert-classify with `args` as two TensorFlow workers (TF_CONFIG on localhost): each worker's
+    (exit status, stdout, stderr), the chief's first."""
     import socket
     import subprocess
     import sys
 
     from conftest import REPO
-    train = head_of("chnsenticorp/train.tsv", 32, tmp_path, "train.tsv")
-    dev = head_of("chnsenticorp/dev.tsv", 16, tmp_path, "dev.tsv")
     script = tmp_path / "worker.py"
     script.write_text(MULTI_WORKER)
     with socket.socket() as probe:  # a free port pair is likely next to a free port
         probe.bind(("localhost", 0))
         port = probe.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    workers = [subprocess.Popen([sys.executable, str(script), str(port), str(index), *args], cwd=REPO, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for index in (0, 1)]
+    outputs = [worker.communicate(timeout=600) for worker in workers]
+    return [(worker.returncode, stdout, stderr) for worker, (stdout, stderr) in zip(workers, outputs)]
+
+
+def test_tensorflow_multi_worker_run_writes_once_from_the_chief(tmp_path, tiny_config):
+    """Two workers (TF_CONFIG on localhost) sharing --output_dir, as on a shared filesystem: the
+    strategy is made before TensorFlow runs an op, only the chief writes and prints, and the other
+    worker waits for the chief's best model before scoring the test file with it."""
+    train = head_of("chnsenticorp/train.tsv", 32, tmp_path, "train.tsv")
+    dev = head_of("chnsenticorp/dev.tsv", 16, tmp_path, "dev.tsv")
     out = tmp_path / "out"
     args = ["--framework=tf", "--distribution_strategy=multi_worker_mirrored", "--task=chnsenticorp",
             f"--bert_config_file={tiny_config}", f"--train_file={train}", f"--dev_file={dev}", "--do_predict",
             f"--test_file={dev}", "--max_seq_length=64", "--num_train_epochs=1", "--train_batch_size=8",
             "--learning_rate=1e-3", "--seeds=1", "--noprogress", "--device=cpu", f"--output_dir={out}"]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    workers = [subprocess.Popen([sys.executable, str(script), str(port), str(index), *args], cwd=REPO, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for index in (0, 1)]
-    outputs = [worker.communicate(timeout=600) for worker in workers]
-    for worker, (stdout, stderr) in zip(workers, outputs):
-        assert worker.returncode == 0, stderr[-3000:]
-    chief, other = outputs[0][0], outputs[1][0]
+    outputs = run_two_tf_workers(tmp_path, args)
+    for status, _, stderr in outputs:
+        assert status == 0, stderr[-3000:]
+    chief, other = outputs[0][1], outputs[1][1]
     assert "seed 1: best dev" in chief and "test: accuracy" in chief
     assert "seed 1: best dev" not in other and "test: accuracy" not in other
     report = json.loads((out / "report.json").read_text())
@@ -375,26 +382,12 @@ def test_a_non_empty_output_dir_stops_every_torchrun_process_with_the_usage_erro
 
 def test_a_non_empty_output_dir_stops_every_tensorflow_worker_with_the_usage_error(trained_run, tmp_path,
                                                                                    tiny_config):
-    import socket
-    import subprocess
-    import sys
-
-    from conftest import REPO
     out, dev, _ = trained_run
-    script = tmp_path / "worker.py"
-    script.write_text(MULTI_WORKER)
-    with socket.socket() as probe:
-        probe.bind(("localhost", 0))
-        port = probe.getsockname()[1]
     args = ["--framework=tf", "--distribution_strategy=multi_worker_mirrored", "--task=chnsenticorp",
             f"--bert_config_file={tiny_config}", f"--train_file={dev}", f"--dev_file={dev}", "--noprogress",
             "--device=cpu", f"--output_dir={out}"]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    workers = [subprocess.Popen([sys.executable, str(script), str(port), str(index), *args], cwd=REPO, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for index in (0, 1)]
-    outputs = [worker.communicate(timeout=600) for worker in workers]
-    for worker, (_, stderr) in zip(workers, outputs):
-        assert worker.returncode == 2, stderr[-3000:]
+    for status, _, stderr in run_two_tf_workers(tmp_path, args):
+        assert status == 2, stderr[-3000:]
         assert f"--output_dir={out} is not empty" in stderr
 
 

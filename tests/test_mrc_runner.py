@@ -43,12 +43,40 @@ def run_cli(args, torchrun_procs=0, check=True, script=None, module="cnbert.runn
     return proc
 
 
-def patched_runner(directory, patch):
-    """A script for run_cli(script=...): runs cnbert-mrc after `patch` (Python source) has replaced
-    one of its parts, to slow down or break one step of a real run."""
+def patched_runner(directory, *patches):
+    """A script for run_cli(script=...): runs cnbert-mrc after `patches` (Python source) have replaced
+    some of its parts, to slow down or break steps of a real run."""
     script = directory / "patched_runner.py"
-    script.write_text(textwrap.dedent(patch) + "\nfrom cnbert.runners import mrc\n\nmrc.run()\n")
+    script.write_text("\n".join(textwrap.dedent(patch) for patch in patches)
+                      + "\nfrom cnbert.runners import mrc\n\nmrc.run()\n")
     return script
+
+
+# every best-model save takes 3 s longer, as a large checkpoint's does
+SLOW_SAVE = """
+    import time
+
+    from cnbert.torch import backend
+
+    save = backend.save_pretrained
+
+    def slow_save(*args, **kwargs):
+        time.sleep(3)
+        save(*args, **kwargs)
+
+    backend.save_pretrained = slow_save
+"""
+# seed 456's training loss is NaN at every step
+NAN_FOR_SEED_456 = """
+    from cnbert.training import TrainingRun
+
+    check_loss = TrainingRun.check_loss
+
+    def nan_for_seed_456(self, step, loss):
+        return check_loss(self, step, float("nan") if self.config.seed == 456 else loss)
+
+    TrainingRun.check_loss = nan_for_seed_456
+"""
 
 
 @pytest.fixture(scope="module")
@@ -214,19 +242,7 @@ def test_ddp_test_scoring_waits_for_the_best_model_being_saved(tmp_path, tiny_co
     """--do_predict under two processes: only rank 0 saves best_model, so rank 1 must wait for the save
     before it loads the model to score the test file. A save slowed down by 3 s (a large checkpoint)
     would otherwise let rank 1 read no model, or the previous best one."""
-    script = patched_runner(tmp_path, """
-        import time
-
-        from cnbert.torch import backend
-
-        save = backend.save_pretrained
-
-        def slow_save(*args, **kwargs):
-            time.sleep(3)
-            save(*args, **kwargs)
-
-        backend.save_pretrained = slow_save
-    """)
+    script = patched_runner(tmp_path, SLOW_SAVE)
     sample = REPO / "tests" / "fixtures" / "mrc_cmrc2018_sample.json"
     out = tmp_path / "out"
     run_cli(["--task=cmrc2018", f"--bert_config_file={tiny_config}", f"--train_file={sample}", f"--dev_file={sample}",
@@ -241,16 +257,7 @@ def test_ddp_test_scoring_waits_for_the_best_model_being_saved(tmp_path, tiny_co
 def test_a_diverging_seed_stops_alone_and_the_report_names_it(tmp_path, tiny_config):
     """Seed 456's loss is NaN from the first step (patched in): after 5 such steps that seed stops,
     seed 123 still trains, the report covers seed 123 and names 456, and the exit status is 1."""
-    script = patched_runner(tmp_path, """
-        from cnbert.training import TrainingRun
-
-        check_loss = TrainingRun.check_loss
-
-        def nan_for_seed_456(self, step, loss):
-            return check_loss(self, step, float("nan") if self.config.seed == 456 else loss)
-
-        TrainingRun.check_loss = nan_for_seed_456
-    """)
+    script = patched_runner(tmp_path, NAN_FOR_SEED_456)
     sample = REPO / "tests" / "fixtures" / "mrc_cmrc2018_sample.json"
     out = tmp_path / "out"
     proc = run_cli(["--task=cmrc2018", f"--bert_config_file={tiny_config}", f"--train_file={sample}",
@@ -274,26 +281,7 @@ def test_under_torchrun_a_diverging_seed_leaves_rank_0_time_to_write_the_others_
     checkpoint): every process stops on the diverged seed, and the others wait for rank 0, the one
     writing, to save seed 123's last best model and the report, rather than exit first and have
     torchrun kill it mid-write. The notes (random initialisation, dev = train) come once, from rank 0."""
-    script = patched_runner(tmp_path, """
-        import time
-
-        from cnbert.torch import backend
-        from cnbert.training import TrainingRun
-
-        check_loss = TrainingRun.check_loss
-
-        def nan_for_seed_456(self, step, loss):
-            return check_loss(self, step, float("nan") if self.config.seed == 456 else loss)
-
-        TrainingRun.check_loss = nan_for_seed_456
-        save = backend.save_pretrained
-
-        def slow_save(*args, **kwargs):
-            time.sleep(3)
-            save(*args, **kwargs)
-
-        backend.save_pretrained = slow_save
-    """)
+    script = patched_runner(tmp_path, NAN_FOR_SEED_456, SLOW_SAVE)
     sample = REPO / "tests" / "fixtures" / "mrc_cmrc2018_sample.json"
     out = tmp_path / "out"
     proc = run_cli(["--task=cmrc2018", f"--bert_config_file={tiny_config}", f"--train_file={sample}",
