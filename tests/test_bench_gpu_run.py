@@ -113,3 +113,21 @@ def test_a_benchmark_that_cannot_import_what_it_times_fails_before_the_build(tmp
     assert run.returncode == 1
     assert "the benchmark cannot import what it times" in run.stdout and "no transformers" in run.stdout
     assert not (tmp_path / "out" / "build.log").exists()  # nothing was built
+
+
+def test_tests_step_runs_the_kernel_tests_on_a_machine_without_tensorflow(tmp_path):
+    """The GPU machine has no TensorFlow, which the suite's conftest otherwise insists on. Here
+    TensorFlow is hidden from every python3 the step starts, and python3 -c (the step's check for
+    CUDA kernels) is answered yes: the CUDA tests must be collected (and, without a GPU, skip)."""
+    hide = tmp_path / "hide_tensorflow"
+    hide.mkdir()
+    (hide / "sitecustomize.py").write_text("import sys\nsys.modules['tensorflow'] = None  # import fails, find_spec is None\n")
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "python3").write_text(f'#!/usr/bin/env bash\n[ "$1" = -c ] && exit 0\nexec {sys.executable} "$@"\n')
+    (fake_bin / "python3").chmod(0o755)
+    run, _ = run_script(tmp_path, "tests", PYTHONPATH=f"{hide}{os.pathsep}{ROOT}",
+                        PATH=f"{fake_bin}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    log = (tmp_path / "out" / "cuda_tests.log").read_text()
+    assert run.returncode == 0, run.stdout + log
+    assert "needs TensorFlow" not in log and " skipped" in log

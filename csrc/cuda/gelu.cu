@@ -145,19 +145,23 @@ __global__ void __launch_bounds__(kBiasThreads)
   for (int j = 0; j < V; ++j) band_sums[j] = sum[j];
 }
 
-// Grid for the bias kernels: column blocks times bands of rows, about `blocks_per_sm` blocks per
-// multiprocessor in all, and no more bands than gridDim.y allows.
+// Grid for the bias kernels: column blocks times bands of rows, as many blocks in all as `kernel`
+// keeps resident at once (one wave: a second, partly filled wave would leave multiprocessors idle
+// at its end), and no more bands than gridDim.y allows.
 struct BiasGrid {
   dim3 grid, block;
   int64_t rows_per_band;
 };
 
-BiasGrid bias_grid(int64_t rows, int64_t n, int vec, int blocks_per_sm) {
+template <typename Kernel>
+BiasGrid bias_grid(int64_t rows, int64_t n, int vec, Kernel kernel) {
   const int64_t packs_per_row = (n + vec - 1) / vec;
   const int64_t threads = std::min<int64_t>(kBiasThreads, (packs_per_row + 31) / 32 * 32);
   const int64_t column_blocks = (packs_per_row + threads - 1) / threads;
-  const int64_t wanted_bands =
-      std::max<int64_t>(1, int64_t(cuda::multiprocessor_count()) * blocks_per_sm / column_blocks);
+  int blocks_per_sm = 0;
+  C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks_per_sm, kernel, static_cast<int>(threads), 0));
+  const int64_t wanted_bands = std::max<int64_t>(
+      1, int64_t(cuda::multiprocessor_count()) * std::max(blocks_per_sm, 1) / column_blocks);
   int64_t rows_per_band = std::max<int64_t>((rows + wanted_bands - 1) / wanted_bands, (rows + 65534) / 65535);
   rows_per_band = std::max<int64_t>(1, rows_per_band);
   const int64_t bands = (rows + rows_per_band - 1) / rows_per_band;
@@ -222,11 +226,13 @@ void bias_gelu_forward_cuda(const at::Tensor& x, const at::Tensor& bias, at::Ten
       constexpr Approx A = decltype(approx)::value;
       constexpr int V = kPackOf16Bytes<scalar_t>;
       if (n % V == 0 && is_aligned(in, 16) && is_aligned(b, 16) && is_aligned(out, 16)) {
-        const BiasGrid g = bias_grid(rows, n, V, 16);
-        bias_gelu_forward_kernel<scalar_t, V, A><<<g.grid, g.block, 0, stream>>>(in, b, out, rows, n, g.rows_per_band);
+        const auto kernel = bias_gelu_forward_kernel<scalar_t, V, A>;
+        const BiasGrid g = bias_grid(rows, n, V, kernel);
+        kernel<<<g.grid, g.block, 0, stream>>>(in, b, out, rows, n, g.rows_per_band);
       } else {
-        const BiasGrid g = bias_grid(rows, n, 1, 16);
-        bias_gelu_forward_kernel<scalar_t, 1, A><<<g.grid, g.block, 0, stream>>>(in, b, out, rows, n, g.rows_per_band);
+        const auto kernel = bias_gelu_forward_kernel<scalar_t, 1, A>;
+        const BiasGrid g = bias_grid(rows, n, 1, kernel);
+        kernel<<<g.grid, g.block, 0, stream>>>(in, b, out, rows, n, g.rows_per_band);
       }
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
@@ -250,16 +256,11 @@ void bias_gelu_backward_cuda(const at::Tensor& grad, const at::Tensor& x, const 
       constexpr int V = kPackOf16Bytes<scalar_t>;
       const bool vectorised = n % V == 0 && is_aligned(g, 16) && is_aligned(in, 16) && is_aligned(b, 16) &&
                               is_aligned(gx, 16);
-      const BiasGrid grid = bias_grid(rows, n, vectorised ? V : 1, 8);
+      const auto kernel = vectorised ? bias_gelu_backward_kernel<scalar_t, V, A> : bias_gelu_backward_kernel<scalar_t, 1, A>;
+      const BiasGrid grid = bias_grid(rows, n, vectorised ? V : 1, kernel);
       partial = at::empty({static_cast<int64_t>(grid.grid.y), n}, x.options().dtype(at::kFloat));
       float* p = partial.mutable_data_ptr<float>();
-      if (vectorised) {
-        bias_gelu_backward_kernel<scalar_t, V, A>
-            <<<grid.grid, grid.block, 0, stream>>>(g, in, b, gx, p, rows, n, grid.rows_per_band);
-      } else {
-        bias_gelu_backward_kernel<scalar_t, 1, A>
-            <<<grid.grid, grid.block, 0, stream>>>(g, in, b, gx, p, rows, n, grid.rows_per_band);
-      }
+      kernel<<<grid.grid, grid.block, 0, stream>>>(g, in, b, gx, p, rows, n, grid.rows_per_band);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   });
