@@ -91,8 +91,7 @@ def fit_torch(config, training, args, trim):
     torch.manual_seed(0)
     model, _ = backend.create_model(args.task, config)
     trainer = backend.Trainer(model, training, args.task, ctx=DistContext(device=torch.device(args.device)),
-                              show_progress=False)
-    trainer.trim_padding = trim
+                              show_progress=False, trim_padding=trim)
     sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
     starts, widths = [], []
 

@@ -22,7 +22,9 @@ from cnbert.io_utils import parse_json_text, read_text_file, write_json
 # are Hugging Face's names for the tanh approximation; "quick_gelu" is Hugging Face's name for the
 # sigmoid form x·σ(1.702x) (blocksparse's fast_gelu, siBert's FFN activation). The sigmoid form differs
 # from erf GELU by up to 2e-2, so it is used only where a config names it, never for "gelu".
-HIDDEN_ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "quick_gelu", "relu")
+# GELU_FORMS: each GELU's form, the `approximate` argument of cnbert.kernels' and cnbert.tf.ops' GELUs.
+GELU_FORMS = {"gelu": "none", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "quick_gelu": "sigmoid"}
+HIDDEN_ACTIVATIONS = (*GELU_FORMS, "relu")
 
 # Attention implementations, chosen by name; each framework maps a name to its function.
 ATTENTION_IMPLEMENTATIONS = ("eager", "sdpa", "fused")
@@ -36,7 +38,7 @@ _UNSUPPORTED_SETTINGS = {
 }
 
 
-# ALBERT embedding layouts (REFERENCE.md section 4):
+# ALBERT embedding layouts:
 #   "albert": Google ALBERT / Hugging Face AlbertModel. Word, position and token-type embeddings and
 #       their LayerNorm are E-dim (embedding_size); encoder.embedding_hidden_mapping_in (E -> H, with
 #       bias) then feeds num_hidden_groups groups of inner_group_num layers.
@@ -127,6 +129,11 @@ class BertConfig:
     @property
     def head_size(self) -> int:
         return self.hidden_size // self.num_attention_heads
+
+    @property
+    def gelu_form(self) -> str | None:
+        """hidden_act's GELU form (GELU_FORMS); None for relu."""
+        return GELU_FORMS.get(self.hidden_act)
 
     @property
     def classifier_dropout_rate(self) -> float:
@@ -247,6 +254,11 @@ class AlbertConfig(BertConfig):
     def model_type(self) -> str:
         return "albert" if self.embedding_layout == "albert" else FACTORIZED_ALBERT_MODEL_TYPE
 
+    def group_of_layer(self, layer: int) -> int:
+        """The group whose weights layer `layer` runs: floor(layer * groups / layers), computed exactly
+        (_validate refuses the counts where Google's and transformers' float arithmetic disagree)."""
+        return layer * self.num_hidden_groups // self.num_hidden_layers
+
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], source: str | None = None) -> "AlbertConfig":
         """Build from a Hugging Face config (model_type "albert"), one cnbert wrote, or a Google / brightmart
@@ -303,7 +315,7 @@ class AlbertConfig(BertConfig):
             raise ConfigError(f"num_hidden_groups {self.num_hidden_groups} exceeds num_hidden_layers "
                               f"{self.num_hidden_layers}")
         layers, groups = self.num_hidden_layers, self.num_hidden_groups
-        disputed = [i for i in range(layers) if len({i * groups // layers,  # exact, cnbert's
+        disputed = [i for i in range(layers) if len({self.group_of_layer(i),
                                                      int(i / layers * groups),  # Google ALBERT's modeling.py
                                                      int(i / (layers / groups))}) > 1]  # transformers'
         if disputed:

@@ -7,7 +7,7 @@ from conftest import REPO
 
 FRAMEWORK_PACKAGES = ("torch", "tf", "kernels")
 # each defines absl flags on the global FLAGS, so they cannot share one process
-COMMAND_LINE_MODULES = ("cnbert.eval.cli", "cnbert.runners.mrc", "cnbert.runners.classify", "cnbert.runners.ner",
+COMMAND_LINE_MODULES = ("cnbert.runners.score", "cnbert.runners.mrc", "cnbert.runners.classify", "cnbert.runners.ner",
                         "cnbert.runners.common")
 
 

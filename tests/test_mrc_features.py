@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from cnbert.data import (CLASS_IGNORED, NOT_CONTEXT, AnswerKind, FeatureConfig, MrcAnswer, MrcExample, build_features,
+from cnbert.data import (IGNORE_INDEX, NOT_CONTEXT, AnswerKind, FeatureConfig, MrcAnswer, MrcExample, build_features,
                          read_cjrc, read_cmrc2018, read_drcd)
 from cnbert.data.mrc_features import answer_token_span
 from cnbert.data.windows import doc_windows, max_context_window
@@ -250,7 +250,7 @@ def test_cjrc_class_labels(tokenizer, tmp_path):
     # never called unknown.
     holding = [w for w in span_windows if w[0] == AnswerKind.SPAN]
     assert holding and all(start > 0 for _, start, _ in holding)
-    assert all(w == (CLASS_IGNORED, 0, 0) for w in span_windows if w[0] != AnswerKind.SPAN)
+    assert all(w == (IGNORE_INDEX, 0, 0) for w in span_windows if w[0] != AnswerKind.SPAN)
     for qas_id, kind in (("yes", AnswerKind.YES), ("no", AnswerKind.NO), ("unknown", AnswerKind.UNKNOWN)):
         assert by_question[qas_id] and set(by_question[qas_id]) == {(int(kind), 0, 0)}
     assert features.answer_class.dtype == np.int64
@@ -288,6 +288,6 @@ def test_cjrc_dev_features(tokenizer):
     assert features.unlabelled_qas_ids == ()
     classes = collections.Counter(features.answer_class.tolist())
     # Measured window counts per class; every span question has a window labelled span.
-    assert classes == {0: 5594, CLASS_IGNORED: 4108, 3: 3021, 1: 1098, 2: 519}
+    assert classes == {0: 5594, IGNORE_INDEX: 4108, 3: 3021, 1: 1098, 2: 519}
     span_questions = {i for i, e in enumerate(examples) if e.answer_kind == AnswerKind.SPAN}
     assert set(features.example_index[features.answer_class == 0]) == span_questions

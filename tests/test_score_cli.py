@@ -18,7 +18,7 @@ DRCD_GOLD = FIXTURES / "score_drcd_sample_gold.json"
 
 
 def score(*args):
-    return subprocess.run([sys.executable, "-m", "cnbert.eval.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "cnbert.runners.score", *args], capture_output=True,
                           text=True, encoding="utf-8", timeout=120)
 
 
@@ -132,7 +132,7 @@ def test_console_script_is_installed_and_runs():
 
 
 def test_scoring_imports_neither_torch_nor_tensorflow():
-    code = ("import sys, cnbert.eval.cli; "
+    code = ("import sys, cnbert.runners.score; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'tensorflow', 'keras')))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

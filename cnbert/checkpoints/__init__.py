@@ -34,6 +34,7 @@ from cnbert.checkpoints.files import (
     is_sibert_checkpoint,
     read_pretrained_config,
 )
+from cnbert.checkpoints.model_dir import check_loaded_labels, read_tf_weights, write_model_directory
 from cnbert.checkpoints.sibert_layout import SIBERT_PREFIX, sibert_to_hf
 from cnbert.checkpoints.tf_layouts import ALBERT_TF_LAYOUTS, TF_LAYOUTS, convert_tf_variables, detect_tf_layout
 from cnbert.checkpoints.google_tf import (
@@ -54,5 +55,5 @@ __all__ = [
     "ALBERT_ENCODER_PREFIX", "ALBERT_PRETRAINING_HEAD_PREFIXES", "albert_architecture", "albert_parameter_shapes",
     "albert_tf_names", "albert_tf_to_model",
     "convert_tf_variables", "detect_tf_layout", "model_to_albert_tf", "TF_LAYOUTS", "ALBERT_TF_LAYOUTS",
-    "SIBERT_PREFIX", "sibert_to_hf",
+    "SIBERT_PREFIX", "sibert_to_hf", "check_loaded_labels", "read_tf_weights", "write_model_directory",
 ]

@@ -31,8 +31,8 @@ intermediate, output). albert_config/albert_config_large.json has embedding_size
 kpe/bert-for-tf2 (bert/loader.py, bert/embeddings.py) loads brightmart weights the same way: the
 projector maps to word_embeddings_2, "project_embeddings_with_bias = False" and
 "project_position_embeddings = False" for brightmart. Note: brightmart's TF `gelu`, like Google
-ALBERT's, computes the tanh approximation; cnbert reads "gelu" as the exact erf form everywhere (REFERENCE.md section 4, and what
-the original list's PyTorch code used with this checkpoint): pass hidden_act="gelu_new" to reproduce
+ALBERT's, computes the tanh approximation; cnbert reads "gelu" as the exact erf form everywhere (as
+the original list's PyTorch code did with this checkpoint): pass hidden_act="gelu_new" to reproduce
 the pretraining activation exactly (they differ by at most 4.7e-4).
 
 Kernels are [in, out] in TF and [out, in] in a torch-style Linear, so they are transposed both ways.

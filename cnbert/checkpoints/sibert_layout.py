@@ -16,8 +16,8 @@ Its `conv1d` layers keep the weight as `w` [in, out] (transposed for a torch Lin
     .../layer_3/output/LayerNorm_output                  <-> encoder.layer.3.output.LayerNorm
     bert_model/pooler/cls_pooler_dense                   <-> pooler.dense
 
-siBert's `layer_norm` names its scale and shift `gamma` and `beta` (models/SiBert.py); REFERENCE.md
-lists them as `gain` and `bias`, the names of its local variables. Either pair loads.
+siBert's `layer_norm` names its scale and shift `gamma` and `beta` (models/SiBert.py); its local
+variables are called `gain` and `bias`, and descriptions of the checkpoint use either. Either pair loads.
 
 `cls_pooler_dense` is BERT's pooler (dense + tanh on the [CLS] vector). Skipped, like Google's cls/*:
 `pooler/pooler_dense` (applied to every position, it feeds only the sentence-choice pretraining loss),

@@ -6,7 +6,7 @@ NER sentences, features and entity scores (cnbert.data.ner).
     features = build_features(result.examples, ChineseBertTokenizer(), FeatureConfig(), training=True)
     ... model on features.model_arrays() ...
     predictions = postprocess_predictions(examples, eval_features, start_logits, end_logits)
-    predictions.write(output_dir)           # predictions.json + nbest_predictions.json
+    predictions.write(output_dir)           # predictions.json, nbest_predictions.json (CJRC: class_scores.json)
 """
 from cnbert.data.chinese_convert import TraditionalToSimplified
 from cnbert.data.classification import (
@@ -17,7 +17,9 @@ from cnbert.data.classification import (
     read_classification_tsv,
     truncate_pair,
 )
+from cnbert.data.labels import IGNORE_INDEX, check_labels
 from cnbert.data.mrc_examples import (
+    ANSWER_CLASSES,
     AnswerKind,
     InconsistentAnswer,
     MrcAnswer,
@@ -31,13 +33,13 @@ from cnbert.data.mrc_examples import (
     read_cmrc2018,
     read_drcd,
 )
-from cnbert.data.mrc_features import CLASS_IGNORED, NOT_CONTEXT, FeatureConfig, MrcFeatures, build_features
+from cnbert.data.mrc_features import NOT_CONTEXT, FeatureConfig, MrcFeatures, build_features
 from cnbert.data.mrc_postprocess import MrcPredictions, SpanCandidate, postprocess_predictions
 from cnbert.data.ner import NerFeatures, NerSentence, build_ner_features, decode_tags, entities, entity_scores, read_bio
 
 __all__ = [
     "ClassificationExample", "ClassificationFeatures", "TsvFormat", "build_classification_features",
-    "read_classification_tsv", "truncate_pair", "AnswerKind", "CLASS_IGNORED", "FeatureConfig", "InconsistentAnswer", "MrcAnswer", "MrcExample", "MrcFeatures",
+    "read_classification_tsv", "truncate_pair", "ANSWER_CLASSES", "AnswerKind", "IGNORE_INDEX", "check_labels", "FeatureConfig", "InconsistentAnswer", "MrcAnswer", "MrcExample", "MrcFeatures",
     "MrcPredictions", "NOT_CONTEXT", "OffsetRepair", "question_example", "ReadReport", "ReadResult", "SpanCandidate",
     "TraditionalToSimplified", "build_features", "locate_answer_start", "postprocess_predictions", "read_cjrc",
     "read_cmrc2018", "read_drcd", "NerFeatures", "NerSentence", "build_ner_features", "decode_tags", "entities",

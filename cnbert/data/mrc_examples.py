@@ -42,6 +42,10 @@ class AnswerKind(enum.IntEnum):
     UNKNOWN = 3
 
 
+# The CJRC answer-class head's outputs, in order.
+ANSWER_CLASSES = tuple(kind.name.lower() for kind in AnswerKind)
+
+
 @dataclasses.dataclass(frozen=True)
 class MrcAnswer:
     """One reference answer.

@@ -13,7 +13,7 @@ Labels (training features only), per feature:
   training answer (the example's first reference, offsets already repaired by the reader) when
   the window holds the whole answer; 0 ([CLS]) otherwise, and for CJRC YES / NO / unknown questions.
 - answer_class (CJRC, `answer_classes=True`): AnswerKind of the question (0 span, 1 YES, 2 NO,
-  3 unknown). A window of a span question that does not contain the answer gets CLASS_IGNORED
+  3 unknown). A window of a span question that does not contain the answer gets IGNORE_INDEX
   (-100, the ignore index of torch's cross-entropy): it is neither "span here" nor "unknown", and
   labelling it unknown would teach the model that answerable questions are unanswerable.
 A span question whose training answer has no usable offset (not found by the reader, or covering no
@@ -28,19 +28,19 @@ from typing import Sequence
 
 import numpy as np
 
+from cnbert.data.labels import IGNORE_INDEX
 from cnbert.data.mrc_examples import AnswerKind, MrcExample
 from cnbert.data.windows import doc_windows, max_context_window
 from cnbert.tokenization import ChineseBertTokenizer
 
 logger = logging.getLogger(__name__)
 
-CLASS_IGNORED = -100
 NOT_CONTEXT = -1  # context_offsets of [CLS], question, [SEP] and [PAD] positions
 
 
 @dataclasses.dataclass(frozen=True)
 class FeatureConfig:
-    """Sizes, in word pieces. Defaults are the original list's (REFERENCE.md §1)."""
+    """Sizes, in word pieces. Defaults are the original list's run settings."""
 
     max_seq_length: int = 512
     max_query_length: int = 64
@@ -228,7 +228,7 @@ def _window_labels(example: MrcExample, offsets: np.ndarray, windows, first_cont
             labels.append((first - start + first_context_position, last - start + first_context_position,
                            int(AnswerKind.SPAN)))
         else:
-            labels.append((0, 0, CLASS_IGNORED))
+            labels.append((0, 0, IGNORE_INDEX))
     if all(start == 0 for start, _, _ in labels):
         return None  # no window holds it whole: every window would teach "not here"
     return labels

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
+from cnbert.data.labels import IGNORE_INDEX
 from cnbert.data.windows import doc_windows, max_context_window
 from cnbert.errors import DataError
 from cnbert.io_utils import read_text_file
 from cnbert.tokenization import ChineseBertTokenizer
 
-IGNORE_INDEX = -100  # [CLS], [SEP] and padding carry no tag
 
 
 @dataclasses.dataclass(frozen=True)

@@ -281,14 +281,6 @@ def close_process_groups() -> None:
         backend_module.finish(ctx)
 
 
-def trainer_placement(ctx) -> dict:
-    """The keyword arguments that place a backend's Trainer: the torch process group, or the TF
-    strategy (by name: make_strategy gives the one process_group made)."""
-    if FLAGS.framework == "torch":
-        return {"ctx": ctx}
-    return {"strategy_name": FLAGS.distribution_strategy}
-
-
 # ---- training settings -----------------------------------------------------------------------
 
 def training_config(seed: int) -> TrainingConfig:
@@ -450,16 +442,22 @@ def train_on_files(program: str, runner_module: str, task, min_token_types: int,
     log.info(", ".join(f"{len(examples[name])} {name} examples" for name in splits))
     check_enough_features(len(features["train"].model_arrays()["input_ids"]), run.ctx.world_size)
     prepare_output_dir(run.out, run.seeds, program, runner_module, run.rank0)
+    train_report_and_test(run, task, features["train"].model_arrays(),
+                          lambda trainer: evaluate(trainer, examples["dev"], features["dev"], splits["dev"]),
+                          (lambda trainer: evaluate(trainer, examples["test"], features["test"], splits["test"]))
+                          if FLAGS.do_predict else None, settings_file, settings_names)
+
+
+def train_report_and_test(run: TrainingSetup, task, train_arrays, evaluate_dev: Callable,
+                          evaluate_test: Callable | None, settings_file: str, settings_names: Sequence[str]) -> None:
+    """Train every seed (train_seeds), write the report, score the test split with the best seed's
+    model when evaluate_test is given (--do_predict), and raise TrainingStopped if a seed stopped.
+    The task and `settings_names` flags are saved beside each best model in `settings_file`."""
     settings = (settings_file, {name: getattr(FLAGS, name) for name in ("task", *settings_names)})
-    runs = train_seeds(run.backend, run.ctx, run.seeds, run.first_model, run.initial_model,
-                       features["train"].model_arrays(), FLAGS.task,
-                       lambda trainer: evaluate(trainer, examples["dev"], features["dev"], splits["dev"]),
-                       task.criterion, task.metric_names, run.vocab, settings, run.rank0)
-    best_seed = write_report(runs, task.metric_names, task.criterion, task.title, run.rank0)
-    if FLAGS.do_predict:
-        score_test(run.backend, run.ctx, FLAGS.task, runs.best_dirs[best_seed],
-                   lambda trainer: evaluate(trainer, examples["test"], features["test"], splits["test"]),
-                   task.metric_names, run.rank0)
+    runs = train_seeds(run, task, train_arrays, evaluate_dev, settings)
+    best_seed = write_report(runs, task, run.rank0)
+    if evaluate_test is not None:
+        score_test(run, runs.best_dirs[best_seed], evaluate_test, task.metric_names)
     raise_if_stopped(runs)
 
 
@@ -514,21 +512,20 @@ def prepare_output_dir(out: Path, seed_list: list[int], program: str, runner_mod
         write_text(out / "flags.txt", effective_flags(program, runner_module))
 
 
-def train_seeds(backend_module, ctx, seed_list: list[int], first_model, initial_model, train_arrays, task: str,
-                evaluate_dev: Callable, criterion: Callable[[dict], float], metric_names: Sequence[str],
-                vocab: Path, predict_settings: tuple[str, dict], rank0: bool) -> SeedRuns:
-    """Train every seed from the same initial weights; each keeps its best dev evaluation.
+def train_seeds(run: TrainingSetup, task, train_arrays, evaluate_dev: Callable,
+                predict_settings: tuple[str, dict]) -> SeedRuns:
+    """Train every seed from the same initial weights; each keeps its best dev evaluation (by
+    task.criterion).
 
     evaluate_dev(trainer) -> (predictions with .write(directory), metrics). The best evaluation's
     model, the settings predict mode needs (predict_settings: file name, values), predictions and
     scores are saved as one set in seed_<seed>/. A seed whose loss diverges stops alone."""
-    out = Path(FLAGS.output_dir)
     runs = SeedRuns({}, {}, {})
-    for seed in seed_list:
-        seed_dir = out / f"seed_{seed}"
-        model = first_model if seed == seed_list[0] else initial_model()
-        trainer = backend_module.Trainer(model, training_config(seed), task, log_dir=seed_dir / "tensorboard",
-                                         show_progress=FLAGS.progress, **trainer_placement(ctx))
+    for seed in run.seeds:
+        seed_dir = run.out / f"seed_{seed}"
+        model = run.first_model if seed == run.seeds[0] else run.initial_model()
+        trainer = run.backend.Trainer(model, training_config(seed), FLAGS.task, log_dir=seed_dir / "tensorboard",
+                                      show_progress=FLAGS.progress, ctx=run.ctx)
         latest = {}
 
         def evaluate(trainer=trainer, latest=latest):
@@ -539,60 +536,59 @@ def train_seeds(backend_module, ctx, seed_list: list[int], first_model, initial_
             # the model, its settings, predictions and scores of one evaluation, replaced as a set:
             # a Ctrl-C never leaves a model beside another evaluation's predictions or scores
             with replaced_together(seed_dir) as staging:
-                backend_module.save_pretrained(model, staging / "best_model", vocab)
+                run.backend.save_pretrained(model, staging / "best_model", run.vocab)
                 write_json(staging / "best_model" / predict_settings[0], predict_settings[1])
                 latest["predictions"].write(staging)
                 write_json(staging / "eval_results.json", metrics)
 
         try:
-            result = trainer.fit(train_arrays, evaluate=evaluate, criterion=criterion, on_new_best=on_new_best)
+            result = trainer.fit(train_arrays, evaluate=evaluate, criterion=task.criterion, on_new_best=on_new_best)
         except NonFiniteLossError as error:
             # a diverged seed stops alone: the others still run, and the report names it
             runs.stopped[seed] = str(error)
-            if rank0:
+            if run.rank0:
                 print(f"seed {seed}: stopped: {error}", file=sys.stderr, flush=True)
                 if error.result is not None:
                     write_json(seed_dir / "training_history.json", training_history(error.result, stopped=str(error)))
             continue
-        if rank0:
+        if run.rank0:
             write_json(seed_dir / "training_history.json", training_history(result))
             print(f"seed {seed}: best dev at step {result.best_step}: "
-                  + ", ".join(f"{m} {result.best_metrics[m]:.3f}" for m in metric_names), flush=True)
+                  + ", ".join(f"{m} {result.best_metrics[m]:.3f}" for m in task.metric_names), flush=True)
         runs.per_seed[seed] = result.best_metrics
         runs.best_dirs[seed] = seed_dir / "best_model"
     return runs
 
 
-def write_report(runs: SeedRuns, metric_names: Sequence[str], criterion: Callable[[dict], float], title: str,
-                 rank0: bool) -> int:
-    """report.md / report.json with `mean (max)` over the finished seeds; returns the best seed."""
+def write_report(runs: SeedRuns, task, rank0: bool) -> int:
+    """report.md / report.json with `mean (max)` over the finished seeds; returns the best seed (by
+    task.criterion)."""
     if not runs.per_seed:
         raise TrainingStopped(f"every seed stopped before the end of training: {runs.stopped}")
-    summary = summarize_seeds(runs.per_seed, metric_names)
-    best_seed = max(runs.per_seed, key=lambda s: criterion(runs.per_seed[s]))
+    summary = summarize_seeds(runs.per_seed, task.metric_names)
+    best_seed = max(runs.per_seed, key=lambda s: task.criterion(runs.per_seed[s]))
     summary["best_seed"] = best_seed
     if runs.stopped:
         summary["stopped_seeds"] = {str(seed): reason for seed, reason in runs.stopped.items()}
     if rank0:
         out = Path(FLAGS.output_dir)
         model_name = Path(FLAGS.init_checkpoint).name if FLAGS.init_checkpoint else "random init"
-        markdown = format_markdown(summary, f"{title} dev ({model_name})")
+        markdown = format_markdown(summary, f"{task.title} dev ({model_name})")
         write_text(out / "report.md", markdown)
         write_json(out / "report.json", summary)
         print(markdown, flush=True)
     return best_seed
 
 
-def score_test(backend_module, ctx, task: str, model_dir: Path, evaluate_test: Callable, metric_names: Sequence[str],
-               rank0: bool) -> None:
+def score_test(run: TrainingSetup, model_dir: Path, evaluate_test: Callable, metric_names: Sequence[str]) -> None:
     """Score --test_file once with the best model: test/ holds its predictions and test_results.json.
     evaluate_test(trainer) -> (predictions with .write(directory), metrics)."""
-    backend_module.barrier(ctx)  # rank 0 alone saves best_model: no process may read it before it is complete
-    model = backend_module.load_finetuned(model_dir, task)
-    trainer = backend_module.Trainer(model, training_config(0), task, show_progress=False, **trainer_placement(ctx))
+    run.backend.barrier(run.ctx)  # rank 0 alone saves best_model: no process may read it before it is complete
+    model = run.backend.load_finetuned(model_dir, FLAGS.task)
+    trainer = run.backend.Trainer(model, training_config(0), FLAGS.task, show_progress=False, ctx=run.ctx)
     predictions, metrics = evaluate_test(trainer)
-    if rank0:
-        with replaced_together(Path(FLAGS.output_dir) / "test") as staging:
+    if run.rank0:
+        with replaced_together(run.out / "test") as staging:
             predictions.write(staging)
             write_json(staging / "test_results.json", {**metrics, "model_dir": str(model_dir)})
         print("test: " + ", ".join(f"{m} {metrics[m]:.3f}" for m in metric_names), flush=True)
@@ -643,8 +639,7 @@ class PredictionSetup:
 
     def trainer(self):
         """A Trainer that runs the model (prediction only), placed as the flags say."""
-        return self.backend.Trainer(self.model, training_config(0), FLAGS.task, show_progress=False,
-                                    **trainer_placement(self.ctx))
+        return self.backend.Trainer(self.model, training_config(0), FLAGS.task, show_progress=False, ctx=self.ctx)
 
 
 def load_for_prediction(min_token_types: int, what: str, check_flags: Callable[[], None] = lambda: None

@@ -156,18 +156,13 @@ def train_and_evaluate():
     def evaluate_dev(trainer):
         return _predict_examples(trainer, dev_examples, dev_features, FLAGS.task, dev_gold, gold_path)
 
-    # with the task, so that predict mode refuses the model for another task (a DRCD model reads simplified text)
-    settings = (PREDICT_SETTINGS_FILE, {name: getattr(FLAGS, name) for name in ("task", *PREDICT_SETTINGS)})
-    runs = common.train_seeds(run.backend, run.ctx, run.seeds, run.first_model, run.initial_model,
-                              train_features.model_arrays(), FLAGS.task, evaluate_dev, tasks.criterion,
-                              tasks.METRIC_NAMES, run.vocab, settings, run.rank0)
-    best_seed = common.write_report(runs, tasks.METRIC_NAMES, tasks.criterion, task.title, run.rank0)
-    if FLAGS.do_predict:
-        common.score_test(run.backend, run.ctx, FLAGS.task, runs.best_dirs[best_seed],
-                          lambda trainer: _predict_examples(trainer, test.examples, test.features, FLAGS.task,
-                                                            test.gold, FLAGS.test_file),
-                          tasks.METRIC_NAMES, run.rank0)
-    common.raise_if_stopped(runs)
+    def evaluate_test(trainer):
+        return _predict_examples(trainer, test.examples, test.features, FLAGS.task, test.gold, FLAGS.test_file)
+
+    # the settings name the task, so that predict mode refuses the model for another task (a DRCD
+    # model reads simplified text)
+    common.train_report_and_test(run, task, train_features.model_arrays(), evaluate_dev,
+                                 evaluate_test if FLAGS.do_predict else None, PREDICT_SETTINGS_FILE, PREDICT_SETTINGS)
 
 
 class TestSplit(NamedTuple):

@@ -8,12 +8,27 @@ TASK_HEADS = {"cmrc2018": "span", "drcd": "span", "cjrc": "cjrc",
               **{name: "classification" for name in classification.TASKS},
               **{name: "tagging" for name in ner.TASKS}}
 
+# The label arrays (of the features' model_arrays) each head's loss reads, in the loss's argument order.
+HEAD_LABELS = {"span": ("start_positions", "end_positions"),
+               "cjrc": ("start_positions", "end_positions", "answer_class"),
+               "classification": ("labels",), "tagging": ("tags",)}
+
 
 def ignores_padding(task: str) -> bool:
     """Whether a task's loss and outputs read no padding position, so that a trainer may cut the
     padding columns every row masks: classifiers and taggers. Not the span models, whose softmax
     over positions covers the whole window, padding included, as Google's and transformers' do."""
     return TASK_HEADS.get(task) in ("classification", "tagging")
+
+
+def trims_padding(task: str, trim_padding: bool | None = None) -> bool:
+    """Whether a trainer of `task` trims the padding columns: `trim_padding`, by default (None)
+    ignores_padding(task); ValueError where trimming would change the task's loss."""
+    if trim_padding is None:
+        return ignores_padding(task)
+    if trim_padding and not ignores_padding(task):
+        raise ValueError(f"trim_padding would change the loss of a {TASK_HEADS.get(task)} model (task {task!r})")
+    return trim_padding
 
 
 def output_labels(task: str) -> tuple[str, ...] | None:

@@ -1,6 +1,6 @@
 """Sentence classification and matching tasks (ChnSentiCorp, THUCNews, LCQMC, XNLI, NLPCC DBQA):
 each task's file format, its labels (their order fixes the classifier's output indices), and its
-scores (REFERENCE.md §1).
+scores.
 
 Classification and matching are scored by accuracy. DBQA (answer selection) ranks each question's
 candidate sentences by the probability of label 1 and is scored by MRR and MAP, with pair accuracy

@@ -8,16 +8,22 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import ClassVar
 
 import numpy as np
 
 from cnbert.data import (MrcExample, ReadResult, TraditionalToSimplified, mrc_examples, read_cjrc, read_cmrc2018,
                          read_drcd)
-from cnbert.eval.cjrc_metric import evaluate_cjrc
+from cnbert.eval.cjrc_metric import DOMAINS, evaluate_cjrc
 from cnbert.eval.cmrc_metric import evaluate_cmrc
 from cnbert.eval.predictions import question_id
 
 METRIC_NAMES = ("F1", "EM")
+
+
+def criterion(metrics: Mapping[str, float]) -> float:
+    """The one number that ranks evaluations: F1 + EM."""
+    return float(metrics["F1"]) + float(metrics["EM"])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +35,10 @@ class MrcTask:
     converter: Callable[[], TraditionalToSimplified] | None = None  # what `read` converts the model's text with
     # predictions.json as [{"id", "answer"}], the only form the official scorer reads (CJRC's evaluate.py)
     predictions_as_list: bool = False
+    metric_names: ClassVar[tuple[str, ...]] = METRIC_NAMES
+
+    def criterion(self, metrics: Mapping[str, float]) -> float:
+        return criterion(metrics)
 
     def question_example(self, question: str, context: str) -> MrcExample:
         """One question on one passage (predict mode's --question / --context), read as `read`
@@ -88,14 +98,8 @@ def score(task: str, gold_data: Mapping, predictions: Mapping[str, str], source:
     if get_task(task).answer_classes:
         scores = evaluate_cjrc(gold_data, predictions, source=source)
         flat = {"F1": scores["overall"]["f1"], "EM": scores["overall"]["em"], "TOTAL": scores["overall"]["qas"]}
-        for domain in ("civil", "criminal"):
-            if domain in scores:
-                flat.update({f"{domain}_F1": scores[domain]["f1"], f"{domain}_EM": scores[domain]["em"],
-                             f"{domain}_TOTAL": scores[domain]["qas"]})
+        for domain in DOMAINS:
+            flat.update({f"{domain}_F1": scores[domain]["f1"], f"{domain}_EM": scores[domain]["em"],
+                         f"{domain}_TOTAL": scores[domain]["qas"]})
         return flat
     return dict(evaluate_cmrc(gold_data, predictions, source=source))
-
-
-def criterion(metrics: Mapping[str, float]) -> float:
-    """The one number that ranks evaluations: F1 + EM."""
-    return float(metrics["F1"]) + float(metrics["EM"])

@@ -32,7 +32,6 @@ from cnbert.config import AlbertConfig, ConfigError
 from cnbert.tf.heads import (BertForCJRC, BertForSequenceClassification, BertForSpanExtraction,
                              BertForTokenClassification)
 from cnbert.tf.modeling import (
-    FFN_ACTIVATIONS,
     SITES_PER_LAYER,
     BertEmbeddings,
     BertLayer,
@@ -78,7 +77,7 @@ class AlbertLayer(keras.layers.Layer):
         self.attention_dense = Linear(config.hidden_size, config.initializer_range, name="dense")
         self.attention_norm = layer_norm(config)
         self.ffn = Linear(config.intermediate_size, config.initializer_range,
-                          activation=FFN_ACTIVATIONS[config.hidden_act], name="dense")
+                          activation=config.hidden_act, name="dense")
         self.ffn_output = Linear(config.hidden_size, config.initializer_range, name="dense")
         self.output_norm = layer_norm(config, "LayerNorm_1")
         self.attention_site, self.ffn_site = site + 1, site + 2
@@ -141,10 +140,8 @@ class AlbertTransformer(LayerStack):
 
     def call(self, embeddings, key_mask, seed=None, training=False):
         hidden_states = self.embedding_hidden_mapping_in(embeddings)
-        layers, groups = self.config.num_hidden_layers, self.config.num_hidden_groups
-        for i in range(layers):
-            # Layer i belongs to group floor(i * groups / layers), as in cnbert.torch.albert.
-            group = self.groups[i * groups // layers]
+        for i in range(self.config.num_hidden_layers):
+            group = self.groups[self.config.group_of_layer(i)]
             hidden_states = self.run_layer(group, hidden_states, key_mask, application_seed(seed, i), training)
         return hidden_states
 

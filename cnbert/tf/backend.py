@@ -5,10 +5,11 @@ from __future__ import annotations
 import keras
 
 from cnbert.config import BertConfig
+from cnbert.tf import trainer
 from cnbert.tf.checkpoint import LoadReport, load_finetuned, load_pretrained, model_for_task, save_pretrained
-from cnbert.tf.distribute import any_process, barrier, finish, init_distributed, use_device
+from cnbert.tf.distribute import StrategyContext, any_process, barrier, finish, init_distributed, use_device
 from cnbert.tf.export import export_saved_model
-from cnbert.tf.trainer import FitResult, Trainer
+from cnbert.training import FitResult, TrainingConfig
 
 __all__ = ["create_model", "load_finetuned", "save_pretrained", "Trainer", "FitResult", "seed_everything",
            "export_saved_model", "use_device", "init_distributed", "any_process", "barrier", "finish"]
@@ -28,3 +29,11 @@ def create_model(task: str, config: BertConfig, init_checkpoint=None, vocab_file
     model = model_for_task(task, config)
     report = load_pretrained(model, init_checkpoint, vocab_file=vocab_file) if init_checkpoint else None
     return model, report
+
+
+def Trainer(model, config: TrainingConfig, task: str, ctx: StrategyContext | None = None, log_dir=None,
+            show_progress: bool = True, trim_padding: bool | None = None, **kwargs) -> trainer.Trainer:
+    """cnbert.tf.trainer.Trainer on init_distributed's strategy (one_device without a ctx), taking
+    the arguments of cnbert.torch.backend.Trainer; `kwargs` are the TF trainer's own (jit_compile)."""
+    return trainer.Trainer(model, config, task, strategy_name=ctx.strategy_name if ctx else "one_device",
+                           log_dir=log_dir, show_progress=show_progress, trim_padding=trim_padding, **kwargs)

@@ -12,8 +12,6 @@ pretrained checkpoint may stay freshly initialised, and the report lists it.
 from __future__ import annotations
 
 import dataclasses
-import logging
-import shutil
 from pathlib import Path
 from typing import Mapping
 
@@ -25,26 +23,22 @@ from cnbert.checkpoints import (
     CheckpointError,
     ConvertedTFWeights,
     LoadReport,
-    check_classifier_labels,
-    check_vocab_size,
+    check_loaded_labels,
     check_vocabulary,
-    convert_tf_variables,
     find_weights,
-    load_tf_checkpoint,
     plan_load,
     read_pretrained_config,
+    read_tf_weights,
     reading_weights,
+    write_model_directory,
 )
 from cnbert.config import AlbertConfig, BertConfig
-from cnbert.io_utils import atomic_directory
 from cnbert.tasks import TASK_HEADS, output_labels
 from cnbert.tf.albert import (AlbertForCJRC, AlbertForSequenceClassification, AlbertForSpanExtraction,
                               AlbertForTokenClassification)
 from cnbert.tf.heads import (BertForCJRC, BertForSequenceClassification, BertForSpanExtraction,
                              BertForTokenClassification)
 from cnbert.tf.modeling import BertModel
-
-logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,13 +113,9 @@ def read_canonical_weights(source) -> tuple[dict[str, np.ndarray], str]:
     elif weights.format == "pytorch":
         state = _read_torch_state_dict(path)
     else:
-        conversion, layout = convert_tf_variables(load_tf_checkpoint(weights.path), source=path)
-        logger.info("%s: a TF checkpoint in the %s layout", path, layout)
-        if conversion.skipped:
-            logger.info("%s: skipped %d TF variables (optimizer slots, global_step, pretraining heads)",
-                        path, len(conversion.skipped))
-        return ConvertedTFWeights({name: np.asarray(value, dtype=np.float32)
-                                   for name, value in conversion.weights.items()}, conversion.weights.sources), path
+        converted = read_tf_weights(weights.path)
+        return ConvertedTFWeights({name: np.asarray(value, dtype=np.float32) for name, value in converted.items()},
+                                  converted.sources), path
     return {name: np.asarray(value, dtype=np.float32) for name, value in state.items()}, path
 
 
@@ -151,14 +141,8 @@ def load_pretrained(model: keras.Model, source, vocab_file=None) -> LoadReport:
     source = Path(source)
     check_vocabulary(source, model.config, vocab_file)
     state, path = read_canonical_weights(source)
-    return _checked_labels(load_canonical_weights(model, state, source=path, allow_fresh_heads=True), model, source)
-
-
-def _checked_labels(report: LoadReport, model: keras.Model, source) -> LoadReport:
-    """A classifier read from `source` must have been trained on the model's labels (in order)."""
-    labels = getattr(model, "labels", None)
-    if labels is not None and not any(name.startswith("classifier.") for name in report.initialised):
-        check_classifier_labels(source, labels)
+    report = load_canonical_weights(model, state, source=path, allow_fresh_heads=True)
+    check_loaded_labels(report, getattr(model, "labels", None), source)
     return report
 
 
@@ -191,7 +175,8 @@ def load_finetuned(directory, task: str, **config_overrides) -> keras.Model:
     model = model_for_task(task, read_pretrained_config(directory, **config_overrides))
     check_vocabulary(directory, model.config)
     state, path = read_canonical_weights(directory)
-    _checked_labels(load_canonical_weights(model, state, source=path, allow_fresh_heads=False), model, directory)
+    report = load_canonical_weights(model, state, source=path, allow_fresh_heads=False)
+    check_loaded_labels(report, getattr(model, "labels", None), directory)
     return model
 
 
@@ -200,12 +185,6 @@ def save_pretrained(model: keras.Model, directory, vocab_file) -> Path:
     the PyTorch model and transformers (Bert/AlbertForQuestionAnswering for a span model, ...) load
     it; the factorized ALBERT layout has no transformers class.
     Written into a temporary sibling directory and renamed into place (atomic)."""
-    directory = Path(directory)
-    check_vocab_size(vocab_file, model.config)
-    with atomic_directory(directory) as staging:
-        architecture = getattr(model, "hf_architecture", "") or "BertModel"
-        model.config.to_json_file(staging / "config.json", architectures=[architecture],
-                                  labels=getattr(model, "labels", None))
-        save_file(canonical_weights(model), str(staging / "model.safetensors"), metadata={"format": "pt"})
-        shutil.copyfile(vocab_file, staging / "vocab.txt")
-    return directory
+    return write_model_directory(directory, model.config, getattr(model, "hf_architecture", "") or "BertModel",
+                                 getattr(model, "labels", None), vocab_file,
+                                 lambda path: save_file(canonical_weights(model), str(path), metadata={"format": "pt"}))

@@ -61,6 +61,7 @@ class StrategyContext:
     (the chief, the one worker that writes) and world_size (the replicas a global batch is split over)."""
 
     strategy: tf.distribute.Strategy
+    strategy_name: str
 
     @property
     def is_main(self) -> bool:
@@ -74,7 +75,7 @@ class StrategyContext:
 def init_distributed(strategy_name: str) -> StrategyContext:
     """The strategy of that name (make_strategy's, which Trainer reuses), made now: a multi-worker
     strategy must exist before TensorFlow runs its first op, or its collectives cannot be set up."""
-    return StrategyContext(make_strategy(strategy_name))
+    return StrategyContext(make_strategy(strategy_name), strategy_name)
 
 
 def _sum_over_workers(context: StrategyContext, value: float) -> float:

@@ -14,17 +14,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from cnbert.config import BertConfig, check_label_names, config_from_dict
-from cnbert.tasks import TASK_HEADS
-from cnbert.tasks import classification as classification_tasks
-from cnbert.tasks import ner as ner_tasks
+from cnbert.data.labels import IGNORE_INDEX, check_labels
+from cnbert.data.mrc_examples import ANSWER_CLASSES
+from cnbert.tasks import HEAD_LABELS, TASK_HEADS
 from cnbert.tf.modeling import CLASS_DROPOUT_SITE, BertModel, Linear, dropout
 
-IGNORE_INDEX = -100
-ANSWER_CLASSES = ("span", "yes", "no", "unknown")
 
 
 class _TaskModel(keras.Model):
@@ -213,17 +210,6 @@ def cjrc_loss(outputs: Mapping[str, tf.Tensor], start_positions, end_positions, 
             + _cross_entropy(outputs["class_logits"], answer_class, len(ANSWER_CLASSES), "answer_class", reduction))
 
 
-def check_labels(name: str, values: np.ndarray, num_classes: int) -> None:
-    """Raise ValueError unless every value is in [0, num_classes) or IGNORE_INDEX."""
-    values = np.asarray(values)
-    bad = (values != IGNORE_INDEX) & ((values < 0) | (values >= num_classes))
-    if bad.any():
-        # where: rows of per-example labels, (row, token) of per-token tags
-        where = [tuple(int(i) for i in place) if values.ndim > 1 else int(place[0]) for place in np.argwhere(bad)[:10]]
-        raise ValueError(f"{name} holds {values[bad][:10].tolist()} ({'rows' if values.ndim == 1 else '(row, token)'} "
-                         f"{where}); values must be in [0, {num_classes}) or {IGNORE_INDEX} (ignored)")
-
-
 def _cross_entropy(logits, targets, num_classes: int, name: str, reduction: str) -> tf.Tensor:
     if reduction not in ("mean", "none"):
         raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
@@ -242,24 +228,17 @@ def _cross_entropy(logits, targets, num_classes: int, name: str, reduction: str)
     return tf.reduce_sum(per_feature) / tf.maximum(tf.reduce_sum(tf.cast(keep, tf.float32)), 1.0)
 
 
-# Task name -> the model class the trainer takes (the ALBERT task models are its subclasses), and
-# the label arrays each task's loss reads.
+# Task name -> the model class the trainer takes (the ALBERT task models are its subclasses).
 _HEAD_MODELS = {"span": BertForSpanExtraction, "cjrc": BertForCJRC, "classification": BertForSequenceClassification,
                 "tagging": BertForTokenClassification}
 TASK_MODELS = {task: _HEAD_MODELS[head] for task, head in TASK_HEADS.items()}
-TASK_LABELS = {"cmrc2018": ("start_positions", "end_positions"), "drcd": ("start_positions", "end_positions"),
-               "cjrc": ("start_positions", "end_positions", "answer_class"),
-               **{name: ("labels",) for name in classification_tasks.TASKS},
-               **{name: ("tags",) for name in ner_tasks.TASKS}}
+_HEAD_LOSSES = {"span": span_loss, "cjrc": cjrc_loss, "classification": classification_loss,
+                "tagging": token_classification_loss}
 
 
 def task_loss(task: str, outputs: Mapping[str, tf.Tensor], labels: Mapping[str, tf.Tensor],
               reduction: str = "none") -> tf.Tensor:
-    """The task's loss (per feature by default, as the trainer needs it)."""
-    if task in classification_tasks.TASKS:
-        return classification_loss(outputs, labels["labels"], reduction)
-    if task in ner_tasks.TASKS:
-        return token_classification_loss(outputs, labels["tags"], reduction)
-    if task == "cjrc":
-        return cjrc_loss(outputs, labels["start_positions"], labels["end_positions"], labels["answer_class"], reduction)
-    return span_loss(outputs, labels["start_positions"], labels["end_positions"], reduction)
+    """The task's loss (per feature by default, as the trainer needs it) of the label arrays
+    cnbert.tasks.HEAD_LABELS names."""
+    head = TASK_HEADS[task]
+    return _HEAD_LOSSES[head](outputs, *(labels[name] for name in HEAD_LABELS[head]), reduction)

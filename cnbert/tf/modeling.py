@@ -29,14 +29,9 @@ import numpy as np
 import tensorflow as tf
 
 from cnbert.checkpoints import ENCODER_PREFIX, PRETRAINING_HEAD_PREFIXES, bert_parameter_shapes, hf_to_google
-from cnbert.config import BertConfig, config_from_dict
+from cnbert.config import GELU_FORMS, HIDDEN_ACTIVATIONS, BertConfig, config_from_dict
 from cnbert.tf import ops
 
-# config.hidden_act -> the FFN's fused activation (see Linear).
-FFN_ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
-                "quick_gelu": "gelu_sigmoid", "relu": "relu"}
-# ops.bias_gelu's `approximate`; "gelu_sigmoid" is x·σ(1.702x), blocksparse's fast_gelu (siBert)
-_GELU_APPROXIMATIONS = {"gelu": "none", "gelu_tanh": "tanh", "gelu_sigmoid": "sigmoid"}
 PRECISION_POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 
 # Dropout sites are numbered so each draws its own stream from the step's seed.
@@ -65,9 +60,9 @@ def application_seed(seed, application: int):
 
 
 class Linear(keras.layers.Layer):
-    """x @ kernel + bias with Google's names (kernel [in, out], bias [out]) and optionally a fused
-    activation: "gelu" (exact erf), "gelu_tanh" and "gelu_sigmoid" through ops.bias_gelu, or "relu".
-    use_bias=False: x @ kernel alone (no activation)."""
+    """x @ kernel + bias with Google's names (kernel [in, out], bias [out]) and optionally an
+    activation named as a config's hidden_act: a GELU fused with the bias add (ops.bias_gelu, in the
+    form config.GELU_FORMS gives), or "relu". use_bias=False: x @ kernel alone (no activation)."""
 
     def __init__(self, units: int, initializer_range: float, activation: str | None = None, use_bias: bool = True,
                  **kwargs):
@@ -75,6 +70,8 @@ class Linear(keras.layers.Layer):
         super().__init__(**kwargs)
         if activation is not None and not use_bias:
             raise ValueError("a Linear with an activation needs its bias")
+        if activation not in (None, *HIDDEN_ACTIVATIONS):
+            raise ValueError(f"activation {activation!r} is not one of {HIDDEN_ACTIVATIONS}")
         self.units = units
         self.initializer_range = initializer_range
         self.activation = activation
@@ -94,7 +91,7 @@ class Linear(keras.layers.Layer):
             return y + self.bias
         if self.activation == "relu":
             return tf.nn.relu(y + self.bias)
-        return ops.bias_gelu(y, self.bias, approximate=_GELU_APPROXIMATIONS[self.activation])
+        return ops.bias_gelu(y, self.bias, approximate=GELU_FORMS[self.activation])
 
 
 def layer_norm(config: BertConfig, name: str = "LayerNorm") -> keras.layers.LayerNormalization:
@@ -212,7 +209,7 @@ class BertIntermediate(keras.layers.Layer):
     def __init__(self, config: BertConfig, **kwargs):
         super().__init__(name="intermediate", dtype="float32", **kwargs)
         self.dense = Linear(config.intermediate_size, config.initializer_range,
-                            activation=FFN_ACTIVATIONS[config.hidden_act], name="dense")
+                            activation=config.hidden_act, name="dense")
 
     def build(self, input_shape):
         self.dense.build(input_shape)

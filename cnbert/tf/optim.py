@@ -1,36 +1,10 @@
-"""AdamW and the learning-rate schedule for the TF trainer, matching cnbert.torch.optim."""
+"""AdamW for the TF trainer, matching cnbert.torch.optim."""
 from __future__ import annotations
 
 import keras
 import tensorflow as tf
 
 from cnbert.training import TrainingConfig
-
-
-@keras.saving.register_keras_serializable(package="cnbert")
-class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
-    """learning_rate × cnbert.training.lr_multiplier(step): linear warm-up to the peak, then linear
-    decay to 0 at total_steps ("linear") or the peak to the end ("constant")."""
-
-    def __init__(self, learning_rate: float, warmup_steps: int, total_steps: int, schedule: str = "linear"):
-        self.learning_rate = learning_rate
-        self.warmup_steps = warmup_steps
-        self.total_steps = total_steps
-        self.schedule = schedule
-
-    def __call__(self, step):
-        step = tf.cast(step, tf.float32)
-        if self.schedule == "constant":
-            after_warmup = tf.ones_like(step)
-        else:
-            after_warmup = tf.maximum(0.0, (self.total_steps - step) / max(1, self.total_steps - self.warmup_steps))
-        if self.warmup_steps > 0:
-            after_warmup = tf.where(step < self.warmup_steps, step / self.warmup_steps, after_warmup)
-        return self.learning_rate * after_warmup
-
-    def get_config(self):
-        return {"learning_rate": self.learning_rate, "warmup_steps": self.warmup_steps,
-                "total_steps": self.total_steps, "schedule": self.schedule}
 
 
 @keras.saving.register_keras_serializable(package="cnbert")

@@ -24,13 +24,15 @@ from collections.abc import Callable, Mapping
 import keras
 import numpy as np
 import tensorflow as tf
-from tqdm.auto import tqdm
 
+from cnbert.data.labels import check_labels
+from cnbert.data.mrc_examples import ANSWER_CLASSES
+from cnbert.scalar_log import StepLog
+from cnbert.tasks import HEAD_LABELS, TASK_HEADS, trims_padding
 from cnbert.tf.distribute import is_chief, make_strategy
-from cnbert.tf.heads import ANSWER_CLASSES, TASK_LABELS, TASK_MODELS, check_labels, task_loss
+from cnbert.tf.heads import TASK_MODELS, task_loss
 from cnbert.tf.modeling import set_gradient_checkpointing, set_precision
-from cnbert.tf.optim import WarmupSchedule, build_optimizer
-from cnbert.tasks import TASK_HEADS, ignores_padding
+from cnbert.tf.optim import build_optimizer
 from cnbert.training import (TOKEN_ARRAYS, FitResult, TrainingConfig, TrainingRun, bucket_width, example_lengths,
                              micro_batches, used_width, zero_padding_outputs)
 
@@ -70,11 +72,8 @@ class Trainer:
         self.model = model
         self.config = training_config
         self.task = task
-        self.label_names = TASK_LABELS[task]
-        trims = ignores_padding(task)
-        if trim_padding and not trims:
-            raise ValueError(f"trim_padding would change the loss of a {TASK_HEADS[task]} model (task {task!r})")
-        self.trim_padding = trims if trim_padding is None else trim_padding
+        self.label_names = HEAD_LABELS[TASK_HEADS[task]]
+        self.trim_padding = trims_padding(task, trim_padding)
         self.strategy = make_strategy(strategy_name)
         self.distributed = strategy_name != "one_device"
         self.replicas = self.strategy.num_replicas_in_sync
@@ -128,21 +127,19 @@ class Trainer:
         run = TrainingRun(cfg, len(arrays["input_ids"]), replicas, criterion,
                           save_best if on_new_best and self.is_chief else None, lengths=example_lengths(arrays))
         total_steps = run.total_steps
-        schedule = WarmupSchedule(cfg.learning_rate, cfg.warmup_steps(total_steps), total_steps, cfg.lr_schedule)
         micro_size = math.ceil(math.ceil(cfg.train_batch_size / replicas) / accum)
 
         log.info("training %d steps with jit_compile=%s (dropout masks depend on it)", total_steps, self.jit_compile)
         self._copy_weights(self.model, self._model)
         self._fitting = True
         with self.strategy.scope():
-            # The schedule follows the trainer's step count (as torch's LambdaLR does), not the
-            # optimizer's, which does not advance on steps skipped for a non-finite loss.
-            schedule_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="schedule_step")
-            optimizer = build_optimizer(cfg, self._model.trainable_variables, lambda: schedule(schedule_step))
+            # Set before each step from the trainer's step count (as torch's LambdaLR follows it),
+            # not the optimizer's, which does not advance on steps skipped for a non-finite loss.
+            learning_rate = tf.Variable(0.0, trainable=False, name="learning_rate")
+            optimizer = build_optimizer(cfg, self._model.trainable_variables, lambda: learning_rate)
         grad_step, apply_step = self._compile_train_step(optimizer, accum)
 
-        writer = tf.summary.create_file_writer(str(self.log_dir)) if self.log_dir and self.is_chief else None
-        progress = tqdm(total=total_steps, desc="train", disable=not self.show_progress, dynamic_ncols=True)
+        step_log = StepLog(total_steps, cfg.logging_steps, self.log_dir if self.is_chief else None, self.show_progress)
         try:
             for step, batch_index in enumerate(run.global_batches(), start=1):
                 batch, weights, seeds = self._replica_inputs(arrays, batch_index, step - 1, micro_size)
@@ -150,29 +147,18 @@ class Trainer:
                 loss_value = float(loss_sum) / len(batch_index)
                 run.record_loss(step, loss_value)  # first: the step that stops a diverged run is logged too
                 # with fp16 the loss-scale optimizer skips a non-finite step itself and lowers the scale
+                lr = cfg.learning_rate * cfg.lr_multiplier(step - 1, total_steps)  # the rate this step uses
                 if run.check_loss(step, loss_value) or cfg.precision == "fp16":
-                    schedule_step.assign(step - 1)
+                    learning_rate.assign(lr)
                     apply_step(grads)
-                lr = cfg.learning_rate * cfg.lr_multiplier(step - 1, total_steps)  # the rate this step used
-                progress.update(1)
-                progress.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
-                if writer and (step % cfg.logging_steps == 0 or step == 1):
-                    with writer.as_default():
-                        tf.summary.scalar("train/loss", loss_value, step=step)
-                        tf.summary.scalar("train/learning_rate", lr, step=step)
+                step_log.step(step, loss_value, lr)
                 if evaluate and run.evaluation_due(step):
                     metrics = evaluate()
-                    if writer:
-                        with writer.as_default():
-                            for key, value in metrics.items():
-                                if isinstance(value, (int, float)):
-                                    tf.summary.scalar(f"eval/{key}", value, step=step)
+                    step_log.evaluation(step, metrics)
                     run.record_evaluation(step, metrics)
         finally:
             self._fitting = False
-            progress.close()
-            if writer:
-                writer.close()
+            step_log.close()
             self._copy_weights(self._model, self.model)
         return run.result
 

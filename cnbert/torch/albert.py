@@ -17,7 +17,6 @@ from cnbert.config import AlbertConfig, ConfigError
 from cnbert.torch.heads import (BertForCJRC, BertForSequenceClassification, BertForSpanExtraction,
                                 BertForTokenClassification)
 from cnbert.torch.modeling import (
-    ACTIVATIONS,
     BertEmbeddings,
     BertLayer,
     BertPooler,
@@ -25,6 +24,7 @@ from cnbert.torch.modeling import (
     EncoderOutput,
     LayerStack,
     dense_activation,
+    activation_function,
     fused_gelu_form,
     init_bert_weights,
     key_padding_mask_of,
@@ -79,7 +79,7 @@ class AlbertLayer(nn.Module):
         self.attention = AlbertAttention(config)
         self.ffn = nn.Linear(config.hidden_size, config.intermediate_size)
         self.ffn_output = nn.Linear(config.intermediate_size, config.hidden_size)
-        self.activation = ACTIVATIONS[config.hidden_act]
+        self.activation = activation_function(config.hidden_act)
         # attention="fused" also fuses the bias add into the GELU where the kernels run, as in BERT.
         self.fused_gelu = fused_gelu_form(config)
         # Google ALBERT drops out the FFN output before the residual (attention_ffn_block);
@@ -109,7 +109,7 @@ class AlbertTransformer(LayerStack):
 
     def __init__(self, config: AlbertConfig):
         super().__init__()
-        self.num_layers, self.num_groups = config.num_hidden_layers, config.num_hidden_groups
+        self.config = config
         self.embedding_hidden_mapping_in = nn.Linear(config.embedding_size, config.hidden_size)
         self.albert_layer_groups = nn.ModuleList(AlbertLayerGroup(config) for _ in range(config.num_hidden_groups))
 
@@ -117,11 +117,8 @@ class AlbertTransformer(LayerStack):
         # Under autocast the projection comes out in half precision; back to the embeddings' dtype
         # (LayerNorm's float32), so the residual stream stays float32 as in BERT and the TF model.
         hidden_states = self.embedding_hidden_mapping_in(embeddings).to(embeddings.dtype)
-        for i in range(self.num_layers):
-            # Layer i belongs to group floor(i * groups / layers), computed exactly (Google writes
-            # int(i / layers * groups), transformers int(i / (layers / groups)); AlbertConfig refuses
-            # the layer and group counts where float rounding makes any of the three disagree).
-            group = self.albert_layer_groups[i * self.num_groups // self.num_layers]
+        for i in range(self.config.num_hidden_layers):
+            group = self.albert_layer_groups[self.config.group_of_layer(i)]
             hidden_states = self.run_layer(group, hidden_states, key_padding_mask)
         return hidden_states
 

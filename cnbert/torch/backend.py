@@ -5,8 +5,8 @@ cnbert.tf.backend offers the same functions, so a runner switches frameworks wit
 from __future__ import annotations
 
 from cnbert.config import BertConfig
-from cnbert.tasks import ignores_padding
-from cnbert.torch.checkpoint import TASK_HEADS, load_for_task, load_pretrained, model_for_task, save_pretrained
+from cnbert.tasks import HEAD_LABELS, TASK_HEADS, trims_padding
+from cnbert.torch.checkpoint import load_for_task, load_pretrained, model_for_task, save_pretrained
 from cnbert.torch.distributed import DistContext, any_process, barrier, check_device, finish, init_distributed
 from cnbert.torch.heads import classification_loss, cjrc_loss, span_loss, token_classification_loss
 from cnbert.torch.trainer import Trainer as _Trainer
@@ -38,19 +38,20 @@ def load_finetuned(directory, task: str, **config_overrides):
     return model
 
 
+_HEAD_LOSSES = {"span": span_loss, "cjrc": cjrc_loss, "classification": classification_loss,
+                "tagging": token_classification_loss}
+
+
 def _loss_for(task: str):
-    if TASK_HEADS.get(task) == "classification":
-        return lambda out, b: classification_loss(out, b["labels"], reduction="none")
-    if TASK_HEADS.get(task) == "tagging":
-        return lambda out, b: token_classification_loss(out, b["tags"], reduction="none")
-    if task == "cjrc":
-        return lambda out, b: cjrc_loss(out, b["start_positions"], b["end_positions"], b["answer_class"], reduction="none")
-    return lambda out, b: span_loss(out, b["start_positions"], b["end_positions"], reduction="none")
+    """The task's per-feature loss of (outputs, batch), as the trainer needs it."""
+    head = TASK_HEADS[task]
+    loss, label_names = _HEAD_LOSSES[head], HEAD_LABELS[head]
+    return lambda outputs, batch: loss(outputs, *(batch[name] for name in label_names), reduction="none")
 
 
 def Trainer(model, config: TrainingConfig, task: str, ctx: DistContext | None = None, log_dir=None,
-            show_progress: bool = True) -> _Trainer:
-    """The PyTorch Trainer with the task's loss; classifiers and taggers, whose losses read no
-    padding position, train each micro-batch only as wide as its longest row."""
+            show_progress: bool = True, trim_padding: bool | None = None) -> _Trainer:
+    """The PyTorch Trainer with the task's loss. trim_padding (default: for classifiers and taggers,
+    whose losses read no padding position): each micro-batch runs only as wide as its longest row."""
     return _Trainer(model, config, _loss_for(task), ctx=ctx, log_dir=log_dir, show_progress=show_progress,
-                    trim_padding=ignores_padding(task))
+                    trim_padding=trims_padding(task, trim_padding))

@@ -8,8 +8,6 @@ siBert TF1 directory (setting.txt + one checkpoint + vocab.txt), or a weights fi
 """
 from __future__ import annotations
 
-import logging
-import shutil
 from pathlib import Path
 
 import torch
@@ -21,25 +19,21 @@ from cnbert.checkpoints import (
     PRETRAINING_HEAD_PREFIXES,
     CheckpointError,
     ConvertedTFWeights,
-    check_classifier_labels,
-    check_vocab_size,
+    check_loaded_labels,
     check_vocabulary,
-    convert_tf_variables,
     find_weights,
-    load_tf_checkpoint,
     plan_load,
     read_pretrained_config,
+    read_tf_weights,
     reading_weights,
+    write_model_directory,
 )
 from cnbert.config import AlbertConfig, BertConfig
-from cnbert.io_utils import atomic_directory
 from cnbert.tasks import TASK_HEADS, output_labels
 from cnbert.torch.albert import (AlbertForCJRC, AlbertForSequenceClassification, AlbertForSpanExtraction,
                                  AlbertForTokenClassification)
 from cnbert.torch.heads import (BertForCJRC, BertForSequenceClassification, BertForSpanExtraction,
                                 BertForTokenClassification)
-
-logger = logging.getLogger(__name__)
 
 
 def read_state_dict(source) -> tuple[dict[str, torch.Tensor], str]:
@@ -57,16 +51,12 @@ def read_state_dict(source) -> tuple[dict[str, torch.Tensor], str]:
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
             raise CheckpointError(path, "", "expected a flat state dict {name: tensor} (as save_pretrained writes)")
         return state, path
-    conversion, layout = convert_tf_variables(load_tf_checkpoint(weights.path), source=path)
-    logger.info("%s: a TF checkpoint in the %s layout", path, layout)
-    if conversion.skipped:
-        logger.info("%s: skipped %d TF variables (optimizer slots, global_step, pretraining heads)",
-                    path, len(conversion.skipped))
+    converted = read_tf_weights(weights.path)
     # torch.from_numpy cannot take ml_dtypes' bfloat16 (a TF checkpoint saved in bf16): widen it,
     # losslessly, to float32
     return ConvertedTFWeights({name: torch.from_numpy(array.astype("float32") if array.dtype.name == "bfloat16"
-                                                      else array) for name, array in conversion.weights.items()},
-                              conversion.weights.sources), path
+                                                      else array) for name, array in converted.items()},
+                              converted.sources), path
 
 
 def load_pretrained(model: torch.nn.Module, source, vocab_file=None, allow_fresh_heads: bool = True) -> LoadReport:
@@ -88,13 +78,12 @@ def load_pretrained(model: torch.nn.Module, source, vocab_file=None, allow_fresh
                      head_prefixes=getattr(model, "head_prefixes", ()) if allow_fresh_heads else (), source=path,
                      model_prefix=getattr(model, "base_model_prefix", ENCODER_PREFIX.rstrip(".")) + ".",
                      pretraining_head_prefixes=getattr(model, "pretraining_head_prefixes", PRETRAINING_HEAD_PREFIXES))
-    labels = getattr(model, "labels", None)
-    if labels is not None and not any(name.startswith("classifier.") for name in plan.initialised):
-        check_classifier_labels(source, labels)
+    report = LoadReport.of(plan, path)
+    check_loaded_labels(report, getattr(model, "labels", None), source)
     with torch.no_grad():
         for name, value in plan.tensors.items():
             model_state[name].copy_(value)  # state_dict tensors share storage with the parameters
-    return LoadReport.of(plan, path)
+    return report
 
 
 def from_pretrained(model_class, directory, vocab_file=None, **config_overrides):
@@ -151,13 +140,9 @@ def save_pretrained(model: torch.nn.Module, directory, tokenizer_vocab) -> Path:
     Written into a temporary sibling directory and renamed into place, so a reader never sees a
     partial model; an existing directory is replaced (after the new one is complete).
     """
-    directory = Path(directory)
-    check_vocab_size(tokenizer_vocab, model.config)
-    with atomic_directory(directory) as staging:
-        architecture = getattr(model, "hf_architecture", "BertModel")
-        model.config.to_json_file(staging / "config.json", architectures=[architecture],
-                                  labels=getattr(model, "labels", None))
+    def write_weights(path):
         state = {name: t.detach().to("cpu").contiguous() for name, t in model.state_dict().items()}
-        save_file(state, str(staging / "model.safetensors"), metadata={"format": "pt"})
-        shutil.copyfile(tokenizer_vocab, staging / "vocab.txt")
-    return directory
+        save_file(state, str(path), metadata={"format": "pt"})
+
+    return write_model_directory(directory, model.config, getattr(model, "hf_architecture", "BertModel"),
+                                 getattr(model, "labels", None), tokenizer_vocab, write_weights)

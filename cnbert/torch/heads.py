@@ -25,10 +25,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cnbert.config import BertConfig, check_label_names
+from cnbert.data.labels import IGNORE_INDEX, check_labels
+from cnbert.data.mrc_examples import ANSWER_CLASSES
 from cnbert.torch.modeling import BertModel, init_bert_weights
-
-IGNORE_INDEX = -100
-ANSWER_CLASSES = ("span", "yes", "no", "unknown")
 
 
 class _EncoderTaskModel(nn.Module):
@@ -181,10 +180,7 @@ def _cross_entropy(logits, targets, num_classes: int, name: str, reduction: str)
     if targets.shape != logits.shape[:1]:
         raise ValueError(f"{name} has shape {tuple(targets.shape)}, expected ({logits.shape[0]},)")
     targets = targets.long()
-    bad = (targets != IGNORE_INDEX) & ((targets < 0) | (targets >= num_classes))
-    if bool(bad.any()):
-        raise ValueError(f"{name} holds {targets[bad].tolist()}; values must be in [0, {num_classes}) "
-                         f"or {IGNORE_INDEX} (ignored)")
+    check_labels(name, targets.cpu().numpy(), num_classes)
     per_feature = F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX, reduction="none")
     if reduction == "none":
         return per_feature  # ignored features are 0

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from cnbert.config import AlbertConfig, BertConfig, ConfigError
+from cnbert.config import GELU_FORMS, AlbertConfig, BertConfig, ConfigError
 from cnbert.torch.attention import attention_function
 
 def quick_gelu(x: torch.Tensor) -> torch.Tensor:
@@ -19,22 +19,19 @@ def quick_gelu(x: torch.Tensor) -> torch.Tensor:
     return x * torch.sigmoid(1.702 * x)
 
 
-ACTIVATIONS = {
-    "gelu": F.gelu,  # exact erf form, as Google's "gelu" means
-    "gelu_new": functools.partial(F.gelu, approximate="tanh"),
-    "gelu_pytorch_tanh": functools.partial(F.gelu, approximate="tanh"),
-    "quick_gelu": quick_gelu,
-    "relu": F.relu,
-}
-# hidden_act -> cnbert.kernels `approximate` argument, for the activations bias_gelu can fuse
-FUSED_GELU_FORMS = {"gelu": "none", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "quick_gelu": "sigmoid"}
+def activation_function(hidden_act: str):
+    """The FFN activation a config's hidden_act names (config.GELU_FORMS gives each GELU's form)."""
+    if hidden_act == "relu":
+        return F.relu
+    form = GELU_FORMS[hidden_act]
+    return quick_gelu if form == "sigmoid" else functools.partial(F.gelu, approximate=form)
 
 
 def fused_gelu_form(config: BertConfig) -> str | None:
     """The `approximate` form in which the FFN fuses its bias add into the GELU
     (cnbert.kernels.bias_gelu): only with attention="fused" (the explicit opt-in to cnbert's
     kernels) and a GELU-family hidden_act; None otherwise."""
-    return FUSED_GELU_FORMS.get(config.hidden_act) if config.attention == "fused" else None
+    return config.gelu_form if config.attention == "fused" else None
 
 
 def dense_activation(dense: nn.Linear, activation, fused_form: str | None, hidden_states):
@@ -161,7 +158,7 @@ class BertIntermediate(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
-        self.activation = ACTIVATIONS[config.hidden_act]
+        self.activation = activation_function(config.hidden_act)
         # attention="fused" also fuses the bias add into the GELU where the kernels run (dense_activation).
         self.fused_gelu = fused_gelu_form(config)
 

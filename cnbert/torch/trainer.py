@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from tqdm.auto import tqdm
+from cnbert.scalar_log import StepLog
 
 from cnbert.torch.distributed import DistContext, all_gather_objects
 from cnbert.torch.modeling import set_gradient_checkpointing
@@ -98,8 +98,7 @@ class Trainer:
         optimizer = build_optimizer(model, cfg)
         scheduler = build_scheduler(optimizer, cfg, run.total_steps)
         scaler = torch.amp.GradScaler(ctx.device.type, enabled=cfg.precision == "fp16")
-        writer = self._summary_writer()
-        progress = tqdm(total=run.total_steps, desc="train", disable=not self.show_progress, dynamic_ncols=True)
+        step_log = StepLog(run.total_steps, cfg.logging_steps, self.log_dir if ctx.is_main else None, self.show_progress)
         try:
             for step, batch_index in enumerate(run.global_batches(), start=1):
                 loss_value = self._accumulate(wrapped, train, batch_index, scaler)
@@ -107,25 +106,15 @@ class Trainer:
                 if run.check_loss(step, loss_value) or scaler.is_enabled():
                     self._optimizer_step(model, optimizer, scaler)  # with fp16 the scaler skips a non-finite step
                 optimizer.zero_grad(set_to_none=True)
-                lr = scheduler.get_last_lr()[0]  # the rate this step used, before the schedule moves on
+                step_log.step(step, loss_value, scheduler.get_last_lr()[0])  # the rate this step used
                 scheduler.step()
-                progress.update(1)
-                progress.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
-                if writer and (step % cfg.logging_steps == 0 or step == 1):
-                    writer.add_scalar("train/loss", loss_value, step)
-                    writer.add_scalar("train/learning_rate", lr, step)
                 if evaluate and run.evaluation_due(step):
                     metrics = evaluate()
                     model.train()
-                    if writer:
-                        for key, value in metrics.items():
-                            if isinstance(value, (int, float)):
-                                writer.add_scalar(f"eval/{key}", value, step)
+                    step_log.evaluation(step, metrics)
                     run.record_evaluation(step, metrics)
         finally:
-            progress.close()
-            if writer:
-                writer.close()
+            step_log.close()
         return run.result
 
     def _accumulate(self, wrapped, train, batch_index, scaler) -> float:
@@ -193,9 +182,3 @@ class Trainer:
         outputs = {k: np.concatenate([part[k] for part in gathered]) for k in gathered[0]}
         return zero_padding_outputs(outputs, arrays["attention_mask"]) if "attention_mask" in arrays else outputs
 
-    def _summary_writer(self):
-        if not (self.log_dir and self.ctx.is_main):
-            return None
-        from cnbert.scalar_log import ScalarWriter  # imported lazily: only runs that log need it
-
-        return ScalarWriter(self.log_dir)
