@@ -305,6 +305,34 @@ def test_dbqa_score_ranks_by_label_1_and_reports_pair_f1():
     assert task.criterion(scores) == pytest.approx(200.0)
 
 
+def test_dbqa_ranks_by_the_probability_of_label_1_not_by_its_logit():
+    task = tasks.get_task("dbqa")
+    examples = [ClassificationExample("f:0", "q", "s", "0"), ClassificationExample("f:1", "q", "s", "1")]
+    # p(1) = sigmoid(l1 - l0): 0.269 for f:0, 0.953 for f:1, so the answer ranks first; the raw
+    # label-1 logits (4 > 3) would rank it second (MRR 50)
+    scores = tasks.score(task, examples, np.array([[5.0, 4.0], [0.0, 3.0]]))
+    assert scores["MRR"] == pytest.approx(100.0) and scores["MAP"] == pytest.approx(100.0)
+
+
+def test_predictions_file_keeps_every_probability_exactly(tmp_path):
+    # two candidates 1e-9 apart in p(1): six decimals would tie them, and a ranking recomputed from
+    # the file would fall back to file order
+    examples = [ClassificationExample(f"f:{i}", "q", "s", "0") for i in range(2)]
+    logits = np.array([[0.0, 8.0], [0.0, 8.0 + 3e-6]])
+    predictions = tasks.ClassificationPredictions(examples, ("0", "1"), logits)
+    rows = [line.split("\t") for line in predictions.write(tmp_path).read_text().splitlines()[1:]]
+    written = np.array([[float(value) for value in row[2:]] for row in rows])
+    assert np.array_equal(written, predictions.probabilities) and written[0, 1] < written[1, 1]
+
+
+def test_dbqa_f1_is_that_of_label_1():
+    task = tasks.get_task("dbqa")
+    examples = [ClassificationExample(f"f:{i}", "q", "s", label) for i, label in enumerate("1000")]
+    # predicted 1, 1, 0, 0: for label 1 precision 1/2, recall 1, F1 2/3 (label 0's would be 80)
+    logits = np.array([[0, 1], [0, 1], [1, 0], [1, 0]], float)
+    assert tasks.score(task, examples, logits)["F1"] == pytest.approx(200 / 3)
+
+
 def test_text_to_classify_may_leave_out_the_label_of_a_headerless_format(tmp_path, caplog):
     news = write(tmp_path, "湖人赢了\n股市大涨\n", "news.txt")
     assert [(e.text_a, e.label) for e in tasks.get_task("thucnews").read(news, labelled=False)] == [

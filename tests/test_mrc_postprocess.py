@@ -254,6 +254,21 @@ def test_write_creates_both_files_atomically(tokenizer, tmp_path, one_window):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["nbest_predictions.json", "predictions.json"]
 
 
+def test_cjrc_writes_the_class_scores_its_threshold_is_tuned_on(tmp_path, one_window):
+    examples, features, start, end = one_window
+    row = class_row(span=2, unknown=2.5)
+    predictions = postprocess_predictions(examples, features, start, end, class_logits=np.array([row]))
+    paths = predictions.write(tmp_path)
+    assert [p.name for p in paths] == ["predictions.json", "nbest_predictions.json", "class_scores.json"]
+    written = json.loads(paths[2].read_text(encoding="utf-8"))
+    log_probs = np.array(row) - np.log(np.exp(row).sum())
+    assert list(written) == ["c"] and written["c"]["answer_kind"] == "unknown"
+    assert np.allclose([written["c"][k] for k in ("span", "yes", "no", "unknown")], log_probs)
+    # unknown wins by 0.5 here: what a threshold of 0.5 or more would turn into the span answer
+    assert written["c"]["unknown"] - max(written["c"]["span"], written["c"]["yes"], written["c"]["no"]) == \
+        pytest.approx(0.5)
+
+
 def test_argument_checks(one_window):
     examples, features, start, end = one_window
     with pytest.raises(ValueError, match="features' shape"):

@@ -16,6 +16,7 @@ from model_helpers import random_sibert_variables, sibert_setting_txt, write_tf_
 
 from cnbert.config import BertConfig
 from cnbert.data import FeatureConfig, build_features, postprocess_predictions, read_cmrc2018
+from cnbert.eval import evaluate_cjrc
 from cnbert.eval.cmrc_metric import evaluate_cmrc
 from cnbert.torch import backend
 from cnbert.training import TrainingConfig
@@ -478,6 +479,10 @@ def test_cjrc_run_holds_out_passages_and_scores_with_the_cjrc_metric(tmp_path, t
     assert len(predictions) == len(written) == len(all_ids) // 5 and set(predictions) <= set(all_ids)
     results = json.loads((out / "seed_123" / "eval_results.json").read_text())
     assert results["TOTAL"] == len(predictions)
+    # the held-out questions' gold, which cnbert-score needs to reproduce the run's dev scores
+    held_out = json.loads((out / "dev_gold.json").read_text(encoding="utf-8"))
+    rescored = evaluate_cjrc(held_out, predictions)["overall"]
+    assert rescored["qas"] == len(predictions) and rescored["f1"] == pytest.approx(results["F1"])
     assert {"F1", "EM"} <= set(results) and any(k.endswith("_F1") for k in results)
     domains = [k[:-len("_TOTAL")] for k in results if k.endswith("_TOTAL")]
     assert domains and sum(results[f"{d}_TOTAL"] for d in domains) == results["TOTAL"]
@@ -493,6 +498,10 @@ def test_cjrc_run_holds_out_passages_and_scores_with_the_cjrc_metric(tmp_path, t
         assert [entry["id"] for entry in answered] == all_ids[:len(answered)] and len(answered) == 12
     nbest = json.loads((out / "seed_123" / "nbest_predictions.json").read_text(encoding="utf-8"))
     assert set(nbest) == set(predictions)
+    class_scores = json.loads((out / "seed_123" / "class_scores.json").read_text(encoding="utf-8"))
+    assert set(class_scores) == set(predictions)
+    kinds = {"span": None, "yes": "YES", "no": "NO", "unknown": ""}
+    assert all(kinds[scores["answer_kind"]] in (None, predictions[qas_id]) for qas_id, scores in class_scores.items())
 
 
 @pytest.mark.slow

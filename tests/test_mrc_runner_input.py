@@ -170,6 +170,36 @@ def test_an_output_dir_that_is_a_file_is_refused(tmp_path, tiny_config):
     assert afile.read_text() == "mine"
 
 
+# A folder named read_only behaves as one on a read-only file system (as root, which CI may be,
+# chmod would not stop the writes).
+READ_ONLY_FOLDERS = """
+    import errno
+    import os
+    import tempfile
+
+    make_folder = tempfile.mkdtemp
+
+    def mkdtemp(*args, dir=None, **kwargs):
+        if dir is not None and os.path.basename(dir) == "read_only":
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), dir)
+        return make_folder(*args, dir=dir, **kwargs)
+
+    tempfile.mkdtemp = mkdtemp
+"""
+
+
+def test_an_output_dir_that_cannot_be_written_is_refused_before_any_work(tmp_path, tiny_config):
+    read_only = tmp_path / "read_only"
+    read_only.mkdir()
+    script = patched_runner(tmp_path, READ_ONLY_FOLDERS)
+    assert_refused(run_cli(train_args(tiny_config, read_only), check=False, script=script),
+                   f"--output_dir={read_only} cannot be written: Read-only file system")
+    assert_refused(run_cli(train_args(tiny_config, read_only / "run"), check=False, script=script),
+                   f"--output_dir={read_only / 'run'} cannot be written (it would be made in {read_only}): "
+                   "Read-only file system")
+    assert list(read_only.iterdir()) == []
+
+
 def test_a_config_with_one_token_type_is_refused_for_reading_comprehension(tmp_path):
     one_type = tmp_path / "one_type.json"
     one_type.write_text(json.dumps({**TINY, "type_vocab_size": 1}))

@@ -88,7 +88,9 @@ def read_classification_tsv(path, fmt: TsvFormat, labels: Sequence[str], labelle
         wanted.append(fmt.label)
     missing = [name for name in wanted if name not in columns]
     if missing:
-        raise DataError(path, "line 1", f"the header {columns} lacks the column(s) {missing}"
+        # a file of another format can have a first line of megabytes: show its start
+        shown = str(columns) if len(str(columns)) <= 200 else f"{str(columns)[:200]}... ({len(lines[0])} characters)"
+        raise DataError(path, "line 1", f"the header {shown} lacks the column(s) {missing}"
                         + (" (the label column is needed to train and score)" if missing == [fmt.label] else ""))
     duplicated = sorted({name for name in columns if columns.count(name) > 1} & set(wanted))
     if duplicated:

@@ -32,6 +32,7 @@ from cnbert.io_utils import write_json
 
 PREDICTIONS_FILE = "predictions.json"
 NBEST_FILE = "nbest_predictions.json"
+CLASS_SCORES_FILE = "class_scores.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,17 +65,25 @@ class MrcPredictions:
     class_scores: dict[str, list[float]] = dataclasses.field(default_factory=dict)
     answers_as_list: bool = False
 
-    def write(self, output_dir) -> tuple[Path, Path]:
+    def write(self, output_dir) -> list[Path]:
         """Write predictions.json ({id: text}, or [{"id": id, "answer": text}] with answers_as_list)
-        and nbest_predictions.json ({id: [{text, probability, start_logit, end_logit}, ...]})
-        atomically into output_dir; return their paths."""
+        and nbest_predictions.json ({id: [{text, probability, start_logit, end_logit}, ...]}), and
+        with class scores (CJRC) class_scores.json ({id: {"span", "yes", "no", "unknown": the scores
+        of the module docstring, "answer_kind": the kind chosen}}, what --null_score_threshold is
+        tuned on), each atomically, into output_dir; return their paths."""
         output_dir = Path(output_dir)
-        predictions_path, nbest_path = output_dir / PREDICTIONS_FILE, output_dir / NBEST_FILE
         answers = ([{"id": qas_id, "answer": text} for qas_id, text in self.answers.items()] if self.answers_as_list
                    else self.answers)
-        write_json(predictions_path, answers)
-        write_json(nbest_path, {qas_id: [c.to_json() for c in spans] for qas_id, spans in self.nbest.items()})
-        return predictions_path, nbest_path
+        contents = {PREDICTIONS_FILE: answers,
+                    NBEST_FILE: {qas_id: [c.to_json() for c in spans] for qas_id, spans in self.nbest.items()}}
+        if self.class_scores:
+            contents[CLASS_SCORES_FILE] = {
+                qas_id: {**{kind.name.lower(): score for kind, score in zip(AnswerKind, scores)},
+                         "answer_kind": self.kinds[qas_id].name.lower()}
+                for qas_id, scores in self.class_scores.items()}
+        for name, content in contents.items():
+            write_json(output_dir / name, content)
+        return [output_dir / name for name in contents]
 
 
 def postprocess_predictions(examples: Sequence[MrcExample], features: MrcFeatures, start_logits, end_logits, *,

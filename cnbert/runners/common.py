@@ -14,6 +14,7 @@ import math
 import os
 import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -330,6 +331,10 @@ def check_batch_split(config: TrainingConfig, processes: int) -> None:
 
 # ---- output ----------------------------------------------------------------------------------
 
+# The gold answers of a dev split cut from the training file (cnbert-mrc --cjrc_dev_fraction), which
+# no file the user has holds: what the run's dev predictions are scored against.
+DEV_GOLD_FILE = "dev_gold.json"
+
 def check_output_dir(rank0: bool, any_process: Callable[[bool], bool] = bool) -> None:
     """--output_dir can be written, and is empty unless --overwrite_output_dir. Only rank 0 looks (the
     others could already see the flags.txt it goes on to write); any_process(flag) tells them all
@@ -343,18 +348,26 @@ def check_output_dir(rank0: bool, any_process: Callable[[bool], bool] = bool) ->
 
 
 def check_writable_directory(name: str, path: Path) -> None:
-    """A directory, or a path whose nearest existing ancestor is one (so it can be created)."""
+    """A directory, or a path whose nearest existing ancestor is one (so it can be created), that
+    can be written: an empty folder is made and removed there, so that a read-only or foreign
+    folder stops the run now rather than after the model has loaded and the data is read."""
     existing = next(p for p in [path, *path.parents] if p.exists() or p == Path(p.anchor))
     if not existing.is_dir():
         where = "is a file" if existing == path else f"is under {existing}, a file"
         raise app.UsageError(f"--{name}={path} {where}; it must be a directory")
+    try:
+        probe = tempfile.mkdtemp(prefix=".cnbert-write-check-", dir=existing)
+    except OSError as e:
+        where = "" if existing == path else f" (it would be made in {existing})"
+        raise app.UsageError(f"--{name}={path} cannot be written{where}: {e.strerror or e}") from None
+    os.rmdir(probe)
 
 
 def remove_earlier_outputs(out: Path, seeds: list[int]) -> None:
     """With --overwrite_output_dir: delete what this run is about to write, so that no file of an
     earlier run (a TensorBoard event file, a test prediction, a report of other seeds) is mistaken
     for this run's, even if this run stops early."""
-    for name in [f"seed_{seed}" for seed in seeds] + ["test", "report.md", "report.json"]:
+    for name in [f"seed_{seed}" for seed in seeds] + ["test", "report.md", "report.json", DEV_GOLD_FILE]:
         path = out / name
         if path.exists():
             print(f"--overwrite_output_dir: removing {path} of an earlier run", flush=True)

@@ -23,7 +23,7 @@ from absl import app, flags
 from cnbert import command_line
 from cnbert.data import FeatureConfig, build_features, postprocess_predictions
 from cnbert.errors import DataError
-from cnbert.io_utils import read_json_file, replaced_together
+from cnbert.io_utils import read_json_file, replaced_together, write_json
 from cnbert.runners import common
 from cnbert.tasks import mrc as tasks
 
@@ -152,6 +152,8 @@ def train_and_evaluate():
     test = _read_test_split(task, tokenizer, feature_config) if FLAGS.do_predict else None
     common.check_enough_features(len(train_features), run.ctx.world_size)
     common.prepare_output_dir(run.out, run.seeds, PROGRAM, __name__, run.rank0)
+    if FLAGS.cjrc_dev_fraction is not None and run.rank0:
+        write_json(run.out / common.DEV_GOLD_FILE, dev_gold)
 
     def evaluate_dev(trainer):
         return _predict_examples(trainer, dev_examples, dev_features, FLAGS.task, dev_gold, gold_path)
@@ -209,9 +211,8 @@ def predict():
         print(json.dumps({"question": FLAGS.question, "answer": predictions.answers["question"]}, ensure_ascii=False))
     else:
         with replaced_together(FLAGS.output_dir) as staging:  # the answers and their n-best lists, as one set
-            names = [path.name for path in predictions.write(staging)]
-        print(f"wrote {Path(FLAGS.output_dir) / names[0]} and {Path(FLAGS.output_dir) / names[1]} "
-              f"({len(examples)} questions)")
+            paths = [Path(FLAGS.output_dir) / path.name for path in predictions.write(staging)]
+        print(f"wrote {', '.join(map(str, paths[:-1]))} and {paths[-1]} ({len(examples)} questions)")
 
 
 def main(argv):

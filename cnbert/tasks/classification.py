@@ -171,10 +171,12 @@ class ClassificationPredictions:
 
     def write(self, directory) -> Path:
         """predictions.tsv in `directory`, written atomically: a header `id prediction p(<label>)...`,
-        then one line per example in input order (id: file:line of the example)."""
+        then one line per example in input order (id: file:line of the example). Probabilities are
+        written in full (the shortest text that reads back as the same float64), so that DBQA's
+        ranking, and its MRR and MAP, can be recomputed from the file without ties."""
         path = Path(directory) / PREDICTIONS_FILE
         header = "\t".join(["id", "prediction"] + [f"p({label})" for label in self.labels])
-        rows = ["\t".join([example.guid, label] + [f"{p:.6f}" for p in probabilities])
+        rows = ["\t".join([example.guid, label] + [repr(float(p)) for p in probabilities])
                 for example, label, probabilities in zip(self.examples, self.predicted, self.probabilities)]
         write_text(path, "\n".join([header] + rows) + "\n")
         return path
