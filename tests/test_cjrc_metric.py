@@ -164,3 +164,23 @@ def test_constant_yes_and_unknown_predictions_on_real_dev_match_closed_form():
         assert scores["overall"]["em"] == pytest.approx(100 * expected / 6000)
         if constant == "":
             assert scores["overall"]["f1"] == pytest.approx(scores["overall"]["em"])
+
+
+def test_normalisation_keeps_letters_and_digits_not_every_alphanumeric():
+    # Ⅱ, 〇 (letter numbers) and ½ (a number) are alphanumeric but neither isalpha nor isdigit: the
+    # official scorer drops them, so "Ⅰ型" matches the dev gold "Ⅱ型" (isalnum would keep them)
+    assert cjrc_normalize("Ⅱ型〇½") == "型"
+    assert cjrc_question_scores(["Ⅱ型糖尿病"], "Ⅰ型糖尿病") == (1, 1.0)
+
+
+def test_two_gold_answers_are_scored_leave_one_out():
+    # without the first gold the best is 上海 (0), without the second 北京 (1): mean 0.5
+    assert cjrc_question_scores(["北京", "上海"], "北京") == (0.5, 0.5)
+
+
+def test_a_missing_prediction_scores_zero_even_where_the_answer_is_unknown():
+    gold = {"data": [{"domain": "criminal", "paragraphs": [{"context": "", "qas": [
+        {"id": "k1", "answers": [{"text": "", "answer_start": -1}] * 3},
+        {"id": "k2", "answers": [{"text": "上海", "answer_start": 0}]}]}]}]}
+    # k1 has no prediction: 0, and counted (read as "unknown" it would score 100)
+    assert evaluate_cjrc(gold, {"k2": "上海"})["criminal"] == {"em": 50.0, "f1": 50.0, "qas": 2}

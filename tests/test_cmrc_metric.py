@@ -18,9 +18,20 @@ from conftest import data_file
 
 
 def test_sp_char_is_the_official_list_of_33_entries():
-    assert len(SP_CHAR) == 33 and len(set(SP_CHAR)) == 33
-    assert "……" in SP_CHAR and "…" not in SP_CHAR
-    assert not set(",.!?()\"'") & set(SP_CHAR)
+    assert SP_CHAR == ("-", ":", "_", "*", "^", "/", "\\", "~", "`", "+", "=",
+                       "，", "。", "：", "？", "！", "“", "”", "；", "’", "《", "》", "……", "·", "、",
+                       "「", "」", "（", "）", "－", "～", "『", "』")
+    assert "…" not in SP_CHAR and not set(",.!?()\"'") & set(SP_CHAR)
+    # the closing quote is in the list, the opening one is not
+    assert cmrc_em("’北京", ["北京"]) == 1 and cmrc_em("‘北京", ["北京"]) == 0
+
+
+def test_chinese_characters_are_exactly_u4e00_to_u9fa5():
+    # 㭴 㑩 (Extension A, in CMRC 2018 dev answers) and 鿏 鿐 (U+9FCF, U+9FD0) are outside the
+    # official range: they go to the word tokenizer, where adjacent ones stay one word
+    assert cmrc_segments("㭴㑩鿏鿐", remove_punct=True) == ["㭴㑩鿏鿐"]
+    assert cmrc_f1("鿏鿐", ["鿏"]) == 0.0  # an upper bound of U+9FFF would give 2/3
+    assert cmrc_f1("㭴㑩", ["㭴"]) == 0.0  # a lower bound of U+3400 would give 2/3
 
 
 def test_mixed_segmentation_splits_chinese_by_character_and_english_by_word():

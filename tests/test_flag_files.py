@@ -112,3 +112,12 @@ def test_every_flag_file_is_checked():
     assert files == expected
     demo = parse(REPO / "flags" / "demo.flags")
     assert demo["task"] == "cmrc2018" and demo["max_seq_length"] == 256
+
+
+def test_without_a_flag_file_the_windows_decoding_and_schedule_are_the_original_list_s(tmp_path):
+    empty = tmp_path / "empty.flags"
+    empty.write_text("")
+    values = parse(empty)
+    assert (values["doc_stride"], values["max_query_length"], values["max_answer_length"], values["n_best_size"]) == \
+        (128, 64, 50, 20)
+    assert values["warmup_proportion"] == 0.1 and values["training"]["lr_schedule"] == "linear"

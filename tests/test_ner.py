@@ -210,3 +210,21 @@ def test_both_trainers_take_the_same_steps_on_real_sentences():
     trainer = train_in_both_frameworks("msra_ner", arrays, num_labels=7)
     with pytest.raises(ValueError, match=r"tags holds \[9, 9, .*\] \(\(row, token\) \[\(\d+, \d+\), "):
         trainer.fit(dict(arrays, tags=np.where(arrays["tags"] == 1, 9, arrays["tags"])))
+
+
+def test_an_entity_with_the_right_span_but_the_wrong_type_is_not_correct():
+    scores = entity_scores([["B-PER", "I-PER", "O"]], [["B-LOC", "I-LOC", "O"]])
+    assert (scores["gold"], scores["predicted"], scores["correct"], scores["F1"]) == (1, 1, 0, 0.0)
+
+
+def test_a_bio_file_with_crlf_line_ends_reads_as_with_lf(tmp_path):
+    path = tmp_path / "crlf.txt"
+    path.write_bytes("北\tB-LOC\r\n京\tI-LOC\r\n\r\n人\tO\r\n".encode("utf-8"))
+    sentences = read_bio(path, ("O", "B-LOC", "I-LOC"))
+    assert [(s.chars, s.tags) for s in sentences] == [(("北", "京"), ("B-LOC", "I-LOC")), (("人",), ("O",))]
+
+
+def test_a_character_s_id_is_its_first_word_piece():
+    tokenizer = ChineseBertTokenizer()
+    # Google's BertTokenizer splits 한 into ᄒ ##ᅡ ##ᆫ; the character's tag goes on ᄒ
+    assert tokenizer.character_ids(["한"]) == [tokenizer.token_to_id("ᄒ")]

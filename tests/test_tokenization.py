@@ -302,3 +302,10 @@ def test_ids_and_offsets_match_the_reference_on_cmrc2018_and_drcd(tokenizer, ref
     unknown = sum(e.tokens.count("[UNK]") for e in encoded)
     assert (shared, unknown) == (61, 7561)
     assert fast_seconds < 30
+
+
+def test_a_cased_tokenizer_keeps_accents():
+    # BertTokenizer(do_lower_case=False) neither lower-cases nor strips accents: café is then not
+    # in the Chinese vocabulary
+    assert ChineseBertTokenizer(do_lower_case=False).encode("café").tokens == ["[UNK]"]
+    assert ChineseBertTokenizer(do_lower_case=True).encode("café").tokens == ["cafe"]
