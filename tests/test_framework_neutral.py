@@ -8,7 +8,7 @@ from conftest import REPO
 FRAMEWORK_PACKAGES = ("torch", "tf", "kernels")
 # each defines absl flags on the global FLAGS, so they cannot share one process
 COMMAND_LINE_MODULES = ("cnbert.runners.score", "cnbert.runners.mrc", "cnbert.runners.classify", "cnbert.runners.ner",
-                        "cnbert.runners.common")
+                        "cnbert.runners.common", "cnbert.runners.training_run", "cnbert.runners.prediction")
 
 
 def shared_modules():

@@ -340,7 +340,7 @@ def test_the_best_seed_is_the_highest_f1_plus_em_and_its_model_scores_the_test_f
 
 
 def test_training_history_writes_non_finite_losses_as_null():
-    from cnbert.runners.common import training_history
+    from cnbert.runners.training_run import training_history
     from cnbert.training import FitResult
 
     history = training_history(FitResult(None, None, [{"step": 2, "F1": 1.0}], [(1, 0.5), (2, float("nan")),

@@ -263,13 +263,13 @@ def test_an_interrupted_predict_run_leaves_the_earlier_answers_and_n_best_lists_
 
 def test_overwrite_removes_an_earlier_report_before_training(tmp_path):
     # were this run to stop early, a report of the earlier run's seeds must not sit beside its files
-    from cnbert.runners import common
+    from cnbert.runners import training_run
 
     out = tmp_path / "out"
     for name in ("report.md", "report.json", "notes.txt", "seed_123/eval_results.json", "seed_7/eval_results.json"):
         (out / name).parent.mkdir(parents=True, exist_ok=True)
         (out / name).write_text("earlier")
-    common.remove_earlier_outputs(out, [123])
+    training_run.remove_earlier_outputs(out, [123])
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == ["notes.txt", "seed_7", "seed_7/eval_results.json"]
 
 

@@ -21,7 +21,7 @@ from absl import app, flags
 
 from cnbert import command_line
 from cnbert.data.classification import ClassificationExample, build_classification_features
-from cnbert.runners import common
+from cnbert.runners import common, prediction, training_run
 from cnbert.tasks import classification as tasks
 
 FLAGS = flags.FLAGS
@@ -56,7 +56,7 @@ def _check_max_seq_length() -> None:
     """Run again in predict mode once --max_seq_length may have come from the training settings."""
     if FLAGS.max_seq_length < 8:
         raise app.UsageError(f"--max_seq_length must be at least 8, got {FLAGS.max_seq_length}"
-                             f"{common.value_origin('max_seq_length')}")
+                             f"{prediction.value_origin('max_seq_length')}")
 
 
 def _single_example() -> bool:
@@ -101,7 +101,7 @@ def train_and_evaluate():
     def evaluate(trainer, examples, features, path):
         return _predict(trainer, task, examples, features, left_out=left_out[path])
 
-    common.train_on_files(PROGRAM, __name__, task, *_token_types(task), read=read,
+    training_run.train_on_files(PROGRAM, __name__, task, *_token_types(task), read=read,
                           featurise=lambda examples, tokenizer, path: _featurise(task, examples, tokenizer, path),
                           evaluate=evaluate,
                           settings_file=PREDICT_SETTINGS_FILE, settings_names=PREDICT_SETTINGS)
@@ -112,12 +112,12 @@ def train_and_evaluate():
 def predict():
     task = tasks.get_task(FLAGS.task)
     single = _single_example()
-    common.start_prediction(single, "--text_a (and --text_b for a pair)", tasks.PREDICTIONS_FILE,
+    prediction.start_prediction(single, "--text_a (and --text_b for a pair)", tasks.PREDICTIONS_FILE,
                             PREDICT_SETTINGS_FILE, PREDICT_SETTINGS)
     if single and (not FLAGS.text_a or bool(FLAGS.text_b) != task.pairs):
         raise app.UsageError(f"--task={FLAGS.task} labels " + ("a pair: pass --text_a and --text_b" if task.pairs
                                                                else "one text: pass --text_a only") + ", not empty")
-    setup = common.load_for_prediction(*_token_types(task), check_flags=_check_max_seq_length)
+    setup = prediction.load_for_prediction(*_token_types(task), check_flags=_check_max_seq_length)
     scored, left_out = [], []  # the examples whose labels are scored; those left out of the score
     if single:
         examples = [ClassificationExample("text", FLAGS.text_a, FLAGS.text_b, None)]

@@ -24,7 +24,7 @@ from cnbert import command_line
 from cnbert.data import FeatureConfig, build_features, postprocess_predictions
 from cnbert.errors import DataError
 from cnbert.io_utils import read_json_file, replaced_together, write_json
-from cnbert.runners import common
+from cnbert.runners import common, prediction, training_run
 from cnbert.tasks import mrc as tasks
 
 FLAGS = flags.FLAGS
@@ -64,13 +64,13 @@ def _feature_config() -> FeatureConfig:
     except ValueError as e:
         # the settings file is named only for the values the failed check read (its message names them)
         checked = [name for name in ("max_seq_length", "max_query_length", "doc_stride") if name in str(e)]
-        raise app.UsageError(f"{e}{common.value_origin(*checked)}") from None
+        raise app.UsageError(f"{e}{prediction.value_origin(*checked)}") from None
 
 
 def _check_decoding_flags() -> None:
     for name in ("n_best_size", "max_answer_length"):
         if getattr(FLAGS, name) < 1:
-            raise app.UsageError(f"--{name} must be at least 1, got {getattr(FLAGS, name)}{common.value_origin(name)}")
+            raise app.UsageError(f"--{name} must be at least 1, got {getattr(FLAGS, name)}{prediction.value_origin(name)}")
 
 
 def _check_flag_combinations() -> None:
@@ -135,10 +135,10 @@ def train_and_evaluate():
             raise app.UsageError("with --cjrc_dev_fraction, dev questions come from --train_file; drop --dev_file or make it the same file")
     else:
         common.require_file("dev_file")
-        common.warn_if_dev_is_train()
+        training_run.warn_if_dev_is_train()
     _check_decoding_flags()
     feature_config = _feature_config()
-    run = common.start_training(2, TOKEN_TYPES_NEEDED)
+    run = training_run.start_training(2, TOKEN_TYPES_NEEDED)
     tokenizer = run.tokenizer
     train_examples, dev_examples, dev_gold, gold_path = _load_splits(task)
     train_features = build_features(train_examples, tokenizer, feature_config, training=True,
@@ -150,10 +150,10 @@ def train_and_evaluate():
     log.info("%d train questions -> %d features; %d dev questions -> %d features", len(train_examples),
              len(train_features), len(dev_examples), len(dev_features))
     test = _read_test_split(task, tokenizer, feature_config) if FLAGS.do_predict else None
-    common.check_enough_features(len(train_features), run.ctx.world_size)
-    common.prepare_output_dir(run.out, run.seeds, PROGRAM, __name__, run.rank0)
+    training_run.check_enough_features(len(train_features), run.ctx.world_size)
+    training_run.prepare_output_dir(run.out, run.seeds, PROGRAM, __name__, run.rank0)
     if FLAGS.cjrc_dev_fraction is not None and run.rank0:
-        write_json(run.out / common.DEV_GOLD_FILE, dev_gold)
+        write_json(run.out / training_run.DEV_GOLD_FILE, dev_gold)
 
     def evaluate_dev(trainer):
         return _predict_examples(trainer, dev_examples, dev_features, FLAGS.task, dev_gold, gold_path)
@@ -163,7 +163,7 @@ def train_and_evaluate():
 
     # the settings name the task, so that predict mode refuses the model for another task (a DRCD
     # model reads simplified text)
-    common.train_report_and_test(run, task, train_features.model_arrays(), evaluate_dev,
+    training_run.train_report_and_test(run, task, train_features.model_arrays(), evaluate_dev,
                                  evaluate_test if FLAGS.do_predict else None, PREDICT_SETTINGS_FILE, PREDICT_SETTINGS)
 
 
@@ -194,11 +194,11 @@ def _features_to_answer(examples, tokenizer, feature_config, source):
 def predict():
     task = tasks.get_task(FLAGS.task)
     single = _single_question()
-    common.start_prediction(single, "both --question and --context", "predictions.json", PREDICT_SETTINGS_FILE,
+    prediction.start_prediction(single, "both --question and --context", "predictions.json", PREDICT_SETTINGS_FILE,
                             PREDICT_SETTINGS)
     if single and not (FLAGS.question and FLAGS.context):
         raise app.UsageError("--question and --context go together and must not be empty")
-    setup = common.load_for_prediction(2, TOKEN_TYPES_NEEDED, check_flags=_check_decoding_flags)
+    setup = prediction.load_for_prediction(2, TOKEN_TYPES_NEEDED, check_flags=_check_decoding_flags)
     if single:
         examples = [task.question_example(FLAGS.question, FLAGS.context)]
     else:

@@ -18,7 +18,7 @@ from absl import app, flags
 
 from cnbert import command_line
 from cnbert.data.ner import NerSentence, build_ner_features, decode_tags, default_doc_stride, entities
-from cnbert.runners import common
+from cnbert.runners import common, prediction, training_run
 from cnbert.tasks import ner as tasks
 
 FLAGS = flags.FLAGS
@@ -59,7 +59,7 @@ def _resolve_doc_stride() -> None:
         raise app.UsageError(f"--doc_stride must be between 1 and --max_seq_length - 2 = {span} (larger steps would "
                              f"skip characters), got {FLAGS.doc_stride}"
                              # below 1 is wrong whatever the window; above the bound, the window may be the file's
-                             f"{common.value_origin('doc_stride', *(['max_seq_length'] if FLAGS.doc_stride >= 1 else []))}")
+                             f"{prediction.value_origin('doc_stride', *(['max_seq_length'] if FLAGS.doc_stride >= 1 else []))}")
 
 
 def _featurise(task, sentences, tokenizer, source: str):
@@ -83,7 +83,7 @@ def _predict(trainer, task, sentences, features):
 
 def train_and_evaluate():
     task = tasks.get_task(FLAGS.task)
-    common.train_on_files(PROGRAM, __name__, task, *TOKEN_TYPES, read=task.read,
+    training_run.train_on_files(PROGRAM, __name__, task, *TOKEN_TYPES, read=task.read,
                           featurise=lambda sentences, tokenizer, path: _featurise(task, sentences, tokenizer, path),
                           evaluate=lambda trainer, sentences, features, path: _predict(trainer, task, sentences, features),
                           settings_file=PREDICT_SETTINGS_FILE, settings_names=PREDICT_SETTINGS)
@@ -98,11 +98,11 @@ def predict():
     if FLAGS["max_seq_length"].present and not FLAGS["doc_stride"].present:
         # a window length of one's own takes the default stride for it, not the training run's
         settings = tuple(name for name in PREDICT_SETTINGS if name != "doc_stride")
-    common.start_prediction(single, "--text", tasks.PREDICTIONS_FILE, PREDICT_SETTINGS_FILE, settings)
+    prediction.start_prediction(single, "--text", tasks.PREDICTIONS_FILE, PREDICT_SETTINGS_FILE, settings)
     _resolve_doc_stride()  # with the training run's settings taken, before the model loads
     if single and not FLAGS.text.strip():
         raise app.UsageError("--text must not be empty")
-    setup = common.load_for_prediction(*TOKEN_TYPES)
+    setup = prediction.load_for_prediction(*TOKEN_TYPES)
     if single:
         sentences = [NerSentence("text", tuple(FLAGS.text), None)]
     else:

@@ -1,0 +1,306 @@
+"""A runner's multi-seed training run: the checks before any data is read (start_training), every
+seed trained from the same initial weights with its best dev evaluation kept (train_seeds), the
+report over seeds, and the test file scored once with the best seed's model. train_on_files is
+the whole run of a task whose files are all labelled and read alike (classification, NER)."""
+from __future__ import annotations
+
+import dataclasses
+import math
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from absl import app
+
+from cnbert.config import BertConfig
+from cnbert.errors import DataError
+from cnbert.io_utils import replaced_together, write_json, write_text
+from cnbert.report import format_markdown, summarize_seeds
+from cnbert.runners.common import (FLAGS, SEED_LIMIT, TrainingStopped, backend, check_output_dir, log, model_config,
+                                   note, process_group, require_file, training_config)
+from cnbert.tokenization import ChineseBertTokenizer
+from cnbert.training import NonFiniteLossError, TrainingConfig
+
+
+def checked_seeds() -> list[int]:
+    try:
+        values = [int(s) for s in FLAGS.seeds]
+    except ValueError:
+        raise app.UsageError(f"--seeds must be integers, got {','.join(FLAGS.seeds)}") from None
+    if not values or len(set(values)) != len(values):
+        raise app.UsageError(f"--seeds must be distinct integers, got {values}")
+    for name, checked in (("seeds", values), ("init_seed", [FLAGS.init_seed])):
+        # every process seeds numpy with seed + rank, which must stay below 2**32
+        if not all(0 <= value < SEED_LIMIT for value in checked):
+            raise app.UsageError(f"--{name} must be in [0, {SEED_LIMIT}), got {checked}")
+    return values
+
+
+def check_enough_features(count: int, processes: int) -> None:
+    """Every process and accumulation micro-step needs a training feature (the trainer's check, made
+    before the output directory is touched)."""
+    try:
+        training_config(0).check_enough_examples(count, processes)
+    except ValueError:
+        raise DataError(FLAGS.train_file, "", f"{count} training feature(s), too few to give each of {processes} "
+                        f"process(es) x {FLAGS.gradient_accumulation_steps} accumulation step(s) one") from None
+
+
+def check_batch_split(config: TrainingConfig, processes: int) -> None:
+    try:
+        config.check_batch_split(processes)
+    except ValueError:
+        raise app.UsageError(f"--train_batch_size={FLAGS.train_batch_size} cannot be split over {processes} "
+                             f"process(es) x {FLAGS.gradient_accumulation_steps} accumulation steps") from None
+
+
+# The gold answers of a dev split cut from the training file (cnbert-mrc --cjrc_dev_fraction), which
+# no file the user has holds: what the run's dev predictions are scored against.
+DEV_GOLD_FILE = "dev_gold.json"
+
+
+def remove_earlier_outputs(out: Path, seeds: list[int]) -> None:
+    """With --overwrite_output_dir: delete what this run is about to write, so that no file of an
+    earlier run (a TensorBoard event file, a test prediction, a report of other seeds) is mistaken
+    for this run's, even if this run stops early."""
+    for name in [f"seed_{seed}" for seed in seeds] + ["test", "report.md", "report.json", DEV_GOLD_FILE]:
+        path = out / name
+        if path.exists():
+            print(f"--overwrite_output_dir: removing {path} of an earlier run", flush=True)
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+
+
+def effective_flags(program: str, runner_module: str) -> str:
+    """The runner's flags (its own and the shared ones it adopted) as a flag file that reproduces the run."""
+    lines = [f"# {program} flags, {time.strftime('%Y-%m-%d %H:%M:%S')}"]
+    for flag in sorted(FLAGS.get_key_flags_for_module(sys.modules[runner_module]), key=lambda f: f.name):
+        if flag.value is not None:
+            lines.append(flag.serialize())
+    return "\n".join(lines) + "\n"
+
+
+def note_random_init() -> None:
+    if not FLAGS.init_checkpoint:
+        note(f"NOTE: no --init_checkpoint: the model is RANDOMLY INITIALISED from {FLAGS.bert_config_file}; "
+             "its scores say nothing about a pretrained model. Point --init_checkpoint at a pretrained Chinese "
+             "BERT directory for real numbers.")
+
+
+@dataclasses.dataclass
+class TrainingSetup:
+    """A checked training run, ready for its data: the seeds, the model config and vocabulary, the
+    backend and process group, the first seed's initial model (a checkpoint that does not load has
+    failed by now, before any data is read or anything written) and the tokenizer."""
+
+    seeds: list[int]
+    config: BertConfig
+    vocab: Path
+    backend: Any
+    ctx: Any  # process_group's
+    rank0: bool
+    out: Path
+    initial_model: Callable[[], Any]
+    first_model: Any
+    tokenizer: ChineseBertTokenizer
+
+
+def start_training(min_token_types: int, what: str) -> TrainingSetup:
+    """Check the shared training flags and build the first initial model; nothing is written yet.
+    min_token_types / what: as for model_config."""
+    if FLAGS.do_predict:
+        require_file("test_file")
+    seed_list = checked_seeds()
+    framework_backend = backend()
+    ctx = process_group(framework_backend)  # before anything runs a TensorFlow op
+    config, vocab = model_config(min_token_types, what)
+    rank0 = ctx.is_main
+    check_output_dir(rank0, lambda flag: framework_backend.any_process(ctx, flag))
+    training_configs = [training_config(seed) for seed in seed_list]  # every seed's settings checked now
+    check_batch_split(training_configs[0], ctx.world_size)
+    note_random_init()
+    initial_model = initial_model_factory(framework_backend, FLAGS.task, config, vocab, rank0)
+    first_model = initial_model()
+    tokenizer = ChineseBertTokenizer(vocab, do_lower_case=FLAGS.do_lower_case,
+                                     fullwidth_to_halfwidth=FLAGS.fullwidth_to_halfwidth)
+    return TrainingSetup(seed_list, config, vocab, framework_backend, ctx, rank0, Path(FLAGS.output_dir),
+                         initial_model, first_model, tokenizer)
+
+
+def train_on_files(program: str, runner_module: str, task, min_token_types: int, what: str, read: Callable,
+                   featurise: Callable, evaluate: Callable, settings_file: str, settings_names: Sequence[str]) -> None:
+    """The whole training run of a task whose train, dev (and, with --do_predict, test) files are
+    all labelled and read alike (classification, NER): check, read and featurise everything, train
+    every seed, report, score the test file.
+
+    task: has .title, .metric_names, .criterion(metrics). read(path) -> examples;
+    featurise(examples, tokenizer, path) -> features; evaluate(trainer, examples, features, path) ->
+    (predictions with .write(directory), metrics). The task and `settings_names` flags are saved
+    beside each best model in `settings_file`."""
+    require_file("train_file")
+    require_file("dev_file")
+    warn_if_dev_is_train()
+    run = start_training(min_token_types, what)
+    splits = {"train": FLAGS.train_file, "dev": FLAGS.dev_file, **({"test": FLAGS.test_file} if FLAGS.do_predict else {})}
+    examples = {name: read(path) for name, path in splits.items()}
+    features = {name: featurise(examples[name], run.tokenizer, path) for name, path in splits.items()}
+    log.info(", ".join(f"{len(examples[name])} {name} examples" for name in splits))
+    check_enough_features(len(features["train"].model_arrays()["input_ids"]), run.ctx.world_size)
+    prepare_output_dir(run.out, run.seeds, program, runner_module, run.rank0)
+    train_report_and_test(run, task, features["train"].model_arrays(),
+                          lambda trainer: evaluate(trainer, examples["dev"], features["dev"], splits["dev"]),
+                          (lambda trainer: evaluate(trainer, examples["test"], features["test"], splits["test"]))
+                          if FLAGS.do_predict else None, settings_file, settings_names)
+
+
+def train_report_and_test(run: TrainingSetup, task, train_arrays, evaluate_dev: Callable,
+                          evaluate_test: Callable | None, settings_file: str, settings_names: Sequence[str]) -> None:
+    """Train every seed (train_seeds), write the report, score the test split with the best seed's
+    model when evaluate_test is given (--do_predict), and raise TrainingStopped if a seed stopped.
+    The task and `settings_names` flags are saved beside each best model in `settings_file`."""
+    settings = (settings_file, {name: getattr(FLAGS, name) for name in ("task", *settings_names)})
+    runs = train_seeds(run, task, train_arrays, evaluate_dev, settings)
+    best_seed = write_report(runs, task, run.rank0)
+    if evaluate_test is not None:
+        score_test(run, runs.best_dirs[best_seed], evaluate_test, task.metric_names)
+    raise_if_stopped(runs)
+
+
+def warn_if_dev_is_train() -> None:
+    if Path(FLAGS.dev_file).resolve() == Path(FLAGS.train_file).resolve():
+        note("WARNING: --dev_file is --train_file: dev scores (and the best-model choice) will be measured on "
+             "training data")
+
+
+def training_history(result, stopped: str | None = None) -> dict:
+    """training_history.json of a FitResult (with why training stopped early, if it did). JSON has
+    no NaN: a non-finite loss is written as null."""
+    losses = [(step, loss if math.isfinite(loss) else None) for step, loss in result.losses]
+    history = {"evaluations": result.evaluations, "losses": losses}
+    if stopped:
+        history["stopped"] = stopped
+    return history
+
+
+@dataclasses.dataclass
+class SeedRuns:
+    """What the seeds of a run ended with: each finished seed's best dev metrics and best-model
+    directory, and why any seed stopped."""
+
+    per_seed: dict[int, dict]
+    best_dirs: dict[int, Path]
+    stopped: dict[int, str]
+
+
+def initial_model_factory(backend_module, task: str, config: BertConfig, vocab: Path, rank0: bool
+                          ) -> Callable[[], Any]:
+    """A function that builds the run's initial model, the same weights on every call."""
+
+    def initial_model():
+        backend_module.seed_everything(FLAGS.init_seed)  # identical initial weights for every seed
+        model, load_report = backend_module.create_model(task, config, FLAGS.init_checkpoint, vocab)
+        if load_report and load_report.initialised and rank0:
+            print(f"freshly initialised task head (not in the checkpoint): {', '.join(load_report.initialised)}")
+        return model
+
+    return initial_model
+
+
+def prepare_output_dir(out: Path, seed_list: list[int], program: str, runner_module: str, rank0: bool) -> None:
+    if rank0:
+        out.mkdir(parents=True, exist_ok=True)
+        remove_earlier_outputs(out, seed_list)
+        write_text(out / "flags.txt", effective_flags(program, runner_module))
+
+
+def train_seeds(run: TrainingSetup, task, train_arrays, evaluate_dev: Callable,
+                predict_settings: tuple[str, dict]) -> SeedRuns:
+    """Train every seed from the same initial weights; each keeps its best dev evaluation (by
+    task.criterion).
+
+    evaluate_dev(trainer) -> (predictions with .write(directory), metrics). The best evaluation's
+    model, the settings predict mode needs (predict_settings: file name, values), predictions and
+    scores are saved as one set in seed_<seed>/. A seed whose loss diverges stops alone."""
+    runs = SeedRuns({}, {}, {})
+    for seed in run.seeds:
+        seed_dir = run.out / f"seed_{seed}"
+        model = run.first_model if seed == run.seeds[0] else run.initial_model()
+        trainer = run.backend.Trainer(model, training_config(seed), FLAGS.task, log_dir=seed_dir / "tensorboard",
+                                      show_progress=FLAGS.progress, ctx=run.ctx)
+        latest = {}
+
+        def evaluate(trainer=trainer, latest=latest):
+            latest["predictions"], metrics = evaluate_dev(trainer)
+            return metrics
+
+        def on_new_best(metrics, seed_dir=seed_dir, model=model, latest=latest):
+            # the model, its settings, predictions and scores of one evaluation, replaced as a set:
+            # a Ctrl-C never leaves a model beside another evaluation's predictions or scores
+            with replaced_together(seed_dir) as staging:
+                run.backend.save_pretrained(model, staging / "best_model", run.vocab)
+                write_json(staging / "best_model" / predict_settings[0], predict_settings[1])
+                latest["predictions"].write(staging)
+                write_json(staging / "eval_results.json", metrics)
+
+        try:
+            result = trainer.fit(train_arrays, evaluate=evaluate, criterion=task.criterion, on_new_best=on_new_best)
+        except NonFiniteLossError as error:
+            # a diverged seed stops alone: the others still run, and the report names it
+            runs.stopped[seed] = str(error)
+            if run.rank0:
+                print(f"seed {seed}: stopped: {error}", file=sys.stderr, flush=True)
+                if error.result is not None:
+                    write_json(seed_dir / "training_history.json", training_history(error.result, stopped=str(error)))
+            continue
+        if run.rank0:
+            write_json(seed_dir / "training_history.json", training_history(result))
+            print(f"seed {seed}: best dev at step {result.best_step}: "
+                  + ", ".join(f"{m} {result.best_metrics[m]:.3f}" for m in task.metric_names), flush=True)
+        runs.per_seed[seed] = result.best_metrics
+        runs.best_dirs[seed] = seed_dir / "best_model"
+    return runs
+
+
+def write_report(runs: SeedRuns, task, rank0: bool) -> int:
+    """report.md / report.json with `mean (max)` over the finished seeds; returns the best seed (by
+    task.criterion)."""
+    if not runs.per_seed:
+        raise TrainingStopped(f"every seed stopped before the end of training: {runs.stopped}")
+    summary = summarize_seeds(runs.per_seed, task.metric_names)
+    best_seed = max(runs.per_seed, key=lambda s: task.criterion(runs.per_seed[s]))
+    summary["best_seed"] = best_seed
+    if runs.stopped:
+        summary["stopped_seeds"] = {str(seed): reason for seed, reason in runs.stopped.items()}
+    if rank0:
+        out = Path(FLAGS.output_dir)
+        model_name = Path(FLAGS.init_checkpoint).name if FLAGS.init_checkpoint else "random init"
+        markdown = format_markdown(summary, f"{task.title} dev ({model_name})")
+        write_text(out / "report.md", markdown)
+        write_json(out / "report.json", summary)
+        print(markdown, flush=True)
+    return best_seed
+
+
+def score_test(run: TrainingSetup, model_dir: Path, evaluate_test: Callable, metric_names: Sequence[str]) -> None:
+    """Score --test_file once with the best model: test/ holds its predictions and test_results.json.
+    evaluate_test(trainer) -> (predictions with .write(directory), metrics)."""
+    run.backend.barrier(run.ctx)  # rank 0 alone saves best_model: no process may read it before it is complete
+    model = run.backend.load_finetuned(model_dir, FLAGS.task)
+    trainer = run.backend.Trainer(model, training_config(0), FLAGS.task, show_progress=False, ctx=run.ctx)
+    predictions, metrics = evaluate_test(trainer)
+    if run.rank0:
+        with replaced_together(run.out / "test") as staging:
+            predictions.write(staging)
+            write_json(staging / "test_results.json", {**metrics, "model_dir": str(model_dir)})
+        print("test: " + ", ".join(f"{m} {metrics[m]:.3f}" for m in metric_names), flush=True)
+
+
+def raise_if_stopped(runs: SeedRuns) -> None:
+    if runs.stopped:
+        raise TrainingStopped(f"seed(s) {', '.join(map(str, runs.stopped))} stopped before the end of training; "
+                              f"the report covers the others")
