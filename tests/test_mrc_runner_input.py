@@ -200,6 +200,19 @@ def test_an_output_dir_that_cannot_be_written_is_refused_before_any_work(tmp_pat
     assert list(read_only.iterdir()) == []
 
 
+def test_another_process_s_write_check_leaves_the_output_dir_empty(tmp_path, tiny_config):
+    # under torchrun every process checks that --output_dir can be written (a folder made and removed
+    # there) while rank 0 checks that it is empty; the batch split is checked right after
+    out = tmp_path / "out"
+    (out / ".cnbert-write-check-x1y2z3").mkdir(parents=True)
+    unsplittable = ["--train_batch_size=2", "--gradient_accumulation_steps=3"]
+    assert_refused(run_cli(train_args(tiny_config, out, *unsplittable), check=False),
+                   "--train_batch_size=2 cannot be split over 1 process(es) x 3 accumulation steps")
+    (out / "notes.txt").write_text("mine")
+    assert_refused(run_cli(train_args(tiny_config, out, *unsplittable), check=False),
+                   f"--output_dir={out} is not empty")
+
+
 def test_a_config_with_one_token_type_is_refused_for_reading_comprehension(tmp_path):
     one_type = tmp_path / "one_type.json"
     one_type.write_text(json.dumps({**TINY, "type_vocab_size": 1}))

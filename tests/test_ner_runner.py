@@ -73,6 +73,10 @@ def test_predict_mode_reproduces_the_run_and_prints_entities(trained_run, tmp_pa
                     f"--output_dir={tmp_path / 'p'}"])
     assert "as in training (cnbert_ner_settings.json): --max_seq_length=24, --doc_stride=11" in proc.stdout
     assert (tmp_path / "p" / "predictions.txt").read_text() == (out / "seed_123" / "predictions.txt").read_text()
+    # the scores of the tagged file are kept beside the predictions, as the training run's are
+    results = json.loads((tmp_path / "p" / "predict_results.json").read_text())
+    eval_results = json.loads((out / "seed_123" / "eval_results.json").read_text())
+    assert results["predict_file"] == str(data) and results["scores"]["F1"] == pytest.approx(eval_results["F1"])
     chars, _, predicted = read_conll(out / "seed_123" / "predictions.txt")[0]
     text = "".join(chars)
     proc = run_cli(["--mode=predict", "--task=msra_ner", f"--model_dir={best_model}", f"--text={text}"])

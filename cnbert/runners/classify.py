@@ -102,9 +102,9 @@ def train_and_evaluate():
         return _predict(trainer, task, examples, features, left_out=left_out[path])
 
     training_run.train_on_files(PROGRAM, __name__, task, *_token_types(task), read=read,
-                          featurise=lambda examples, tokenizer, path: _featurise(task, examples, tokenizer, path),
-                          evaluate=evaluate,
-                          settings_file=PREDICT_SETTINGS_FILE, settings_names=PREDICT_SETTINGS)
+                                featurise=lambda examples, tokenizer, path: _featurise(task, examples, tokenizer, path),
+                                evaluate=evaluate,
+                                settings_file=PREDICT_SETTINGS_FILE, settings_names=PREDICT_SETTINGS)
 
 
 # ---- predict mode ------------------------------------------------------------------------------
@@ -113,7 +113,7 @@ def predict():
     task = tasks.get_task(FLAGS.task)
     single = _single_example()
     prediction.start_prediction(single, "--text_a (and --text_b for a pair)", tasks.PREDICTIONS_FILE,
-                            PREDICT_SETTINGS_FILE, PREDICT_SETTINGS)
+                                PREDICT_SETTINGS_FILE, PREDICT_SETTINGS)
     if single and (not FLAGS.text_a or bool(FLAGS.text_b) != task.pairs):
         raise app.UsageError(f"--task={FLAGS.task} labels " + ("a pair: pass --text_a and --text_b" if task.pairs
                                                                else "one text: pass --text_a only") + ", not empty")
@@ -142,8 +142,8 @@ def predict():
         probabilities = dict(zip(task.labels, predictions.probabilities[0].round(6).tolist()))
         print(json.dumps({"label": predictions.predicted[0], "probabilities": probabilities}, ensure_ascii=False))
         return
-    path = predictions.write(FLAGS.output_dir)
-    print(f"wrote {path} ({len(examples)} examples)")
+    path = prediction.write_predictions(predictions, metrics)
+    print(f"wrote {path} and {path.with_name(prediction.PREDICT_RESULTS_FILE)} ({len(examples)} examples)")
     if metrics is not None:
         print(", ".join(f"{name} {metrics[name]:.3f}" for name in task.metric_names)
               + f" on the labels in {FLAGS.predict_file}")

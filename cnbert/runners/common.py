@@ -303,8 +303,13 @@ def check_output_dir(rank0: bool, any_process: Callable[[bool], bool] = bool) ->
         raise app.UsageError("--output_dir is required")
     out = Path(FLAGS.output_dir)
     check_writable_directory("output_dir", out)
-    if any_process(rank0 and out.exists() and any(out.iterdir()) and not FLAGS.overwrite_output_dir):
+    # another process's write check may be in the folder at this moment: it does not make it non-empty
+    non_empty = out.exists() and any(not entry.name.startswith(_WRITE_CHECK_PREFIX) for entry in out.iterdir())
+    if any_process(rank0 and non_empty and not FLAGS.overwrite_output_dir):
         raise app.UsageError(f"--output_dir={out} is not empty; pass --overwrite_output_dir to reuse it")
+
+
+_WRITE_CHECK_PREFIX = ".cnbert-write-check-"
 
 
 def check_writable_directory(name: str, path: Path) -> None:
@@ -316,7 +321,7 @@ def check_writable_directory(name: str, path: Path) -> None:
         where = "is a file" if existing == path else f"is under {existing}, a file"
         raise app.UsageError(f"--{name}={path} {where}; it must be a directory")
     try:
-        probe = tempfile.mkdtemp(prefix=".cnbert-write-check-", dir=existing)
+        probe = tempfile.mkdtemp(prefix=_WRITE_CHECK_PREFIX, dir=existing)
     except OSError as e:
         where = "" if existing == path else f" (it would be made in {existing})"
         raise app.UsageError(f"--{name}={path} cannot be written{where}: {e.strerror or e}") from None

@@ -164,7 +164,8 @@ def train_and_evaluate():
     # the settings name the task, so that predict mode refuses the model for another task (a DRCD
     # model reads simplified text)
     training_run.train_report_and_test(run, task, train_features.model_arrays(), evaluate_dev,
-                                 evaluate_test if FLAGS.do_predict else None, PREDICT_SETTINGS_FILE, PREDICT_SETTINGS)
+                                       evaluate_test if FLAGS.do_predict else None,
+                                       PREDICT_SETTINGS_FILE, PREDICT_SETTINGS)
 
 
 class TestSplit(NamedTuple):
@@ -195,7 +196,7 @@ def predict():
     task = tasks.get_task(FLAGS.task)
     single = _single_question()
     prediction.start_prediction(single, "both --question and --context", "predictions.json", PREDICT_SETTINGS_FILE,
-                            PREDICT_SETTINGS)
+                                PREDICT_SETTINGS)
     if single and not (FLAGS.question and FLAGS.context):
         raise app.UsageError("--question and --context go together and must not be empty")
     setup = prediction.load_for_prediction(2, TOKEN_TYPES_NEEDED, check_flags=_check_decoding_flags)

@@ -83,10 +83,15 @@ def _predict(trainer, task, sentences, features):
 
 def train_and_evaluate():
     task = tasks.get_task(FLAGS.task)
-    training_run.train_on_files(PROGRAM, __name__, task, *TOKEN_TYPES, read=task.read,
-                          featurise=lambda sentences, tokenizer, path: _featurise(task, sentences, tokenizer, path),
-                          evaluate=lambda trainer, sentences, features, path: _predict(trainer, task, sentences, features),
-                          settings_file=PREDICT_SETTINGS_FILE, settings_names=PREDICT_SETTINGS)
+
+    def featurise(sentences, tokenizer, path):
+        return _featurise(task, sentences, tokenizer, path)
+
+    def evaluate(trainer, sentences, features, path):
+        return _predict(trainer, task, sentences, features)
+
+    training_run.train_on_files(PROGRAM, __name__, task, *TOKEN_TYPES, read=task.read, featurise=featurise,
+                                evaluate=evaluate, settings_file=PREDICT_SETTINGS_FILE, settings_names=PREDICT_SETTINGS)
 
 
 # ---- predict mode ------------------------------------------------------------------------------
@@ -116,8 +121,8 @@ def predict():
         print(json.dumps({"entities": [{"text": FLAGS.text[start:end], "type": kind, "start": start, "end": end}
                                        for start, end, kind in found]}, ensure_ascii=False))
         return
-    path = predictions.write(FLAGS.output_dir)
-    print(f"wrote {path} ({len(sentences)} sentences)")
+    path = prediction.write_predictions(predictions, metrics)
+    print(f"wrote {path} and {path.with_name(prediction.PREDICT_RESULTS_FILE)} ({len(sentences)} sentences)")
     if metrics is not None:
         print(", ".join(f"entity {name} {metrics[name]:.3f}" for name in task.metric_names)
               + f" on the tags in {FLAGS.predict_file}")

@@ -13,6 +13,7 @@ from absl import app, flags
 
 from cnbert.checkpoints import read_pretrained_config
 from cnbert.config import ConfigError
+from cnbert.io_utils import replaced_together, write_json
 from cnbert.runners.common import (FLAGS, backend, check_model_fits_task, check_output_dir, check_sequence_length,
                                    note, process_group, read_training_settings, require_file, training_config)
 from cnbert.tokenization import ChineseBertTokenizer
@@ -40,6 +41,21 @@ def start_prediction(single: bool, single_flags: str, writes: str, settings_file
     if FLAGS.predict_file:
         check_predict_file(writes)
     use_training_settings(Path(FLAGS.model_dir), settings_file, settings_names)
+
+
+# Predict mode's scores, written with its predictions: what a labelled --predict_file scored (null
+# for a file without labels), so that the folder never holds predictions beside other scores.
+PREDICT_RESULTS_FILE = "predict_results.json"
+
+
+def write_predictions(predictions, metrics: dict | None) -> Path:
+    """Write predictions (an object with .write(directory) -> path) and PREDICT_RESULTS_FILE into
+    --output_dir as one set (replaced_together); return the predictions file's path there."""
+    with replaced_together(FLAGS.output_dir) as staging:
+        name = predictions.write(staging).name
+        write_json(staging / PREDICT_RESULTS_FILE,
+                   {"predict_file": FLAGS.predict_file, "model_dir": FLAGS.model_dir, "scores": metrics})
+    return Path(FLAGS.output_dir) / name
 
 
 def check_predict_file(writes: str) -> None:
