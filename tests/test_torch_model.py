@@ -113,9 +113,11 @@ def test_bf16_autocast_stays_close_to_fp32_with_layer_norm_in_fp32():
         torch.manual_seed(0)
         model = BertForSpanExtraction(BertConfig(**TINY_BERT, attention=attention, initializer_range=0.2)).eval()
         input_ids, attention_mask, token_type_ids = padded_batch()
-        norm_dtypes = []
+        norm_dtypes, linear_dtypes = [], {}
         hooks = [m.register_forward_hook(lambda _m, _i, out: norm_dtypes.append(out.dtype))
                  for m in model.modules() if isinstance(m, torch.nn.LayerNorm)]
+        hooks += [m.register_forward_hook(lambda _m, _i, out, name=name: linear_dtypes.__setitem__(name, out.dtype))
+                  for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
         with torch.no_grad():
             fp32 = model(input_ids, attention_mask, token_type_ids)
             norm_dtypes.clear()
@@ -123,7 +125,10 @@ def test_bf16_autocast_stays_close_to_fp32_with_layer_norm_in_fp32():
                 bf16 = model(input_ids, attention_mask, token_type_ids)
         for hook in hooks:
             hook.remove()
-        assert bf16["start_logits"].dtype == torch.bfloat16  # the matmuls did run in bf16
+        # the encoder's matmuls ran in bf16; the head in float32, so its logits do not tie as bf16 ones would
+        assert {dtype for name, dtype in linear_dtypes.items() if name != "qa_outputs"} == {torch.bfloat16}
+        assert linear_dtypes["qa_outputs"] == bf16["start_logits"].dtype == torch.float32
+        assert not torch.equal(bf16["start_logits"], bf16["start_logits"].bfloat16().float())
         assert set(norm_dtypes) == {torch.float32}
         scale = fp32["start_logits"].abs().max()
         assert scale > 0.5

@@ -164,8 +164,10 @@ class BertSelfAttention(keras.layers.Layer):
             return tf.transpose(tf.reshape(x, [batch, seq_len, c.num_attention_heads, c.head_size]), [0, 2, 1, 3])
 
         query, key, value = (heads(dense(hidden_states)) for dense in (self.query, self.key, self.value))
-        scores = tf.matmul(query, key, transpose_b=True)
-        probs = ops.softmax(scores, scale=c.head_size ** -0.5, mask=key_mask)
+        # the query scaled first, as torch's sdpa and fused paths do: fp16 scores overflow only where
+        # the scaled ones would
+        scores = tf.matmul(query * tf.cast(c.head_size ** -0.5, query.dtype), key, transpose_b=True)
+        probs = ops.softmax(scores, mask=key_mask)
         probs = dropout(probs, c.attention_probs_dropout_prob, seed, self.site)
         context = tf.matmul(tf.cast(probs, value.dtype), value)
         return tf.reshape(tf.transpose(context, [0, 2, 1, 3]), [batch, seq_len, c.hidden_size])
@@ -394,8 +396,11 @@ def zero_padding_row(model: BertModel) -> None:
 
 
 def _dense_layers(model: keras.Model) -> list:
-    """The layers whose compute dtype set_precision chooses."""
-    return [layer for layer in model._flatten_layers(include_self=False, recursive=True) if isinstance(layer, Linear)]
+    """The layers whose compute dtype set_precision chooses: the encoder's Linear layers. A task
+    head stays float32, as cnbert.torch.heads.float32_head keeps it (bf16 logits would tie)."""
+    heads = getattr(model, "head_prefixes", ())
+    return [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+            if isinstance(layer, Linear) and layer.name + "." not in heads]
 
 
 def set_precision(model: keras.Model, precision: str) -> None:

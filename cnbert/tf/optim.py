@@ -44,7 +44,8 @@ def build_optimizer(config: TrainingConfig, variables, learning_rate):
                       epsilon=config.adam_epsilon, global_clipnorm=config.max_grad_norm or None)
     optimizer.exclude_from_weight_decay(var_list=[v for v in variables if len(v.shape) == 1])
     if config.precision == "fp16":
-        # torch.amp.GradScaler's defaults, so that both frameworks skip the same overflowing steps
+        # torch.amp.GradScaler's defaults: the same loss-scaling policy in both frameworks (whether a
+        # given step overflows depends on rounding, so the two may still skip different steps)
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer, initial_scale=2.0**16, dynamic_growth_steps=2000)
     optimizer.build(variables)
     return optimizer

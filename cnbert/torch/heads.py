@@ -10,7 +10,7 @@ Labels per feature (one window of one question), as the data pipeline provides t
       not contain the answer, so such windows are never taught "unknown".
   labels (classification): LongTensor [batch] of label indices (the task's label order).
 Models return a dict of logits: "start_logits", "end_logits" [batch, seq] and, for CJRC,
-"class_logits" [batch, 4]; a classifier returns "logits" [batch, num_labels]. Losses are computed in float32 whatever the autocast dtype.
+"class_logits" [batch, 4]; a classifier returns "logits" [batch, num_labels]. Logits (float32_head) and losses are computed in float32 whatever the autocast dtype.
 reduction="mean": each term (start, end, class) is a mean over its non-ignored features (0, still
 differentiable, when there are none), the transformers convention.
 reduction="none": one loss per feature, an ignored term counting 0 — what a trainer needs to sum
@@ -28,6 +28,14 @@ from cnbert.config import BertConfig, check_label_names
 from cnbert.data.labels import IGNORE_INDEX, check_labels
 from cnbert.data.mrc_examples import ANSWER_CLASSES
 from cnbert.torch.modeling import BertModel, init_bert_weights
+
+
+def float32_head(linear: nn.Linear, features: Tensor) -> Tensor:
+    """linear(features) outside autocast, in the head's own dtype (float32, or float64 for a float64
+    model): logits rounded to bf16 tie where the float32 ones do not (DBQA's candidates ranked by
+    p(label 1), n-best spans, a tag's argmax), and a head is a sliver of the model's compute."""
+    with torch.autocast(features.device.type, enabled=False):
+        return linear(features.to(linear.weight.dtype))
 
 
 class _EncoderTaskModel(nn.Module):
@@ -62,7 +70,7 @@ class BertForSpanExtraction(_EncoderTaskModel):
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None) -> dict[str, Tensor]:
         sequence_output = self.base_model(input_ids, attention_mask, token_type_ids, position_ids).sequence_output
-        start, end = self.qa_outputs(sequence_output).unbind(dim=-1)
+        start, end = float32_head(self.qa_outputs, sequence_output).unbind(dim=-1)
         return {"start_logits": start.contiguous(), "end_logits": end.contiguous()}
 
 
@@ -91,8 +99,8 @@ class BertForCJRC(_EncoderTaskModel):
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None) -> dict[str, Tensor]:
         sequence_output = self.base_model(input_ids, attention_mask, token_type_ids, position_ids).sequence_output
-        start, end = self.qa_outputs(sequence_output).unbind(dim=-1)
-        class_logits = self.answer_class(self.class_dropout(sequence_output[:, 0]))
+        start, end = float32_head(self.qa_outputs, sequence_output).unbind(dim=-1)
+        class_logits = float32_head(self.answer_class, self.class_dropout(sequence_output[:, 0]))
         return {"start_logits": start.contiguous(), "end_logits": end.contiguous(), "class_logits": class_logits}
 
 
@@ -117,7 +125,7 @@ class _LabelledHeadModel(_EncoderTaskModel):
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None) -> dict[str, Tensor]:
         encoded = self.base_model(input_ids, attention_mask, token_type_ids, position_ids)
         features = encoded.pooled_output if self.pooled else encoded.sequence_output
-        return {"logits": self.classifier(self.dropout(features))}
+        return {"logits": float32_head(self.classifier, self.dropout(features))}
 
 
 class BertForSequenceClassification(_LabelledHeadModel):
