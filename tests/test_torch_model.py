@@ -106,6 +106,32 @@ def test_attention_implementations_agree_in_float64():
     assert torch.autograd.gradcheck(lambda *t: eager_attention(*t, mask[:2, :4], dropout_p=0.0, scale=0.5), inputs)
 
 
+def test_eager_scores_are_float32_under_bf16_autocast(monkeypatch):
+    # scores of about 20 from bf16 inputs: rounded to bf16 (half a step is 0.2 %) they would be off
+    # by up to ~0.04 before the softmax
+    torch.manual_seed(0)
+    q, k, v = [(torch.randn(1, 2, 24, 16) * 2.0).bfloat16() for _ in range(3)]
+    seen = []
+    softmax = torch.softmax
+    monkeypatch.setattr(torch, "softmax", lambda scores, dim: seen.append(scores) or softmax(scores, dim=dim))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        eager_attention(q, k, v, None, dropout_p=0.0, scale=0.25)
+    want = q.double() @ k.double().transpose(-1, -2) * 0.25
+    assert want.abs().max() > 10 and seen[0].dtype == torch.float32
+    assert (seen[0].double() - want).abs().max() < 1e-4
+
+
+@needs_extension
+def test_fused_scores_overflow_fp16_only_where_the_scaled_ones_would():
+    # |q.k| about 1.2e5 > 65504, the largest fp16, while the scaled scores (x 1/8) are not
+    q = torch.full((1, 1, 2, 64), 44.0, dtype=torch.float16)
+    k = torch.full((1, 1, 2, 64), 44.0, dtype=torch.float16)
+    v = torch.randn(1, 1, 2, 64).half()
+    out = fused_attention(q, k, v, None, dropout_p=0.0, scale=64 ** -0.5)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out.float(), v.float().mean(dim=2, keepdim=True).expand_as(out), rtol=0, atol=2e-3)
+
+
 def test_bf16_autocast_stays_close_to_fp32_with_layer_norm_in_fp32():
     """bf16 has an 8-bit mantissa: through 2 layers the logits stay within 5 % of the largest |fp32
     logit| (measured: 1.2-2.1 %)."""
