@@ -513,3 +513,21 @@ def test_an_albert_tf1_checkpoint_does_not_load_into_the_bert_model(tmp_path):
                                               r"\[embeddings\.word_embeddings\.weight, .*unexpected keys "
                                               r"\[encoder\.layer_shared\.attention\.self\.query\.bias"):
         ctf.load_pretrained(ctf.BertModel(CONFIG), tmp_path / "albert_model.ckpt")
+
+
+def test_fp16_attention_scores_overflow_only_where_the_scaled_ones_would():
+    # every q.k is 16 x 70 x 70 = 78400 > 65504, the largest fp16; scaled by 1/4 it is not
+    from cnbert.tf.modeling import BertSelfAttention
+
+    layer = BertSelfAttention(CONFIG.replace(num_attention_heads=2), site=1)
+    layer.build((None, None, CONFIG.hidden_size))
+    for dense in (layer.query, layer.key):
+        dense.kernel.assign(np.zeros(dense.kernel.shape, np.float32))
+        dense.bias.assign(np.full(dense.bias.shape, 70.0, np.float32))
+    ctf.set_precision(layer, "fp16")
+    hidden = tf.random.stateless_normal((1, 3, CONFIG.hidden_size), seed=[0, 1])
+    out = layer(hidden, None).numpy()
+    assert np.isfinite(out).all()
+    # equal scores: every query attends evenly to the three values
+    np.testing.assert_allclose(out, np.mean(layer.value(hidden).numpy(), axis=1, keepdims=True).repeat(3, axis=1),
+                               rtol=0, atol=1e-3)
