@@ -50,10 +50,33 @@ def locate_cuda_toolkit() -> None:
             return
 
 
-locate_cuda_toolkit()
+def torch_has_cuda() -> bool:
+    """Whether the installed torch was built with CUDA (it ships libtorch_cuda), found without
+    importing it: CUDA_HOME must be settled before torch.utils.cpp_extension is imported."""
+    from importlib.util import find_spec
+
+    spec = find_spec("torch")
+    return bool(spec and spec.origin and any((Path(spec.origin).parent / "lib").glob("libtorch_cuda*")))
+
+
+# The toolkit is looked for where CUDA kernels could be built: CNBERT_CUDA=1, or auto with a CUDA torch
+# (a CPU-only build has no use for it, nor for notes about it).
+_CUDA_MODE = os.environ.get("CNBERT_CUDA", "auto").strip().lower()
+if _CUDA_MODE == "1" or (_CUDA_MODE == "auto" and torch_has_cuda()):
+    locate_cuda_toolkit()
 
 import torch  # noqa: E402  (after locate_cuda_toolkit, see there)
 from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension  # noqa: E402
+
+# pip's and pypa/build's default build isolation install a torch of their own choosing into a
+# temporary environment: an extension compiled against it may not load beside the torch the
+# package then runs with (another version, or CUDA where that one is CPU-only), and the package
+# would quietly fall back to its slow reference ops. Refuse, and say how to build.
+if any(part.startswith(("pip-build-env-", "build-env-")) for part in Path(torch.__file__).parts):
+    sys.exit(f"cnbert: torch {torch.__version__} was imported from a temporary build environment ({torch.__file__}); "
+             "the extension must be compiled against the torch it will run with. Install torch first, then build "
+             "without isolation: pip install --no-build-isolation ..., pip wheel --no-build-isolation ..., or "
+             "python -m build --no-isolation (BUILD.md).")
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_CUDA_ARCHS = "8.0;9.0+PTX"

@@ -41,3 +41,28 @@ def test_an_nvcc_wrapper_on_path_is_followed_to_its_toolkit(tmp_path):
     run = run_setup({"CNBERT_CUDA": "1"}, [wrapper_dir])
     assert f"{wrapper_dir / 'nvcc'} is not inside a CUDA toolkit; using CUDA_HOME={toolkit}" in run.stderr
     assert "is not a CUDA toolkit root" not in run.stderr
+
+
+def test_a_cpu_only_build_looks_for_no_toolkit(tmp_path):
+    # the installed torch here is CPU-only: CNBERT_CUDA=auto has no use for a toolkit, nor for notes about one
+    toolkit = fake_toolkit(tmp_path / "cuda-13.0")
+    wrapper_dir = tmp_path / "local" / "bin"
+    wrapper_dir.mkdir(parents=True)
+    (wrapper_dir / "nvcc").symlink_to(toolkit / "bin" / "nvcc")
+    run = run_setup({}, [wrapper_dir])
+    assert run.returncode == 0, run.stderr
+    assert "CUDA" not in run.stderr and run.stdout.strip() == "cnbert"
+
+
+def test_a_build_against_a_temporary_build_environment_s_torch_is_refused(tmp_path):
+    # pip's build isolation installs a torch of its own choosing under pip-build-env-*: an extension
+    # compiled against it may not load beside the torch the package runs with
+    import torch
+
+    site = tmp_path / "pip-build-env-abc123" / "site"
+    site.mkdir(parents=True)
+    (site / "torch").symlink_to(Path(torch.__file__).parent)
+    run = run_setup({"PYTHONPATH": str(site)}, [])
+    assert run.returncode != 0
+    assert "was imported from a temporary build environment" in run.stderr
+    assert "--no-build-isolation" in run.stderr
