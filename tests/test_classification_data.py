@@ -101,6 +101,15 @@ def test_bad_records_are_named_by_file_and_line(tmp_path, text, where, problem):
     assert error.value.path == str(path) and error.value.where == where
 
 
+def test_a_file_of_another_format_is_named_with_the_start_of_its_first_line(tmp_path):
+    # a JSON file given as a TSV: its first "header" line can be megabytes long
+    first_line = '{"data": [' + '"x", ' * 20000 + '"x"]}'
+    path = write(tmp_path, first_line + "\n", "dev.json")
+    with pytest.raises(DataError, match=re.escape(f"... ({len(first_line)} characters) lacks the column(s)")) as error:
+        read_classification_tsv(path, PAIR, ("0", "1"))
+    assert len(str(error.value)) < 500
+
+
 def test_columns_by_header_name_crlf_and_other_line_separators(tmp_path):
     # columns in another order, Windows line ends, a U+2028 and a lone CR inside texts (neither is a
     # record break), quotes as text, a byte-order mark before the header
