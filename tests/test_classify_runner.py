@@ -40,14 +40,19 @@ def read_predictions(path):
     return lines[0].split("\t"), rows
 
 
+def assert_same_probabilities(rows, expected, atol=1e-6):
+    """predictions.tsv rows whose probabilities agree up to float rounding: predict mode batches and
+    trims rows as it likes, which may move the last bits of a logit."""
+    np.testing.assert_allclose(np.array([r[2:] for r in rows], dtype=float),
+                               np.array([r[2:] for r in expected], dtype=float), rtol=0, atol=atol)
+
+
 def assert_same_predictions(path, expected_path):
-    """The same ids and labels, and probabilities equal up to float rounding: predict mode batches
-    and trims rows as it likes, which may move the last bits of a logit."""
+    """The same ids and labels, and the same probabilities up to float rounding."""
     header, rows = read_predictions(path)
     expected_header, expected = read_predictions(expected_path)
     assert header == expected_header and [r[:2] for r in rows] == [r[:2] for r in expected]
-    np.testing.assert_allclose(np.array([r[2:] for r in rows], dtype=float),
-                               np.array([r[2:] for r in expected], dtype=float), rtol=0, atol=1e-6)
+    assert_same_probabilities(rows, expected)
 
 
 def gold_labels(path):
@@ -192,8 +197,7 @@ def test_tensorflow_fine_tunes_pairs_and_pytorch_reads_its_model(tmp_path, tiny_
              f"--predict_file={dev}", f"--output_dir={tmp_path / 'p'}"])
     _, torch_rows = read_predictions(tmp_path / "p" / "predictions.tsv")
     assert [r[:2] for r in torch_rows] == [r[:2] for r in rows]
-    np.testing.assert_allclose(np.array([r[2:] for r in torch_rows], dtype=float),
-                               np.array([r[2:] for r in rows], dtype=float), atol=1e-5)
+    assert_same_probabilities(torch_rows, rows, atol=1e-5)
 
 
 def test_bad_data_is_refused_before_anything_is_written(tmp_path, tiny_config):
@@ -257,8 +261,7 @@ def test_dbqa_ranks_answers_and_reports_mrr_and_map(tmp_path, tiny_config):
         assert ("cannot be scored" in proc.stdout) == (name == "zeros") and "MRR" not in proc.stdout
         assert json.loads((tmp_path / name / "predict_results.json").read_text())["scores"] is None
         _, predicted = read_predictions(tmp_path / name / "predictions.tsv")
-        np.testing.assert_allclose(np.array([r[2:] for r in predicted], dtype=float),
-                                   np.array([r[2:] for r in rows], dtype=float), rtol=0, atol=1e-6)
+        assert_same_probabilities(predicted, rows)
     # a label outside the task's (as on line 2549 of the 2017 dev file): that line is predicted, the
     # others are scored as training scored them
     with_bad = lines[64:69] + ["10\t" + lines[69].split("\t", 1)[1]] + lines[69:112]
@@ -271,8 +274,7 @@ def test_dbqa_ranks_answers_and_reports_mrr_and_map(tmp_path, tiny_config):
     assert scores["MRR"] == pytest.approx(eval_results["MRR"]) and scores["left_out"] == ["bad.txt:6"]
     _, predicted = read_predictions(tmp_path / "bad" / "predictions.tsv")
     assert len(predicted) == 49
-    np.testing.assert_allclose(np.array([r[2:] for r in predicted[:5] + predicted[6:]], dtype=float),
-                               np.array([r[2:] for r in rows], dtype=float), rtol=0, atol=1e-6)
+    assert_same_probabilities(predicted[:5] + predicted[6:], rows)
     # a dev file that cannot be ranked is refused before training
     proc = run_cli(["--task=dbqa", f"--bert_config_file={tiny_config}", f"--train_file={tmp_path / 'train.txt'}",
                     f"--dev_file={tmp_path / 'zeros.txt'}", "--max_seq_length=64", f"--output_dir={tmp_path / 'o2'}"],

@@ -26,7 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
-from cnbert.data.mrc_examples import AnswerKind, MrcExample
+from cnbert.data.mrc_examples import ANSWER_CLASSES, AnswerKind, MrcExample
 from cnbert.data.mrc_features import MrcFeatures
 from cnbert.io_utils import write_json
 
@@ -78,8 +78,7 @@ class MrcPredictions:
                     NBEST_FILE: {qas_id: [c.to_json() for c in spans] for qas_id, spans in self.nbest.items()}}
         if self.class_scores:
             contents[CLASS_SCORES_FILE] = {
-                qas_id: {**{kind.name.lower(): score for kind, score in zip(AnswerKind, scores)},
-                         "answer_kind": self.kinds[qas_id].name.lower()}
+                qas_id: {**dict(zip(ANSWER_CLASSES, scores)), "answer_kind": ANSWER_CLASSES[self.kinds[qas_id]]}
                 for qas_id, scores in self.class_scores.items()}
         for name, content in contents.items():
             write_json(output_dir / name, content)
