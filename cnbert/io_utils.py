@@ -165,8 +165,8 @@ class _DuplicateKey(Exception):
 
 
 def _reject_duplicate_keys(pairs):
-    # json.load keeps the last of two equal keys without a word; for predictions that would hide
-    # which answer is scored, so refuse instead.
+    # json.loads keeps the last of two equal keys without a word: a config value, a passage or a
+    # scored answer would be silently replaced, so refuse instead.
     result = {}
     for key, value in pairs:
         if key in result:
@@ -198,25 +198,27 @@ def _decode_utf8(path: Path, data: bytes, message: str) -> str:
         raise DataError(path, f"line {line} (byte {e.start})", message) from e
 
 
-def read_json_file(path, reject_duplicate_keys=False):
-    """Parse a UTF-8 JSON file; any failure becomes a DataError naming the file (and the line)."""
+def read_json_file(path, key_name: str = "key"):
+    """Parse a UTF-8 JSON file; any failure becomes a DataError naming the file (and the line).
+    An object with a key twice is refused; the error calls the key a `key_name` ("id" in a
+    predictions file)."""
     path = Path(path)
-    hook = _reject_duplicate_keys if reject_duplicate_keys else None
     try:
         data = path.read_bytes()
     except OSError as e:
         raise DataError(path, None, f"cannot read the file ({e.strerror or e})") from e
-    return parse_json_text(path, _decode_utf8(path, data, "not UTF-8 text"), hook)
+    return parse_json_text(path, _decode_utf8(path, data, "not UTF-8 text"), key_name)
 
 
-def parse_json_text(path, text: str, object_pairs_hook=None):
-    """json.loads(text); any failure becomes a DataError naming `path` (and the line)."""
+def parse_json_text(path, text: str, key_name: str = "key"):
+    """json.loads(text) refusing duplicate keys; any failure becomes a DataError naming `path`
+    (and the line)."""
     try:
-        return json.loads(text, object_pairs_hook=object_pairs_hook)
+        return json.loads(text, object_pairs_hook=_reject_duplicate_keys)
     except json.JSONDecodeError as e:
         raise DataError(path, f"line {e.lineno} column {e.colno}", f"malformed JSON: {e.msg}") from e
     except _DuplicateKey as e:
-        raise DataError(path, f"id {e.key!r}", "appears twice") from e
+        raise DataError(path, f"{key_name} {e.key!r}", "appears twice in one JSON object") from e
     except RecursionError as e:
         raise DataError(path, None, "malformed JSON: nested too deeply to read") from e
     except ValueError as e:  # e.g. an integer of more digits than Python converts

@@ -177,6 +177,10 @@ def test_file_errors_name_the_file(tmp_path):
     broken.write_text("[1, 2]")
     with pytest.raises(ConfigError, match="expected a JSON object"):
         BertConfig.from_json_file(broken)
+    # json.loads would keep the second hidden_size without a word
+    broken.write_text(json.dumps(TINY)[:-1] + ', "hidden_size": 32}')
+    with pytest.raises(ConfigError, match=f"{broken}: key 'hidden_size': appears twice in one JSON object"):
+        BertConfig.from_json_file(broken)
 
 
 def test_every_attention_name_is_implemented_in_torch():

@@ -113,9 +113,14 @@ def test_read_json_errors_name_the_file_and_line(tmp_path):
         read_json_file(bad)
     twice = tmp_path / "twice.json"
     twice.write_text('{"q1": "a", "q1": "b"}', encoding="utf-8")
-    assert read_json_file(twice) == {"q1": "b"}
+    with pytest.raises(DataError, match=r"twice.json: key 'q1': appears twice in one JSON object"):
+        read_json_file(twice)
     with pytest.raises(DataError, match=r"twice.json: id 'q1': appears twice"):
-        read_json_file(twice, reject_duplicate_keys=True)
+        read_json_file(twice, key_name="id")
+    nested = tmp_path / "nested.json"
+    nested.write_text('{"data": [{"context": "a", "qas": [], "context": "b"}]}', encoding="utf-8")
+    with pytest.raises(DataError, match=r"nested.json: key 'context': appears twice"):
+        read_json_file(nested)
     deep = tmp_path / "deep.json"
     deep.write_text("[" * 100_000, encoding="utf-8")
     with pytest.raises(DataError, match=r"deep.json: malformed JSON: nested too deeply to read"):

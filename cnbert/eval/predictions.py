@@ -14,7 +14,7 @@ def load_predictions(path, allow_list=False):
     The file is a JSON object mapping ids to answer strings. With `allow_list`, the official CJRC
     form `[{"id": ..., "answer": ...}, ...]` is accepted too.
     """
-    data = read_json_file(path, reject_duplicate_keys=True)
+    data = read_json_file(path, key_name="id")
     if isinstance(data, dict):
         for question_id, answer in data.items():
             if not isinstance(answer, str):
