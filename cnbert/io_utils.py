@@ -7,7 +7,7 @@ import shutil
 import signal
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from cnbert.errors import DataError
@@ -52,10 +52,11 @@ def atomic_directory(target) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def replaced_together(directory) -> Iterator[Path]:
+def replaced_together(directory, members: Sequence[str] = ()) -> Iterator[Path]:
     """Yield an empty staging directory inside `directory` to write a set of outputs into (files
     and directories). When the block succeeds each entry replaces its namesake in `directory`,
-    by renames alone and with Ctrl-C and SIGTERM held back until the last is in place, so an
+    and each file of `members` (names the set may hold) that was not written is deleted there, by
+    renames and deletions alone with Ctrl-C and SIGTERM held back until the last is done, so an
     interrupted run leaves the earlier set or the new one, never a mix of the two (only a hard
     kill during those renames could). On an exception the staging directory is removed and
     `directory` is left as it was."""
@@ -65,12 +66,15 @@ def replaced_together(directory) -> Iterator[Path]:
     try:
         yield staging
         entries = sorted(staging.iterdir())
+        stale = [directory / name for name in members if not (staging / name).exists()]
         with _interrupts_held():
             for entry in entries:
                 if entry.is_dir():
                     replace_directory(entry, directory / entry.name)
                 else:
                     os.replace(entry, directory / entry.name)
+            for path in stale:
+                path.unlink(missing_ok=True)
             staging.rmdir()  # before a held SIGTERM ends the process, which runs no cleanup
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

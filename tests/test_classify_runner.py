@@ -150,6 +150,14 @@ def test_predict_mode_reproduces_the_run_and_labels_one_text(trained_run, tmp_pa
     assert_same_predictions(tmp_path / "p" / "predictions.tsv", out / "seed_123" / "predictions.tsv")
     eval_accuracy = json.loads((out / "seed_123" / "eval_results.json").read_text())["accuracy"]
     assert f"accuracy {eval_accuracy:.3f} on the labels in {dev}" in proc.stdout
+    # predicting again over a training run's test/ set: no score or predictions of that set stay
+    # beside the new predictions; files of no prediction set do
+    for stale in ("test_results.json", "predictions.json", "nbest_predictions.json", "notes.txt"):
+        (tmp_path / "p" / stale).write_text("{}")
+    run_cli(["--mode=predict", "--task=chnsenticorp", f"--model_dir={best_model}", f"--predict_file={dev}",
+             f"--output_dir={tmp_path / 'p'}", "--overwrite_output_dir"])
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == ["notes.txt", "predict_results.json",
+                                                                  "predictions.tsv"]
     proc = run_cli(["--mode=predict", "--task=chnsenticorp", f"--model_dir={best_model}", "--text_a=房间很干净，服务也好"])
     answer = json.loads(proc.stdout.strip().splitlines()[-1])
     assert answer["label"] in ("0", "1") and sum(answer["probabilities"].values()) == pytest.approx(1, abs=1e-5)

@@ -171,6 +171,19 @@ def test_replaced_together_replaces_a_whole_set_and_keeps_other_files(tmp_path):
                                                           "tensorboard"]
 
 
+def test_replaced_together_deletes_the_members_of_the_earlier_set_not_written_again(tmp_path):
+    for name in ("predictions.json", "test_results.json", "notes.txt"):
+        (tmp_path / name).write_text("v1")
+    with pytest.raises(KeyboardInterrupt):
+        with io_utils.replaced_together(tmp_path, members=("predictions.json", "test_results.json")) as staging:
+            raise KeyboardInterrupt
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "predictions.json", "test_results.json"]
+    with io_utils.replaced_together(tmp_path, members=("predictions.json", "test_results.json", "absent")) as staging:
+        (staging / "predictions.json").write_text("v2")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "predictions.json"]
+    assert (tmp_path / "predictions.json").read_text() == "v2"
+
+
 def test_a_failure_while_staging_leaves_the_earlier_set(tmp_path):
     write_set(tmp_path, "v1")
     with pytest.raises(KeyboardInterrupt):

@@ -177,9 +177,12 @@ def test_predict_mode_cuts_windows_as_the_training_run_did(trained_run, cmrc_sli
     # No window flags given: predict mode takes the training run's (128 / 64 / 32, not the defaults
     # 512 / 128 / 64, which this 128-position model could not even take), and answers as in training.
     out, _ = trained_run
+    for stale in ("test_results.json", "class_scores.json"):  # as if a training run's test/ (CJRC) were here
+        (tmp_path / stale).write_text("{}")
     proc = run_cli(["--mode=predict", "--task=cmrc2018", f"--model_dir={out / 'seed_123' / 'best_model'}",
-                    f"--predict_file={cmrc_slice}", f"--output_dir={tmp_path}"])
+                    f"--predict_file={cmrc_slice}", f"--output_dir={tmp_path}", "--overwrite_output_dir"])
     assert "--max_seq_length=128, --doc_stride=64, --max_query_length=32" in proc.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nbest_predictions.json", "predictions.json"]
     assert json.loads((tmp_path / "predictions.json").read_text(encoding="utf-8")) == \
         json.loads((out / "seed_123" / "predictions.json").read_text(encoding="utf-8"))
     # a flag given on the command line wins

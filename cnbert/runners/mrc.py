@@ -23,7 +23,7 @@ from absl import app, flags
 from cnbert import command_line
 from cnbert.data import FeatureConfig, build_features, postprocess_predictions
 from cnbert.errors import DataError
-from cnbert.io_utils import read_json_file, replaced_together, write_json
+from cnbert.io_utils import read_json_file, write_json
 from cnbert.runners import common, prediction, training_run
 from cnbert.tasks import mrc as tasks
 
@@ -211,7 +211,7 @@ def predict():
     if single:
         print(json.dumps({"question": FLAGS.question, "answer": predictions.answers["question"]}, ensure_ascii=False))
     else:
-        with replaced_together(FLAGS.output_dir) as staging:  # the answers and their n-best lists, as one set
+        with prediction.replaced_prediction_set() as staging:  # the answers and their n-best lists, as one set
             paths = [Path(FLAGS.output_dir) / path.name for path in predictions.write(staging)]
         print(f"wrote {', '.join(map(str, paths[:-1]))} and {paths[-1]} ({len(examples)} questions)")
 

@@ -13,9 +13,12 @@ from absl import app, flags
 
 from cnbert.checkpoints import read_pretrained_config
 from cnbert.config import ConfigError
+from cnbert.data import mrc_postprocess
 from cnbert.io_utils import replaced_together, write_json
 from cnbert.runners.common import (FLAGS, backend, check_model_fits_task, check_output_dir, check_sequence_length,
                                    note, process_group, read_training_settings, require_file, training_config)
+from cnbert.runners.training_run import TEST_RESULTS_FILE
+from cnbert.tasks import classification, ner
 from cnbert.tokenization import ChineseBertTokenizer
 
 # flag name -> the settings file predict mode took its value from (for errors about the value)
@@ -47,11 +50,22 @@ def start_prediction(single: bool, single_flags: str, writes: str, settings_file
 # for a file without labels), so that the folder never holds predictions beside other scores.
 PREDICT_RESULTS_FILE = "predict_results.json"
 
+# Every file a prediction set of any cnbert runner may hold (a training run's test/ is one such
+# set). Predict mode replaces them all, so that its predictions never sit beside files of an
+# earlier set: another task's predictions, or a training run's test_results.json.
+PREDICTION_SET = (mrc_postprocess.PREDICTIONS_FILE, mrc_postprocess.NBEST_FILE, mrc_postprocess.CLASS_SCORES_FILE,
+                  classification.PREDICTIONS_FILE, ner.PREDICTIONS_FILE, PREDICT_RESULTS_FILE, TEST_RESULTS_FILE)
+
+
+def replaced_prediction_set():
+    """replaced_together for --output_dir: what is written replaces the whole PREDICTION_SET there."""
+    return replaced_together(FLAGS.output_dir, members=PREDICTION_SET)
+
 
 def write_predictions(predictions, metrics: dict | None) -> Path:
     """Write predictions (an object with .write(directory) -> path) and PREDICT_RESULTS_FILE into
-    --output_dir as one set (replaced_together); return the predictions file's path there."""
-    with replaced_together(FLAGS.output_dir) as staging:
+    --output_dir as one set (replaced_prediction_set); return the predictions file's path there."""
+    with replaced_prediction_set() as staging:
         name = predictions.write(staging).name
         write_json(staging / PREDICT_RESULTS_FILE,
                    {"predict_file": FLAGS.predict_file, "model_dir": FLAGS.model_dir, "scores": metrics})

@@ -60,6 +60,7 @@ def check_batch_split(config: TrainingConfig, processes: int) -> None:
 # The gold answers of a dev split cut from the training file (cnbert-mrc --cjrc_dev_fraction), which
 # no file the user has holds: what the run's dev predictions are scored against.
 DEV_GOLD_FILE = "dev_gold.json"
+TEST_RESULTS_FILE = "test_results.json"  # beside test/'s predictions
 
 
 def remove_earlier_outputs(out: Path, seeds: list[int]) -> None:
@@ -296,7 +297,7 @@ def score_test(run: TrainingSetup, model_dir: Path, evaluate_test: Callable, met
     if run.rank0:
         with replaced_together(run.out / "test") as staging:
             predictions.write(staging)
-            write_json(staging / "test_results.json", {**metrics, "model_dir": str(model_dir)})
+            write_json(staging / TEST_RESULTS_FILE, {**metrics, "model_dir": str(model_dir)})
         print("test: " + ", ".join(f"{m} {metrics[m]:.3f}" for m in metric_names), flush=True)
 
 
