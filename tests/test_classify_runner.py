@@ -61,17 +61,64 @@ def gold_labels(path):
     return {f"{path.name}:{number}": line.split("\t")[column] for number, line in enumerate(lines[1:], start=2)}
 
 
+def training_flags(directory, tiny_config, out):
+    """trained_run's flags, with its train and dev slices in `directory`."""
+    train, dev = directory / "train.tsv", directory / "dev.tsv"
+    return ["--task=chnsenticorp", f"--bert_config_file={tiny_config}", f"--train_file={train}", f"--dev_file={dev}",
+            "--max_seq_length=64", "--num_train_epochs=2", "--train_batch_size=16", "--learning_rate=1e-3",
+            "--eval_every=0.5", "--seeds=123,456", "--do_predict", f"--test_file={dev}", f"--output_dir={out}"]
+
+
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory, tiny_config):
     directory = tmp_path_factory.mktemp("chnsenticorp")
-    train = head_of("chnsenticorp/train.tsv", 64, directory, "train.tsv")
+    head_of("chnsenticorp/train.tsv", 64, directory, "train.tsv")
     dev = head_of("chnsenticorp/dev.tsv", 32, directory, "dev.tsv")
     out = directory / "out"
-    proc = run_cli(["--task=chnsenticorp", f"--bert_config_file={tiny_config}", f"--train_file={train}",
-                    f"--dev_file={dev}", "--max_seq_length=64", "--num_train_epochs=2", "--train_batch_size=16",
-                    "--learning_rate=1e-3", "--eval_every=0.5", "--seeds=123,456", "--do_predict",
-                    f"--test_file={dev}", f"--output_dir={out}"])
+    proc = run_cli(training_flags(directory, tiny_config, out))
     return out, dev, proc
+
+
+def test_resume_keeps_the_finished_seed_and_trains_the_interrupted_one_again(trained_run, tmp_path, tiny_config):
+    out, dev, _ = trained_run
+    resumed = tmp_path / "resumed"
+    shutil.copytree(out, resumed)
+    # as if stopped while training seed 456 (its history is written when its training ends): no
+    # report, no test scores yet
+    (resumed / "seed_456" / "training_history.json").unlink()
+    for name in ("report.md", "report.json"):
+        (resumed / name).unlink()
+    shutil.rmtree(resumed / "test")
+    (resumed / "seed_123" / "kept").write_text("")
+    proc = run_cli(training_flags(dev.parent, tiny_config, resumed) + ["--resume"])
+    assert "seed 123: finished in the interrupted run (--resume): best dev accuracy" in proc.stdout
+    assert f"--resume: removing {resumed / 'seed_456'} of the interrupted run" in proc.stdout
+    assert "seed 456: best dev at step" in proc.stdout
+    assert (resumed / "seed_123" / "kept").exists()  # seed 123 was not trained again
+    # seed 456 trained again from the start gives what it gave in the uninterrupted run (CPU, fp32)
+    assert json.loads((resumed / "report.json").read_text()) == json.loads((out / "report.json").read_text())
+    for run in (out, resumed):
+        assert (run / "seed_456" / "training_history.json").exists()
+    test_results = [json.loads((run / "test" / "test_results.json").read_text()) for run in (out, resumed)]
+    model_dirs = [results.pop("model_dir") for results in test_results]
+    assert model_dirs[1] == model_dirs[0].replace(str(out), str(resumed)) and test_results[0] == test_results[1]
+    assert "--resume" not in (resumed / "flags.txt").read_text()  # the flag file starts the run again
+
+
+def test_resume_refuses_a_run_with_other_flags_before_training(trained_run, tmp_path, tiny_config):
+    out, dev, _ = trained_run
+    flags = training_flags(dev.parent, tiny_config, out)
+    changed = [flag for flag in flags if not flag.startswith(("--do_predict", "--test_file"))]
+    proc = run_cli(changed + ["--resume", "--learning_rate=2e-3", "--seeds=456,789"], check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert (f"--resume: the run in {out} had other flags (flags.txt): --do_predict there, --nodo_predict now; "
+            "--learning_rate=0.001 there, --learning_rate=0.002 now; "
+            f"--test_file={dev} there, not given now") in proc.stderr
+    proc = run_cli(flags + ["--resume", "--overwrite_output_dir"], check=False)
+    assert proc.returncode == 2 and "--resume keeps the earlier run's finished seeds" in proc.stderr
+    empty = tmp_path / "empty"
+    proc = run_cli(training_flags(dev.parent, tiny_config, empty) + ["--resume"], check=False)
+    assert proc.returncode == 2 and f"--resume: {empty / 'flags.txt'} not found" in proc.stderr
 
 
 def test_training_writes_a_consistent_report_models_and_predictions(trained_run):

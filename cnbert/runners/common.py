@@ -49,6 +49,9 @@ flags.DEFINE_bool("fullwidth_to_halfwidth", None, "Map full-width forms (U+FF01.
                   "fine-tuned with it on (its cnbert_*_settings.json says so), else off.")
 flags.DEFINE_string("output_dir", None, "Where results go; must be empty unless --overwrite_output_dir.")
 flags.DEFINE_bool("overwrite_output_dir", False, "Allow a non-empty --output_dir.")
+flags.DEFINE_bool("resume", False, "Continue the interrupted training run in --output_dir: keep the seeds it "
+                  "finished, train the others again from the start, then write the report (and score --test_file) "
+                  "anew. The run's flags must be those in its flags.txt; --seeds may add seeds.")
 flags.DEFINE_float("learning_rate", 3e-5, "Peak learning rate.")
 flags.DEFINE_float("num_train_epochs", 2.0, "Epochs (may be fractional).")
 flags.DEFINE_integer("train_batch_size", 32, "Global batch per optimizer step (all processes and accumulation steps).")
@@ -87,7 +90,7 @@ SEED_LIMIT = 2**31
 PATH_FLAGS = ("train_file", "dev_file", "test_file", "init_checkpoint", "bert_config_file", "vocab_file", "output_dir",
               "model_dir", "predict_file")
 TRAIN_ONLY_FLAGS = ("train_file", "dev_file", "test_file", "do_predict", "init_checkpoint", "bert_config_file",
-                    "init_seed", "vocab_file", "seeds", "learning_rate", "num_train_epochs", "train_batch_size",
+                    "init_seed", "vocab_file", "seeds", "resume", "learning_rate", "num_train_epochs", "train_batch_size",
                     "gradient_accumulation_steps", "warmup_proportion", "lr_schedule", "weight_decay", "adam_epsilon",
                     "max_grad_norm", "gradient_checkpointing", "group_by_length", "eval_every", "hidden_dropout_prob",
                     "attention_probs_dropout_prob", "classifier_dropout")
@@ -296,16 +299,19 @@ def training_config(seed: int) -> TrainingConfig:
 # ---- output ----------------------------------------------------------------------------------
 
 def check_output_dir(rank0: bool, any_process: Callable[[bool], bool] = bool) -> None:
-    """--output_dir can be written, and is empty unless --overwrite_output_dir. Only rank 0 looks (the
+    """--output_dir can be written, and is empty unless --overwrite_output_dir or --resume. Only rank 0 looks (the
     others could already see the flags.txt it goes on to write); any_process(flag) tells them all
     what it found, so that every process stops with the same error."""
     if not FLAGS.output_dir:
         raise app.UsageError("--output_dir is required")
+    if FLAGS.resume and FLAGS.overwrite_output_dir:
+        raise app.UsageError("--resume keeps the earlier run's finished seeds and --overwrite_output_dir deletes "
+                             "them: pass one of them")
     out = Path(FLAGS.output_dir)
     check_writable_directory("output_dir", out)
     # another process's write check may be in the folder at this moment: it does not make it non-empty
     non_empty = out.exists() and any(not entry.name.startswith(_WRITE_CHECK_PREFIX) for entry in out.iterdir())
-    if any_process(rank0 and non_empty and not FLAGS.overwrite_output_dir):
+    if any_process(rank0 and non_empty and not (FLAGS.overwrite_output_dir or FLAGS.resume)):
         raise app.UsageError(f"--output_dir={out} is not empty; pass --overwrite_output_dir to reuse it")
 
 

@@ -138,7 +138,7 @@ def train_and_evaluate():
         training_run.warn_if_dev_is_train()
     _check_decoding_flags()
     feature_config = _feature_config()
-    run = training_run.start_training(2, TOKEN_TYPES_NEEDED)
+    run = training_run.start_training(PROGRAM, __name__, task, 2, TOKEN_TYPES_NEEDED)
     tokenizer = run.tokenizer
     train_examples, dev_examples, dev_gold, gold_path = _load_splits(task)
     train_features = build_features(train_examples, tokenizer, feature_config, training=True,
@@ -151,7 +151,7 @@ def train_and_evaluate():
              len(train_features), len(dev_examples), len(dev_features))
     test = _read_test_split(task, tokenizer, feature_config) if FLAGS.do_predict else None
     training_run.check_enough_features(len(train_features), run.ctx.world_size)
-    training_run.prepare_output_dir(run.out, run.seeds, PROGRAM, __name__, run.rank0)
+    training_run.prepare_output_dir(run)
     if FLAGS.cjrc_dev_fraction is not None and run.rank0:
         write_json(run.out / training_run.DEV_GOLD_FILE, dev_gold)
 

@@ -21,6 +21,8 @@ from cnbert.io_utils import replaced_together, write_json, write_text
 from cnbert.report import format_markdown, summarize_seeds
 from cnbert.runners.common import (FLAGS, SEED_LIMIT, TrainingStopped, backend, check_output_dir, log, model_config,
                                    note, process_group, require_file, training_config)
+from cnbert.runners.run_dir import (BEST_MODEL_DIR, EVAL_RESULTS_FILE, FLAGS_FILE, HISTORY_FILE, EarlierSeeds,
+                                    check_same_flags, earlier_seeds, seed_dir)
 from cnbert.tokenization import ChineseBertTokenizer
 from cnbert.training import NonFiniteLossError, TrainingConfig
 
@@ -64,13 +66,15 @@ TEST_RESULTS_FILE = "test_results.json"  # beside test/'s predictions
 
 
 def remove_earlier_outputs(out: Path, seeds: list[int]) -> None:
-    """With --overwrite_output_dir: delete what this run is about to write, so that no file of an
-    earlier run (a TensorBoard event file, a test prediction, a report of other seeds) is mistaken
-    for this run's, even if this run stops early."""
-    for name in [f"seed_{seed}" for seed in seeds] + ["test", "report.md", "report.json", DEV_GOLD_FILE]:
-        path = out / name
+    """With --overwrite_output_dir or --resume: delete what this run is about to write (for `seeds`,
+    the seeds it trains), so that no file of an earlier run (a TensorBoard event file, a test
+    prediction, a report of other seeds) is mistaken for this run's, even if this run stops early."""
+    reason = "--resume: removing {} of the interrupted run" if FLAGS.resume else \
+        "--overwrite_output_dir: removing {} of an earlier run"
+    for path in [seed_dir(out, seed) for seed in seeds] + [out / name for name in ("test", "report.md", "report.json",
+                                                                                 DEV_GOLD_FILE)]:
         if path.exists():
-            print(f"--overwrite_output_dir: removing {path} of an earlier run", flush=True)
+            print(reason.format(path), flush=True)
             if path.is_dir():
                 shutil.rmtree(path)
             else:
@@ -81,7 +85,7 @@ def effective_flags(program: str, runner_module: str) -> str:
     """The runner's flags (its own and the shared ones it adopted) as a flag file that reproduces the run."""
     lines = [f"# {program} flags, {time.strftime('%Y-%m-%d %H:%M:%S')}"]
     for flag in sorted(FLAGS.get_key_flags_for_module(sys.modules[runner_module]), key=lambda f: f.name):
-        if flag.value is not None:
+        if flag.value is not None and flag.name != "resume":  # the file starts the run, not a continuation
             lines.append(flag.serialize())
     return "\n".join(lines) + "\n"
 
@@ -97,8 +101,11 @@ def note_random_init() -> None:
 class TrainingSetup:
     """A checked training run, ready for its data: the seeds, the model config and vocabulary, the
     backend and process group, the first seed's initial model (a checkpoint that does not load has
-    failed by now, before any data is read or anything written) and the tokenizer."""
+    failed by now, before any data is read or anything written), the tokenizer, and (--resume) the
+    seeds the interrupted run finished."""
 
+    program: str
+    runner_module: str
     seeds: list[int]
     config: BertConfig
     vocab: Path
@@ -109,11 +116,17 @@ class TrainingSetup:
     initial_model: Callable[[], Any]
     first_model: Any
     tokenizer: ChineseBertTokenizer
+    earlier: EarlierSeeds
+
+    @property
+    def seeds_to_train(self) -> list[int]:
+        return [seed for seed in self.seeds if seed not in self.earlier.finished and seed not in self.earlier.stopped]
 
 
-def start_training(min_token_types: int, what: str) -> TrainingSetup:
-    """Check the shared training flags and build the first initial model; nothing is written yet.
-    min_token_types / what: as for model_config."""
+def start_training(program: str, runner_module: str, task, min_token_types: int, what: str) -> TrainingSetup:
+    """Check the shared training flags (with --resume, against the interrupted run, whose finished
+    seeds are read) and build the first initial model; nothing is written yet. task: has
+    .metric_names; min_token_types / what: as for model_config."""
     if FLAGS.do_predict:
         require_file("test_file")
     seed_list = checked_seeds()
@@ -122,6 +135,11 @@ def start_training(min_token_types: int, what: str) -> TrainingSetup:
     config, vocab = model_config(min_token_types, what)
     rank0 = ctx.is_main
     check_output_dir(rank0, lambda flag: framework_backend.any_process(ctx, flag))
+    out = Path(FLAGS.output_dir)
+    earlier = EarlierSeeds({}, {})
+    if FLAGS.resume:  # every process reads the run (as test scoring reads the best model, from a shared folder)
+        check_same_flags(out, effective_flags(program, runner_module))
+        earlier = earlier_seeds(out, seed_list, task.metric_names)
     training_configs = [training_config(seed) for seed in seed_list]  # every seed's settings checked now
     check_batch_split(training_configs[0], ctx.world_size)
     note_random_init()
@@ -129,8 +147,8 @@ def start_training(min_token_types: int, what: str) -> TrainingSetup:
     first_model = initial_model()
     tokenizer = ChineseBertTokenizer(vocab, do_lower_case=FLAGS.do_lower_case,
                                      fullwidth_to_halfwidth=FLAGS.fullwidth_to_halfwidth)
-    return TrainingSetup(seed_list, config, vocab, framework_backend, ctx, rank0, Path(FLAGS.output_dir),
-                         initial_model, first_model, tokenizer)
+    return TrainingSetup(program, runner_module, seed_list, config, vocab, framework_backend, ctx, rank0, out,
+                         initial_model, first_model, tokenizer, earlier)
 
 
 def train_on_files(program: str, runner_module: str, task, min_token_types: int, what: str, read: Callable,
@@ -146,13 +164,13 @@ def train_on_files(program: str, runner_module: str, task, min_token_types: int,
     require_file("train_file")
     require_file("dev_file")
     warn_if_dev_is_train()
-    run = start_training(min_token_types, what)
+    run = start_training(program, runner_module, task, min_token_types, what)
     splits = {"train": FLAGS.train_file, "dev": FLAGS.dev_file, **({"test": FLAGS.test_file} if FLAGS.do_predict else {})}
     examples = {name: read(path) for name, path in splits.items()}
     features = {name: featurise(examples[name], run.tokenizer, path) for name, path in splits.items()}
     log.info(", ".join(f"{len(examples[name])} {name} examples" for name in splits))
     check_enough_features(len(features["train"].model_arrays()["input_ids"]), run.ctx.world_size)
-    prepare_output_dir(run.out, run.seeds, program, runner_module, run.rank0)
+    prepare_output_dir(run)
     train_report_and_test(run, task, features["train"].model_arrays(),
                           lambda trainer: evaluate(trainer, examples["dev"], features["dev"], splits["dev"]),
                           (lambda trainer: evaluate(trainer, examples["test"], features["test"], splits["test"]))
@@ -212,11 +230,11 @@ def initial_model_factory(backend_module, task: str, config: BertConfig, vocab: 
     return initial_model
 
 
-def prepare_output_dir(out: Path, seed_list: list[int], program: str, runner_module: str, rank0: bool) -> None:
-    if rank0:
-        out.mkdir(parents=True, exist_ok=True)
-        remove_earlier_outputs(out, seed_list)
-        write_text(out / "flags.txt", effective_flags(program, runner_module))
+def prepare_output_dir(run: TrainingSetup) -> None:
+    if run.rank0:
+        run.out.mkdir(parents=True, exist_ok=True)
+        remove_earlier_outputs(run.out, run.seeds_to_train)
+        write_text(run.out / FLAGS_FILE, effective_flags(run.program, run.runner_module))
 
 
 def train_seeds(run: TrainingSetup, task, train_arrays, evaluate_dev: Callable,
@@ -226,12 +244,21 @@ def train_seeds(run: TrainingSetup, task, train_arrays, evaluate_dev: Callable,
 
     evaluate_dev(trainer) -> (predictions with .write(directory), metrics). The best evaluation's
     model, the settings predict mode needs (predict_settings: file name, values), predictions and
-    scores are saved as one set in seed_<seed>/. A seed whose loss diverges stops alone."""
-    runs = SeedRuns({}, {}, {})
-    for seed in run.seeds:
-        seed_dir = run.out / f"seed_{seed}"
-        model = run.first_model if seed == run.seeds[0] else run.initial_model()
-        trainer = run.backend.Trainer(model, training_config(seed), FLAGS.task, log_dir=seed_dir / "tensorboard",
+    scores are saved as one set in seed_<seed>/. A seed whose loss diverges stops alone. With
+    --resume, the seeds the interrupted run finished are taken as they are."""
+    runs = SeedRuns(dict(run.earlier.finished), {}, dict(run.earlier.stopped))
+    for seed, metrics in run.earlier.finished.items():
+        runs.best_dirs[seed] = seed_dir(run.out, seed) / BEST_MODEL_DIR
+        if run.rank0:
+            print(f"seed {seed}: finished in the interrupted run (--resume): best dev "
+                  + ", ".join(f"{m} {metrics[m]:.3f}" for m in task.metric_names), flush=True)
+    for seed, reason in run.earlier.stopped.items():
+        if run.rank0:
+            print(f"seed {seed}: stopped in the interrupted run (--resume), not trained again: {reason}", flush=True)
+    for seed in run.seeds_to_train:
+        directory = seed_dir(run.out, seed)
+        model = run.first_model if seed == run.seeds_to_train[0] else run.initial_model()
+        trainer = run.backend.Trainer(model, training_config(seed), FLAGS.task, log_dir=directory / "tensorboard",
                                       show_progress=FLAGS.progress, ctx=run.ctx)
         latest = {}
 
@@ -239,14 +266,14 @@ def train_seeds(run: TrainingSetup, task, train_arrays, evaluate_dev: Callable,
             latest["predictions"], metrics = evaluate_dev(trainer)
             return metrics
 
-        def on_new_best(metrics, seed_dir=seed_dir, model=model, latest=latest):
+        def on_new_best(metrics, directory=directory, model=model, latest=latest):
             # the model, its settings, predictions and scores of one evaluation, replaced as a set:
             # a Ctrl-C never leaves a model beside another evaluation's predictions or scores
-            with replaced_together(seed_dir) as staging:
-                run.backend.save_pretrained(model, staging / "best_model", run.vocab)
-                write_json(staging / "best_model" / predict_settings[0], predict_settings[1])
+            with replaced_together(directory) as staging:
+                run.backend.save_pretrained(model, staging / BEST_MODEL_DIR, run.vocab)
+                write_json(staging / BEST_MODEL_DIR / predict_settings[0], predict_settings[1])
                 latest["predictions"].write(staging)
-                write_json(staging / "eval_results.json", metrics)
+                write_json(staging / EVAL_RESULTS_FILE, metrics)
 
         try:
             result = trainer.fit(train_arrays, evaluate=evaluate, criterion=task.criterion, on_new_best=on_new_best)
@@ -256,15 +283,19 @@ def train_seeds(run: TrainingSetup, task, train_arrays, evaluate_dev: Callable,
             if run.rank0:
                 print(f"seed {seed}: stopped: {error}", file=sys.stderr, flush=True)
                 if error.result is not None:
-                    write_json(seed_dir / "training_history.json", training_history(error.result, stopped=str(error)))
+                    write_json(directory / HISTORY_FILE, training_history(error.result, stopped=str(error)))
             continue
         if run.rank0:
-            write_json(seed_dir / "training_history.json", training_history(result))
+            write_json(directory / HISTORY_FILE, training_history(result))
             print(f"seed {seed}: best dev at step {result.best_step}: "
                   + ", ".join(f"{m} {result.best_metrics[m]:.3f}" for m in task.metric_names), flush=True)
         runs.per_seed[seed] = result.best_metrics
-        runs.best_dirs[seed] = seed_dir / "best_model"
-    return runs
+        runs.best_dirs[seed] = directory / BEST_MODEL_DIR
+
+    def in_seed_order(by_seed: dict) -> dict:  # as --seeds gives them: the report's order, and its tie-break
+        return {seed: by_seed[seed] for seed in run.seeds if seed in by_seed}
+
+    return SeedRuns(in_seed_order(runs.per_seed), in_seed_order(runs.best_dirs), in_seed_order(runs.stopped))
 
 
 def write_report(runs: SeedRuns, task, rank0: bool) -> int:

@@ -1,0 +1,89 @@
+"""What a training run writes in --output_dir, and reading it back to continue an interrupted run
+(--resume): the earlier run's flags must be this run's, and each seed it finished is kept."""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+
+from absl import app
+
+from cnbert.errors import DataError
+from cnbert.io_utils import read_json_file, read_text_file
+from cnbert.runners.common import FLAGS
+
+FLAGS_FILE = "flags.txt"  # the run's flags, as a flag file that reproduces it
+HISTORY_FILE = "training_history.json"  # in seed_<seed>/, written when the seed's training has ended
+EVAL_RESULTS_FILE = "eval_results.json"  # in seed_<seed>/: the best dev evaluation's scores
+BEST_MODEL_DIR = "best_model"  # in seed_<seed>/
+
+# Flags a continued run may change: they change neither what a seed learns nor what it is scored on
+# (the run's folder may have been moved). More (or other) --seeds add seeds to the run; the report
+# then covers the seeds given now.
+MAY_DIFFER_ON_RESUME = ("resume", "overwrite_output_dir", "output_dir", "seeds", "progress")
+
+
+def seed_dir(out: Path, seed: int) -> Path:
+    return out / f"seed_{seed}"
+
+
+def check_same_flags(out: Path, flags_now: str) -> None:
+    """--resume: --output_dir holds a run (its FLAGS_FILE) whose flags are `flags_now` (a flag file,
+    as effective_flags writes it) but for MAY_DIFFER_ON_RESUME; UsageError naming each difference."""
+    path = out / FLAGS_FILE
+    if not path.is_file():
+        raise app.UsageError(f"--resume: {path} not found; --output_dir must hold the training run to continue")
+    earlier, now = _flag_lines(read_text_file(path, "flags file")), _flag_lines(flags_now)
+    differences = [f"{earlier.get(name, f'--{name} not given')} there, {now.get(name, 'not given')} now"
+                   for name in sorted(set(earlier) | set(now))
+                   if name not in MAY_DIFFER_ON_RESUME and earlier.get(name) != now.get(name)]
+    if differences:
+        raise app.UsageError(f"--resume: the run in {out} had other flags ({FLAGS_FILE}): " + "; ".join(differences)
+                             + ". Continue it with its flags, or start a new run")
+
+
+def _flag_lines(text: str) -> dict[str, str]:
+    """{flag name: its line} of a flag file; a boolean's line is --name or --noname."""
+    lines = {}
+    for line in text.splitlines():
+        if not line.startswith("--"):
+            continue  # the comment that dates the file
+        name = line[2:].split("=", 1)[0]
+        if name not in FLAGS and name.startswith("no") and name[2:] in FLAGS:
+            name = name[2:]
+        lines[name] = line
+    return lines
+
+
+@dataclasses.dataclass
+class EarlierSeeds:
+    """The seeds an earlier run finished: each one's best dev scores, or why it stopped."""
+
+    finished: dict[int, dict]
+    stopped: dict[int, str]
+
+
+def earlier_seeds(out: Path, seeds: Sequence[int], metric_names: Sequence[str]) -> EarlierSeeds:
+    """Which of `seeds` the run in `out` finished. A seed has finished once its HISTORY_FILE is
+    written (after its last evaluation); one without it was interrupted and is trained again."""
+    earlier = EarlierSeeds({}, {})
+    for seed in seeds:
+        directory = seed_dir(out, seed)
+        if not (directory / HISTORY_FILE).is_file():
+            continue
+        history = read_json_file(directory / HISTORY_FILE)
+        if not isinstance(history, dict):
+            raise DataError(directory / HISTORY_FILE, None, "expected a JSON object (a training history)")
+        if "stopped" in history:
+            earlier.stopped[seed] = str(history["stopped"])
+            continue
+        results = directory / EVAL_RESULTS_FILE
+        if not results.is_file() or not (directory / BEST_MODEL_DIR).is_dir():
+            raise DataError(directory, None, f"{HISTORY_FILE} says seed {seed} finished, but {EVAL_RESULTS_FILE} or "
+                            f"{BEST_MODEL_DIR}/ is missing; delete {directory} to train that seed again")
+        metrics = read_json_file(results)
+        missing = [name for name in metric_names if not isinstance(metrics, dict) or name not in metrics]
+        if missing:
+            raise DataError(results, None, f"has no {', '.join(missing)}: not this task's scores")
+        earlier.finished[seed] = metrics
+    return earlier
