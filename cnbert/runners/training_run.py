@@ -65,16 +65,15 @@ DEV_GOLD_FILE = "dev_gold.json"
 TEST_RESULTS_FILE = "test_results.json"  # beside test/'s predictions
 
 
-def remove_earlier_outputs(out: Path, seeds: list[int]) -> None:
+def remove_earlier_outputs(out: Path, seeds: list[int], resume: bool = False) -> None:
     """With --overwrite_output_dir or --resume: delete what this run is about to write (for `seeds`,
     the seeds it trains), so that no file of an earlier run (a TensorBoard event file, a test
     prediction, a report of other seeds) is mistaken for this run's, even if this run stops early."""
-    reason = "--resume: removing {} of the interrupted run" if FLAGS.resume else \
-        "--overwrite_output_dir: removing {} of an earlier run"
+    why = "--resume: removing {} of the interrupted run" if resume else "--overwrite_output_dir: removing {} of an earlier run"
     for path in [seed_dir(out, seed) for seed in seeds] + [out / name for name in ("test", "report.md", "report.json",
                                                                                  DEV_GOLD_FILE)]:
         if path.exists():
-            print(reason.format(path), flush=True)
+            print(why.format(path), flush=True)
             if path.is_dir():
                 shutil.rmtree(path)
             else:
@@ -233,7 +232,7 @@ def initial_model_factory(backend_module, task: str, config: BertConfig, vocab: 
 def prepare_output_dir(run: TrainingSetup) -> None:
     if run.rank0:
         run.out.mkdir(parents=True, exist_ok=True)
-        remove_earlier_outputs(run.out, run.seeds_to_train)
+        remove_earlier_outputs(run.out, run.seeds_to_train, resume=FLAGS.resume)
         write_text(run.out / FLAGS_FILE, effective_flags(run.program, run.runner_module))
 
 
