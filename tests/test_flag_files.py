@@ -30,6 +30,7 @@ MRC_NAMES = SHARED + ("doc_stride", "max_query_length", "max_answer_length", "n_
 # model -> task -> (epochs, batch, learning rate, warm-up); lengths: roberta_large 256, the others 512
 ORIGINAL = {
     "roberta_wwm_ext_base": {t: (2, 32, 3e-5, 0.1) for t in ("cmrc2018", "drcd", "cjrc")},
+    "roberta_middle": {t: (2, 32, 3e-5, 0.1) for t in ("cmrc2018", "drcd", "cjrc")},
     "roberta_large": {t: (2, 32, 3e-5, 0.1) for t in ("cmrc2018", "drcd", "cjrc")},
     "albert_large": {"cmrc2018": (3, 32, 2e-5, 0.05), "drcd": (3, 32, 2e-5, 0.05), "cjrc": (2, 32, 3e-5, 0.1)},
 }
@@ -62,11 +63,12 @@ def test_flag_file_holds_the_original_settings(model, task):
 
 # task -> (learning rate, max_seq_length): HFL's best learning rate for the BERT-wwm family; lengths
 # measured on the data (see each file's comment)
-CLASSIFICATION = {"chnsenticorp": (2e-5, 256), "lcqmc": (2e-5, 128), "xnli": (3e-5, 128), "thucnews": (2e-5, 512)}
-# the data files each classification flag file names that $CNBERT_DATA holds (XNLI train and the
-# THUCNews cnews split are not there)
+CLASSIFICATION = {"chnsenticorp": (2e-5, 256), "lcqmc": (2e-5, 128), "xnli": (3e-5, 128), "thucnews": (2e-5, 512),
+                  "dbqa": (2e-5, 256)}
+# the data files each classification flag file names that $CNBERT_DATA holds (XNLI and DBQA train and
+# the THUCNews cnews split are not there)
 AVAILABLE = {"chnsenticorp": ("train_file", "dev_file", "test_file"), "lcqmc": ("train_file", "dev_file", "test_file"),
-             "xnli": ("dev_file", "test_file"), "thucnews": ()}
+             "xnli": ("dev_file", "test_file"), "thucnews": (), "dbqa": ("dev_file", "test_file")}
 
 
 @pytest.mark.parametrize("task", sorted(CLASSIFICATION))
