@@ -61,6 +61,22 @@ def test_flag_file_holds_the_original_settings(model, task):
     assert values["training"]["lr_schedule"] == "linear"  # Google BERT's optimization.py decays to 0
 
 
+# the data files each reading-comprehension flag file names that $CNBERT_DATA holds (DRCD's training
+# file is not there)
+MRC_AVAILABLE = {"cmrc2018": ("train_file", "dev_file"), "drcd": ("dev_file",), "cjrc": ("train_file", "dev_file")}
+
+
+@pytest.mark.parametrize("task", sorted(MRC_AVAILABLE))
+def test_reading_comprehension_flag_files_name_the_data_where_it_is(task):
+    for model in sorted(ORIGINAL):
+        values = parse(REPO / "flags" / f"{task}_{model}.flags")
+        for name in MRC_AVAILABLE[task]:
+            relative = values[name].removeprefix("$CNBERT_DATA/")
+            assert relative != values[name] and data_file(relative).is_file(), (model, values[name])
+        if task == "cjrc":  # the original list trains on 90 % of the one labelled file and scores the rest
+            assert values["dev_file"] == values["train_file"], model
+
+
 # task -> (learning rate, max_seq_length): HFL's best learning rate for the BERT-wwm family; lengths
 # measured on the data (see each file's comment)
 CLASSIFICATION = {"chnsenticorp": (2e-5, 256), "lcqmc": (2e-5, 128), "xnli": (3e-5, 128), "thucnews": (2e-5, 512),

@@ -21,10 +21,16 @@ def shared_modules():
     return names
 
 
+# frameworks, and the network clients the original list's modules imported at import time
+# (REFERENCE.md section 5)
+HEAVY_OR_NETWORK = ("torch", "tensorflow", "keras", "jax", "transformers", "huggingface_hub", "requests", "urllib3",
+                    "httpx")
+
+
 def imported_frameworks(modules):
     code = ("import importlib, sys\n"
             f"for name in {list(modules)!r}: importlib.import_module(name)\n"
-            "print(sorted(m for m in ('torch', 'tensorflow', 'keras', 'jax') if m in sys.modules))")
+            f"print(sorted(m for m in {HEAVY_OR_NETWORK!r} if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout.strip()
@@ -38,6 +44,14 @@ def test_shared_modules_import_no_framework():
     assert imported_frameworks(library) == "[]"
     for runner in COMMAND_LINE_MODULES:
         assert imported_frameworks([runner]) == "[]", runner
+
+
+def test_the_pytorch_path_imports_torch_alone():
+    # transformers (and its hub client) is the reference in tests and an interop target, never an
+    # import of the training path. (TensorFlow's path cannot say the same: Keras imports requests.)
+    modules = [".".join(p.relative_to(REPO).with_suffix("").parts) for p in sorted((REPO / "cnbert" / "torch").glob("*.py"))]
+    assert "cnbert.torch.trainer" in modules
+    assert imported_frameworks([m.removesuffix(".__init__") for m in modules] + ["cnbert.kernels"]) == "['torch']"
 
 
 def without_tensorflow(tmp_path, code: str) -> subprocess.CompletedProcess:

@@ -58,6 +58,17 @@ def test_fp16_loss_scaling_starts_and_grows_as_torch_grad_scaler_does():
     assert optimizer.dynamic_growth_steps == scaler.get_growth_interval() == 2000
 
 
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_weight_decay_applies_under_every_precision(precision):
+    # The original list's fp16 path applied no weight decay (REFERENCE.md section 5): a zero gradient,
+    # unscaled or not, still decays the matrix by lr * decay, and not the bias.
+    variables = [tf.Variable(np.ones((4, 3), np.float32)), tf.Variable(np.ones(3, np.float32))]
+    optimizer = build_optimizer(TrainingConfig(precision=precision, weight_decay=0.5), variables, 0.1)
+    optimizer.apply([tf.zeros_like(v) for v in variables])
+    np.testing.assert_allclose(variables[0].numpy(), 1 - 0.1 * 0.5, rtol=1e-6)
+    np.testing.assert_array_equal(variables[1].numpy(), 1.0)
+
+
 def test_adamw_with_clipping_and_decay_takes_torch_adamw_steps():
     rng = np.random.default_rng(0)
     matrix, bias = rng.normal(size=(4, 3)).astype(np.float32), rng.normal(size=3).astype(np.float32)

@@ -190,6 +190,21 @@ def test_weight_decay_skips_biases_and_layer_norm():
     assert optimizer.param_groups[1]["weight_decay"] == 0.0
 
 
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_weight_decay_applies_under_every_precision(precision):
+    # The original list's fp16 path applied no weight decay (REFERENCE.md section 5). With a loss of
+    # zero gradient, one AdamW step moves each decayed weight by exactly lr * decay * weight (the
+    # scaled fp16 gradient stays zero) and leaves biases and LayerNorm alone.
+    model = fresh_model()
+    before = {name: param.detach().clone() for name, param in model.named_parameters()}
+    config = TrainingConfig(learning_rate=0.1, weight_decay=0.5, warmup_proportion=0.0, lr_schedule="constant",
+                            num_train_epochs=1, train_batch_size=24, precision=precision)
+    Trainer(model, config, lambda outputs, batch: 0.0 * loss_fn(outputs, batch), show_progress=False).fit(toy_data())
+    for name, param in model.named_parameters():
+        factor = 1.0 if name.endswith("bias") or "LayerNorm" in name else 1 - 0.1 * 0.5
+        torch.testing.assert_close(param.detach(), before[name] * factor, rtol=1e-6, atol=0, msg=name)
+
+
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_mixed_precision_trains_with_fp32_loss(precision):
     _, result = fit(fresh_model(), seed=1, precision=precision)
