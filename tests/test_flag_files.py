@@ -139,3 +139,15 @@ def test_without_a_flag_file_the_windows_decoding_and_schedule_are_the_original_
     assert (values["doc_stride"], values["max_query_length"], values["max_answer_length"], values["n_best_size"]) == \
         (128, 64, 50, 20)
     assert values["warmup_proportion"] == 0.1 and values["training"]["lr_schedule"] == "linear"
+
+
+def test_boolean_flags_turn_off_from_a_flag_file(tmp_path):
+    # the original list's type=bool flags were true whatever was passed (REFERENCE.md section 5)
+    off = tmp_path / "off.flags"
+    off.write_text("--do_lower_case=false\n--nodo_predict\n--group_by_length=False\n--do_predict=true\n--nodo_predict\n")
+    values = parse(off, names=("do_lower_case", "do_predict", "group_by_length"))
+    assert (values["do_lower_case"], values["do_predict"], values["group_by_length"]) == (False, False, False)
+    on = tmp_path / "on.flags"
+    on.write_text("--nodo_lower_case\n--do_lower_case=true\n--group_by_length\n")
+    values = parse(on, names=("do_lower_case", "group_by_length"))
+    assert (values["do_lower_case"], values["group_by_length"]) == (True, True)
