@@ -31,6 +31,8 @@ REAL_FILES = [  # task, file, examples in it
     ("xnli", "xnli_zh/dev.tsv", 2490),
     ("xnli", "xnli_zh/test.tsv", 5010),
     ("thucnews", "thucnews/cnews.subset1000.txt", 1000),
+    ("thucnews_titles", "thucnews/titles/dev.txt", 10000),
+    ("thucnews_titles", "thucnews/titles/test.txt", 10000),
     ("dbqa", "dbqa/nlpcc2017.dbqa.test", 14566),
 ]
 
@@ -66,6 +68,11 @@ def test_real_label_counts():
     news = Counter(e.label for e in tasks.get_task("thucnews").read(data_file("thucnews/cnews.subset1000.txt")))
     assert news == {"体育": 116, "财经": 115, "房产": 104, "教育": 104, "游戏": 104, "时政": 94, "科技": 94,
                     "时尚": 91, "娱乐": 89, "家居": 89}
+    titles = Counter(e.label for e in tasks.get_task("thucnews_titles").read(data_file("thucnews/titles/dev.txt")))
+    assert titles == {str(i): 1000 for i in range(10)}
+    # the cnews articles' label column is not a headline's: read as headlines, the file is refused
+    with pytest.raises(DataError, match=r"cnews.subset1000.txt: line 1: label .* is not one of this task's labels"):
+        tasks.get_task("thucnews_titles").read(data_file("thucnews/cnews.subset1000.txt"))
 
 
 def test_lcqmc_train_reads_whole():

@@ -80,11 +80,12 @@ def test_reading_comprehension_flag_files_name_the_data_where_it_is(task):
 # task -> (learning rate, max_seq_length): HFL's best learning rate for the BERT-wwm family; lengths
 # measured on the data (see each file's comment)
 CLASSIFICATION = {"chnsenticorp": (2e-5, 256), "lcqmc": (2e-5, 128), "xnli": (3e-5, 128), "thucnews": (2e-5, 512),
-                  "dbqa": (2e-5, 256)}
-# the data files each classification flag file names that $CNBERT_DATA holds (XNLI and DBQA train and
-# the THUCNews cnews split are not there)
+                  "dbqa": (2e-5, 256), "thucnews_titles": (2e-5, 64)}
+# the data files each classification flag file names that $CNBERT_DATA holds (XNLI, DBQA and THUCNews
+# headlines train and the THUCNews cnews split are not there)
 AVAILABLE = {"chnsenticorp": ("train_file", "dev_file", "test_file"), "lcqmc": ("train_file", "dev_file", "test_file"),
-             "xnli": ("dev_file", "test_file"), "thucnews": (), "dbqa": ("dev_file", "test_file")}
+             "xnli": ("dev_file", "test_file"), "thucnews": (), "dbqa": ("dev_file", "test_file"),
+             "thucnews_titles": ("dev_file", "test_file")}
 
 
 @pytest.mark.parametrize("task", sorted(CLASSIFICATION))

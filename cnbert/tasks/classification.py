@@ -1,4 +1,5 @@
-"""Sentence classification and matching tasks (ChnSentiCorp, THUCNews, LCQMC, XNLI, NLPCC DBQA):
+"""Sentence classification and matching tasks (ChnSentiCorp, THUCNews articles and headlines, LCQMC,
+XNLI, NLPCC DBQA):
 each task's file format, its labels (their order fixes the classifier's output indices), and its
 scores.
 
@@ -67,6 +68,11 @@ TASKS = {
                                    ("体育", "财经", "房产", "家居", "教育", "科技", "时尚", "时政", "游戏", "娱乐"),
                                    TsvFormat(text_a="text_a", label="label", header=False,
                                              columns=("label", "text_a"))),
+    # THUCNews headlines (the titles release): `title \t label id`, no header; ids 0-9 name, in its
+    # class.txt, finance realty stocks education science society politics sports game entertainment
+    "thucnews_titles": ClassificationTask("thucnews_titles", "THUCNews headlines", tuple(str(i) for i in range(10)),
+                                          TsvFormat(text_a="text_a", label="label", header=False,
+                                                    columns=("text_a", "label"))),
     # NLPCC 2017 DBQA: `label \t question \t sentence`, no header, a question's candidates on adjacent
     # lines; 1: the sentence answers the question. Dev line 2549's label `10` is reported and left out.
     "dbqa": ClassificationTask("dbqa", "NLPCC DBQA", ("0", "1"),
