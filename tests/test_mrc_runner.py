@@ -482,6 +482,9 @@ def test_cjrc_run_holds_out_passages_and_scores_with_the_cjrc_metric(tmp_path, t
     assert len(predictions) == len(written) == len(all_ids) // 5 and set(predictions) <= set(all_ids)
     results = json.loads((out / "seed_123" / "eval_results.json").read_text())
     assert results["TOTAL"] == len(predictions)
+    report = json.loads((out / "report.json").read_text())  # per domain too, as the official scorer reports
+    assert report["metrics"] == ["F1", "EM", "civil_F1", "civil_EM", "criminal_F1", "criminal_EM"]
+    assert report["seeds"]["123"] == {name: results[name] for name in report["metrics"]}
     # the held-out questions' gold, which cnbert-score needs to reproduce the run's dev scores
     held_out = json.loads((out / "dev_gold.json").read_text(encoding="utf-8"))
     rescored = evaluate_cjrc(held_out, predictions)["overall"]
