@@ -24,7 +24,7 @@ from cnbert import command_line
 from cnbert.data import FeatureConfig, build_features, postprocess_predictions
 from cnbert.errors import DataError
 from cnbert.io_utils import read_json_file, write_json
-from cnbert.runners import common, prediction, training_run
+from cnbert.runners import common, prediction, run_dir, training_run
 from cnbert.tasks import mrc as tasks
 
 FLAGS = flags.FLAGS
@@ -153,7 +153,7 @@ def train_and_evaluate():
     training_run.check_enough_features(len(train_features), run.ctx.world_size)
     training_run.prepare_output_dir(run)
     if FLAGS.cjrc_dev_fraction is not None and run.rank0:
-        write_json(run.out / training_run.DEV_GOLD_FILE, dev_gold)
+        write_json(run.out / run_dir.DEV_GOLD_FILE, dev_gold)
 
     def evaluate_dev(trainer):
         return _predict_examples(trainer, dev_examples, dev_features, FLAGS.task, dev_gold, gold_path)

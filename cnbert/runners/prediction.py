@@ -17,7 +17,7 @@ from cnbert.data import mrc_postprocess
 from cnbert.io_utils import replaced_together, write_json
 from cnbert.runners.common import (FLAGS, backend, check_model_fits_task, check_output_dir, check_sequence_length,
                                    note, process_group, read_training_settings, require_file, training_config)
-from cnbert.runners.training_run import TEST_RESULTS_FILE
+from cnbert.runners.run_dir import TEST_RESULTS_FILE
 from cnbert.tasks import classification, ner
 from cnbert.tokenization import ChineseBertTokenizer
 

@@ -16,6 +16,10 @@ FLAGS_FILE = "flags.txt"  # the run's flags, as a flag file that reproduces it
 HISTORY_FILE = "training_history.json"  # in seed_<seed>/, written when the seed's training has ended
 EVAL_RESULTS_FILE = "eval_results.json"  # in seed_<seed>/: the best dev evaluation's scores
 BEST_MODEL_DIR = "best_model"  # in seed_<seed>/
+TEST_RESULTS_FILE = "test_results.json"  # in test/, beside the test file's predictions
+# The gold answers of a dev split cut from the training file (cnbert-mrc --cjrc_dev_fraction), which
+# no file the user has holds: what the run's dev predictions are scored against.
+DEV_GOLD_FILE = "dev_gold.json"
 
 # Flags a continued run may change: they change neither what a seed learns nor what it is scored on
 # (the run's folder may have been moved). More (or other) --seeds add seeds to the run; the report

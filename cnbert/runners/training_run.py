@@ -21,8 +21,8 @@ from cnbert.io_utils import replaced_together, write_json, write_text
 from cnbert.report import format_markdown, summarize_seeds
 from cnbert.runners.common import (FLAGS, SEED_LIMIT, TrainingStopped, backend, check_output_dir, log, model_config,
                                    note, process_group, require_file, training_config)
-from cnbert.runners.run_dir import (BEST_MODEL_DIR, EVAL_RESULTS_FILE, FLAGS_FILE, HISTORY_FILE, EarlierSeeds,
-                                    check_same_flags, earlier_seeds, seed_dir)
+from cnbert.runners.run_dir import (BEST_MODEL_DIR, DEV_GOLD_FILE, EVAL_RESULTS_FILE, FLAGS_FILE, HISTORY_FILE,
+                                    TEST_RESULTS_FILE, EarlierSeeds, check_same_flags, earlier_seeds, seed_dir)
 from cnbert.tokenization import ChineseBertTokenizer
 from cnbert.training import NonFiniteLossError, TrainingConfig
 
@@ -57,12 +57,6 @@ def check_batch_split(config: TrainingConfig, processes: int) -> None:
     except ValueError:
         raise app.UsageError(f"--train_batch_size={FLAGS.train_batch_size} cannot be split over {processes} "
                              f"process(es) x {FLAGS.gradient_accumulation_steps} accumulation steps") from None
-
-
-# The gold answers of a dev split cut from the training file (cnbert-mrc --cjrc_dev_fraction), which
-# no file the user has holds: what the run's dev predictions are scored against.
-DEV_GOLD_FILE = "dev_gold.json"
-TEST_RESULTS_FILE = "test_results.json"  # beside test/'s predictions
 
 
 def remove_earlier_outputs(out: Path, seeds: list[int], resume: bool = False) -> None:
