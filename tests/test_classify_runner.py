@@ -269,7 +269,7 @@ def test_bad_data_is_refused_before_anything_is_written(tmp_path, tiny_config):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--task=cmrc2018"], "--task=cmrc2018: value should be one of <chnsenticorp|dbqa|lcqmc|thucnews|xnli>"),
+    (["--task=cmrc2018"], "--task=cmrc2018: value should be one of <chnsenticorp|dbqa|lcqmc|thucnews|thucnews_titles|xnli>"),
     (["--task=xnli", "--doc_stride=64"], "Unknown command line flag 'doc_stride'"),
     (["--task=xnli", "--mode=predict", "--model_dir=.", "--train_file=x"], "--train_file applies to --mode=train"),
     (["--task=xnli", "--text_a=x"], "--text_a applies to --mode=predict"),
