@@ -141,6 +141,37 @@ def test_import_without_extension_falls_back_to_reference():
     assert "fallback ok" in result.stdout
 
 
+def test_an_extension_built_against_another_torch_is_not_loaded():
+    code = textwrap.dedent("""
+        import sys, types, torch
+        fake = types.ModuleType("cnbert._C")
+        fake.build_info = lambda: {"torch_version": "1.0", "cuda": False}
+        sys.modules["cnbert._C"] = fake
+        import cnbert.kernels as k
+        assert not k.is_available() and not k.runs_on(torch.zeros(1)), k.extension_status()
+        assert "built against torch 1.0" in k.extension_status(), k.extension_status()
+        print("refused")
+        """)
+    result = _run_python(code, CNBERT_REQUIRE_KERNELS="0")
+    assert result.returncode == 0 and "refused" in result.stdout, result.stderr[-2000:]
+
+
+def test_float64_runs_the_compiled_kernels_on_the_cpu_and_the_reference_on_cuda(monkeypatch):
+    # float64 on the CPU is what the gradchecks test, so it must reach the kernels; CUDA kernels
+    # take float32 and half types only
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from cnbert.kernels import _extension
+    x = torch.randn(2, 4, dtype=torch.float64, requires_grad=True)
+    assert k.runs_on(x)
+    assert "cnbert" in type(k.bias_gelu(x, torch.randn(4, dtype=torch.float64)).grad_fn).__name__
+    assert "cnbert" in type(k.scaled_masked_softmax(x.view(1, 1, 2, 4), None, 1.0).grad_fn).__name__
+    monkeypatch.setitem(_extension.BUILD_INFO, "cuda", True)
+    with FakeTensorMode():  # CUDA tensors without a GPU
+        on_cuda_64, on_cuda_32 = torch.empty(2, dtype=torch.float64, device="cuda"), torch.empty(2, device="cuda")
+    assert not k.runs_on(on_cuda_64) and k.runs_on(on_cuda_32)
+
+
 def test_require_kernels_makes_a_missing_extension_an_error():
     code = 'import sys; sys.modules["cnbert._C"] = None; import cnbert.kernels'
     result = _run_python(code, CNBERT_REQUIRE_KERNELS="1")

@@ -1,5 +1,7 @@
 """gelu and bias_gelu kernels against float64 references: values, gradients, gradcheck, odd
 shapes, strides, empty tensors and extreme inputs."""
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -210,3 +212,19 @@ def test_second_derivatives_match_float64(approximate):
     (want,) = torch.autograd.grad(reference.bias_gelu(frozen, bias64, approximate).pow(2).sum(), bias64, create_graph=True)
     second = torch.autograd.grad(grad_bias.sum(), bias)[0]
     assert_close(second, torch.autograd.grad(want.sum(), bias64)[0], torch.float64, what="d2/dbias2")
+
+
+@pytest.mark.parametrize("ops", [k, reference], ids=["kernels", "reference"])
+def test_bias_gelu_adds_in_float32_before_rounding(ops):
+    # 1 + 2^-8 is no bfloat16: rounded first (to 1.0) the result is bf16(gelu(1)) = 0.83984375;
+    # the exact sum gives bf16(gelu(1.00390625) = 0.84558) = 0.84375
+    x = torch.tensor([1.0], dtype=torch.bfloat16)
+    bias = torch.tensor([2.0 ** -8], dtype=torch.bfloat16)
+    assert ops.bias_gelu(x, bias).item() == 0.84375
+
+
+def test_float64_gelu_keeps_relative_precision_in_the_negative_tail():
+    # x * erfc(-x / sqrt 2) / 2; the 1 + erf form (and F.gelu itself) gives 0 there
+    xs = [-10.0, -20.0, -30.0]
+    exact = torch.tensor([v * 0.5 * math.erfc(-v / math.sqrt(2)) for v in xs], dtype=torch.float64)
+    torch.testing.assert_close(k.gelu(torch.tensor(xs, dtype=torch.float64)), exact, rtol=1e-12, atol=0)

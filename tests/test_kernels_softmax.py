@@ -136,6 +136,26 @@ def test_rows_holding_nan_come_out_nan(device, dtype, sk):
                  dtype, what="finite rows beside NaN rows")
 
 
+def test_the_reference_keeps_nan_rows_nan_too():
+    # the fallback must not hide a diverged run either: a NaN row is no fully masked row
+    nan = float("nan")
+    scores = torch.tensor([[[[0.0, nan, 1.0], [nan, nan, nan], [1.0, 2.0, 3.0]]]], dtype=torch.float64)
+    y = reference.scaled_masked_softmax(scores, None, 1.0)
+    assert y[0, 0, :2].isnan().all()
+    torch.testing.assert_close(y[0, 0, 2], torch.softmax(scores[0, 0, 2], -1))
+
+
+@pytest.mark.parametrize("ops", [k, reference], ids=["kernels", "reference"])
+def test_a_float64_mask_with_float64_scores_keeps_float64_precision(ops):
+    # the kernels read a mask in float32 beside float32 / half scores only; a bias-like mask of
+    # random values (not the usual 0 / -10000, which float32 holds exactly) shows the difference
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randn(2, 2, 3, 5, generator=g, dtype=torch.float64)
+    mask = torch.randn(1, 1, 3, 5, generator=g, dtype=torch.float64)
+    want = torch.softmax(scores * 0.5 + mask, -1)
+    torch.testing.assert_close(ops.scaled_masked_softmax(scores, mask, 0.5), want, atol=1e-13, rtol=0)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("sk", [512, 1024, 4096])
 def test_a_large_logit_among_many_equal_ones_keeps_float32_accuracy(device, sk):
@@ -232,6 +252,12 @@ def test_second_derivatives_match_float64(kind):
     scores = torch.randn(2, 2, 3, 9, generator=generator, dtype=torch.float64, requires_grad=True)
     mask = make_mask(kind, 2, 3, 9, torch.float64, generator)
     assert torch.autograd.gradgradcheck(lambda s: k.scaled_masked_softmax(s, mask, 0.7), (scores,))
+    # gradgradcheck differentiates the graphed gradient against itself: it must also be the gradient
+    y = k.scaled_masked_softmax(scores, mask, 0.7)
+    upstream = torch.randn(y.shape, generator=generator, dtype=torch.float64)
+    (plain,) = torch.autograd.grad(y, scores, upstream, retain_graph=True)
+    (graphed,) = torch.autograd.grad(y, scores, upstream, create_graph=True)
+    torch.testing.assert_close(graphed, plain, rtol=1e-12, atol=1e-14)
 
 
 @settings(max_examples=40, deadline=None)

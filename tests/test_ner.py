@@ -198,8 +198,18 @@ def test_token_loss_averages_each_examples_tagged_tokens():
     keep = tags != -100
     torch.testing.assert_close(token_classification_loss({"logits": logits}, tags),
                                F.cross_entropy(logits[keep], tags[keep]))
-    tf_loss = ctf.token_classification_loss({"logits": tf.constant(logits.numpy())}, tags.numpy(), reduction="none")
+    tf_logits = {"logits": tf.constant(logits.numpy())}
+    tf_loss = ctf.token_classification_loss(tf_logits, tags.numpy(), reduction="none")
     np.testing.assert_allclose(tf_loss.numpy(), per_example.numpy(), atol=1e-6, rtol=0)
+    # the mean weighs each of the 4 tagged tokens alike, not each sentence
+    np.testing.assert_allclose(float(ctf.token_classification_loss(tf_logits, tags.numpy())),
+                               float(F.cross_entropy(logits[keep], tags[keep])), rtol=1e-6)
+    # a sentence with no tagged token adds 0, not NaN (0 / 0)
+    untagged = torch.where(torch.arange(2)[:, None] == 1, -100, tags)
+    torch.testing.assert_close(token_classification_loss({"logits": logits}, untagged, reduction="none"),
+                               torch.stack([first, torch.tensor(0.0)]))
+    np.testing.assert_allclose(ctf.token_classification_loss(tf_logits, untagged.numpy(), reduction="none").numpy(),
+                               [first.item(), 0.0], atol=1e-6, rtol=0)
     with pytest.raises(ValueError, match=r"tags holds \[7, 7, 7, 7\]"):
         token_classification_loss({"logits": logits}, torch.where(keep, 7, -100))
 

@@ -420,6 +420,16 @@ def test_tf_fine_tuned_directory_loads_in_pytorch_and_back(tmp_path, task):
     assert_outputs_close(tf_outputs(backend.load_finetuned(tmp_path / "torch_model", task), *batch), want)
 
 
+def test_a_fine_tuned_model_must_carry_its_task_heads(tmp_path):
+    # as the PyTorch side: an encoder directory may start a fine-tuning run with fresh heads, but is
+    # no fine-tuned model to answer with
+    ctf.save_pretrained(ctf.BertModel(CONFIG), tmp_path / "encoder", bundled_vocab_path())
+    assert ctf.load_pretrained(ctf.BertForSpanExtraction(CONFIG), tmp_path / "encoder").initialised == [
+        "qa_outputs.weight", "qa_outputs.bias"]
+    with pytest.raises(CheckpointError, match="qa_outputs.weight"):
+        backend.load_finetuned(tmp_path / "encoder", "cmrc2018")
+
+
 @pytest.mark.parametrize("config", [CONFIG.replace(hidden_act="quick_gelu", layer_norm_eps=1e-5, classifier_dropout=0.2),
                                     AlbertConfig(**TINY, embedding_size=16, num_hidden_groups=2),
                                     AlbertConfig(**TINY, embedding_size=16, embedding_layout="factorized_word")],

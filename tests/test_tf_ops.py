@@ -135,3 +135,17 @@ def test_xla_compiled_ops_agree_with_eager_values_and_gradients():
     compiled = tf.function(everything, jit_compile=True)(x, bias)
     for a, b in zip(eager, compiled):
         np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_bf16_ops_compute_in_float32_and_round_once():
+    x = tf.constant(np.linspace(-6, 6, 4 * 96).reshape(4, 96), tf.bfloat16)
+    bias = tf.constant(np.linspace(-1, 1, 96), tf.bfloat16)
+
+    def as32(t):
+        return tf.cast(t, tf.float32)
+
+    for got, want in ((ops.gelu(x), ops.gelu(as32(x))),
+                      (ops.bias_gelu(x, bias), ops.bias_gelu(as32(x), as32(bias))),
+                      (ops.softmax(x, 0.7), ops.softmax(as32(x), 0.7))):
+        assert got.dtype == tf.bfloat16
+        np.testing.assert_array_equal(as32(got).numpy(), as32(tf.cast(want, tf.bfloat16)).numpy())

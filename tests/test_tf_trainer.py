@@ -220,6 +220,11 @@ DISTRIBUTED_CHILD = textwrap.dedent("""
     # 26 = 10 + 10 + 6 features: the last global batch splits unevenly over replicas and micro-steps
     training = TrainingConfig(learning_rate=1e-3, num_train_epochs=1, train_batch_size=10,
                               gradient_accumulation_steps=2, eval_batch_size=4, max_grad_norm=0.5)
+    # AdamW hardly sees a gradient's scale (nor does a clipped one): without clipping and with an
+    # epsilon this large, a replica sum taken as a mean (or summed twice) moves the weights elsewhere
+    scale_sensitive = TrainingConfig(learning_rate=0.1, num_train_epochs=1, train_batch_size=10,
+                                     gradient_accumulation_steps=2, max_grad_norm=0.0, adam_epsilon=1.0,
+                                     warmup_proportion=0.0)
     WATCHED = "bert.embeddings.LayerNorm.bias"  # starts at zero
     results = {"torch_imported": "torch" in sys.modules}
     for strategy in sys.argv[2:]:
@@ -238,6 +243,11 @@ DISTRIBUTED_CHILD = textwrap.dedent("""
             "start_logits": predictions["start_logits"].tolist(),
             "watched": ctf.canonical_weights(model)[WATCHED].tolist(), "seen": seen,
         }
+        keras.utils.set_random_seed(0)
+        model = ctf.BertForSpanExtraction(config)
+        ctf.Trainer(model, scale_sensitive, "drcd", strategy_name=strategy, show_progress=False,
+                    jit_compile=False).fit(arrays)
+        results[strategy]["scale_sensitive"] = np.concatenate([w.ravel() for w in model.get_weights()]).tolist()
     json.dump(results, open(sys.argv[1], "w"))
 """)
 
@@ -271,6 +281,8 @@ def test_mirrored_over_two_logical_cpus_matches_one_device(tmp_path):
         assert len(other["seen"]) == 1
         np.testing.assert_allclose(other["seen"][0], other["watched"], rtol=0, atol=0)
     assert np.abs(np.array(one["watched"])).max() > 1e-3  # trained away from its zero start
+    for other in (mirrored, multi_worker):
+        np.testing.assert_allclose(other["scale_sensitive"], one["scale_sensitive"], rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
@@ -394,3 +406,20 @@ def test_span_models_keep_the_full_width():
     assert not backend.Trainer(model, TrainingConfig(), "drcd", show_progress=False).trim_padding
     with pytest.raises(ValueError, match="trim_padding would change the loss of a span model"):
         backend.Trainer(model, TrainingConfig(), "drcd", trim_padding=True)
+
+
+def test_only_the_chief_writes_when_the_cluster_has_one():
+    from types import SimpleNamespace
+
+    from cnbert.tf.distribute import is_chief
+
+    def strategy(spec, task_type, task_id):
+        resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+            tf.train.ClusterSpec(spec), task_type=task_type, task_id=task_id)
+        return SimpleNamespace(cluster_resolver=resolver)
+
+    with_chief = {"chief": ["localhost:1"], "worker": ["localhost:2", "localhost:3"]}
+    assert is_chief(strategy(with_chief, "chief", 0))
+    assert not is_chief(strategy(with_chief, "worker", 0)) and not is_chief(strategy(with_chief, "worker", 1))
+    workers = {"worker": ["localhost:2", "localhost:3"]}  # no chief: worker 0 writes
+    assert is_chief(strategy(workers, "worker", 0)) and not is_chief(strategy(workers, "worker", 1))
