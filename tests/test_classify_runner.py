@@ -490,3 +490,22 @@ def test_a_batch_too_small_for_the_tf_replicas_is_refused_before_the_earlier_run
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "--train_batch_size=1 cannot be split over 2 process(es) x 1 accumulation steps" in proc.stderr
     assert (earlier / "report.json").read_text() == (out / "report.json").read_text()
+
+
+def test_do_predict_scores_the_test_file_it_was_given_and_each_seed_keeps_its_best_evaluation(tmp_path, tiny_config):
+    # trained_run scores its dev file as the test file; here the two differ
+    train = head_of("chnsenticorp/train.tsv", 32, tmp_path, "train.tsv")
+    dev = head_of("chnsenticorp/dev.tsv", 16, tmp_path, "dev.tsv")
+    test = head_of("chnsenticorp/test.tsv", 12, tmp_path, "test.tsv")
+    out = tmp_path / "out"
+    run_cli(["--task=chnsenticorp", f"--bert_config_file={tiny_config}", f"--train_file={train}", f"--dev_file={dev}",
+             "--max_seq_length=32", "--num_train_epochs=2", "--train_batch_size=16", "--learning_rate=1e-3",
+             "--eval_every=1", "--seeds=123", "--do_predict", f"--test_file={test}", f"--output_dir={out}"])
+    _, rows = read_predictions(out / "test" / "predictions.tsv")
+    gold = gold_labels(test)
+    assert [r[0] for r in rows] == list(gold)  # test.tsv:2 ... test.tsv:13
+    results = json.loads((out / "test" / "test_results.json").read_text())
+    assert results["accuracy"] == pytest.approx(100 * sum(gold[r[0]] == r[1] for r in rows) / len(rows))
+    history = json.loads((out / "seed_123" / "training_history.json").read_text())
+    best = max(history["evaluations"], key=lambda e: e["accuracy"])  # max keeps the first of ties, as the run does
+    assert json.loads((out / "seed_123" / "eval_results.json").read_text()) == best

@@ -152,3 +152,14 @@ def test_boolean_flags_turn_off_from_a_flag_file(tmp_path):
     on.write_text("--nodo_lower_case\n--do_lower_case=true\n--group_by_length\n")
     values = parse(on, names=("do_lower_case", "group_by_length"))
     assert (values["do_lower_case"], values["group_by_length"]) == (True, True)
+
+
+def test_every_training_flag_reaches_the_training_config(tmp_path):
+    # the flag files hold the defaults of several of these, so a flag left unpassed would not show there
+    flag_file = tmp_path / "x.flags"
+    flag_file.write_text("--max_grad_norm=0.5\n--weight_decay=0.05\n--adam_epsilon=1e-7\n--lr_schedule=constant\n"
+                         "--warmup_proportion=0.2\n--gradient_accumulation_steps=2\n--group_by_length\n")
+    training = parse(flag_file)["training"]
+    assert (training["max_grad_norm"], training["weight_decay"], training["adam_epsilon"]) == (0.5, 0.05, 1e-7)
+    assert (training["lr_schedule"], training["warmup_proportion"]) == ("constant", 0.2)
+    assert training["gradient_accumulation_steps"] == 2 and training["group_by_length"] is True

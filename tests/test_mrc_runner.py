@@ -627,3 +627,20 @@ def test_a_checkpoint_that_does_not_fit_fails_before_any_data_is_read(tmp_path, 
     assert "bert.embeddings.word_embeddings.weight: the checkpoint has shape (21128, 64) but the model expects " \
            "(21128, 66)" in proc.stderr
     assert not out.exists()
+
+
+def test_the_test_file_is_scored_against_its_own_answers_and_every_decoding_setting_is_saved(tmp_path, tiny_config):
+    sample = REPO / "tests" / "fixtures" / "mrc_cmrc2018_sample.json"
+    data = json.loads(sample.read_text(encoding="utf-8"))
+    test = tmp_path / "test.json"  # the first article alone: 5 of the sample's 23 questions
+    test.write_text(json.dumps({**data, "data": data["data"][:1]}, ensure_ascii=False), encoding="utf-8")
+    out = tmp_path / "out"
+    run_cli(["--task=cmrc2018", f"--bert_config_file={tiny_config}", f"--train_file={sample}", f"--dev_file={sample}",
+             *SIZES, "--num_train_epochs=1", "--train_batch_size=8", "--seeds=123", "--max_answer_length=17",
+             "--do_predict", f"--test_file={test}", f"--output_dir={out}"])
+    results = json.loads((out / "test" / "test_results.json").read_text())
+    assert results["TOTAL"] == 5 and results["SKIP"] == 0
+    settings = json.loads((out / "seed_123" / "best_model" / "cnbert_mrc_settings.json").read_text())
+    assert settings == {"task": "cmrc2018", "max_seq_length": 128, "doc_stride": 64, "max_query_length": 32,
+                        "max_answer_length": 17, "do_lower_case": True, "fullwidth_to_halfwidth": False,
+                        "n_best_size": 20, "null_score_threshold": 0.0}

@@ -153,8 +153,12 @@ def test_a_train_file_without_a_usable_answer_is_named(tmp_path, tiny_config):
     (["--max_answer_length=-1"], "--max_answer_length must be at least 1, got -1"),
     (["--num_train_epochs=nan"], "num_train_epochs must be a finite number, got nan"),
     (["--learning_rate=inf"], "learning_rate must be a finite number, got inf"),
+    (["--seeds=123,123"], "--seeds must be distinct integers, got [123, 123]"),  # the second would overwrite the first
+    (["--hidden_dropout_prob=1"], "--hidden_dropout_prob must be a dropout rate in [0, 1), got 1.0"),
+    (["--train_file=$CNBERT_TEST_NOWHERE/missing.json"], "--train_file=/nonexistent-dir/missing.json: no such file"),
 ])
-def test_bad_flags_are_refused_up_front(tmp_path, tiny_config, extra, message):
+def test_bad_flags_are_refused_up_front(tmp_path, tiny_config, extra, message, monkeypatch):
+    monkeypatch.setenv("CNBERT_TEST_NOWHERE", "/nonexistent-dir")  # flag files name data as $CNBERT_DATA/...
     out = tmp_path / "out"
     assert_refused(run_cli(train_args(tiny_config, out, *extra), check=False), message)
     assert not out.exists()
@@ -497,3 +501,113 @@ def test_help_into_a_pipe_closed_early_is_no_flag_file_error():
     stderr = proc.stderr.read()
     assert proc.wait(timeout=120) == 1
     assert "flagfile" not in stderr and "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr
+
+
+SEED_STARTS = """
+import hashlib, json, sys, types
+from pathlib import Path
+import torch
+from absl import flags
+from cnbert.runners import mrc, run_dir, training_run  # mrc defines --task
+from cnbert.config import BertConfig
+from cnbert.torch import backend
+from cnbert.torch.distributed import DistContext
+
+flags.FLAGS(["cnbert-mrc", "--task=cmrc2018", "--seeds=123,456", "--init_seed=7"])
+starts = []
+
+def digest(model):
+    return hashlib.sha1(b"".join(t.detach().numpy().tobytes() for t in model.state_dict().values())).hexdigest()
+
+class FakeTrainer:  # records what each seed starts from; its 'training' changes every weight
+    def __init__(self, model, config, task, **kwargs):
+        starts.append((config.seed, digest(model)))
+        self.model = model
+    def fit(self, train, evaluate=None, criterion=None, on_new_best=None):
+        with torch.no_grad():
+            for p in self.model.parameters():
+                p.add_(1.0)
+        return types.SimpleNamespace(best_metrics={"F1": 0.0, "EM": 0.0}, best_step=1)
+
+fake = types.SimpleNamespace(Trainer=FakeTrainer, seed_everything=backend.seed_everything,
+                             create_model=backend.create_model)
+config = BertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                    intermediate_size=32, max_position_embeddings=32)
+factory = training_run.initial_model_factory(fake, "cmrc2018", config, None, False)
+first = factory()
+torch.manual_seed(12345)  # whatever ran in between moved the random streams
+setup = training_run.TrainingSetup(program="cnbert-mrc", runner_module="cnbert.runners.mrc", seeds=[123, 456],
+                                   config=config, vocab=None, backend=fake, ctx=DistContext(), rank0=False,
+                                   out=Path(sys.argv[1]), initial_model=factory, first_model=first, tokenizer=None,
+                                   earlier=run_dir.EarlierSeeds({}, {}))
+task = types.SimpleNamespace(criterion=lambda m: 0.0, metric_names=())
+training_run.train_seeds(setup, task, {}, None, ("settings.json", {}))
+print(json.dumps(starts))
+"""
+
+
+def test_every_seed_starts_from_the_same_initial_weights_with_its_own_seed(tmp_path):
+    """train_seeds: seed 456 starts from the weights seed 123 started from (initial_model reseeds
+    with --init_seed), not from 123's trained model, and trains with seed 456."""
+    proc = subprocess.run([sys.executable, "-c", SEED_STARTS, str(tmp_path)], capture_output=True, text=True,
+                          cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    starts = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert [seed for seed, _ in starts] == [123, 456] and starts[0][1] == starts[1][1]
+
+
+DECODING_FLAGS = """
+import json, types
+from absl import flags
+from cnbert.runners import mrc
+flags.FLAGS(["cnbert-mrc", "--task=cjrc", "--max_answer_length=7", "--n_best_size=3", "--null_score_threshold=0.5"])
+seen = {}
+class Stop(Exception):
+    pass
+def recording_postprocess(examples, features, start_logits, end_logits, **kwargs):
+    seen.update(kwargs)
+    raise Stop
+mrc.postprocess_predictions = recording_postprocess
+trainer = types.SimpleNamespace(predict=lambda arrays: {"start_logits": None, "end_logits": None})
+try:
+    mrc._predict_examples(trainer, [], types.SimpleNamespace(model_arrays=dict), "cjrc")
+except Stop:
+    pass
+print(json.dumps({k: v for k, v in seen.items() if k != "class_logits"}))
+"""
+
+
+def test_the_decoding_flags_reach_postprocessing():
+    proc = subprocess.run([sys.executable, "-c", DECODING_FLAGS], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"n_best_size": 3, "max_answer_length": 7,
+                                                               "null_score_threshold": 0.5}
+
+
+PREDICT_SETUP = """
+import json, sys
+import torch
+from absl import flags
+from cnbert.runners import mrc, prediction  # mrc defines --task
+from cnbert.config import BertConfig
+from cnbert.tokenization import bundled_vocab_path
+from cnbert.torch import backend
+
+torch.manual_seed(0)
+config = BertConfig(vocab_size=21128, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                    intermediate_size=32, max_position_embeddings=64)  # attention: the default, sdpa
+model, _ = backend.create_model("cmrc2018", config)
+backend.save_pretrained(model, sys.argv[1], bundled_vocab_path())
+flags.FLAGS(["cnbert-mrc", "--task=cmrc2018", "--mode=predict", "--model_dir=" + sys.argv[1], "--attention=eager",
+             "--fullwidth_to_halfwidth", "--device=cpu", "--max_seq_length=64", "--doc_stride=16",
+             "--max_query_length=16"])
+setup = prediction.load_for_prediction(2, "reading comprehension")
+print(json.dumps({"attention": setup.model.config.attention, "fullwidth": setup.tokenizer.fullwidth_to_halfwidth}))
+"""
+
+
+def test_predict_mode_builds_the_model_and_tokenizer_its_flags_ask_for(tmp_path):
+    proc = subprocess.run([sys.executable, "-c", PREDICT_SETUP, str(tmp_path / "model")], capture_output=True,
+                          text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"attention": "eager", "fullwidth": True}

@@ -649,3 +649,23 @@ def test_fused_attention_fuses_the_ffn_bias_gelu_and_matches_eager(monkeypatch, 
     assert_fused_matches_eager(eager, fused)
     layers = SIZES["num_hidden_layers"]
     assert calls == {"scaled_masked_softmax": layers, "bias_gelu": 0 if hidden_act == "relu" else layers}
+
+
+@pytest.mark.parametrize("task", ["cmrc2018", "cjrc", "lcqmc", "msra_ner"])
+@pytest.mark.parametrize("layout", ["bert", "albert", "factorized_word"])
+def test_every_dropout_module_acts_in_a_training_forward_pass(task, layout):
+    # a dropout module built but never called (an FFN or attention output left undropped) trains a
+    # model unlike Google's, and no inference parity test sees it
+    sizes = dict(vocab_size=200, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                 max_position_embeddings=32, hidden_dropout_prob=0.2, attention_probs_dropout_prob=0.2)
+    config = (BertConfig(**sizes) if layout == "bert"
+              else AlbertConfig(**sizes, embedding_size=16, embedding_layout=layout))
+    model = model_for_task(task, config).train()
+    calls = {}
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Dropout):
+            calls[name] = 0
+            module.register_forward_hook(lambda m, i, o, name=name: calls.__setitem__(name, calls[name] + 1))
+    input_ids, attention_mask, token_type_ids = padded_batch(vocab_size=200)
+    model(input_ids, attention_mask, token_type_ids)
+    assert calls and all(count > 0 for count in calls.values()), calls

@@ -315,3 +315,18 @@ def test_damaged_weight_files_name_the_file(tmp_path, hf_dir):
     (tf_dir / "bert_model.ckpt.data-00000-of-00001").write_bytes(b"")
     with pytest.raises(CheckpointError, match=f"{tf_dir / 'bert_model.ckpt'}: cannot read the weights"):
         load_tf_checkpoint(tf_dir)
+
+
+def test_the_vocab_file_given_is_the_one_checked(tmp_path):
+    config = BertConfig(**TINY_BERT)  # vocab_size 21128, the bundled vocabulary's
+    torch.manual_seed(0)
+    directory = save_pretrained(BertForSpanExtraction(config), tmp_path / "model", bundled_vocab_path())
+    lines = bundled_vocab_path().read_text(encoding="utf-8").split("\n")
+    short = tmp_path / "short_vocab.txt"
+    short.write_text("\n".join(lines[:21000]) + "\n", encoding="utf-8")
+    with pytest.raises(CheckpointError, match="short_vocab.txt: the vocabulary has 21000 entries"):
+        load_pretrained(BertForSpanExtraction(config), directory, vocab_file=short)
+    # the directory's own vocab.txt is wrong; the vocab_file given is right and is the one that counts
+    (directory / "vocab.txt").write_text("\n".join(lines[:21000]) + "\n", encoding="utf-8")
+    load_pretrained(BertForSpanExtraction(config), directory, vocab_file=bundled_vocab_path())
+    backend.create_model("cmrc2018", config, directory, bundled_vocab_path())

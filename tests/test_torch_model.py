@@ -319,3 +319,26 @@ def test_fused_model_traces_with_fullgraph():
         want = model(input_ids, attention_mask, token_type_ids).sequence_output
     torch._dynamo.reset()
     torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("attention", ["eager", "sdpa", "fused"])
+def test_training_mode_logits_match_transformers_under_the_same_random_draws(tmp_path, attention):
+    """Same weights, same seed, dropout 0.3 everywhere: cnbert's dropouts draw transformers' masks in
+    the same order (embeddings after their LayerNorm, attention probabilities, each sub-layer's output
+    before its residual sum and LayerNorm), so the train-mode logits are transformers' own. The
+    inference parity tests see none of this."""
+    torch.manual_seed(0)
+    hf = random_transformers_model("BertForQuestionAnswering", "eager" if attention == "fused" else attention,
+                                   seed=None, **TINY_BERT, hidden_dropout_prob=0.3, attention_probs_dropout_prob=0.3)
+    ours, _ = from_pretrained(BertForSpanExtraction, save_hf(hf, tmp_path), attention=attention)
+    input_ids, attention_mask, token_type_ids = padded_batch()
+    hf.train(), ours.train()
+    with torch.no_grad():
+        torch.manual_seed(5)
+        want = hf(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).start_logits
+        torch.manual_seed(5)
+        got = ours(input_ids, attention_mask, token_type_ids)["start_logits"]
+        torch.manual_seed(6)
+        other = ours(input_ids, attention_mask, token_type_ids)["start_logits"]
+    assert (other - got).abs().max() > 1e-2  # dropout is on
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)

@@ -363,3 +363,122 @@ def test_trimmed_prediction_runs_rows_by_length_and_returns_them_in_order(model_
     if model_class is BertForTokenClassification:  # per-token logits: 0 at every padding position
         assert full.shape == (37, 32, 3) and np.all(full[data["attention_mask"] == 0] == 0)
         assert np.abs(full[data["attention_mask"] == 1]).min() > 0
+
+
+def test_each_optimizer_step_gets_only_its_own_batch_gradient(monkeypatch):
+    """One batch of all 24 features per step, a learning rate too small to move the weights, no
+    clipping: step 2 sees the gradient step 1 saw (one never zeroed would be twice it)."""
+    grads = []
+    step = torch.optim.AdamW.step
+
+    def spy(self, *args, **kwargs):
+        grads.append(torch.cat([p.grad.detach().flatten().clone() for group in self.param_groups
+                                for p in group["params"] if p.grad is not None]))
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", spy)
+    config = TrainingConfig(learning_rate=1e-12, num_train_epochs=2, train_batch_size=24, warmup_proportion=0.0,
+                            max_grad_norm=0.0)
+    Trainer(fresh_model(), config, loss_fn, show_progress=False).fit(toy_data())
+    assert len(grads) == 2 and grads[0].abs().max() > 1e-3
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-7)
+
+
+def test_training_after_an_evaluation_is_in_train_mode_and_predict_is_in_eval_mode():
+    model = fresh_model(TINY.replace(hidden_dropout_prob=0.3, attention_probs_dropout_prob=0.3))
+    modes = []
+
+    def recording_loss(outputs, batch):
+        modes.append(model.training)
+        return loss_fn(outputs, batch)
+
+    config = TrainingConfig(learning_rate=1e-3, num_train_epochs=1, train_batch_size=8, eval_every=1)
+    trainer = Trainer(model, config, recording_loss, show_progress=False)
+    data = toy_data()
+    inputs = {k: data[k][:8] for k in ("input_ids", "token_type_ids", "attention_mask")}
+    trainer.fit(data, evaluate=lambda: trainer.predict(inputs) and {"x": 0.0}, criterion=lambda m: 0.0)
+    assert modes == [True, True, True]  # 3 steps, each but the first after an evaluation
+    # predict: dropout off, so two calls on a model left in train mode agree, and equal eval mode
+    model.train()
+    first, second = (trainer.predict(inputs)["start_logits"] for _ in range(2))
+    np.testing.assert_array_equal(first, second)
+    with torch.no_grad():
+        want = model.eval()(**{k: torch.from_numpy(v) for k, v in inputs.items()})["start_logits"].numpy()
+    np.testing.assert_allclose(first, want, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("precision, dtype", [("bf16", torch.bfloat16), ("fp16", torch.float16)])
+def test_mixed_precision_runs_the_encoder_in_the_precision_asked_for(precision, dtype):
+    model = fresh_model()
+    seen = []
+    model.bert.encoder.layer[0].intermediate.dense.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    config = TrainingConfig(learning_rate=1e-3, num_train_epochs=1, train_batch_size=8, precision=precision)
+    trainer = Trainer(model, config, loss_fn, show_progress=False)
+    trainer.fit(toy_data())
+    assert seen and set(seen) == {dtype}
+    seen.clear()
+    trainer.predict({k: v for k, v in toy_data().items() if k in ("input_ids", "token_type_ids", "attention_mask")})
+    assert seen and set(seen) == {dtype}  # evaluation runs as training does
+
+
+def test_fp16_gradients_of_a_tiny_loss_match_fp32(monkeypatch):
+    """A loss 1e-6 times the span loss: the FFN weight's gradient (an fp16 matmul under autocast) is
+    at most about 2e-9, below fp16's smallest subnormal (6e-8); only the GradScaler's 2**16 keeps it
+    from coming out of the backward pass as zeros."""
+    seen = []
+    step = torch.optim.AdamW.step
+
+    def spy(self, *args, **kwargs):
+        seen.append(self.ffn_weight.grad.detach().clone())  # unscaled by now
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", spy)
+    for precision in ("fp32", "fp16"):
+        model = fresh_model()
+        monkeypatch.setattr(torch.optim.AdamW, "ffn_weight", model.bert.encoder.layer[0].intermediate.dense.weight,
+                            raising=False)
+        config = TrainingConfig(learning_rate=1e-3, num_train_epochs=1, train_batch_size=8, max_grad_norm=0.0,
+                                precision=precision)
+        Trainer(model, config, lambda outputs, batch: loss_fn(outputs, batch) * 1e-6, show_progress=False).fit(
+            toy_data())
+    fp32, fp16 = seen[0], seen[3]  # the first step of each run (3 steps each)
+    assert float(fp32.abs().max()) > 1e-10
+    assert float((fp16 - fp32).norm()) < 0.05 * float(fp32.norm())
+
+
+def test_ddp_synchronises_only_the_last_micro_step(monkeypatch):
+    import cnbert.torch.trainer as trainer_module
+
+    syncs = []
+
+    class RecordingDDP(torch.nn.Module):  # DistributedDataParallel without a process group
+        def __init__(self, module):
+            super().__init__()
+            self.module, self.syncing = module, True
+
+        def forward(self, *args, **kwargs):
+            syncs.append(self.syncing)
+            return self.module(*args, **kwargs)
+
+        @contextlib.contextmanager
+        def no_sync(self):
+            self.syncing = False
+            yield
+            self.syncing = True
+
+    monkeypatch.setattr(trainer_module, "DistributedDataParallel", RecordingDDP)
+    monkeypatch.setattr(torch.distributed, "all_reduce", lambda tensor, *args, **kwargs: None)
+    config = TrainingConfig(learning_rate=1e-3, num_train_epochs=1, train_batch_size=12, gradient_accumulation_steps=3)
+    Trainer(fresh_model(), config, loss_fn, ctx=DistContext(rank=0, world_size=2), show_progress=False).fit(toy_data())
+    assert syncs == [False, False, True] * 2  # 24 features / 12 per step; 3 micro-steps of 2 per process
+
+
+def test_init_distributed_reads_the_global_rank(monkeypatch):
+    # on several nodes LOCAL_RANK repeats; RANK says which process writes
+    from cnbert.torch.distributed import init_distributed
+
+    monkeypatch.setenv("WORLD_SIZE", "1")  # no process group is started
+    monkeypatch.setenv("RANK", "5")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    ctx = init_distributed("cpu")
+    assert (ctx.rank, ctx.local_rank, ctx.is_main) == (5, 1, False)
