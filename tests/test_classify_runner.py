@@ -83,42 +83,64 @@ def test_resume_keeps_the_finished_seed_and_trains_the_interrupted_one_again(tra
     out, dev, _ = trained_run
     resumed = tmp_path / "resumed"
     shutil.copytree(out, resumed)
-    # as if stopped while training seed 456 (its history is written when its training ends): no
-    # report, no test scores yet
-    (resumed / "seed_456" / "training_history.json").unlink()
+    # as if seed 123 had not finished (its history is written when its training ends), and nothing
+    # after it was written: no report, no test scores
+    (resumed / "seed_123" / "training_history.json").unlink()
     for name in ("report.md", "report.json"):
         (resumed / name).unlink()
     shutil.rmtree(resumed / "test")
-    (resumed / "seed_123" / "kept").write_text("")
+    (resumed / "seed_456" / "kept").write_text("")
     proc = run_cli(training_flags(dev.parent, tiny_config, resumed) + ["--resume"])
-    assert "seed 123: finished in the interrupted run (--resume): best dev accuracy" in proc.stdout
-    assert f"--resume: removing {resumed / 'seed_456'} of the interrupted run" in proc.stdout
-    assert "seed 456: best dev at step" in proc.stdout
-    assert (resumed / "seed_123" / "kept").exists()  # seed 123 was not trained again
-    # seed 456 trained again from the start gives what it gave in the uninterrupted run (CPU, fp32)
-    assert json.loads((resumed / "report.json").read_text()) == json.loads((out / "report.json").read_text())
-    for run in (out, resumed):
-        assert (run / "seed_456" / "training_history.json").exists()
+    assert "seed 456: finished in the interrupted run (--resume): best dev accuracy" in proc.stdout
+    assert f"--resume: removing {resumed / 'seed_123'} of the interrupted run" in proc.stdout
+    assert "seed 123: best dev at step" in proc.stdout
+    assert (resumed / "seed_456" / "kept").exists()  # seed 456 was not trained again
+    # seed 123 trained again from the start gives what it gave in the uninterrupted run (CPU, fp32),
+    # and the report lists the seeds in --seeds' order
+    assert (resumed / "report.md").read_text() == (out / "report.md").read_text()
+    assert (resumed / "seed_123" / "training_history.json").read_text() == \
+        (out / "seed_123" / "training_history.json").read_text()
     test_results = [json.loads((run / "test" / "test_results.json").read_text()) for run in (out, resumed)]
     model_dirs = [results.pop("model_dir") for results in test_results]
     assert model_dirs[1] == model_dirs[0].replace(str(out), str(resumed)) and test_results[0] == test_results[1]
     assert "--resume" not in (resumed / "flags.txt").read_text()  # the flag file starts the run again
 
 
+def test_resume_leaves_a_stopped_seed_stopped(trained_run, tmp_path, tiny_config):
+    out, dev, _ = trained_run
+    resumed = tmp_path / "resumed"
+    shutil.copytree(out, resumed)
+    history = json.loads((resumed / "seed_456" / "training_history.json").read_text())
+    history["stopped"] = "the loss was nan for 5 steps in a row"
+    (resumed / "seed_456" / "training_history.json").write_text(json.dumps(history))
+    proc = run_cli(training_flags(dev.parent, tiny_config, resumed) + ["--resume"], check=False)
+    assert proc.returncode == 1 and "seed(s) 456 stopped before the end of training" in proc.stderr
+    assert "seed 456: stopped in the interrupted run (--resume), not trained again: the loss was nan" in proc.stdout
+    report = json.loads((resumed / "report.json").read_text())
+    assert list(report["seeds"]) == ["123"] and report["stopped_seeds"] == {"456": history["stopped"]}
+
+
 def test_resume_refuses_a_run_with_other_flags_before_training(trained_run, tmp_path, tiny_config):
     out, dev, _ = trained_run
-    flags = training_flags(dev.parent, tiny_config, out)
+    earlier = tmp_path / "earlier"  # a copy: a refusal that failed would retrain into it
+    shutil.copytree(out, earlier)
+    flags = training_flags(dev.parent, tiny_config, earlier)
     changed = [flag for flag in flags if not flag.startswith(("--do_predict", "--test_file"))]
-    proc = run_cli(changed + ["--resume", "--learning_rate=2e-3", "--seeds=456,789"], check=False)
+    proc = run_cli(changed + ["--resume", "--learning_rate=2e-3"], check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert (f"--resume: the run in {out} had other flags (flags.txt): --do_predict there, --nodo_predict now; "
+    assert (f"--resume: the run in {earlier} had other flags (flags.txt): --do_predict there, --nodo_predict now; "
             "--learning_rate=0.001 there, --learning_rate=0.002 now; "
             f"--test_file={dev} there, not given now") in proc.stderr
+    proc = run_cli(flags + ["--resume", "--seeds=456,123"], check=False)
+    assert proc.returncode == 2 and "trained --seeds=123,456; --seeds=456,123 must start with them" in proc.stderr
     proc = run_cli(flags + ["--resume", "--overwrite_output_dir"], check=False)
     assert proc.returncode == 2 and "--resume keeps the earlier run's finished seeds" in proc.stderr
+    proc = run_cli(flags, check=False)  # the folder holds a training run: the refusal offers --resume
+    assert proc.returncode == 2 and "pass --overwrite_output_dir to reuse it (or --resume to continue" in proc.stderr
     empty = tmp_path / "empty"
     proc = run_cli(training_flags(dev.parent, tiny_config, empty) + ["--resume"], check=False)
     assert proc.returncode == 2 and f"--resume: {empty / 'flags.txt'} not found" in proc.stderr
+    assert (earlier / "report.md").read_text() == (out / "report.md").read_text()
 
 
 def test_training_writes_a_consistent_report_models_and_predictions(trained_run):

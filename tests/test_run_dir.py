@@ -6,7 +6,8 @@ import pytest
 from absl import app
 
 from cnbert.errors import DataError
-from cnbert.runners.run_dir import check_same_flags, earlier_seeds
+from cnbert.runners.common import FLAGS  # defines the shared flags the comparison looks up
+from cnbert.runners.run_dir import earlier_seeds, resume_seeds
 
 
 def seed_folder(out, seed, history=None, results=None, model=True):
@@ -43,12 +44,23 @@ def test_earlier_seeds_refuses_a_damaged_or_foreign_seed_folder(tmp_path):
         earlier_seeds(tmp_path, [1], ["accuracy"])
 
 
-def test_check_same_flags_ignores_what_a_continued_run_may_change(tmp_path):
+def test_resume_seeds_ignores_what_a_continued_run_may_change(tmp_path, monkeypatch):
+    assert FLAGS["init_seed"].default == 0 and "progress" in FLAGS
+    monkeypatch.chdir(tmp_path)
     (tmp_path / "flags.txt").write_text("# cnbert-classify flags, 2026-11-27 10:00:00\n--do_lower_case\n"
-                                        "--learning_rate=3e-05\n--output_dir=/old/place\n--seeds=1,2\n--progress\n")
-    check_same_flags(tmp_path, "# cnbert-classify flags, 2026-11-28 09:00:00\n--do_lower_case\n"
-                               "--learning_rate=3e-05\n--output_dir=/new/place\n--seeds=1,2,3\n--noprogress\n")
+                                        "--learning_rate=3e-05\n--output_dir=/old/place\n--seeds=1,2\n--progress\n"
+                                        "--train_file=data/train.tsv\n")
+    now = ("# cnbert-classify flags, 2026-11-28 09:00:00\n--do_lower_case\n--learning_rate=3e-05\n"
+           "--output_dir=/new/place\n--seeds=1,2,3\n--noprogress\n--train_file={}\n")
+    # the same file named another way; seeds added after the run's own; a flag the run's (older)
+    # file lacks, at its default (--init_seed=0)
+    assert resume_seeds(tmp_path, now.format(tmp_path / "data" / "train.tsv") + "--init_seed=0\n", [1, 2, 3],
+                        ["train_file", "output_dir"]) == [1, 2]
+    with pytest.raises(app.UsageError, match=r"--train_file=data/train.tsv there, --train_file=data/other.tsv now"):
+        resume_seeds(tmp_path, now.format("data/other.tsv"), [1, 2, 3], ["train_file", "output_dir"])
+    with pytest.raises(app.UsageError, match=r"trained --seeds=1,2; --seeds=2,1 must start with them"):
+        resume_seeds(tmp_path, now.format("data/train.tsv"), [2, 1], ["train_file"])
     with pytest.raises(app.UsageError, match="--do_lower_case there, --nodo_lower_case now; "
                                              "--learning_rate=3e-05 there, not given now; "
                                              "--max_seq_length not given there, --max_seq_length=64 now"):
-        check_same_flags(tmp_path, "--nodo_lower_case\n--max_seq_length=64\n--seeds=1,2\n")
+        resume_seeds(tmp_path, "--nodo_lower_case\n--max_seq_length=64\n--seeds=1,2\n", [1, 2], [])

@@ -24,6 +24,7 @@ from cnbert.command_line import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, print
 from cnbert.config import BertConfig, ConfigError, read_config
 from cnbert.errors import DataError
 from cnbert.io_utils import read_json_file
+from cnbert.runners.run_dir import FLAGS_FILE
 from cnbert.tokenization import bundled_vocab_path
 from cnbert.training import LR_SCHEDULES, TrainingConfig
 
@@ -306,13 +307,16 @@ def check_output_dir(rank0: bool, any_process: Callable[[bool], bool] = bool) ->
         raise app.UsageError("--output_dir is required")
     if FLAGS.resume and FLAGS.overwrite_output_dir:
         raise app.UsageError("--resume keeps the earlier run's finished seeds and --overwrite_output_dir deletes "
-                             "them: pass one of them")
+                             "them: pass one of them (after a flag file that sets --overwrite_output_dir, add "
+                             "--nooverwrite_output_dir)")
     out = Path(FLAGS.output_dir)
     check_writable_directory("output_dir", out)
     # another process's write check may be in the folder at this moment: it does not make it non-empty
     non_empty = out.exists() and any(not entry.name.startswith(_WRITE_CHECK_PREFIX) for entry in out.iterdir())
     if any_process(rank0 and non_empty and not (FLAGS.overwrite_output_dir or FLAGS.resume)):
-        raise app.UsageError(f"--output_dir={out} is not empty; pass --overwrite_output_dir to reuse it")
+        training_run_there = FLAGS.mode == "train" and (out / FLAGS_FILE).is_file()
+        continue_it = " (or --resume to continue the training run there)" if training_run_there else ""
+        raise app.UsageError(f"--output_dir={out} is not empty; pass --overwrite_output_dir to reuse it{continue_it}")
 
 
 _WRITE_CHECK_PREFIX = ".cnbert-write-check-"

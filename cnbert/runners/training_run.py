@@ -19,10 +19,11 @@ from cnbert.config import BertConfig
 from cnbert.errors import DataError
 from cnbert.io_utils import replaced_together, write_json, write_text
 from cnbert.report import format_markdown, summarize_seeds
-from cnbert.runners.common import (FLAGS, SEED_LIMIT, TrainingStopped, backend, check_output_dir, log, model_config,
-                                   note, process_group, require_file, training_config)
+from cnbert.runners.common import (FLAGS, PATH_FLAGS, SEED_LIMIT, TrainingStopped, backend, check_output_dir, log,
+                                   model_config, note, process_group, require_file, training_config)
 from cnbert.runners.run_dir import (BEST_MODEL_DIR, DEV_GOLD_FILE, EVAL_RESULTS_FILE, FLAGS_FILE, HISTORY_FILE,
-                                    TEST_RESULTS_FILE, EarlierSeeds, check_same_flags, earlier_seeds, seed_dir)
+                                    NOT_RECORDED, REPORT_FILES, TEST_DIR, TEST_RESULTS_FILE, EarlierSeeds,
+                                    earlier_seeds, resume_seeds, seed_dir)
 from cnbert.tokenization import ChineseBertTokenizer
 from cnbert.training import NonFiniteLossError, TrainingConfig
 
@@ -64,7 +65,7 @@ def remove_earlier_outputs(out: Path, seeds: list[int], resume: bool = False) ->
     the seeds it trains), so that no file of an earlier run (a TensorBoard event file, a test
     prediction, a report of other seeds) is mistaken for this run's, even if this run stops early."""
     why = "--resume: removing {} of the interrupted run" if resume else "--overwrite_output_dir: removing {} of an earlier run"
-    for path in [seed_dir(out, seed) for seed in seeds] + [out / name for name in ("test", "report.md", "report.json",
+    for path in [seed_dir(out, seed) for seed in seeds] + [out / name for name in (TEST_DIR, *REPORT_FILES,
                                                                                  DEV_GOLD_FILE)]:
         if path.exists():
             print(why.format(path), flush=True)
@@ -78,7 +79,7 @@ def effective_flags(program: str, runner_module: str) -> str:
     """The runner's flags (its own and the shared ones it adopted) as a flag file that reproduces the run."""
     lines = [f"# {program} flags, {time.strftime('%Y-%m-%d %H:%M:%S')}"]
     for flag in sorted(FLAGS.get_key_flags_for_module(sys.modules[runner_module]), key=lambda f: f.name):
-        if flag.value is not None and flag.name != "resume":  # the file starts the run, not a continuation
+        if flag.value is not None and flag.name not in NOT_RECORDED:  # the run's flags, not how to treat its folder
             lines.append(flag.serialize())
     return "\n".join(lines) + "\n"
 
@@ -130,9 +131,9 @@ def start_training(program: str, runner_module: str, task, min_token_types: int,
     check_output_dir(rank0, lambda flag: framework_backend.any_process(ctx, flag))
     out = Path(FLAGS.output_dir)
     earlier = EarlierSeeds({}, {})
-    if FLAGS.resume:  # every process reads the run (as test scoring reads the best model, from a shared folder)
-        check_same_flags(out, effective_flags(program, runner_module))
-        earlier = earlier_seeds(out, seed_list, task.metric_names)
+    if FLAGS.resume:
+        earlier = read_interrupted_run(out, effective_flags(program, runner_module), seed_list, task,
+                                       lambda flag: framework_backend.any_process(ctx, flag))
     training_configs = [training_config(seed) for seed in seed_list]  # every seed's settings checked now
     check_batch_split(training_configs[0], ctx.world_size)
     note_random_init()
@@ -142,6 +143,26 @@ def start_training(program: str, runner_module: str, task, min_token_types: int,
                                      fullwidth_to_halfwidth=FLAGS.fullwidth_to_halfwidth)
     return TrainingSetup(program, runner_module, seed_list, config, vocab, framework_backend, ctx, rank0, out,
                          initial_model, first_model, tokenizer, earlier)
+
+
+def read_interrupted_run(out: Path, flags_now: str, seeds: list[int], task, any_process: Callable[[bool], bool]
+                         ) -> EarlierSeeds:
+    """--resume: check the run in `out` against this one and read the seeds it finished. Every
+    process reads the folder (as test scoring reads the best model, it must be one they all see);
+    any_process(flag) makes them stop together, or agree on what they found."""
+    try:
+        earlier = earlier_seeds(out, resume_seeds(out, flags_now, seeds, PATH_FLAGS), task.metric_names)
+        failed = None
+    except (app.UsageError, DataError) as error:
+        earlier, failed = None, error
+    if any_process(failed is not None):
+        raise failed or app.UsageError("--resume: another process could not read the run in --output_dir (it says why)")
+    for seed in seeds:
+        for found in (earlier.finished, earlier.stopped):
+            if any_process(seed in found) != (not any_process(seed not in found)):
+                raise app.UsageError(f"--resume: the processes see seed_{seed} in {out} differently; --output_dir "
+                                     "must be one folder that every process sees")
+    return earlier
 
 
 def train_on_files(program: str, runner_module: str, task, min_token_types: int, what: str, read: Callable,
@@ -305,8 +326,8 @@ def write_report(runs: SeedRuns, task, rank0: bool) -> int:
         out = Path(FLAGS.output_dir)
         model_name = Path(FLAGS.init_checkpoint).name if FLAGS.init_checkpoint else "random init"
         markdown = format_markdown(summary, f"{task.title} dev ({model_name})")
-        write_text(out / "report.md", markdown)
-        write_json(out / "report.json", summary)
+        write_text(out / REPORT_FILES[0], markdown)
+        write_json(out / REPORT_FILES[1], summary)
         print(markdown, flush=True)
     return best_seed
 
@@ -319,7 +340,7 @@ def score_test(run: TrainingSetup, model_dir: Path, evaluate_test: Callable, met
     trainer = run.backend.Trainer(model, training_config(0), FLAGS.task, show_progress=False, ctx=run.ctx)
     predictions, metrics = evaluate_test(trainer)
     if run.rank0:
-        with replaced_together(run.out / "test") as staging:
+        with replaced_together(run.out / TEST_DIR) as staging:
             predictions.write(staging)
             write_json(staging / TEST_RESULTS_FILE, {**metrics, "model_dir": str(model_dir)})
         print("test: " + ", ".join(f"{m} {metrics[m]:.3f}" for m in metric_names), flush=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Collection, Mapping, Sequence
+
 import numpy as np
 
 from cnbert.data import (MrcExample, ReadResult, TraditionalToSimplified, mrc_examples, read_cjrc, read_cmrc2018,
