@@ -368,15 +368,7 @@ def test_trimmed_prediction_runs_rows_by_length_and_returns_them_in_order(model_
 def test_each_optimizer_step_gets_only_its_own_batch_gradient(monkeypatch):
     """One batch of all 24 features per step, a learning rate too small to move the weights, no
     clipping: step 2 sees the gradient step 1 saw (one never zeroed would be twice it)."""
-    grads = []
-    step = torch.optim.AdamW.step
-
-    def spy(self, *args, **kwargs):
-        grads.append(torch.cat([p.grad.detach().flatten().clone() for group in self.param_groups
-                                for p in group["params"] if p.grad is not None]))
-        return step(self, *args, **kwargs)
-
-    monkeypatch.setattr(torch.optim.AdamW, "step", spy)
+    grads = flat_gradients_at_each_step(monkeypatch)
     config = TrainingConfig(learning_rate=1e-12, num_train_epochs=2, train_batch_size=24, warmup_proportion=0.0,
                             max_grad_norm=0.0)
     Trainer(fresh_model(), config, loss_fn, show_progress=False).fit(toy_data())

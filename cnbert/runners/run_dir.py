@@ -24,7 +24,8 @@ REPORT_FILES = ("report.md", "report.json")
 DEV_GOLD_FILE = "dev_gold.json"
 
 # Flags a continued run may change: they change neither what a seed learns nor what it is scored on
-# (the run's folder may have been moved). --seeds may add seeds after the run's own (resume_seeds).
+# (the run's folder may have been moved; a flags.txt written before NOT_RECORDED holds
+# --overwrite_output_dir). --seeds may add seeds after the run's own (resume_seeds).
 MAY_DIFFER_ON_RESUME = ("overwrite_output_dir", "output_dir", "seeds", "progress")
 # Flags the run file does not hold: they say how to treat the folder, not what the run is
 NOT_RECORDED = ("resume", "overwrite_output_dir")
