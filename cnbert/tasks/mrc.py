@@ -7,6 +7,8 @@ the best F1 and the best EM picked independently (a defect of the original list)
 from __future__ import annotations
 
 import dataclasses
+import html
+import unicodedata
 from collections.abc import Callable, Collection, Mapping, Sequence
 
 import numpy as np
@@ -65,18 +67,26 @@ def split_by_passage(examples: Sequence[MrcExample], dev_fraction: float, seed: 
                      ) -> tuple[list[MrcExample], list[MrcExample]]:
     """Split labelled examples into train and dev by passage, so no passage is in both (CJRC has
     no public training set; the original list trained on 90 % of the labelled file and evaluated
-    on the other 10 %). Deterministic for a given seed and file."""
+    on the other 10 %). Copies of one passage count as one (passage_key). Deterministic for a
+    given seed and file."""
     if not 0 < dev_fraction < 1:
         raise ValueError(f"dev_fraction must be in (0, 1), got {dev_fraction}")
-    passages = list(dict.fromkeys(example.context_text for example in examples))
+    passages = list(dict.fromkeys(passage_key(example.context_text) for example in examples))
     if len(passages) < 2:
         raise ValueError("need at least two passages to split into train and dev")
     order = np.random.default_rng(seed).permutation(len(passages))
     n_dev = min(len(passages) - 1, max(1, round(len(passages) * dev_fraction)))
     dev_passages = {passages[i] for i in order[:n_dev]}
-    train = [e for e in examples if e.context_text not in dev_passages]
-    dev = [e for e in examples if e.context_text in dev_passages]
+    train = [e for e in examples if passage_key(e.context_text) not in dev_passages]
+    dev = [e for e in examples if passage_key(e.context_text) in dev_passages]
     return train, dev
+
+
+def passage_key(context: str) -> str:
+    """What makes two passages one for split_by_passage: the text with HTML entities decoded and
+    width variants folded (NFKC). The CJRC file holds one passage twice, once with `&hellip;` and
+    once with `…`, each with its own questions: kept apart, a dev passage would be a training one."""
+    return unicodedata.normalize("NFKC", html.unescape(context))
 
 
 def restrict_gold(gold_data: Mapping, keep_ids: Collection[str]) -> dict:
