@@ -2,6 +2,7 @@
 bad flags fail up front, and predict mode answers with the saved model."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -508,6 +509,27 @@ def test_cjrc_run_holds_out_passages_and_scores_with_the_cjrc_metric(tmp_path, t
     assert set(class_scores) == set(predictions)
     kinds = {"span": None, "yes": "YES", "no": "NO", "unknown": ""}
     assert all(kinds[scores["answer_kind"]] in (None, predictions[qas_id]) for qas_id, scores in class_scores.items())
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("framework", ["torch", "tf"])
+def test_resume_of_a_cjrc_run_writes_the_held_out_gold_again_and_retrains_as_before(tmp_path, tiny_config, framework):
+    cjrc = _slice("cjrc/dev_ground_truth.json", tmp_path, 10)
+    out, resumed = tmp_path / "out", tmp_path / "resumed"
+    flags = [f"--framework={framework}", "--task=cjrc", f"--bert_config_file={tiny_config}", f"--train_file={cjrc}",
+             "--cjrc_dev_fraction=0.2", *SIZES, "--num_train_epochs=1", "--train_batch_size=16",
+             "--learning_rate=1e-3", "--seeds=123,456"]
+    run_cli(flags + [f"--output_dir={out}"])
+    shutil.copytree(out, resumed)
+    # interrupted while seed 456 trained: no history of it, no report; dev_gold.json is written again
+    (resumed / "seed_456" / "training_history.json").unlink()
+    for name in ("report.md", "report.json", "dev_gold.json"):
+        (resumed / name).unlink()
+    proc = run_cli(flags + [f"--output_dir={resumed}", "--resume"])
+    assert "seed 123: finished in the interrupted run (--resume)" in proc.stdout
+    assert "seed 456: best dev at step" in proc.stdout
+    for name in ("dev_gold.json", "report.md", "seed_456/training_history.json", "seed_456/eval_results.json"):
+        assert (resumed / name).read_text(encoding="utf-8") == (out / name).read_text(encoding="utf-8"), name
 
 
 @pytest.mark.slow
