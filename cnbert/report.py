@@ -28,8 +28,25 @@ def format_markdown(summary: dict, title: str, decimals: int = 3) -> str:
         lines.append(f"| {seed} | " + " | ".join(fmt.format(row[m]) for m in metrics) + " |")
     lines.append("| mean (max) | " + " | ".join(
         f"{fmt.format(summary['mean'][m])} ({fmt.format(summary['max'][m])})" for m in metrics) + " |")
+    by_environment: dict[str, list[str]] = {}
+    for seed, environment in summary.get("environments", {}).items():
+        by_environment.setdefault(describe_environment(environment), []).append(seed)
+    if len(by_environment) == 1:
+        lines += ["", f"Trained with {next(iter(by_environment))}."]
+    elif by_environment:  # a continued run (--resume) whose seeds ran on other set-ups
+        lines += ["", "The seeds were trained with different set-ups:"]
+        lines += [f"- {', '.join(seeds)}: {described}" for described, seeds in by_environment.items()]
     stopped = summary.get("stopped_seeds", {})
     if stopped:
         lines += ["", "Seeds stopped before the end of training, left out of the mean (max):"]
         lines += [f"- {seed}: {reason}" for seed, reason in stopped.items()]
     return "\n".join(lines) + "\n"
+
+
+def describe_environment(environment: Mapping | None) -> str:
+    """A training environment (cnbert's version, the framework's, the device and the data-parallel
+    replicas) in words; None is one an older cnbert did not record."""
+    if environment is None:
+        return "a set-up not recorded (an older cnbert)"
+    return (f"cnbert {environment['cnbert']}, {environment['framework']}, "
+            f"{environment['replicas']} × {environment['device']}")

@@ -120,6 +120,27 @@ def test_resume_leaves_a_stopped_seed_stopped(trained_run, tmp_path, tiny_config
     assert list(report["seeds"]) == ["123"] and report["stopped_seeds"] == {"456": history["stopped"]}
 
 
+def test_resume_on_another_set_up_is_noted_and_the_report_names_each_seeds(trained_run, tmp_path, tiny_config):
+    out, dev, _ = trained_run
+    resumed = tmp_path / "resumed"
+    shutil.copytree(out, resumed)
+    history_file = resumed / "seed_456" / "training_history.json"
+    history = json.loads(history_file.read_text())
+    here = history["environment"]
+    assert here["device"] == "CPU" and here["replicas"] == 1 and here["framework"].startswith("torch ")
+    elsewhere = {**here, "device": "NVIDIA H100 80GB HBM3", "replicas": 8}
+    history_file.write_text(json.dumps({**history, "environment": elsewhere}))
+    for name in ("report.md", "report.json"):  # interrupted after both seeds finished
+        (resumed / name).unlink()
+    proc = run_cli(training_flags(dev.parent, tiny_config, resumed) + ["--resume"])
+    described = f"cnbert {here['cnbert']}, {here['framework']}"
+    assert (f"NOTE: seed 456 of the interrupted run was trained with {described}, 8 × NVIDIA H100 80GB HBM3; "
+            f"this run trains with {described}, 1 × CPU. report.md lists each seed's.") in proc.stdout
+    assert (f"The seeds were trained with different set-ups:\n- 123: {described}, 1 × CPU\n"
+            f"- 456: {described}, 8 × NVIDIA H100 80GB HBM3\n") in (resumed / "report.md").read_text()
+    assert json.loads((resumed / "report.json").read_text())["environments"] == {"123": here, "456": elsewhere}
+
+
 def test_resume_refuses_a_run_with_other_flags_before_training(trained_run, tmp_path, tiny_config):
     out, dev, _ = trained_run
     earlier = tmp_path / "earlier"  # a copy: a refusal that failed would retrain into it

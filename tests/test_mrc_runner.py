@@ -15,6 +15,7 @@ import torch
 from conftest import REPO, data_file
 from model_helpers import random_sibert_variables, sibert_setting_txt, write_tf_checkpoint
 
+import cnbert
 from cnbert.config import BertConfig
 from cnbert.data import FeatureConfig, build_features, postprocess_predictions, read_cmrc2018
 from cnbert.eval import evaluate_cjrc
@@ -232,6 +233,12 @@ def test_two_ddp_processes_match_one_process_with_the_same_global_batch(tmp_path
     run_cli(common + [f"--output_dir={tmp_path / 'two'}"], torchrun_procs=2)
     one = json.loads((tmp_path / "one" / "seed_123" / "training_history.json").read_text())
     two = json.loads((tmp_path / "two" / "seed_123" / "training_history.json").read_text())
+    # what trained each seed is recorded, and reported
+    assert one["environment"] == {**two["environment"], "replicas": 1}
+    assert two["environment"] == {"cnbert": cnbert.__version__, "framework": f"torch {torch.__version__}",
+                                  "device": "CPU", "replicas": 2}
+    assert f"Trained with cnbert {cnbert.__version__}, torch {torch.__version__}, 2 × CPU." in \
+        (tmp_path / "two" / "report.md").read_text()
     # float reduction order differs between one and two processes, nothing else
     np.testing.assert_allclose([l for _, l in two["losses"]], [l for _, l in one["losses"]], rtol=1e-4)
     assert len(one["evaluations"]) == len(two["evaluations"]) >= 2
@@ -348,8 +355,8 @@ def test_training_history_writes_non_finite_losses_as_null():
     from cnbert.training import FitResult
 
     history = training_history(FitResult(None, None, [{"step": 2, "F1": 1.0}], [(1, 0.5), (2, float("nan")),
-                                                                                 (3, float("inf"))]))
-    assert history["losses"] == [(1, 0.5), (2, None), (3, None)]
+                                                                                 (3, float("inf"))]), {"replicas": 1})
+    assert history["losses"] == [(1, 0.5), (2, None), (3, None)] and history["environment"] == {"replicas": 1}
     json.dumps(history, allow_nan=False)
 
 
@@ -530,6 +537,9 @@ def test_resume_of_a_cjrc_run_writes_the_held_out_gold_again_and_retrains_as_bef
     assert "seed 456: best dev at step" in proc.stdout
     for name in ("dev_gold.json", "report.md", "seed_456/training_history.json", "seed_456/eval_results.json"):
         assert (resumed / name).read_text(encoding="utf-8") == (out / name).read_text(encoding="utf-8"), name
+    environment = json.loads((out / "seed_456" / "training_history.json").read_text())["environment"]
+    assert environment["framework"].split()[0] == {"torch": "torch", "tf": "tensorflow"}[framework]
+    assert (environment["device"], environment["replicas"]) == ("CPU", 1)
 
 
 @pytest.mark.slow

@@ -541,7 +541,7 @@ torch.manual_seed(12345)  # whatever ran in between moved the random streams
 setup = training_run.TrainingSetup(program="cnbert-mrc", runner_module="cnbert.runners.mrc", seeds=[123, 456],
                                    config=config, vocab=None, backend=fake, ctx=DistContext(), rank0=False,
                                    out=Path(sys.argv[1]), initial_model=factory, first_model=first, tokenizer=None,
-                                   earlier=run_dir.EarlierSeeds({}, {}))
+                                   environment={}, earlier=run_dir.EarlierSeeds({}, {}))
 task = types.SimpleNamespace(criterion=lambda m: 0.0, metric_names=())
 training_run.train_seeds(setup, task, {}, None, ("settings.json", {}))
 print(json.dumps(starts))

@@ -23,11 +23,16 @@ def seed_folder(out, seed, history=None, results=None, model=True):
 
 
 def test_earlier_seeds_reads_finished_and_stopped_seeds_and_retrains_the_rest(tmp_path):
-    seed_folder(tmp_path, 1, history={"evaluations": [], "losses": []}, results={"accuracy": 91.5})
+    environment = {"cnbert": "0.1.0", "framework": "torch 2.13.0", "device": "CPU", "replicas": 1}
+    seed_folder(tmp_path, 1, history={"environment": environment, "evaluations": [], "losses": []},
+                results={"accuracy": 91.5})
     seed_folder(tmp_path, 2, history={"losses": [], "stopped": "the loss was nan for 5 steps"})
     seed_folder(tmp_path, 3, results={"accuracy": 90.0})  # interrupted: a best model, no history yet
-    earlier = earlier_seeds(tmp_path, [1, 2, 3, 4], ["accuracy"])
-    assert earlier.finished == {1: {"accuracy": 91.5}} and earlier.stopped == {2: "the loss was nan for 5 steps"}
+    seed_folder(tmp_path, 5, history={"evaluations": [], "losses": []}, results={"accuracy": 89.0})  # older cnbert
+    earlier = earlier_seeds(tmp_path, [1, 2, 3, 4, 5], ["accuracy"])
+    assert earlier.finished == {1: {"accuracy": 91.5}, 5: {"accuracy": 89.0}}
+    assert earlier.stopped == {2: "the loss was nan for 5 steps"}
+    assert earlier.environments == {1: environment, 5: None}
     assert earlier_seeds(tmp_path, [3, 4], ["accuracy"]).finished == {}  # only the seeds asked for
 
 

@@ -84,10 +84,12 @@ def _flag_lines(text: str) -> dict[str, str]:
 
 @dataclasses.dataclass
 class EarlierSeeds:
-    """The seeds an earlier run finished: each one's best dev scores, or why it stopped."""
+    """The seeds an earlier run finished: each one's best dev scores, or why it stopped, and what
+    trained each finished one (its history's environment; None from a cnbert that did not record it)."""
 
     finished: dict[int, dict]
     stopped: dict[int, str]
+    environments: dict[int, dict | None] = dataclasses.field(default_factory=dict)
 
 
 def earlier_seeds(out: Path, seeds: Sequence[int], metric_names: Sequence[str]) -> EarlierSeeds:
@@ -114,4 +116,5 @@ def earlier_seeds(out: Path, seeds: Sequence[int], metric_names: Sequence[str]) 
         if missing:
             raise DataError(results, None, f"has no {', '.join(missing)}: not this task's scores")
         earlier.finished[seed] = metrics
+        earlier.environments[seed] = history.get("environment")
     return earlier

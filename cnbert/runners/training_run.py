@@ -15,10 +15,11 @@ from typing import Any
 
 from absl import app
 
+import cnbert
 from cnbert.config import BertConfig
 from cnbert.errors import DataError
 from cnbert.io_utils import replaced_together, write_json, write_text
-from cnbert.report import format_markdown, summarize_seeds
+from cnbert.report import describe_environment, format_markdown, summarize_seeds
 from cnbert.runners.common import (FLAGS, PATH_FLAGS, SEED_LIMIT, TrainingStopped, backend, check_output_dir, log,
                                    model_config, note, process_group, require_file, training_config)
 from cnbert.runners.run_dir import (BEST_MODEL_DIR, DEV_GOLD_FILE, EVAL_RESULTS_FILE, FLAGS_FILE, HISTORY_FILE,
@@ -95,8 +96,9 @@ def note_random_init() -> None:
 class TrainingSetup:
     """A checked training run, ready for its data: the seeds, the model config and vocabulary, the
     backend and process group, the first seed's initial model (a checkpoint that does not load has
-    failed by now, before any data is read or anything written), the tokenizer, and (--resume) the
-    seeds the interrupted run finished."""
+    failed by now, before any data is read or anything written), the tokenizer, what trains the
+    models (the environment each seed's history records) and (--resume) the seeds the interrupted
+    run finished."""
 
     program: str
     runner_module: str
@@ -110,6 +112,7 @@ class TrainingSetup:
     initial_model: Callable[[], Any]
     first_model: Any
     tokenizer: ChineseBertTokenizer
+    environment: dict
     earlier: EarlierSeeds
 
     @property
@@ -130,10 +133,12 @@ def start_training(program: str, runner_module: str, task, min_token_types: int,
     rank0 = ctx.is_main
     check_output_dir(rank0, lambda flag: framework_backend.any_process(ctx, flag))
     out = Path(FLAGS.output_dir)
+    environment = {"cnbert": cnbert.__version__, **framework_backend.environment(ctx)}
     earlier = EarlierSeeds({}, {})
     if FLAGS.resume:
         earlier = read_interrupted_run(out, effective_flags(program, runner_module), seed_list, task,
                                        lambda flag: framework_backend.any_process(ctx, flag))
+        note_other_environments(earlier, environment)
     training_configs = [training_config(seed) for seed in seed_list]  # every seed's settings checked now
     check_batch_split(training_configs[0], ctx.world_size)
     note_random_init()
@@ -142,7 +147,17 @@ def start_training(program: str, runner_module: str, task, min_token_types: int,
     tokenizer = ChineseBertTokenizer(vocab, do_lower_case=FLAGS.do_lower_case,
                                      fullwidth_to_halfwidth=FLAGS.fullwidth_to_halfwidth)
     return TrainingSetup(program, runner_module, seed_list, config, vocab, framework_backend, ctx, rank0, out,
-                         initial_model, first_model, tokenizer, earlier)
+                         initial_model, first_model, tokenizer, environment, earlier)
+
+
+def note_other_environments(earlier: EarlierSeeds, environment: dict) -> None:
+    """--resume on another device, replica count or version: allowed (a seed is a sample of the
+    same protocol either way), but the report's seeds then come from different set-ups, and it
+    says so; say it now too."""
+    for seed, seed_environment in earlier.environments.items():
+        if seed_environment != environment:
+            note(f"NOTE: seed {seed} of the interrupted run was trained with {describe_environment(seed_environment)}; "
+                 f"this run trains with {describe_environment(environment)}. report.md lists each seed's.")
 
 
 def read_interrupted_run(out: Path, flags_now: str, seeds: list[int], task, any_process: Callable[[bool], bool]
@@ -210,11 +225,12 @@ def warn_if_dev_is_train() -> None:
              "training data")
 
 
-def training_history(result, stopped: str | None = None) -> dict:
-    """training_history.json of a FitResult (with why training stopped early, if it did). JSON has
-    no NaN: a non-finite loss is written as null."""
+def training_history(result, environment: dict, stopped: str | None = None) -> dict:
+    """training_history.json of a FitResult: what trained it (start_training's environment), its
+    evaluations and losses, and why training stopped early, if it did. JSON has no NaN: a
+    non-finite loss is written as null."""
     losses = [(step, loss if math.isfinite(loss) else None) for step, loss in result.losses]
-    history = {"evaluations": result.evaluations, "losses": losses}
+    history = {"environment": environment, "evaluations": result.evaluations, "losses": losses}
     if stopped:
         history["stopped"] = stopped
     return history
@@ -222,12 +238,13 @@ def training_history(result, stopped: str | None = None) -> dict:
 
 @dataclasses.dataclass
 class SeedRuns:
-    """What the seeds of a run ended with: each finished seed's best dev metrics and best-model
-    directory, and why any seed stopped."""
+    """What the seeds of a run ended with: each finished seed's best dev metrics, best-model
+    directory and environment (what trained it), and why any seed stopped."""
 
     per_seed: dict[int, dict]
     best_dirs: dict[int, Path]
     stopped: dict[int, str]
+    environments: dict[int, dict | None]
 
 
 def initial_model_factory(backend_module, task: str, config: BertConfig, vocab: Path, rank0: bool
@@ -260,7 +277,7 @@ def train_seeds(run: TrainingSetup, task, train_arrays, evaluate_dev: Callable,
     model, the settings predict mode needs (predict_settings: file name, values), predictions and
     scores are saved as one set in seed_<seed>/. A seed whose loss diverges stops alone. With
     --resume, the seeds the interrupted run finished are taken as they are."""
-    runs = SeedRuns(dict(run.earlier.finished), {}, dict(run.earlier.stopped))
+    runs = SeedRuns(dict(run.earlier.finished), {}, dict(run.earlier.stopped), dict(run.earlier.environments))
     for seed, metrics in run.earlier.finished.items():
         runs.best_dirs[seed] = seed_dir(run.out, seed) / BEST_MODEL_DIR
         if run.rank0:
@@ -297,29 +314,32 @@ def train_seeds(run: TrainingSetup, task, train_arrays, evaluate_dev: Callable,
             if run.rank0:
                 print(f"seed {seed}: stopped: {error}", file=sys.stderr, flush=True)
                 if error.result is not None:
-                    write_json(directory / HISTORY_FILE, training_history(error.result, stopped=str(error)))
+                    write_json(directory / HISTORY_FILE, training_history(error.result, run.environment, stopped=str(error)))
             continue
         if run.rank0:
-            write_json(directory / HISTORY_FILE, training_history(result))
+            write_json(directory / HISTORY_FILE, training_history(result, run.environment))
             print(f"seed {seed}: best dev at step {result.best_step}: "
                   + ", ".join(f"{m} {result.best_metrics[m]:.3f}" for m in task.metric_names), flush=True)
         runs.per_seed[seed] = result.best_metrics
         runs.best_dirs[seed] = directory / BEST_MODEL_DIR
+        runs.environments[seed] = run.environment
 
     def in_seed_order(by_seed: dict) -> dict:  # as --seeds gives them: the report's order, and its tie-break
         return {seed: by_seed[seed] for seed in run.seeds if seed in by_seed}
 
-    return SeedRuns(in_seed_order(runs.per_seed), in_seed_order(runs.best_dirs), in_seed_order(runs.stopped))
+    return SeedRuns(in_seed_order(runs.per_seed), in_seed_order(runs.best_dirs), in_seed_order(runs.stopped),
+                    in_seed_order(runs.environments))
 
 
 def write_report(runs: SeedRuns, task, rank0: bool) -> int:
-    """report.md / report.json with `mean (max)` over the finished seeds; returns the best seed (by
-    task.criterion)."""
+    """report.md / report.json with `mean (max)` over the finished seeds and what trained them;
+    returns the best seed (by task.criterion)."""
     if not runs.per_seed:
         raise TrainingStopped(f"every seed stopped before the end of training: {runs.stopped}")
     summary = summarize_seeds(runs.per_seed, task.metric_names)
     best_seed = max(runs.per_seed, key=lambda s: task.criterion(runs.per_seed[s]))
     summary["best_seed"] = best_seed
+    summary["environments"] = {str(seed): runs.environments[seed] for seed in runs.per_seed}
     if runs.stopped:
         summary["stopped_seeds"] = {str(seed): reason for seed, reason in runs.stopped.items()}
     if rank0:

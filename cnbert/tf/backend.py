@@ -3,6 +3,7 @@ load a model for a task, train it, save it), so a runner switches frameworks wit
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 
 from cnbert.config import BertConfig
 from cnbert.tf import trainer
@@ -12,7 +13,15 @@ from cnbert.tf.export import export_saved_model
 from cnbert.training import FitResult, TrainingConfig
 
 __all__ = ["create_model", "load_finetuned", "save_pretrained", "Trainer", "FitResult", "seed_everything",
-           "export_saved_model", "use_device", "init_distributed", "any_process", "barrier", "finish"]
+           "export_saved_model", "use_device", "init_distributed", "any_process", "barrier", "environment", "finish"]
+
+
+def environment(ctx: StrategyContext) -> dict:
+    """What trains the models: the framework and its version, the device (the first GPU this
+    process sees, or the CPU), and the replicas a global batch is split over (the strategy's)."""
+    gpus = tf.config.get_visible_devices("GPU")
+    device = tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU") if gpus else "CPU"
+    return {"framework": f"tensorflow {tf.__version__}", "device": device, "replicas": ctx.world_size}
 
 
 def seed_everything(seed: int) -> None:

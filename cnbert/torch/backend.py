@@ -4,6 +4,8 @@ cnbert.tf.backend offers the same functions, so a runner switches frameworks wit
 """
 from __future__ import annotations
 
+import torch
+
 from cnbert.config import BertConfig
 from cnbert.tasks import HEAD_LABELS, TASK_HEADS, trims_padding
 from cnbert.torch.checkpoint import load_for_task, load_pretrained, model_for_task, save_pretrained
@@ -13,14 +15,21 @@ from cnbert.torch.trainer import Trainer as _Trainer
 from cnbert.torch.trainer import seed_everything
 from cnbert.training import TrainingConfig
 
-__all__ = ["create_model", "load_finetuned", "save_pretrained", "Trainer", "any_process", "barrier", "finish", "init_distributed",
-           "seed_everything", "use_device"]
+__all__ = ["create_model", "load_finetuned", "save_pretrained", "Trainer", "any_process", "barrier", "environment",
+           "finish", "init_distributed", "seed_everything", "use_device"]
 
 
 def use_device(device: str) -> None:
     """Check that `device` ("auto", "cpu", "cuda") can be used; init_distributed then places the
     process on it. Raises ValueError before any work when it cannot."""
     check_device(device)
+
+
+def environment(ctx: DistContext) -> dict:
+    """What trains the models: the framework and its version, this process's device, and the
+    data-parallel replicas a global batch is split over (torchrun's processes)."""
+    device = torch.cuda.get_device_name(ctx.device) if ctx.device.type == "cuda" else "CPU"
+    return {"framework": f"torch {torch.__version__}", "device": device, "replicas": ctx.world_size}
 
 
 def create_model(task: str, config: BertConfig, init_checkpoint=None, vocab_file=None):
