@@ -36,6 +36,10 @@ def format_markdown(summary: dict, title: str, decimals: int = 3) -> str:
     elif by_environment:  # a continued run (--resume) whose seeds ran on other set-ups
         lines += ["", "The seeds were trained with different set-ups:"]
         lines += [f"- {', '.join(seeds)}: {described}" for described, seeds in by_environment.items()]
+    seen = [describe_seen(name, **counts) for name, counts in summary.get("seen_in_training", {}).items()
+            if counts["seen"]]
+    if seen:
+        lines += [""] + [f"{line}." for line in seen]
     stopped = summary.get("stopped_seeds", {})
     if stopped:
         lines += ["", "Seeds stopped before the end of training, left out of the mean (max):"]
@@ -50,3 +54,8 @@ def describe_environment(environment: Mapping | None) -> str:
         return "a set-up not recorded (an older cnbert)"
     return (f"cnbert {environment['cnbert']}, {environment['framework']}, "
             f"{environment['replicas']} × {environment['device']}")
+
+
+def describe_seen(split: str, seen: int, of: int) -> str:
+    """`seen` of the `of` examples of `split` (dev, test) that are training examples, in words."""
+    return f"{seen} of the {of} {split} examples ({100 * seen / of:.1f} %) are training examples word for word"

@@ -540,13 +540,23 @@ def test_do_predict_scores_the_test_file_it_was_given_and_each_seed_keeps_its_be
     train = head_of("chnsenticorp/train.tsv", 32, tmp_path, "train.tsv")
     dev = head_of("chnsenticorp/dev.tsv", 16, tmp_path, "dev.tsv")
     test = head_of("chnsenticorp/test.tsv", 12, tmp_path, "test.tsv")
+    with test.open("a", encoding="utf-8") as file:  # and three training reviews, one with another label
+        first = train.read_text(encoding="utf-8").split("\n")[1:4]
+        file.write("\n".join(first[:2] + ["01"[first[2][0] == "0"] + first[2][1:]]) + "\n")
     out = tmp_path / "out"
-    run_cli(["--task=chnsenticorp", f"--bert_config_file={tiny_config}", f"--train_file={train}", f"--dev_file={dev}",
-             "--max_seq_length=32", "--num_train_epochs=2", "--train_batch_size=16", "--learning_rate=1e-3",
-             "--eval_every=1", "--seeds=123", "--do_predict", f"--test_file={test}", f"--output_dir={out}"])
+    proc = run_cli(["--task=chnsenticorp", f"--bert_config_file={tiny_config}", f"--train_file={train}",
+                    f"--dev_file={dev}", "--max_seq_length=32", "--num_train_epochs=2", "--train_batch_size=16",
+                    "--learning_rate=1e-3", "--eval_every=1", "--seeds=123", "--do_predict", f"--test_file={test}",
+                    f"--output_dir={out}"])
+    # the run says how many evaluated examples it trained on, and the report records it
+    assert ("NOTE: 3 of the 15 test examples (20.0 %) are training examples word for word: the model is scored on "
+            "examples it was trained on") in proc.stdout and "dev examples (" not in proc.stdout
+    assert json.loads((out / "report.json").read_text())["seen_in_training"] == {"dev": {"seen": 0, "of": 16},
+                                                                                 "test": {"seen": 3, "of": 15}}
+    assert "\n3 of the 15 test examples (20.0 %) are training examples word for word.\n" in (out / "report.md").read_text()
     _, rows = read_predictions(out / "test" / "predictions.tsv")
     gold = gold_labels(test)
-    assert [r[0] for r in rows] == list(gold)  # test.tsv:2 ... test.tsv:13
+    assert [r[0] for r in rows] == list(gold)  # test.tsv:2 ... test.tsv:16
     results = json.loads((out / "test" / "test_results.json").read_text())
     assert results["accuracy"] == pytest.approx(100 * sum(gold[r[0]] == r[1] for r in rows) / len(rows))
     history = json.loads((out / "seed_123" / "training_history.json").read_text())

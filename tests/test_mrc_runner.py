@@ -245,8 +245,10 @@ def test_two_ddp_processes_match_one_process_with_the_same_global_batch(tmp_path
     for a, b in zip(one["evaluations"], two["evaluations"]):
         assert (a["step"], a["TOTAL"]) == (b["step"], b["TOTAL"])
         assert a["F1"] == pytest.approx(b["F1"], abs=1e-6) and a["EM"] == pytest.approx(b["EM"], abs=1e-6)
-    assert json.loads((tmp_path / "two" / "report.json").read_text())["seeds"] == \
-        json.loads((tmp_path / "one" / "report.json").read_text())["seeds"]
+    reports = [json.loads((tmp_path / run / "report.json").read_text()) for run in ("one", "two")]
+    assert reports[1]["seeds"] == reports[0]["seeds"]
+    questions = len(read_cmrc2018(sample).examples)  # dev is the training file: every question was trained on
+    assert reports[0]["seen_in_training"] == {"dev": {"seen": questions, "of": questions}}
 
 
 @pytest.mark.slow
@@ -493,6 +495,7 @@ def test_cjrc_run_holds_out_passages_and_scores_with_the_cjrc_metric(tmp_path, t
     report = json.loads((out / "report.json").read_text())  # per domain too, as the official scorer reports
     assert report["metrics"] == ["F1", "EM", "civil_F1", "civil_EM", "criminal_F1", "criminal_EM"]
     assert report["seeds"]["123"] == {name: results[name] for name in report["metrics"]}
+    assert report["seen_in_training"] == {"dev": {"seen": 0, "of": len(predictions)}}  # held out by passage
     # the held-out questions' gold, which cnbert-score needs to reproduce the run's dev scores
     held_out = json.loads((out / "dev_gold.json").read_text(encoding="utf-8"))
     rescored = evaluate_cjrc(held_out, predictions)["overall"]

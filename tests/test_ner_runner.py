@@ -57,6 +57,7 @@ def test_a_tiny_model_memorises_real_sentences_and_its_files_agree(trained_run):
     gold = [block.split("\n") for block in data.read_text(encoding="utf-8").strip("\n").split("\n\n")]
     assert [list(chars) for chars, _, _ in rows] == [[line.split("\t")[0] for line in b] for b in gold]
     assert [list(g) for _, g, _ in rows] == [[line.split("\t")[1] for line in b] for b in gold]
+    assert report["seen_in_training"] == {"dev": {"seen": len(gold), "of": len(gold)}}  # dev is the training file
     rescored = entity_scores([g for _, g, _ in rows], [p for _, _, p in rows])
     assert rescored["F1"] == pytest.approx(eval_results["F1"]) and rescored["gold"] == eval_results["gold"]
     settings = json.loads((out / "seed_123" / "best_model" / "cnbert_ner_settings.json").read_text())

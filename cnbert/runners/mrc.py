@@ -150,6 +150,9 @@ def train_and_evaluate():
     log.info("%d train questions -> %d features; %d dev questions -> %d features", len(train_examples),
              len(train_features), len(dev_examples), len(dev_features))
     test = _read_test_split(task, tokenizer, feature_config) if FLAGS.do_predict else None
+    training_run.check_seen_in_training(run, {"train": train_examples, "dev": dev_examples,
+                                              **({"test": test.examples} if test else {})},
+                                        lambda example: (example.question_text, example.context_text))
     training_run.check_enough_features(len(train_features), run.ctx.world_size)
     training_run.prepare_output_dir(run)
     if FLAGS.cjrc_dev_fraction is not None and run.rank0:

@@ -91,7 +91,8 @@ def train_and_evaluate():
         return _predict(trainer, task, sentences, features)
 
     training_run.train_on_files(PROGRAM, __name__, task, *TOKEN_TYPES, read=task.read, featurise=featurise,
-                                evaluate=evaluate, settings_file=PREDICT_SETTINGS_FILE, settings_names=PREDICT_SETTINGS)
+                                evaluate=evaluate, settings_file=PREDICT_SETTINGS_FILE, settings_names=PREDICT_SETTINGS,
+                                text=lambda sentence: sentence.chars)
 
 
 # ---- predict mode ------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import math
 import shutil
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ import cnbert
 from cnbert.config import BertConfig
 from cnbert.errors import DataError
 from cnbert.io_utils import replaced_together, write_json, write_text
-from cnbert.report import describe_environment, format_markdown, summarize_seeds
+from cnbert.report import describe_environment, describe_seen, format_markdown, summarize_seeds
 from cnbert.runners.common import (FLAGS, PATH_FLAGS, SEED_LIMIT, TrainingStopped, backend, check_output_dir, log,
                                    model_config, note, process_group, require_file, training_config)
 from cnbert.runners.run_dir import (BEST_MODEL_DIR, DEV_GOLD_FILE, EVAL_RESULTS_FILE, FLAGS_FILE, HISTORY_FILE,
@@ -114,6 +114,8 @@ class TrainingSetup:
     tokenizer: ChineseBertTokenizer
     environment: dict
     earlier: EarlierSeeds
+    # each evaluated split's examples that are training ones word for word (check_seen_in_training)
+    seen_in_training: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
 
     @property
     def seeds_to_train(self) -> list[int]:
@@ -181,7 +183,8 @@ def read_interrupted_run(out: Path, flags_now: str, seeds: list[int], task, any_
 
 
 def train_on_files(program: str, runner_module: str, task, min_token_types: int, what: str, read: Callable,
-                   featurise: Callable, evaluate: Callable, settings_file: str, settings_names: Sequence[str]) -> None:
+                   featurise: Callable, evaluate: Callable, settings_file: str, settings_names: Sequence[str],
+                   text: Callable[[Any], Hashable]) -> None:
     """The whole training run of a task whose train, dev (and, with --do_predict, test) files are
     all labelled and read alike (classification, NER): check, read and featurise everything, train
     every seed, report, score the test file.
@@ -189,7 +192,8 @@ def train_on_files(program: str, runner_module: str, task, min_token_types: int,
     task: has .title, .metric_names, .criterion(metrics). read(path) -> examples;
     featurise(examples, tokenizer, path) -> features; evaluate(trainer, examples, features, path) ->
     (predictions with .write(directory), metrics). The task and `settings_names` flags are saved
-    beside each best model in `settings_file`."""
+    beside each best model in `settings_file`. text(example): what the model reads of an example
+    (check_seen_in_training)."""
     require_file("train_file")
     require_file("dev_file")
     warn_if_dev_is_train()
@@ -198,6 +202,7 @@ def train_on_files(program: str, runner_module: str, task, min_token_types: int,
     examples = {name: read(path) for name, path in splits.items()}
     features = {name: featurise(examples[name], run.tokenizer, path) for name, path in splits.items()}
     log.info(", ".join(f"{len(examples[name])} {name} examples" for name in splits))
+    check_seen_in_training(run, examples, text)
     check_enough_features(len(features["train"].model_arrays()["input_ids"]), run.ctx.world_size)
     prepare_output_dir(run)
     train_report_and_test(run, task, features["train"].model_arrays(),
@@ -213,10 +218,31 @@ def train_report_and_test(run: TrainingSetup, task, train_arrays, evaluate_dev: 
     The task and `settings_names` flags are saved beside each best model in `settings_file`."""
     settings = (settings_file, {name: getattr(FLAGS, name) for name in ("task", *settings_names)})
     runs = train_seeds(run, task, train_arrays, evaluate_dev, settings)
-    best_seed = write_report(runs, task, run.rank0)
+    best_seed = write_report(runs, task, run)
     if evaluate_test is not None:
         score_test(run, runs.best_dirs[best_seed], evaluate_test, task.metric_names)
     raise_if_stopped(runs)
+
+
+def check_seen_in_training(run: TrainingSetup, examples: Mapping[str, Sequence], text: Callable[[Any], Hashable]
+                           ) -> None:
+    """Note the evaluated examples that are training ones (seen_in_training), and keep the counts
+    for the report in run.seen_in_training."""
+    run.seen_in_training = seen_in_training(examples, text)
+    for name, counts in run.seen_in_training.items():
+        if counts["seen"]:
+            note(f"NOTE: {describe_seen(name, **counts)}: the model is scored on examples it was trained on")
+
+
+def seen_in_training(examples: Mapping[str, Sequence], text: Callable[[Any], Hashable]) -> dict[str, dict[str, int]]:
+    """{split: {"seen": n, "of": its examples}} for each split of `examples` but "train": how many
+    of its examples are training examples word for word (text(example): what the model reads of
+    one, not its label). Standard splits can overlap their training file (ChnSentiCorp: 338 of
+    1200 dev and 331 of 1200 test reviews), and scores on such examples measure what the model
+    remembers, not how it reads."""
+    trained_on = {text(example) for example in examples["train"]}
+    return {name: {"seen": sum(text(example) in trained_on for example in split), "of": len(split)}
+            for name, split in examples.items() if name != "train"}
 
 
 def warn_if_dev_is_train() -> None:
@@ -331,18 +357,19 @@ def train_seeds(run: TrainingSetup, task, train_arrays, evaluate_dev: Callable,
                     in_seed_order(runs.environments))
 
 
-def write_report(runs: SeedRuns, task, rank0: bool) -> int:
-    """report.md / report.json with `mean (max)` over the finished seeds and what trained them;
-    returns the best seed (by task.criterion)."""
+def write_report(runs: SeedRuns, task, run: TrainingSetup) -> int:
+    """report.md / report.json with `mean (max)` over the finished seeds, what trained them and the
+    evaluated examples that are training ones; returns the best seed (by task.criterion)."""
     if not runs.per_seed:
         raise TrainingStopped(f"every seed stopped before the end of training: {runs.stopped}")
     summary = summarize_seeds(runs.per_seed, task.metric_names)
     best_seed = max(runs.per_seed, key=lambda s: task.criterion(runs.per_seed[s]))
     summary["best_seed"] = best_seed
     summary["environments"] = {str(seed): runs.environments[seed] for seed in runs.per_seed}
+    summary["seen_in_training"] = run.seen_in_training
     if runs.stopped:
         summary["stopped_seeds"] = {str(seed): reason for seed, reason in runs.stopped.items()}
-    if rank0:
+    if run.rank0:
         out = Path(FLAGS.output_dir)
         model_name = Path(FLAGS.init_checkpoint).name if FLAGS.init_checkpoint else "random init"
         markdown = format_markdown(summary, f"{task.title} dev ({model_name})")
