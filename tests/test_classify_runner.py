@@ -553,7 +553,8 @@ def test_do_predict_scores_the_test_file_it_was_given_and_each_seed_keeps_its_be
             "examples it was trained on") in proc.stdout and "dev examples (" not in proc.stdout
     assert json.loads((out / "report.json").read_text())["seen_in_training"] == {"dev": {"seen": 0, "of": 16},
                                                                                  "test": {"seen": 3, "of": 15}}
-    assert "\n3 of the 15 test examples (20.0 %) are training examples word for word.\n" in (out / "report.md").read_text()
+    assert "\n3 of the 15 test examples (20.0 %) are training examples word for word.\n" in \
+        (out / "report.md").read_text()
     _, rows = read_predictions(out / "test" / "predictions.tsv")
     gold = gold_labels(test)
     assert [r[0] for r in rows] == list(gold)  # test.tsv:2 ... test.tsv:16

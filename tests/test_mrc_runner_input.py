@@ -122,17 +122,19 @@ def test_predict_mode_refuses_what_it_cannot_answer(tmp_path):
 
 def test_cjrc_split_needs_two_passages(tmp_path, tiny_config):
     # one passage twice, once with an HTML entity: a copy is not a second passage
-    one_passage = {"data": [{"caseid": "1", "domain": "civil", "paragraphs": [{"context": f"原告与被告于2010年登记结婚{end}",
-                    "qas": [{"id": f"q{end}{i}", "question": "何时结婚？", "is_impossible": "false",
-                             "answers": [{"text": "2010年", "answer_start": 6}]} for i in range(3)]}
-                    for end in ("……", "&hellip;&hellip;")]}]}
+    paragraphs = [{"context": f"原告与被告于2010年登记结婚{end}",
+                   "qas": [{"id": f"q{end}{i}", "question": "何时结婚？", "is_impossible": "false",
+                            "answers": [{"text": "2010年", "answer_start": 6}]} for i in range(3)]}
+                  for end in ("……", "&hellip;&hellip;")]
+    one_passage = {"data": [{"caseid": "1", "domain": "civil", "paragraphs": paragraphs}]}
     train = tmp_path / "cjrc.json"
     train.write_text(json.dumps(one_passage, ensure_ascii=False), encoding="utf-8")
     out = tmp_path / "out"
     proc = run_cli(["--task=cjrc", f"--bert_config_file={tiny_config}", f"--train_file={train}",
                     "--cjrc_dev_fraction=0.1", f"--output_dir={out}", *SIZES, "--seeds=123"], check=False)
     assert proc.returncode == 1
-    assert_refused(proc, f"{train}: --cjrc_dev_fraction splits the file by passage, and it has 1 (copies counted once): at least two")
+    assert_refused(proc, f"{train}: --cjrc_dev_fraction splits the file by passage, and it has 1 (copies counted "
+                         "once): at least two")
     assert not out.exists()
 
 

@@ -56,4 +56,5 @@ def test_the_report_says_how_many_evaluated_examples_were_trained_on():
     markdown = format_markdown(summary, "ChnSentiCorp dev")
     assert "\n338 of the 1200 dev examples (28.2 %) are training examples word for word.\n" in markdown
     assert "test examples" not in markdown  # none of them
-    assert describe_seen("test", 331, 1200) == "331 of the 1200 test examples (27.6 %) are training examples word for word"
+    assert describe_seen("test", 331, 1200) == \
+        "331 of the 1200 test examples (27.6 %) are training examples word for word"

@@ -100,7 +100,8 @@ def _load_splits(task: tasks.MrcTask):
         passages = len({tasks.passage_key(example.context_text) for example in train_result.examples})
         if passages < 2:
             raise DataError(FLAGS.train_file, "", f"--cjrc_dev_fraction splits the file by passage, and it has "
-                                                  f"{passages} (copies counted once): at least two are needed, one to train and one to evaluate")
+                                                  f"{passages} (copies counted once): at least two are needed, one to "
+                                                  "train and one to evaluate")
         train, dev = tasks.split_by_passage(train_result.examples, FLAGS.cjrc_dev_fraction)
         gold_path = FLAGS.train_file
     else:

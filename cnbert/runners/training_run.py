@@ -340,7 +340,8 @@ def train_seeds(run: TrainingSetup, task, train_arrays, evaluate_dev: Callable,
             if run.rank0:
                 print(f"seed {seed}: stopped: {error}", file=sys.stderr, flush=True)
                 if error.result is not None:
-                    write_json(directory / HISTORY_FILE, training_history(error.result, run.environment, stopped=str(error)))
+                    write_json(directory / HISTORY_FILE,
+                               training_history(error.result, run.environment, stopped=str(error)))
             continue
         if run.rank0:
             write_json(directory / HISTORY_FILE, training_history(result, run.environment))
