@@ -461,6 +461,9 @@ def test_tensorflow_multi_worker_run_writes_once_from_the_chief(tmp_path, tiny_c
     report = json.loads((out / "report.json").read_text())
     test_results = json.loads((out / "test" / "test_results.json").read_text())
     assert test_results["model_dir"].endswith("seed_1/best_model") and set(report["seeds"]) == {"1"}
+    environment = report["environments"]["1"]  # a replica on each worker
+    assert environment["framework"].startswith("tensorflow ") and (environment["device"], environment["replicas"]) == \
+        ("CPU", 2)
     assert not [path for path in out.rglob(".staged-*")]
 
 
