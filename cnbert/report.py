@@ -52,10 +52,13 @@ def describe_environment(environment: Mapping | None) -> str:
     replicas) in words; None is one an older cnbert did not record."""
     if environment is None:
         return "a set-up not recorded (an older cnbert)"
+    replicas = environment["replicas"]
     return (f"cnbert {environment['cnbert']}, {environment['framework']}, "
-            f"{environment['replicas']} × {environment['device']}")
+            f"{replicas} replica{'' if replicas == 1 else 's'} on {environment['device']}")
 
 
 def describe_seen(split: str, seen: int, of: int) -> str:
-    """`seen` of the `of` examples of `split` (dev, test) that are training examples, in words."""
-    return f"{seen} of the {of} {split} examples ({100 * seen / of:.1f} %) are training examples word for word"
+    """`seen` (at least 1) of the `of` examples of `split` (dev, test) that are training examples, in words."""
+    share = 100 * seen / of
+    return (f"{seen} of the {of} {split} examples ({f'{share:.1f} %' if share >= 0.1 else 'under 0.1 %'}) "
+            "are training examples word for word")

@@ -128,17 +128,44 @@ def test_resume_on_another_set_up_is_noted_and_the_report_names_each_seeds(train
     history = json.loads(history_file.read_text())
     here = history["environment"]
     assert here["device"] == "CPU" and here["replicas"] == 1 and here["framework"].startswith("torch ")
-    elsewhere = {**here, "device": "NVIDIA H100 80GB HBM3", "replicas": 8}
+    elsewhere = {**here, "replicas": 8}  # one field differs
     history_file.write_text(json.dumps({**history, "environment": elsewhere}))
     for name in ("report.md", "report.json"):  # interrupted after both seeds finished
         (resumed / name).unlink()
     proc = run_cli(training_flags(dev.parent, tiny_config, resumed) + ["--resume"])
     described = f"cnbert {here['cnbert']}, {here['framework']}"
-    assert (f"NOTE: seed 456 of the interrupted run was trained with {described}, 8 × NVIDIA H100 80GB HBM3; "
-            f"this run trains with {described}, 1 × CPU. report.md lists each seed's.") in proc.stdout
-    assert (f"The seeds were trained with different set-ups:\n- 123: {described}, 1 × CPU\n"
-            f"- 456: {described}, 8 × NVIDIA H100 80GB HBM3\n") in (resumed / "report.md").read_text()
+    assert (f"NOTE: seed 456 of the interrupted run trained with {described}, 8 replicas on CPU; "
+            f"this run trains with {described}, 1 replica on CPU. report.md lists each seed's.") in proc.stdout
+    assert (f"The seeds were trained with different set-ups:\n- 123: {described}, 1 replica on CPU\n"
+            f"- 456: {described}, 8 replicas on CPU\n") in (resumed / "report.md").read_text()
     assert json.loads((resumed / "report.json").read_text())["environments"] == {"123": here, "456": elsewhere}
+
+
+def test_resume_refuses_seeds_trained_on_other_examples_and_notes_seeds_that_did_not_record_theirs(
+        trained_run, tmp_path, tiny_config):
+    out, dev, _ = trained_run
+    resumed = tmp_path / "resumed"
+    shutil.copytree(out, resumed)
+    history_file = resumed / "seed_456" / "training_history.json"
+    history = json.loads(history_file.read_text())
+    assert set(history["data"]) == {"train", "dev"} and all(len(digest) == 64 for digest in history["data"].values())
+    # as if the dev file (or how cnbert reads it) had changed since seed 456 was evaluated
+    history_file.write_text(json.dumps({**history, "data": {**history["data"], "dev": "0" * 64}}))
+    (resumed / "seed_123" / "training_history.json").unlink()  # interrupted: 123 would be trained again
+    proc = run_cli(training_flags(dev.parent, tiny_config, resumed) + ["--resume"], check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert (f"--resume: seed 456 of the run in {resumed} trained or was evaluated on other examples than these "
+            "flags give now") in proc.stderr
+    assert (resumed / "seed_123").exists() and "seed 123: best dev" not in proc.stdout  # nothing touched
+    # a history from a cnbert that recorded neither the examples nor the set-up: noted, and kept
+    shutil.copy(out / "seed_123" / "training_history.json", resumed / "seed_123" / "training_history.json")
+    history_file.write_text(json.dumps({key: value for key, value in history.items()
+                                        if key not in ("data", "environment")}))
+    proc = run_cli(training_flags(dev.parent, tiny_config, resumed) + ["--resume"])
+    assert ("NOTE: seed 456 of the interrupted run recorded no digest of its examples (an older cnbert): nothing "
+            "shows they are this run's") in proc.stdout
+    assert "NOTE: seed 456 of the interrupted run trained with a set-up not recorded (an older cnbert)" in proc.stdout
+    assert "- 456: a set-up not recorded (an older cnbert)\n" in (resumed / "report.md").read_text()
 
 
 def test_resume_refuses_a_run_with_other_flags_before_training(trained_run, tmp_path, tiny_config):
@@ -273,6 +300,9 @@ def test_predict_mode_reproduces_the_run_and_labels_one_text(trained_run, tmp_pa
 def test_tensorflow_fine_tunes_pairs_and_pytorch_reads_its_model(tmp_path, tiny_config, model_type):
     train = head_of("lcqmc/lcqmc_train.tsv", 48, tmp_path, "train.tsv")
     dev = head_of("lcqmc/lcqmc_dev.tsv", 24, tmp_path, "dev.tsv")
+    with dev.open("a", encoding="utf-8") as file:  # a training pair swapped, and its first question paired anew
+        text_a, text_b, label = train.read_text(encoding="utf-8").split("\n")[1].split("\t")
+        file.write(f"{text_b}\t{text_a}\t{label}\n{text_a}\t{text_a}\t1\n")
     out = tmp_path / "out"
     config, extra = tiny_config, []
     if model_type == "albert":  # Google ALBERT: 32-wide embeddings, the two layers sharing one group
@@ -283,6 +313,7 @@ def test_tensorflow_fine_tunes_pairs_and_pytorch_reads_its_model(tmp_path, tiny_
              f"--dev_file={dev}", "--max_seq_length=48", "--num_train_epochs=1", "--train_batch_size=16",
              "--learning_rate=1e-3", f"--output_dir={out}", *extra])
     eval_results = json.loads((out / "seed_123" / "eval_results.json").read_text())
+    assert json.loads((out / "report.json").read_text())["seen_in_training"] == {"dev": {"seen": 1, "of": 26}}
     saved = json.loads((out / "seed_123" / "best_model" / "config.json").read_text())
     assert saved["model_type"] == model_type
     # the flag reaches the model, saved under transformers' name for each model type

@@ -237,7 +237,7 @@ def test_two_ddp_processes_match_one_process_with_the_same_global_batch(tmp_path
     assert one["environment"] == {**two["environment"], "replicas": 1}
     assert two["environment"] == {"cnbert": cnbert.__version__, "framework": f"torch {torch.__version__}",
                                   "device": "CPU", "replicas": 2}
-    assert f"Trained with cnbert {cnbert.__version__}, torch {torch.__version__}, 2 × CPU." in \
+    assert f"Trained with cnbert {cnbert.__version__}, torch {torch.__version__}, 2 replicas on CPU." in \
         (tmp_path / "two" / "report.md").read_text()
     # float reduction order differs between one and two processes, nothing else
     np.testing.assert_allclose([l for _, l in two["losses"]], [l for _, l in one["losses"]], rtol=1e-4)
@@ -357,8 +357,10 @@ def test_training_history_writes_non_finite_losses_as_null():
     from cnbert.training import FitResult
 
     history = training_history(FitResult(None, None, [{"step": 2, "F1": 1.0}], [(1, 0.5), (2, float("nan")),
-                                                                                 (3, float("inf"))]), {"replicas": 1})
+                                                                                 (3, float("inf"))]),
+                               {"environment": {"replicas": 1}, "data": {"train": "a", "dev": "b"}})
     assert history["losses"] == [(1, 0.5), (2, None), (3, None)] and history["environment"] == {"replicas": 1}
+    assert history["data"] == {"train": "a", "dev": "b"}
     json.dumps(history, allow_nan=False)
 
 

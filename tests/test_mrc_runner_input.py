@@ -133,8 +133,8 @@ def test_cjrc_split_needs_two_passages(tmp_path, tiny_config):
     proc = run_cli(["--task=cjrc", f"--bert_config_file={tiny_config}", f"--train_file={train}",
                     "--cjrc_dev_fraction=0.1", f"--output_dir={out}", *SIZES, "--seeds=123"], check=False)
     assert proc.returncode == 1
-    assert_refused(proc, f"{train}: --cjrc_dev_fraction splits the file by passage, and it has 1 (copies counted "
-                         "once): at least two")
+    assert_refused(proc, f"{train}: --cjrc_dev_fraction splits the file by passage, and it has 1 passage(s), "
+                         "copies counted once: at least two are needed")
     assert not out.exists()
 
 

@@ -36,7 +36,7 @@ def test_a_passage_and_its_copies_land_on_one_side():
 def test_the_split_is_deterministic_and_refuses_one_passage():
     examples = examples_on(["甲案事实。", "乙案事实。", "丙案事实。"])
     assert split_by_passage(examples, 0.5, seed=4) == split_by_passage(examples, 0.5, seed=4)
-    with pytest.raises(ValueError, match="need at least two passages"):
+    with pytest.raises(ValueError, match=r"1 passage\(s\), copies counted once: at least two are needed"):
         split_by_passage(examples_on(["同一段落……", "同一段落&hellip;&hellip;"]), 0.5)
     with pytest.raises(ValueError, match=r"dev_fraction must be in \(0, 1\), got 1"):
         split_by_passage(examples, 1)

@@ -24,7 +24,8 @@ def seed_folder(out, seed, history=None, results=None, model=True):
 
 def test_earlier_seeds_reads_finished_and_stopped_seeds_and_retrains_the_rest(tmp_path):
     environment = {"cnbert": "0.1.0", "framework": "torch 2.13.0", "device": "CPU", "replicas": 1}
-    seed_folder(tmp_path, 1, history={"environment": environment, "evaluations": [], "losses": []},
+    data = {"train": "1" * 64, "dev": "2" * 64}
+    seed_folder(tmp_path, 1, history={"environment": environment, "data": data, "evaluations": [], "losses": []},
                 results={"accuracy": 91.5})
     seed_folder(tmp_path, 2, history={"losses": [], "stopped": "the loss was nan for 5 steps"})
     seed_folder(tmp_path, 3, results={"accuracy": 90.0})  # interrupted: a best model, no history yet
@@ -32,7 +33,7 @@ def test_earlier_seeds_reads_finished_and_stopped_seeds_and_retrains_the_rest(tm
     earlier = earlier_seeds(tmp_path, [1, 2, 3, 4, 5], ["accuracy"])
     assert earlier.finished == {1: {"accuracy": 91.5}, 5: {"accuracy": 89.0}}
     assert earlier.stopped == {2: "the loss was nan for 5 steps"}
-    assert earlier.environments == {1: environment, 5: None}
+    assert earlier.environments == {1: environment, 5: None} and earlier.data == {1: data, 5: None}
     assert earlier_seeds(tmp_path, [3, 4], ["accuracy"]).finished == {}  # only the seeds asked for
 
 
@@ -44,6 +45,13 @@ def test_earlier_seeds_refuses_a_damaged_or_foreign_seed_folder(tmp_path):
     (directory / "best_model").mkdir()
     with pytest.raises(DataError, match=r"eval_results.json: has no F1, EM: not this task's scores"):
         earlier_seeds(tmp_path, [1], ["F1", "EM"])
+    (directory / "training_history.json").write_text(json.dumps({"environment": {"device": "CPU"}}))
+    with pytest.raises(DataError, match=r'"environment" must be an object with cnbert, framework, device, replicas, '
+                                        r"got \{'device': 'CPU'\}; delete .* to train that seed again"):
+        earlier_seeds(tmp_path, [1], ["accuracy"])
+    (directory / "training_history.json").write_text(json.dumps({"data": "abc"}))
+    with pytest.raises(DataError, match=r'"data" must be an object with train, dev'):
+        earlier_seeds(tmp_path, [1], ["accuracy"])
     (directory / "training_history.json").write_text("[]")
     with pytest.raises(DataError, match=r"training_history.json: expected a JSON object"):
         earlier_seeds(tmp_path, [1], ["accuracy"])

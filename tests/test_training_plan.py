@@ -185,13 +185,13 @@ def test_seed_report_says_what_trained_the_seeds():
     summary = summarize_seeds({1: {"F1": 80.0}, 2: {"F1": 81.0}, 3: {"F1": 82.0}}, ["F1"])
     summary["environments"] = {"1": H100, "2": H100, "3": H100}
     md = format_markdown(summary, "CMRC 2018 dev")
-    assert md.endswith("\nTrained with cnbert 0.1.0, torch 2.11.0+cu130, 8 × NVIDIA H100 80GB HBM3.\n")
+    assert md.endswith("\nTrained with cnbert 0.1.0, torch 2.11.0+cu130, 8 replicas on NVIDIA H100 80GB HBM3.\n")
     # a continued run whose seeds ran on other set-ups lists each, in the seeds' order
-    summary["environments"] = {"1": H100, "2": {**H100, "replicas": 4}, "3": H100, "4": None}
+    summary["environments"] = {"1": H100, "2": {**H100, "replicas": 1}, "3": H100, "4": None}
     md = format_markdown(summary, "CMRC 2018 dev")
     assert ("The seeds were trained with different set-ups:\n"
-            "- 1, 3: cnbert 0.1.0, torch 2.11.0+cu130, 8 × NVIDIA H100 80GB HBM3\n"
-            "- 2: cnbert 0.1.0, torch 2.11.0+cu130, 4 × NVIDIA H100 80GB HBM3\n"
+            "- 1, 3: cnbert 0.1.0, torch 2.11.0+cu130, 8 replicas on NVIDIA H100 80GB HBM3\n"
+            "- 2: cnbert 0.1.0, torch 2.11.0+cu130, 1 replica on NVIDIA H100 80GB HBM3\n"
             "- 4: a set-up not recorded (an older cnbert)\n") in md
     assert "Trained with" not in md
 

@@ -104,7 +104,7 @@ def train_and_evaluate():
     training_run.train_on_files(PROGRAM, __name__, task, *_token_types(task), read=read,
                                 featurise=lambda examples, tokenizer, path: _featurise(task, examples, tokenizer, path),
                                 evaluate=evaluate, settings_file=PREDICT_SETTINGS_FILE,
-                                settings_names=PREDICT_SETTINGS, text=lambda example: (example.text_a, example.text_b))
+                                settings_names=PREDICT_SETTINGS, seen_key=tasks.seen_key)
 
 
 # ---- predict mode ------------------------------------------------------------------------------

@@ -97,12 +97,11 @@ def _load_splits(task: tasks.MrcTask):
     """(train examples, dev examples, dev gold JSON restricted to dev, dev gold path)."""
     train_result = task.read(FLAGS.train_file)  # readers log their repair / consistency report
     if FLAGS.cjrc_dev_fraction is not None:
-        passages = len({tasks.passage_key(example.context_text) for example in train_result.examples})
-        if passages < 2:
-            raise DataError(FLAGS.train_file, "", f"--cjrc_dev_fraction splits the file by passage, and it has "
-                                                  f"{passages} (copies counted once): at least two are needed, one to "
-                                                  "train and one to evaluate")
-        train, dev = tasks.split_by_passage(train_result.examples, FLAGS.cjrc_dev_fraction)
+        try:
+            train, dev = tasks.split_by_passage(train_result.examples, FLAGS.cjrc_dev_fraction)
+        except ValueError as e:  # the fraction is checked before: the file has too few passages
+            raise DataError(FLAGS.train_file, "", f"--cjrc_dev_fraction splits the file by passage, and it has {e}"
+                            ) from None
         gold_path = FLAGS.train_file
     else:
         dev_result = task.read(FLAGS.dev_file)
@@ -151,9 +150,8 @@ def train_and_evaluate():
     log.info("%d train questions -> %d features; %d dev questions -> %d features", len(train_examples),
              len(train_features), len(dev_examples), len(dev_features))
     test = _read_test_split(task, tokenizer, feature_config) if FLAGS.do_predict else None
-    training_run.check_seen_in_training(run, {"train": train_examples, "dev": dev_examples,
-                                              **({"test": test.examples} if test else {})},
-                                        lambda example: (example.question_text, example.context_text))
+    training_run.check_examples(run, {"train": train_examples, "dev": dev_examples,
+                                      **({"test": test.examples} if test else {})}, tasks.seen_key)
     training_run.check_enough_features(len(train_features), run.ctx.world_size)
     training_run.prepare_output_dir(run)
     if FLAGS.cjrc_dev_fraction is not None and run.rank0:

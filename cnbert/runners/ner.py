@@ -92,7 +92,7 @@ def train_and_evaluate():
 
     training_run.train_on_files(PROGRAM, __name__, task, *TOKEN_TYPES, read=task.read, featurise=featurise,
                                 evaluate=evaluate, settings_file=PREDICT_SETTINGS_FILE, settings_names=PREDICT_SETTINGS,
-                                text=lambda sentence: sentence.chars)
+                                seen_key=tasks.seen_key)
 
 
 # ---- predict mode ------------------------------------------------------------------------------

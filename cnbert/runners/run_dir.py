@@ -84,12 +84,17 @@ def _flag_lines(text: str) -> dict[str, str]:
 
 @dataclasses.dataclass
 class EarlierSeeds:
-    """The seeds an earlier run finished: each one's best dev scores, or why it stopped, and what
-    trained each finished one (its history's environment; None from a cnbert that did not record it)."""
+    """The seeds an earlier run finished: each one's best dev scores, or why it stopped, and for
+    each finished one what its history records of how it was made (the environment that trained
+    it, the digests of its examples; None from a cnbert that did not record them)."""
 
     finished: dict[int, dict]
     stopped: dict[int, str]
     environments: dict[int, dict | None] = dataclasses.field(default_factory=dict)
+    data: dict[int, dict | None] = dataclasses.field(default_factory=dict)
+
+
+ENVIRONMENT_KEYS = ("cnbert", "framework", "device", "replicas")  # what a history's "environment" holds
 
 
 def earlier_seeds(out: Path, seeds: Sequence[int], metric_names: Sequence[str]) -> EarlierSeeds:
@@ -116,5 +121,15 @@ def earlier_seeds(out: Path, seeds: Sequence[int], metric_names: Sequence[str]) 
         if missing:
             raise DataError(results, None, f"has no {', '.join(missing)}: not this task's scores")
         earlier.finished[seed] = metrics
-        earlier.environments[seed] = history.get("environment")
+        earlier.environments[seed] = _recorded(history, "environment", ENVIRONMENT_KEYS, directory / HISTORY_FILE)
+        earlier.data[seed] = _recorded(history, "data", ("train", "dev"), directory / HISTORY_FILE)
     return earlier
+
+
+def _recorded(history: dict, name: str, keys: Sequence[str], path: Path) -> dict | None:
+    """history[name], an object holding `keys`; None when the history has none (an older cnbert)."""
+    value = history.get(name)
+    if value is not None and not (isinstance(value, dict) and all(key in value for key in keys)):
+        raise DataError(path, None, f'"{name}" must be an object with {", ".join(keys)}, got {value!r}; delete '
+                        f"{path.parent} to train that seed again")
+    return value

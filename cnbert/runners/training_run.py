@@ -5,6 +5,7 @@ the whole run of a task whose files are all labelled and read alike (classificat
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import shutil
 import sys
@@ -98,7 +99,7 @@ class TrainingSetup:
     backend and process group, the first seed's initial model (a checkpoint that does not load has
     failed by now, before any data is read or anything written), the tokenizer, what trains the
     models (the environment each seed's history records) and (--resume) the seeds the interrupted
-    run finished."""
+    run finished. check_examples adds what the data holds."""
 
     program: str
     runner_module: str
@@ -114,8 +115,15 @@ class TrainingSetup:
     tokenizer: ChineseBertTokenizer
     environment: dict
     earlier: EarlierSeeds
-    # each evaluated split's examples that are training ones word for word (check_seen_in_training)
+    # check_examples': each evaluated split's examples that are training ones, and the digests of the
+    # examples every seed trains and is evaluated on
     seen_in_training: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
+    data: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    @property
+    def provenance(self) -> dict:
+        """What each seed's history records of how it was made: the environment and the data."""
+        return {"environment": self.environment, "data": self.data}
 
     @property
     def seeds_to_train(self) -> list[int]:
@@ -156,10 +164,17 @@ def note_other_environments(earlier: EarlierSeeds, environment: dict) -> None:
     """--resume on another device, replica count or version: allowed (a seed is a sample of the
     same protocol either way), but the report's seeds then come from different set-ups, and it
     says so; say it now too."""
-    for seed, seed_environment in earlier.environments.items():
-        if seed_environment != environment:
-            note(f"NOTE: seed {seed} of the interrupted run was trained with {describe_environment(seed_environment)}; "
-                 f"this run trains with {describe_environment(environment)}. report.md lists each seed's.")
+    by_environment: dict[str, list[int]] = {}
+    for seed, recorded in earlier.environments.items():
+        if recorded != environment:
+            by_environment.setdefault(describe_environment(recorded), []).append(seed)
+    for described, seeds in by_environment.items():
+        note(f"NOTE: {_named(seeds)} of the interrupted run trained with {described}; this run trains with "
+             f"{describe_environment(environment)}. report.md lists each seed's.")
+
+
+def _named(seeds: Sequence[int]) -> str:
+    return ("seed " if len(seeds) == 1 else "seeds ") + ", ".join(map(str, seeds))
 
 
 def read_interrupted_run(out: Path, flags_now: str, seeds: list[int], task, any_process: Callable[[bool], bool]
@@ -184,7 +199,7 @@ def read_interrupted_run(out: Path, flags_now: str, seeds: list[int], task, any_
 
 def train_on_files(program: str, runner_module: str, task, min_token_types: int, what: str, read: Callable,
                    featurise: Callable, evaluate: Callable, settings_file: str, settings_names: Sequence[str],
-                   text: Callable[[Any], Hashable]) -> None:
+                   seen_key: Callable[[Any], Hashable]) -> None:
     """The whole training run of a task whose train, dev (and, with --do_predict, test) files are
     all labelled and read alike (classification, NER): check, read and featurise everything, train
     every seed, report, score the test file.
@@ -192,8 +207,7 @@ def train_on_files(program: str, runner_module: str, task, min_token_types: int,
     task: has .title, .metric_names, .criterion(metrics). read(path) -> examples;
     featurise(examples, tokenizer, path) -> features; evaluate(trainer, examples, features, path) ->
     (predictions with .write(directory), metrics). The task and `settings_names` flags are saved
-    beside each best model in `settings_file`. text(example): what the model reads of an example
-    (check_seen_in_training)."""
+    beside each best model in `settings_file`. seen_key: as for check_examples."""
     require_file("train_file")
     require_file("dev_file")
     warn_if_dev_is_train()
@@ -202,7 +216,7 @@ def train_on_files(program: str, runner_module: str, task, min_token_types: int,
     examples = {name: read(path) for name, path in splits.items()}
     features = {name: featurise(examples[name], run.tokenizer, path) for name, path in splits.items()}
     log.info(", ".join(f"{len(examples[name])} {name} examples" for name in splits))
-    check_seen_in_training(run, examples, text)
+    check_examples(run, examples, seen_key)
     check_enough_features(len(features["train"].model_arrays()["input_ids"]), run.ctx.world_size)
     prepare_output_dir(run)
     train_report_and_test(run, task, features["train"].model_arrays(),
@@ -224,25 +238,50 @@ def train_report_and_test(run: TrainingSetup, task, train_arrays, evaluate_dev: 
     raise_if_stopped(runs)
 
 
-def check_seen_in_training(run: TrainingSetup, examples: Mapping[str, Sequence], text: Callable[[Any], Hashable]
-                           ) -> None:
-    """Note the evaluated examples that are training ones (seen_in_training), and keep the counts
-    for the report in run.seen_in_training."""
-    run.seen_in_training = seen_in_training(examples, text)
+def check_examples(run: TrainingSetup, examples: Mapping[str, Sequence], seen_key: Callable[[Any], Hashable]
+                   ) -> None:
+    """What the run's data holds, before anything is written. `examples`: {"train", "dev", maybe
+    "test": the split's examples}; seen_key(example): what makes an evaluated example a training
+    one (the task module's seen_key).
+
+    Notes the evaluated examples that are training ones (seen_in_training) and keeps the counts
+    for the report; keeps the digests of the training and dev examples (examples_digest) for each
+    seed's history; with --resume, refuses to report a kept seed beside new ones when it was
+    trained or evaluated on other examples (a data file changed, or how cnbert reads or splits it,
+    as the CJRC split did when copies of a passage became one)."""
+    run.seen_in_training = seen_in_training(examples, seen_key)
     for name, counts in run.seen_in_training.items():
         if counts["seen"]:
             note(f"NOTE: {describe_seen(name, **counts)}: the model is scored on examples it was trained on")
+    run.data = {name: examples_digest(examples[name]) for name in ("train", "dev")}
+    other = [seed for seed, recorded in run.earlier.data.items() if recorded not in (None, run.data)]
+    if other:
+        raise app.UsageError(f"--resume: {_named(other)} of the run in {run.out} trained or was evaluated on other "
+                             "examples than these flags give now (a data file changed, or how cnbert reads or splits "
+                             "it), so its scores cannot be reported beside new seeds'. Start a new run")
+    unrecorded = [seed for seed, recorded in run.earlier.data.items() if recorded is None]
+    if unrecorded:
+        note(f"NOTE: {_named(unrecorded)} of the interrupted run recorded no digest of its examples (an older "
+             "cnbert): nothing shows they are this run's")
 
 
-def seen_in_training(examples: Mapping[str, Sequence], text: Callable[[Any], Hashable]) -> dict[str, dict[str, int]]:
+def seen_in_training(examples: Mapping[str, Sequence], seen_key: Callable[[Any], Hashable]
+                     ) -> dict[str, dict[str, int]]:
     """{split: {"seen": n, "of": its examples}} for each split of `examples` but "train": how many
-    of its examples are training examples word for word (text(example): what the model reads of
-    one, not its label). Standard splits can overlap their training file (ChnSentiCorp: 338 of
-    1200 dev and 331 of 1200 test reviews), and scores on such examples measure what the model
-    remembers, not how it reads."""
-    trained_on = {text(example) for example in examples["train"]}
-    return {name: {"seen": sum(text(example) in trained_on for example in split), "of": len(split)}
+    of its examples are training examples by seen_key (the same text, whatever the label). Standard
+    splits can overlap their training file (ChnSentiCorp: 338 of 1200 dev and 331 of 1200 test
+    reviews), and scores on such examples measure what the model remembers, not how it reads."""
+    trained_on = {seen_key(example) for example in examples["train"]}
+    return {name: {"seen": sum(seen_key(example) in trained_on for example in split), "of": len(split)}
             for name, split in examples.items() if name != "train"}
+
+
+def examples_digest(examples: Sequence) -> str:
+    """SHA-256 of examples as this cnbert reads them: every field of each (its repr), in order."""
+    digest = hashlib.sha256()
+    for example in examples:
+        digest.update(repr(example).encode("utf-8") + b"\n")
+    return digest.hexdigest()
 
 
 def warn_if_dev_is_train() -> None:
@@ -251,12 +290,12 @@ def warn_if_dev_is_train() -> None:
              "training data")
 
 
-def training_history(result, environment: dict, stopped: str | None = None) -> dict:
-    """training_history.json of a FitResult: what trained it (start_training's environment), its
+def training_history(result, provenance: dict, stopped: str | None = None) -> dict:
+    """training_history.json of a FitResult: how it was made (TrainingSetup.provenance), its
     evaluations and losses, and why training stopped early, if it did. JSON has no NaN: a
     non-finite loss is written as null."""
     losses = [(step, loss if math.isfinite(loss) else None) for step, loss in result.losses]
-    history = {"environment": environment, "evaluations": result.evaluations, "losses": losses}
+    history = {**provenance, "evaluations": result.evaluations, "losses": losses}
     if stopped:
         history["stopped"] = stopped
     return history
@@ -341,10 +380,10 @@ def train_seeds(run: TrainingSetup, task, train_arrays, evaluate_dev: Callable,
                 print(f"seed {seed}: stopped: {error}", file=sys.stderr, flush=True)
                 if error.result is not None:
                     write_json(directory / HISTORY_FILE,
-                               training_history(error.result, run.environment, stopped=str(error)))
+                               training_history(error.result, run.provenance, stopped=str(error)))
             continue
         if run.rank0:
-            write_json(directory / HISTORY_FILE, training_history(result, run.environment))
+            write_json(directory / HISTORY_FILE, training_history(result, run.provenance))
             print(f"seed {seed}: best dev at step {result.best_step}: "
                   + ", ".join(f"{m} {result.best_metrics[m]:.3f}" for m in task.metric_names), flush=True)
         runs.per_seed[seed] = result.best_metrics

@@ -89,6 +89,13 @@ def get_task(name: str) -> ClassificationTask:
         raise ValueError(f"unknown classification task {name!r}; expected one of {sorted(TASKS)}") from None
 
 
+def seen_key(example: ClassificationExample) -> tuple[str, ...]:
+    """What makes an evaluated example a training one (runners' seen_in_training): its text as the
+    file gives it, a pair's two texts in either order (LCQMC's pairs are symmetric, and a swapped
+    XNLI or DBQA pair still shows the model both texts), whatever its label."""
+    return (example.text_a,) if example.text_b is None else tuple(sorted((example.text_a, example.text_b)))
+
+
 def score(task: ClassificationTask, examples: Sequence[ClassificationExample], logits: np.ndarray) -> dict:
     """The task's metrics (×100, unrounded) for labelled examples and their logits [n, num_labels]:
     "accuracy" (% of examples whose highest logit is their label), "total" (examples) and

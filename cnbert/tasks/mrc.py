@@ -68,17 +68,19 @@ def split_by_passage(examples: Sequence[MrcExample], dev_fraction: float, seed: 
     """Split labelled examples into train and dev by passage, so no passage is in both (CJRC has
     no public training set; the original list trained on 90 % of the labelled file and evaluated
     on the other 10 %). Copies of one passage count as one (passage_key). Deterministic for a
-    given seed and file."""
+    given seed and file; ValueError when there are fewer than two passages."""
     if not 0 < dev_fraction < 1:
         raise ValueError(f"dev_fraction must be in (0, 1), got {dev_fraction}")
-    passages = list(dict.fromkeys(passage_key(example.context_text) for example in examples))
+    keys = [passage_key(example.context_text) for example in examples]
+    passages = list(dict.fromkeys(keys))
     if len(passages) < 2:
-        raise ValueError("need at least two passages to split into train and dev")
+        raise ValueError(f"{len(passages)} passage(s), copies counted once: at least two are needed, one to train "
+                         "and one to evaluate")
     order = np.random.default_rng(seed).permutation(len(passages))
     n_dev = min(len(passages) - 1, max(1, round(len(passages) * dev_fraction)))
     dev_passages = {passages[i] for i in order[:n_dev]}
-    train = [e for e in examples if passage_key(e.context_text) not in dev_passages]
-    dev = [e for e in examples if passage_key(e.context_text) in dev_passages]
+    train = [example for example, key in zip(examples, keys) if key not in dev_passages]
+    dev = [example for example, key in zip(examples, keys) if key in dev_passages]
     return train, dev
 
 
@@ -87,6 +89,12 @@ def passage_key(context: str) -> str:
     width variants folded (NFKC). The CJRC file holds one passage twice, once with `&hellip;` and
     once with `…`, each with its own questions: kept apart, a dev passage would be a training one."""
     return unicodedata.normalize("NFKC", html.unescape(context))
+
+
+def seen_key(example: MrcExample) -> tuple[str, str]:
+    """What makes an evaluated question a training one (runners' seen_in_training): the same
+    question on the same passage, copies of a passage counting as one (passage_key)."""
+    return example.question_text, passage_key(example.context_text)
 
 
 def restrict_gold(gold_data: Mapping, keep_ids: Collection[str]) -> dict:

@@ -41,6 +41,12 @@ def get_task(name: str) -> NerTask:
         raise ValueError(f"unknown NER task {name!r}; expected one of {sorted(TASKS)}") from None
 
 
+def seen_key(sentence: NerSentence) -> tuple[str, ...]:
+    """What makes an evaluated sentence a training one (runners' seen_in_training): its characters,
+    whatever its tags."""
+    return sentence.chars
+
+
 def score(sentences: Sequence[NerSentence], predicted: Sequence[Sequence[str]]) -> dict:
     """Entity-level precision / recall / F1 (×100) of predicted tags against the sentences' tags."""
     untagged = next((s.guid for s in sentences if s.tags is None), None)
