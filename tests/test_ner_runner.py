@@ -110,13 +110,23 @@ def test_a_damaged_settings_file_beside_the_model_is_named(tmp_path, settings, m
 def test_tensorflow_tags_and_pytorch_reads_its_model(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(TINY))
     data = tmp_path / "small.txt"
-    data.write_text("\n\n".join(sentences_with_entities(24, 60)) + "\n\n", encoding="utf-8")
+    sentences = sentences_with_entities(24, 60)
+    data.write_text("\n\n".join(sentences) + "\n\n", encoding="utf-8")
+    dev = tmp_path / "dev.txt"  # ten training sentences, one retagged, and one that is not a training sentence
+
+    def all_o(block, order=1):
+        return "\n".join(line.split("\t")[0] + "\tO" for line in block.split("\n")[::order])
+
+    dev.write_text("\n\n".join(sentences[:10] + [all_o(sentences[10]), all_o(sentences[11], -1)]) + "\n\n",
+                   encoding="utf-8")
     out = tmp_path / "out"
     run_cli(["--framework=tf", "--task=msra_ner", f"--bert_config_file={tmp_path / 'config.json'}",
-             f"--train_file={data}", f"--dev_file={data}", "--max_seq_length=32", "--num_train_epochs=1",
+             f"--train_file={data}", f"--dev_file={dev}", "--max_seq_length=32", "--num_train_epochs=1",
              "--train_batch_size=8", f"--output_dir={out}"])
+    # a sentence is a training one by its characters, whatever its tags
+    assert json.loads((out / "report.json").read_text())["seen_in_training"] == {"dev": {"seen": 11, "of": 12}}
     run_cli(["--mode=predict", "--task=msra_ner", f"--model_dir={out / 'seed_123' / 'best_model'}",
-             f"--predict_file={data}", f"--output_dir={tmp_path / 'p'}"])
+             f"--predict_file={dev}", f"--output_dir={tmp_path / 'p'}"])
     assert (tmp_path / "p" / "predictions.txt").read_text() == (out / "seed_123" / "predictions.txt").read_text()
 
 
