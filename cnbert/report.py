@@ -40,6 +40,10 @@ def format_markdown(summary: dict, title: str, decimals: int = 3) -> str:
             if counts["seen"]]
     if seen:
         lines += [""] + [f"{line}." for line in seen]
+    unseen = summary.get("unseen")
+    if unseen:
+        lines += ["", f"On the {unseen['examples']} dev examples not trained on alone, mean (max): " + ", ".join(
+            f"{m} {fmt.format(unseen['mean'][m])} ({fmt.format(unseen['max'][m])})" for m in metrics) + "."]
     stopped = summary.get("stopped_seeds", {})
     if stopped:
         lines += ["", "Seeds stopped before the end of training, left out of the mean (max):"]

@@ -313,7 +313,8 @@ def test_tensorflow_fine_tunes_pairs_and_pytorch_reads_its_model(tmp_path, tiny_
              f"--dev_file={dev}", "--max_seq_length=48", "--num_train_epochs=1", "--train_batch_size=16",
              "--learning_rate=1e-3", f"--output_dir={out}", *extra])
     eval_results = json.loads((out / "seed_123" / "eval_results.json").read_text())
-    assert json.loads((out / "report.json").read_text())["seen_in_training"] == {"dev": {"seen": 1, "of": 26}}
+    report = json.loads((out / "report.json").read_text())
+    assert report["seen_in_training"] == {"dev": {"seen": 1, "of": 26}}
     saved = json.loads((out / "seed_123" / "best_model" / "config.json").read_text())
     assert saved["model_type"] == model_type
     # the flag reaches the model, saved under transformers' name for each model type
@@ -322,6 +323,13 @@ def test_tensorflow_fine_tunes_pairs_and_pytorch_reads_its_model(tmp_path, tiny_
     gold = gold_labels(dev)
     _, rows = read_predictions(out / "seed_123" / "predictions.tsv")
     assert eval_results["accuracy"] == pytest.approx(100 * sum(gold[r[0]] == r[1] for r in rows) / len(rows))
+    # the 25 pairs that are not training ones (all but the swapped pair on line 26), alone
+    unseen = [r for r in rows if r[0] != "dev.tsv:26"]
+    accuracy = 100 * sum(gold[r[0]] == r[1] for r in unseen) / 25
+    assert eval_results["unseen"]["examples"] == 25 and eval_results["unseen"]["accuracy"] == pytest.approx(accuracy)
+    assert report["unseen"]["examples"] == 25 and report["unseen"]["mean"]["accuracy"] == pytest.approx(accuracy)
+    assert (f"On the 25 dev examples not trained on alone, mean (max): accuracy {accuracy:.3f} ({accuracy:.3f})."
+            in (out / "report.md").read_text())
     run_cli(["--mode=predict", "--task=lcqmc", f"--model_dir={out / 'seed_123' / 'best_model'}",
              f"--predict_file={dev}", f"--output_dir={tmp_path / 'p'}"])
     _, torch_rows = read_predictions(tmp_path / "p" / "predictions.tsv")
@@ -360,9 +368,10 @@ def test_dbqa_ranks_answers_and_reports_mrr_and_map(tmp_path, tiny_config):
 
     lines = data_file("dbqa/nlpcc2017.dbqa.test").read_text(encoding="utf-8").split("\n")
     (tmp_path / "train.txt").write_text("\n".join(lines[:64]) + "\n", encoding="utf-8")
-    # the dev file ends with a label outside the task's, as the 2017 dev file's line 2549: left out
-    (tmp_path / "dev.txt").write_text("\n".join(lines[64:112] + ["10\t" + lines[70].split("\t", 1)[1]]) + "\n",
-                                      encoding="utf-8")
+    # the dev file ends with a training pair, and a label outside the task's, as the 2017 dev file's
+    # line 2549: left out
+    (tmp_path / "dev.txt").write_text("\n".join(lines[64:112] + [lines[0], "10\t" + lines[70].split("\t", 1)[1]])
+                                      + "\n", encoding="utf-8")
     out = tmp_path / "out"
     run_cli(["--task=dbqa", f"--bert_config_file={tiny_config}", f"--train_file={tmp_path / 'train.txt'}",
              f"--dev_file={tmp_path / 'dev.txt'}", "--max_seq_length=64", "--num_train_epochs=1",
@@ -370,9 +379,12 @@ def test_dbqa_ranks_answers_and_reports_mrr_and_map(tmp_path, tiny_config):
     report = json.loads((out / "report.json").read_text())
     assert report["metrics"] == ["MRR", "MAP", "accuracy", "F1"]
     eval_results = json.loads((out / "seed_123" / "eval_results.json").read_text())
-    assert eval_results["left_out"] == ["dev.txt:49"]
+    assert eval_results["left_out"] == ["dev.txt:50"]
+    # one candidate was trained on; the others are not scored alone, as a ranking of part of a
+    # question's candidates would rank another list
+    assert report["seen_in_training"] == {"dev": {"seen": 1, "of": 49}} and "unseen" not in eval_results
     _, rows = read_predictions(out / "seed_123" / "predictions.tsv")
-    dev = [line.split("\t") for line in lines[64:112]]
+    dev = [line.split("\t") for line in lines[64:112] + [lines[0]]]
     questions, relevant = [q for _, q, _ in dev], [label == "1" for label, _, _ in dev]
     scores = [float(r[3]) for r in rows]  # p(1): the ranking score
     mrr, map_ = reference_ranking(questions, relevant, scores)
@@ -390,7 +402,7 @@ def test_dbqa_ranks_answers_and_reports_mrr_and_map(tmp_path, tiny_config):
         assert ("cannot be scored" in proc.stdout) == (name == "zeros") and "MRR" not in proc.stdout
         assert json.loads((tmp_path / name / "predict_results.json").read_text())["scores"] is None
         _, predicted = read_predictions(tmp_path / name / "predictions.tsv")
-        assert_same_probabilities(predicted, rows)
+        assert_same_probabilities(predicted, rows[:48])  # the dev file's first 48 lines
     # a label outside the task's (as on line 2549 of the 2017 dev file): that line is predicted, the
     # others are scored as training scored them
     with_bad = lines[64:69] + ["10\t" + lines[69].split("\t", 1)[1]] + lines[69:112]
@@ -403,7 +415,7 @@ def test_dbqa_ranks_answers_and_reports_mrr_and_map(tmp_path, tiny_config):
     assert scores["MRR"] == pytest.approx(eval_results["MRR"]) and scores["left_out"] == ["bad.txt:6"]
     _, predicted = read_predictions(tmp_path / "bad" / "predictions.tsv")
     assert len(predicted) == 49
-    assert_same_probabilities(predicted[:5] + predicted[6:], rows)
+    assert_same_probabilities(predicted[:5] + predicted[6:], rows[:48])
     # a dev file that cannot be ranked is refused before training
     proc = run_cli(["--task=dbqa", f"--bert_config_file={tiny_config}", f"--train_file={tmp_path / 'train.txt'}",
                     f"--dev_file={tmp_path / 'zeros.txt'}", "--max_seq_length=64", f"--output_dir={tmp_path / 'o2'}"],
@@ -594,6 +606,11 @@ def test_do_predict_scores_the_test_file_it_was_given_and_each_seed_keeps_its_be
     assert [r[0] for r in rows] == list(gold)  # test.tsv:2 ... test.tsv:16
     results = json.loads((out / "test" / "test_results.json").read_text())
     assert results["accuracy"] == pytest.approx(100 * sum(gold[r[0]] == r[1] for r in rows) / len(rows))
+    # and the test file's 12 reviews that are not training ones, alone
+    unseen = [r for r in rows if int(r[0].split(":")[1]) <= 13]
+    assert results["unseen"]["examples"] == 12 and results["unseen"]["accuracy"] == \
+        pytest.approx(100 * sum(gold[r[0]] == r[1] for r in unseen) / 12)
+    assert "unseen" not in json.loads((out / "seed_123" / "eval_results.json").read_text())  # no dev review is
     history = json.loads((out / "seed_123" / "training_history.json").read_text())
     best = max(history["evaluations"], key=lambda e: e["accuracy"])  # max keeps the first of ties, as the run does
     assert json.loads((out / "seed_123" / "eval_results.json").read_text()) == best

@@ -682,6 +682,11 @@ def test_the_test_file_is_scored_against_its_own_answers_and_every_decoding_sett
     # the same question on the same passage was trained on; dev is the training file
     assert json.loads((out / "report.json").read_text())["seen_in_training"] == {"dev": {"seen": 23, "of": 23},
                                                                                  "test": {"seen": 4, "of": 5}}
+    answer = json.loads((out / "test" / "predictions.json").read_text(encoding="utf-8"))[first_qa["id"]]
+    article, paragraph = data["data"][0], data["data"][0]["paragraphs"][0]
+    only_new = {**data, "data": [{**article, "paragraphs": [{**paragraph, "qas": [first_qa]}]}]}
+    alone = evaluate_cmrc(only_new, {first_qa["id"]: answer})  # the new question alone
+    assert results["unseen"] == {"examples": 1, **alone}
     settings = json.loads((out / "seed_123" / "best_model" / "cnbert_mrc_settings.json").read_text())
     assert settings == {"task": "cmrc2018", "max_seq_length": 128, "doc_stride": 64, "max_query_length": 32,
                         "max_answer_length": 17, "do_lower_case": True, "fullwidth_to_halfwidth": False,

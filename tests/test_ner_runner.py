@@ -123,8 +123,12 @@ def test_tensorflow_tags_and_pytorch_reads_its_model(tmp_path):
     run_cli(["--framework=tf", "--task=msra_ner", f"--bert_config_file={tmp_path / 'config.json'}",
              f"--train_file={data}", f"--dev_file={dev}", "--max_seq_length=32", "--num_train_epochs=1",
              "--train_batch_size=8", f"--output_dir={out}"])
-    # a sentence is a training one by its characters, whatever its tags
+    # a sentence is a training one by its characters, whatever its tags; the one that is not is scored alone too
     assert json.loads((out / "report.json").read_text())["seen_in_training"] == {"dev": {"seen": 11, "of": 12}}
+    last = read_conll(out / "seed_123" / "predictions.txt")[-1]
+    alone = entity_scores([last[1]], [last[2]])
+    unseen = json.loads((out / "seed_123" / "eval_results.json").read_text())["unseen"]
+    assert unseen["examples"] == 1 and unseen["F1"] == pytest.approx(alone["F1"]) and unseen["gold"] == alone["gold"]
     run_cli(["--mode=predict", "--task=msra_ner", f"--model_dir={out / 'seed_123' / 'best_model'}",
              f"--predict_file={dev}", f"--output_dir={tmp_path / 'p'}"])
     assert (tmp_path / "p" / "predictions.txt").read_text() == (out / "seed_123" / "predictions.txt").read_text()

@@ -5,7 +5,7 @@ import pytest
 from cnbert.data import ClassificationExample as Example
 from cnbert.data import MrcAnswer, MrcExample, NerSentence, read_cmrc2018
 from cnbert.report import describe_seen, format_markdown, summarize_seeds
-from cnbert.runners.training_run import examples_digest, seen_in_training
+from cnbert.runners.training_run import examples_digest, seen_in_training, with_unseen_scores
 from cnbert.tasks import classification, mrc, ner
 from conftest import data_file
 
@@ -84,3 +84,21 @@ def test_the_report_says_how_many_evaluated_examples_were_trained_on():
     assert "test examples" not in markdown  # none of them
     assert describe_seen("test", 1, 12500) == \
         "1 of the 12500 test examples (under 0.1 %) are training examples word for word"
+
+
+def test_unseen_scores_are_the_same_scores_over_the_examples_not_trained_on():
+    def score(rows):
+        return {"accuracy": 100.0 * len(rows) / 4}
+
+    assert with_unseen_scores({"accuracy": 75.0}, [0, 2], score) == \
+        {"accuracy": 75.0, "unseen": {"examples": 2, "accuracy": 50.0}}
+    assert with_unseen_scores({"accuracy": 75.0}, None, score) == {"accuracy": 75.0}  # none or all seen
+    assert with_unseen_scores(None, [0], score) is None  # an unlabelled split has no scores
+
+
+def test_the_report_gives_the_unseen_examples_scores_over_seeds():
+    summary = summarize_seeds({1: {"accuracy": 95.0}, 2: {"accuracy": 96.0}}, ["accuracy"])
+    summary["unseen"] = {"examples": 862, **summarize_seeds({1: {"accuracy": 93.0}, 2: {"accuracy": 93.5}},
+                                                            ["accuracy"])}
+    assert "\nOn the 862 dev examples not trained on alone, mean (max): accuracy 93.250 (93.500).\n" in \
+        format_markdown(summary, "ChnSentiCorp dev")

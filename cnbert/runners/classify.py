@@ -71,10 +71,11 @@ def _featurise(task, examples, tokenizer, source: str):
     return features
 
 
-def _predict(trainer, task, examples, features, scored=None, left_out=()):
+def _predict(trainer, task, examples, features, scored=None, left_out=(), unseen=None):
     """(predictions, metrics): the metrics of the examples at the indices `scored` (default: all of
     them when every example is labelled), None when there are none; `left_out` (lines the reader left
-    out, file:line) is recorded with the metrics."""
+    out, file:line) is recorded with the metrics; with `unseen` (a training run's indices of the
+    examples it did not train on), their scores too (training_run.with_unseen_scores)."""
     logits = trainer.predict(features.model_arrays())["logits"]
     predictions = tasks.ClassificationPredictions(examples, task.labels, logits)
     if scored is None:
@@ -83,6 +84,8 @@ def _predict(trainer, task, examples, features, scored=None, left_out=()):
     metrics = tasks.score(task, [examples[i] for i in scored], logits[scored]) if scored else None
     if metrics is not None and left_out:
         metrics["left_out"] = list(left_out)
+    metrics = training_run.with_unseen_scores(
+        metrics, unseen, lambda rows: tasks.score(task, [examples[i] for i in rows], logits[rows]))
     return predictions, metrics
 
 
@@ -98,8 +101,10 @@ def train_and_evaluate():
         tasks.check_scorable(task, examples, path)
         return examples
 
-    def evaluate(trainer, examples, features, path):
-        return _predict(trainer, task, examples, features, left_out=left_out[path])
+    def evaluate(trainer, examples, features, path, unseen):
+        # a ranking task's scores over some of a question's candidates would rank another list
+        return _predict(trainer, task, examples, features, left_out=left_out[path],
+                        unseen=None if task.ranking else unseen)
 
     training_run.train_on_files(PROGRAM, __name__, task, *_token_types(task), read=read,
                                 featurise=lambda examples, tokenizer, path: _featurise(task, examples, tokenizer, path),

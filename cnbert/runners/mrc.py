@@ -110,7 +110,9 @@ def _load_splits(task: tasks.MrcTask):
     return train, dev, gold, gold_path
 
 
-def _predict_examples(trainer, examples, features, task_name, gold=None, gold_path=None):
+def _predict_examples(trainer, examples, features, task_name, gold=None, gold_path=None, unseen=None):
+    """(predictions, metrics): metrics against `gold` when given; with `unseen` (a training run's
+    indices of the questions it did not train on), their scores too."""
     outputs = trainer.predict(features.model_arrays())
     predictions = postprocess_predictions(
         examples, features, outputs["start_logits"], outputs["end_logits"], class_logits=outputs.get("class_logits"),
@@ -118,7 +120,13 @@ def _predict_examples(trainer, examples, features, task_name, gold=None, gold_pa
         null_score_threshold=FLAGS.null_score_threshold)
     predictions = dataclasses.replace(predictions, answers_as_list=tasks.get_task(task_name).predictions_as_list)
     metrics = tasks.score(task_name, gold, predictions.answers, source=gold_path) if gold is not None else None
-    return predictions, metrics
+
+    def score_questions(rows):
+        ids = {examples[i].qas_id for i in rows}
+        answers = {qas_id: answer for qas_id, answer in predictions.answers.items() if qas_id in ids}
+        return tasks.score(task_name, tasks.restrict_gold(gold, ids), answers, source=gold_path)
+
+    return predictions, training_run.with_unseen_scores(metrics, unseen, score_questions)
 
 
 # ---- training ----------------------------------------------------------------------------------
@@ -158,10 +166,12 @@ def train_and_evaluate():
         write_json(run.out / run_dir.DEV_GOLD_FILE, dev_gold)
 
     def evaluate_dev(trainer):
-        return _predict_examples(trainer, dev_examples, dev_features, FLAGS.task, dev_gold, gold_path)
+        return _predict_examples(trainer, dev_examples, dev_features, FLAGS.task, dev_gold, gold_path,
+                                 run.unseen.get("dev"))
 
     def evaluate_test(trainer):
-        return _predict_examples(trainer, test.examples, test.features, FLAGS.task, test.gold, FLAGS.test_file)
+        return _predict_examples(trainer, test.examples, test.features, FLAGS.task, test.gold, FLAGS.test_file,
+                                 run.unseen.get("test"))
 
     # the settings name the task, so that predict mode refuses the model for another task (a DRCD
     # model reads simplified text)

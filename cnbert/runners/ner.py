@@ -72,10 +72,13 @@ def _featurise(task, sentences, tokenizer, source: str):
     return features
 
 
-def _predict(trainer, task, sentences, features):
-    """(predictions, metrics): metrics when every sentence is tagged, else None."""
+def _predict(trainer, task, sentences, features, unseen=None):
+    """(predictions, metrics): metrics when every sentence is tagged, else None; with `unseen` (a
+    training run's indices of the sentences it did not train on), their scores too."""
     predicted = decode_tags(sentences, features, trainer.predict(features.model_arrays())["logits"], task.labels)
     metrics = tasks.score(sentences, predicted) if features.tags is not None else None
+    metrics = training_run.with_unseen_scores(
+        metrics, unseen, lambda rows: tasks.score([sentences[i] for i in rows], [predicted[i] for i in rows]))
     return tasks.NerPredictions(sentences, predicted), metrics
 
 
@@ -87,8 +90,8 @@ def train_and_evaluate():
     def featurise(sentences, tokenizer, path):
         return _featurise(task, sentences, tokenizer, path)
 
-    def evaluate(trainer, sentences, features, path):
-        return _predict(trainer, task, sentences, features)
+    def evaluate(trainer, sentences, features, path, unseen):
+        return _predict(trainer, task, sentences, features, unseen)
 
     training_run.train_on_files(PROGRAM, __name__, task, *TOKEN_TYPES, read=task.read, featurise=featurise,
                                 evaluate=evaluate, settings_file=PREDICT_SETTINGS_FILE, settings_names=PREDICT_SETTINGS,

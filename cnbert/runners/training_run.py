@@ -115,9 +115,11 @@ class TrainingSetup:
     tokenizer: ChineseBertTokenizer
     environment: dict
     earlier: EarlierSeeds
-    # check_examples': each evaluated split's examples that are training ones, and the digests of the
-    # examples every seed trains and is evaluated on
+    # check_examples': each evaluated split's examples that are training ones, the indices of the
+    # others where a split has both (unseen), and the digests of the examples every seed trains and
+    # is evaluated on
     seen_in_training: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
+    unseen: dict[str, list[int]] = dataclasses.field(default_factory=dict)
     data: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
@@ -205,9 +207,10 @@ def train_on_files(program: str, runner_module: str, task, min_token_types: int,
     every seed, report, score the test file.
 
     task: has .title, .metric_names, .criterion(metrics). read(path) -> examples;
-    featurise(examples, tokenizer, path) -> features; evaluate(trainer, examples, features, path) ->
-    (predictions with .write(directory), metrics). The task and `settings_names` flags are saved
-    beside each best model in `settings_file`. seen_key: as for check_examples."""
+    featurise(examples, tokenizer, path) -> features; evaluate(trainer, examples, features, path,
+    unseen) -> (predictions with .write(directory), metrics), unseen as for with_unseen_scores. The
+    task and `settings_names` flags are saved beside each best model in `settings_file`. seen_key:
+    as for check_examples."""
     require_file("train_file")
     require_file("dev_file")
     warn_if_dev_is_train()
@@ -220,8 +223,10 @@ def train_on_files(program: str, runner_module: str, task, min_token_types: int,
     check_enough_features(len(features["train"].model_arrays()["input_ids"]), run.ctx.world_size)
     prepare_output_dir(run)
     train_report_and_test(run, task, features["train"].model_arrays(),
-                          lambda trainer: evaluate(trainer, examples["dev"], features["dev"], splits["dev"]),
-                          (lambda trainer: evaluate(trainer, examples["test"], features["test"], splits["test"]))
+                          lambda trainer: evaluate(trainer, examples["dev"], features["dev"], splits["dev"],
+                                                   run.unseen.get("dev")),
+                          (lambda trainer: evaluate(trainer, examples["test"], features["test"], splits["test"],
+                                                    run.unseen.get("test")))
                           if FLAGS.do_predict else None, settings_file, settings_names)
 
 
@@ -249,10 +254,12 @@ def check_examples(run: TrainingSetup, examples: Mapping[str, Sequence], seen_ke
     seed's history; with --resume, refuses to report a kept seed beside new ones when it was
     trained or evaluated on other examples (a data file changed, or how cnbert reads or splits it,
     as the CJRC split did when copies of a passage became one)."""
-    run.seen_in_training = seen_in_training(examples, seen_key)
+    unseen = unseen_in_training(examples, seen_key)
+    run.seen_in_training = _seen_counts(examples, unseen)
     for name, counts in run.seen_in_training.items():
         if counts["seen"]:
             note(f"NOTE: {describe_seen(name, **counts)}: the model is scored on examples it was trained on")
+    run.unseen = {name: rows for name, rows in unseen.items() if 0 < len(rows) < len(examples[name])}
     run.data = {name: examples_digest(examples[name]) for name in ("train", "dev")}
     other = [seed for seed, recorded in run.earlier.data.items() if recorded not in (None, run.data)]
     if other:
@@ -271,9 +278,30 @@ def seen_in_training(examples: Mapping[str, Sequence], seen_key: Callable[[Any],
     of its examples are training examples by seen_key (the same text, whatever the label). Standard
     splits can overlap their training file (ChnSentiCorp: 338 of 1200 dev and 331 of 1200 test
     reviews), and scores on such examples measure what the model remembers, not how it reads."""
+    return _seen_counts(examples, unseen_in_training(examples, seen_key))
+
+
+def unseen_in_training(examples: Mapping[str, Sequence], seen_key: Callable[[Any], Hashable]
+                       ) -> dict[str, list[int]]:
+    """{split: the indices of its examples that are not training examples by seen_key} for each
+    split of `examples` but "train"."""
     trained_on = {seen_key(example) for example in examples["train"]}
-    return {name: {"seen": sum(seen_key(example) in trained_on for example in split), "of": len(split)}
+    return {name: [i for i, example in enumerate(split) if seen_key(example) not in trained_on]
             for name, split in examples.items() if name != "train"}
+
+
+def _seen_counts(examples: Mapping[str, Sequence], unseen: Mapping[str, list[int]]) -> dict[str, dict[str, int]]:
+    return {name: {"seen": len(examples[name]) - len(rows), "of": len(examples[name])} for name, rows in unseen.items()}
+
+
+def with_unseen_scores(metrics: dict | None, unseen: Sequence[int] | None, score: Callable[[list[int]], dict]
+                       ) -> dict | None:
+    """`metrics` of an evaluated split with, when only part of it are training examples (unseen:
+    the indices of the others, TrainingSetup.unseen), metrics["unseen"]: score(unseen), the same
+    scores over those examples alone, and their number."""
+    if metrics is not None and unseen:
+        metrics["unseen"] = {"examples": len(unseen), **score(list(unseen))}
+    return metrics
 
 
 def examples_digest(examples: Sequence) -> str:
@@ -407,6 +435,10 @@ def write_report(runs: SeedRuns, task, run: TrainingSetup) -> int:
     summary["best_seed"] = best_seed
     summary["environments"] = {str(seed): runs.environments[seed] for seed in runs.per_seed}
     summary["seen_in_training"] = run.seen_in_training
+    unseen = {seed: metrics["unseen"] for seed, metrics in runs.per_seed.items() if "unseen" in metrics}
+    if unseen and len(unseen) == len(runs.per_seed):
+        summary["unseen"] = {"examples": next(iter(unseen.values()))["examples"],
+                             **summarize_seeds(unseen, task.metric_names)}
     if runs.stopped:
         summary["stopped_seeds"] = {str(seed): reason for seed, reason in runs.stopped.items()}
     if run.rank0:
