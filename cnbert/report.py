@@ -42,8 +42,11 @@ def format_markdown(summary: dict, title: str, decimals: int = 3) -> str:
         lines += [""] + [f"{line}." for line in seen]
     unseen = summary.get("unseen")
     if unseen:
-        lines += ["", f"On the {unseen['examples']} dev examples not trained on alone, mean (max): " + ", ".join(
-            f"{m} {fmt.format(unseen['mean'][m])} ({fmt.format(unseen['max'][m])})" for m in metrics) + "."]
+        without = unseen.get("seeds_without")  # kept seeds an older cnbert trained
+        over = (f" over seeds {', '.join(unseen['seeds'])} ({', '.join(map(str, without))}: none recorded)"
+                if without else "")
+        lines += ["", f"On the {unseen['examples']} dev examples not trained on alone, mean (max){over}: " + ", ".join(
+            f"{m} {fmt.format(unseen['mean'][m])} ({fmt.format(unseen['max'][m])})" for m in unseen["metrics"]) + "."]
     stopped = summary.get("stopped_seeds", {})
     if stopped:
         lines += ["", "Seeds stopped before the end of training, left out of the mean (max):"]

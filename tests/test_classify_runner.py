@@ -586,31 +586,49 @@ def test_do_predict_scores_the_test_file_it_was_given_and_each_seed_keeps_its_be
     train = head_of("chnsenticorp/train.tsv", 32, tmp_path, "train.tsv")
     dev = head_of("chnsenticorp/dev.tsv", 16, tmp_path, "dev.tsv")
     test = head_of("chnsenticorp/test.tsv", 12, tmp_path, "test.tsv")
-    with test.open("a", encoding="utf-8") as file:  # and three training reviews, one with another label
-        first = train.read_text(encoding="utf-8").split("\n")[1:4]
-        file.write("\n".join(first[:2] + ["01"[first[2][0] == "0"] + first[2][1:]]) + "\n")
+    trained = train.read_text(encoding="utf-8").split("\n")[1:5]
+    # three training reviews amid the test file's (one with another label), one at the dev file's start
+    lines = test.read_text(encoding="utf-8").split("\n")
+    test.write_text("\n".join(lines[:7] + trained[:2] + ["01"[trained[2][0] == "0"] + trained[2][1:]] + lines[7:]),
+                    encoding="utf-8")
+    lines = dev.read_text(encoding="utf-8").split("\n")
+    dev.write_text("\n".join(lines[:1] + trained[3:] + lines[1:]), encoding="utf-8")
     out = tmp_path / "out"
     proc = run_cli(["--task=chnsenticorp", f"--bert_config_file={tiny_config}", f"--train_file={train}",
                     f"--dev_file={dev}", "--max_seq_length=32", "--num_train_epochs=2", "--train_batch_size=16",
-                    "--learning_rate=1e-3", "--eval_every=1", "--seeds=123", "--do_predict", f"--test_file={test}",
+                    "--learning_rate=1e-3", "--eval_every=1", "--seeds=123,456", "--do_predict", f"--test_file={test}",
                     f"--output_dir={out}"])
     # the run says how many evaluated examples it trained on, and the report records it
     assert ("NOTE: 3 of the 15 test examples (20.0 %) are training examples word for word: the model is scored on "
-            "examples it was trained on") in proc.stdout and "dev examples (" not in proc.stdout
-    assert json.loads((out / "report.json").read_text())["seen_in_training"] == {"dev": {"seen": 0, "of": 16},
-                                                                                 "test": {"seen": 3, "of": 15}}
-    assert "\n3 of the 15 test examples (20.0 %) are training examples word for word.\n" in \
-        (out / "report.md").read_text()
+            "examples it was trained on") in proc.stdout and "NOTE: 1 of the 17 dev examples (5.9 %)" in proc.stdout
+    report = json.loads((out / "report.json").read_text())
+    assert report["seen_in_training"] == {"dev": {"seen": 1, "of": 17}, "test": {"seen": 3, "of": 15}}
+    markdown = (out / "report.md").read_text()
+    assert "\n1 of the 17 dev examples (5.9 %) are training examples word for word.\n" in markdown
+    assert "\n3 of the 15 test examples (20.0 %) are training examples word for word.\n" in markdown
     _, rows = read_predictions(out / "test" / "predictions.tsv")
     gold = gold_labels(test)
     assert [r[0] for r in rows] == list(gold)  # test.tsv:2 ... test.tsv:16
     results = json.loads((out / "test" / "test_results.json").read_text())
     assert results["accuracy"] == pytest.approx(100 * sum(gold[r[0]] == r[1] for r in rows) / len(rows))
-    # and the test file's 12 reviews that are not training ones, alone
-    unseen = [r for r in rows if int(r[0].split(":")[1]) <= 13]
+    # and the test file's 12 reviews that are not training ones (all but lines 8 to 10), alone
+    unseen = [r for r in rows if r[0] not in ("test.tsv:8", "test.tsv:9", "test.tsv:10")]
     assert results["unseen"]["examples"] == 12 and results["unseen"]["accuracy"] == \
         pytest.approx(100 * sum(gold[r[0]] == r[1] for r in unseen) / 12)
-    assert "unseen" not in json.loads((out / "seed_123" / "eval_results.json").read_text())  # no dev review is
+    # the dev file's 16 reviews that are not training ones, per seed and over the seeds
+    dev_gold = gold_labels(dev)
+    per_seed = []
+    for seed in (123, 456):
+        _, dev_rows = read_predictions(out / f"seed_{seed}" / "predictions.tsv")
+        accuracy = 100 * sum(dev_gold[r[0]] == r[1] for r in dev_rows if r[0] != "dev.tsv:2") / 16
+        eval_results = json.loads((out / f"seed_{seed}" / "eval_results.json").read_text())
+        assert eval_results["unseen"]["examples"] == 16
+        assert eval_results["unseen"]["accuracy"] == pytest.approx(accuracy)
+        per_seed.append(accuracy)
+    assert report["unseen"]["examples"] == 16 and report["unseen"]["mean"]["accuracy"] == pytest.approx(
+        sum(per_seed) / 2) and report["unseen"]["max"]["accuracy"] == pytest.approx(max(per_seed))
+    assert (f"On the 16 dev examples not trained on alone, mean (max): accuracy {sum(per_seed) / 2:.3f} "
+            f"({max(per_seed):.3f}).") in markdown
     history = json.loads((out / "seed_123" / "training_history.json").read_text())
     best = max(history["evaluations"], key=lambda e: e["accuracy"])  # max keeps the first of ties, as the run does
     assert json.loads((out / "seed_123" / "eval_results.json").read_text()) == best

@@ -670,8 +670,9 @@ def test_the_test_file_is_scored_against_its_own_answers_and_every_decoding_sett
     sample = REPO / "tests" / "fixtures" / "mrc_cmrc2018_sample.json"
     data = json.loads(sample.read_text(encoding="utf-8"))
     test = tmp_path / "test.json"  # the first article alone: 5 of the sample's 23 questions
-    first_qa = data["data"][0]["paragraphs"][0]["qas"][0]
-    first_qa["question"] += "请回答"  # a new question on a training passage: not one the model trained on
+    article, paragraph = data["data"][0], data["data"][0]["paragraphs"][-1]
+    new_qa = paragraph["qas"][-1]
+    new_qa["question"] += "请回答"  # a new question on a training passage: not one the model trained on
     test.write_text(json.dumps({**data, "data": data["data"][:1]}, ensure_ascii=False), encoding="utf-8")
     out = tmp_path / "out"
     run_cli(["--task=cmrc2018", f"--bert_config_file={tiny_config}", f"--train_file={sample}", f"--dev_file={sample}",
@@ -682,10 +683,9 @@ def test_the_test_file_is_scored_against_its_own_answers_and_every_decoding_sett
     # the same question on the same passage was trained on; dev is the training file
     assert json.loads((out / "report.json").read_text())["seen_in_training"] == {"dev": {"seen": 23, "of": 23},
                                                                                  "test": {"seen": 4, "of": 5}}
-    answer = json.loads((out / "test" / "predictions.json").read_text(encoding="utf-8"))[first_qa["id"]]
-    article, paragraph = data["data"][0], data["data"][0]["paragraphs"][0]
-    only_new = {**data, "data": [{**article, "paragraphs": [{**paragraph, "qas": [first_qa]}]}]}
-    alone = evaluate_cmrc(only_new, {first_qa["id"]: answer})  # the new question alone
+    answer = json.loads((out / "test" / "predictions.json").read_text(encoding="utf-8"))[new_qa["id"]]
+    only_new = {**data, "data": [{**article, "paragraphs": [{**paragraph, "qas": [new_qa]}]}]}
+    alone = evaluate_cmrc(only_new, {new_qa["id"]: answer})  # the new question alone
     assert results["unseen"] == {"examples": 1, **alone}
     settings = json.loads((out / "seed_123" / "best_model" / "cnbert_mrc_settings.json").read_text())
     assert settings == {"task": "cmrc2018", "max_seq_length": 128, "doc_stride": 64, "max_query_length": 32,

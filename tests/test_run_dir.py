@@ -45,6 +45,13 @@ def test_earlier_seeds_refuses_a_damaged_or_foreign_seed_folder(tmp_path):
     (directory / "best_model").mkdir()
     with pytest.raises(DataError, match=r"eval_results.json: has no F1, EM: not this task's scores"):
         earlier_seeds(tmp_path, [1], ["F1", "EM"])
+    (directory / "eval_results.json").write_text(json.dumps({"accuracy": 91.5, "unseen": {"examples": 862}}))
+    with pytest.raises(DataError, match=r'eval_results.json: "unseen" must be an object with examples and accuracy, '
+                                        r"got \{'examples': 862\}; delete .* to train that seed again"):
+        earlier_seeds(tmp_path, [1], ["accuracy"])
+    (directory / "eval_results.json").write_text(json.dumps({"accuracy": 91.5, "unseen": {"examples": 8,
+                                                                                          "accuracy": 90.0}}))
+    assert earlier_seeds(tmp_path, [1], ["accuracy"]).finished[1]["unseen"] == {"examples": 8, "accuracy": 90.0}
     (directory / "training_history.json").write_text(json.dumps({"environment": {"device": "CPU"}}))
     with pytest.raises(DataError, match=r'"environment" must be an object with cnbert, framework, device, replicas, '
                                         r"got \{'device': 'CPU'\}; delete .* to train that seed again"):

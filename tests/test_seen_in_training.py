@@ -102,3 +102,8 @@ def test_the_report_gives_the_unseen_examples_scores_over_seeds():
                                                             ["accuracy"])}
     assert "\nOn the 862 dev examples not trained on alone, mean (max): accuracy 93.250 (93.500).\n" in \
         format_markdown(summary, "ChnSentiCorp dev")
+    # a continued run whose kept seed an older cnbert trained: the seeds the scores are over are named
+    summary["unseen"] = {"examples": 862, "seeds_without": [2], **summarize_seeds({1: {"accuracy": 93.0}},
+                                                                                  ["accuracy"])}
+    assert ("\nOn the 862 dev examples not trained on alone, mean (max) over seeds 1 (2: none recorded): accuracy "
+            "93.000 (93.000).\n") in format_markdown(summary, "ChnSentiCorp dev")

@@ -124,7 +124,9 @@ def _predict_examples(trainer, examples, features, task_name, gold=None, gold_pa
     def score_questions(rows):
         ids = {examples[i].qas_id for i in rows}
         answers = {qas_id: answer for qas_id, answer in predictions.answers.items() if qas_id in ids}
-        return tasks.score(task_name, tasks.restrict_gold(gold, ids), answers, source=gold_path)
+        scores = tasks.score(task_name, tasks.restrict_gold(gold, ids), answers, source=gold_path)
+        # a CJRC domain none of these questions is in has no scores (the scorer would give it 0)
+        return {name: value for name, value in scores.items() if scores.get(f"{name.split('_')[0]}_TOTAL") != 0}
 
     return predictions, training_run.with_unseen_scores(metrics, unseen, score_questions)
 

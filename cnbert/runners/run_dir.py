@@ -120,6 +120,10 @@ def earlier_seeds(out: Path, seeds: Sequence[int], metric_names: Sequence[str]) 
         missing = [name for name in metric_names if not isinstance(metrics, dict) or name not in metrics]
         if missing:
             raise DataError(results, None, f"has no {', '.join(missing)}: not this task's scores")
+        unseen = metrics.get("unseen")  # the scores of the examples not trained on, which the report averages
+        if unseen is not None and not (isinstance(unseen, dict) and "examples" in unseen and metric_names[0] in unseen):
+            raise DataError(results, None, f'"unseen" must be an object with examples and {metric_names[0]}, got '
+                            f"{unseen!r}; delete {directory} to train that seed again")
         earlier.finished[seed] = metrics
         earlier.environments[seed] = _recorded(history, "environment", ENVIRONMENT_KEYS, directory / HISTORY_FILE)
         earlier.data[seed] = _recorded(history, "data", ("train", "dev"), directory / HISTORY_FILE)

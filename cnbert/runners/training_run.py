@@ -436,9 +436,13 @@ def write_report(runs: SeedRuns, task, run: TrainingSetup) -> int:
     summary["environments"] = {str(seed): runs.environments[seed] for seed in runs.per_seed}
     summary["seen_in_training"] = run.seen_in_training
     unseen = {seed: metrics["unseen"] for seed, metrics in runs.per_seed.items() if "unseen" in metrics}
-    if unseen and len(unseen) == len(runs.per_seed):
-        summary["unseen"] = {"examples": next(iter(unseen.values()))["examples"],
-                             **summarize_seeds(unseen, task.metric_names)}
+    if unseen:
+        # the metrics every seed has (a CJRC domain without unseen questions has none)
+        names = [name for name in task.metric_names if all(name in scores for scores in unseen.values())]
+        summary["unseen"] = {"examples": next(iter(unseen.values()))["examples"], **summarize_seeds(unseen, names)}
+        without = [seed for seed in runs.per_seed if seed not in unseen]  # kept seeds of an older cnbert
+        if without:
+            summary["unseen"]["seeds_without"] = without
     if runs.stopped:
         summary["stopped_seeds"] = {str(seed): reason for seed, reason in runs.stopped.items()}
     if run.rank0:
