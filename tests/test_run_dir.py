@@ -46,7 +46,7 @@ def test_earlier_seeds_refuses_a_damaged_or_foreign_seed_folder(tmp_path):
     with pytest.raises(DataError, match=r"eval_results.json: has no F1, EM: not this task's scores"):
         earlier_seeds(tmp_path, [1], ["F1", "EM"])
     (directory / "eval_results.json").write_text(json.dumps({"accuracy": 91.5, "unseen": {"examples": 862}}))
-    with pytest.raises(DataError, match=r'eval_results.json: "unseen" must be an object with examples and accuracy, '
+    with pytest.raises(DataError, match=r'eval_results.json: "unseen" must be an object with examples, accuracy, '
                                         r"got \{'examples': 862\}; delete .* to train that seed again"):
         earlier_seeds(tmp_path, [1], ["accuracy"])
     (directory / "eval_results.json").write_text(json.dumps({"accuracy": 91.5, "unseen": {"examples": 8,

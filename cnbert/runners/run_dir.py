@@ -120,19 +120,17 @@ def earlier_seeds(out: Path, seeds: Sequence[int], metric_names: Sequence[str]) 
         missing = [name for name in metric_names if not isinstance(metrics, dict) or name not in metrics]
         if missing:
             raise DataError(results, None, f"has no {', '.join(missing)}: not this task's scores")
-        unseen = metrics.get("unseen")  # the scores of the examples not trained on, which the report averages
-        if unseen is not None and not (isinstance(unseen, dict) and "examples" in unseen and metric_names[0] in unseen):
-            raise DataError(results, None, f'"unseen" must be an object with examples and {metric_names[0]}, got '
-                            f"{unseen!r}; delete {directory} to train that seed again")
+        _recorded(metrics, "unseen", ("examples", metric_names[0]), results)  # scores the report averages
         earlier.finished[seed] = metrics
         earlier.environments[seed] = _recorded(history, "environment", ENVIRONMENT_KEYS, directory / HISTORY_FILE)
         earlier.data[seed] = _recorded(history, "data", ("train", "dev"), directory / HISTORY_FILE)
     return earlier
 
 
-def _recorded(history: dict, name: str, keys: Sequence[str], path: Path) -> dict | None:
-    """history[name], an object holding `keys`; None when the history has none (an older cnbert)."""
-    value = history.get(name)
+def _recorded(record: dict, name: str, keys: Sequence[str], path: Path) -> dict | None:
+    """record[name] (of the file at `path` in a seed's folder), an object holding `keys`; None when
+    the record has none (an older cnbert)."""
+    value = record.get(name)
     if value is not None and not (isinstance(value, dict) and all(key in value for key in keys)):
         raise DataError(path, None, f'"{name}" must be an object with {", ".join(keys)}, got {value!r}; delete '
                         f"{path.parent} to train that seed again")
